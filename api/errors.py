@@ -1,0 +1,52 @@
+"""One error handler: every error becomes Ironic's ``error_message`` body."""
+from __future__ import annotations
+
+import json
+import logging
+
+import flask
+from werkzeug import exceptions as http
+
+from conductor import errors
+
+LOG = logging.getLogger(__name__)
+
+
+def _body(status: int, payload: dict) -> flask.Response:
+    response = flask.current_app.response_class(
+        json.dumps({"error_message": json.dumps(payload)}), status=status,
+        mimetype="application/json")
+    return response
+
+
+def render(exc: errors.MetalcastError) -> flask.Response:
+    if isinstance(exc, errors.NotAcceptable):
+        return _body(406, {"code": 406, "title": "Not Acceptable", "description": str(exc)})
+    response = _body(exc.status_code, exc.to_dict())
+    if isinstance(exc, errors.NotAuthorized):
+        response.headers["WWW-Authenticate"] = 'Basic realm="Baremetal API"'
+    return response
+
+
+def render_http(exc: http.HTTPException) -> flask.Response:
+    message = exc.description or exc.name
+    if isinstance(exc, http.BadRequest) and "JSON" in (exc.description or ""):
+        message = f"Malformed JSON in request body: {exc.description}"
+    client = 400 <= (exc.code or 500) < 500
+    response = _body(exc.code or 500, {"faultcode": "Client" if client else "Server",
+                                       "faultstring": message, "debuginfo": None})
+    if isinstance(exc, http.MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(exc.valid_methods or [])
+    return response
+
+
+def render_unexpected(exc: Exception) -> flask.Response:
+    LOG.exception("Unexpected error handling %s %s", flask.request.method, flask.request.path)
+    return _body(500, {"faultcode": "Server", "faultstring": "Internal Server Error: "
+                       f"{type(exc).__name__}; see the server log.", "debuginfo": None})
+
+
+def init_app(app: flask.Flask) -> None:
+    app.register_error_handler(errors.MetalcastError, render)
+    app.register_error_handler(http.HTTPException, render_http)
+    app.register_error_handler(Exception, render_unexpected)

@@ -1,0 +1,1 @@
+"""metalcast conductor: state machines, persistence, drivers and workers."""

@@ -1,0 +1,1 @@
+"""Persistence: schema, engine set-up, migrations and the queries the conductor uses."""

@@ -1,0 +1,253 @@
+"""Every query the conductor runs. Database errors become domain errors here, once."""
+from __future__ import annotations
+
+import datetime
+import uuid as uuidlib
+from typing import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from conductor import errors
+from conductor.db.schema import conductors, nodes, ports
+from conductor.objects import NODE_COLUMNS, PORT_COLUMNS, Node, Port
+
+#: Non-null columns only, so keyset pagination needs no NULL ordering rules.
+SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
+
+
+#: Filters that are not plain column equality.
+NODE_FILTERS = {
+    "associated": lambda v: (nodes.c.instance_uuid.is_not(None) if v
+                             else nodes.c.instance_uuid.is_(None)),
+    "description_contains": lambda v: nodes.c.description.contains(v, autoescape=True),
+}
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def is_uuid_like(value) -> bool:
+    try:
+        return str(uuidlib.UUID(str(value))) == str(value).lower()
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def _duplicate(exc: IntegrityError, values: dict) -> errors.MetalcastError:
+    text = str(exc.orig).lower()
+    if "address" in text:
+        return errors.MACAlreadyExists(mac=values.get("address"))
+    if "name" in text:
+        return errors.DuplicateName(name=values.get("name"))
+    if "instance_uuid" in text:
+        return errors.Conflict(f"Instance {values.get('instance_uuid')} is already "
+                               "associated with a node.")
+    if "uuid" in text:
+        return errors.Conflict(f"A resource with UUID {values.get('uuid')} already exists.")
+    return errors.Conflict(f"Conflict: {exc.orig}")
+
+
+class Store:
+    """Queries over one engine. Thread-safe: every call uses its own connection."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    # -- nodes -------------------------------------------------------------
+    def create_node(self, values: dict) -> Node:
+        values = dict(values, created_at=utcnow())
+        values.setdefault("uuid", str(uuidlib.uuid4()))
+        try:
+            with self.engine.begin() as conn:
+                node_id = conn.execute(nodes.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+        return self.get_node_by_id(node_id)
+
+    def get_node_by_id(self, node_id: int) -> Node:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(nodes).where(nodes.c.id == node_id)).first()
+        if row is None:
+            raise errors.NodeNotFound(node=node_id)
+        return Node(*row)
+
+    def get_node(self, ident: str) -> Node:
+        """Find a node by UUID or by name."""
+        col = nodes.c.uuid if is_uuid_like(ident) else nodes.c.name
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(nodes).where(col == ident)).first()
+        if row is None:
+            raise errors.NodeNotFound(node=ident)
+        return Node(*row)
+
+    def list_nodes(self, filters: dict | None = None, limit: int | None = None,
+                   marker: str | None = None, sort_key: str = "id", sort_dir: str = "asc",
+                   columns: Iterable[str] | None = None) -> list[Node]:
+        """Nodes matching ``filters`` (column -> value, or a key of NODE_FILTERS)."""
+        cols = [nodes.c[name] for name in (columns or NODE_COLUMNS)]
+        query = sa.select(*cols)
+        for key, value in (filters or {}).items():
+            special = NODE_FILTERS.get(key)
+            query = query.where(special(value) if special else nodes.c[key] == value)
+        query = _paginate(query, nodes, self._marker_row(marker), sort_key, sort_dir, limit)
+        names = [c.name for c in cols]
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Node(**dict(zip(names, row))) for row in rows]
+
+    def _marker_row(self, marker):
+        if marker is None:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(nodes).where(nodes.c.uuid == marker)).first()
+        if row is None:
+            raise errors.InvalidParameter(f"The marker {marker} could not be found.")
+        return row
+
+    def update_node(self, node_id: int, values: dict, expect: dict | None = None) -> bool:
+        """UPDATE one node; with ``expect``, only if those columns still hold those values."""
+        query = nodes.update().where(nodes.c.id == node_id)
+        for key, value in (expect or {}).items():
+            col = nodes.c[key]
+            query = query.where(col.is_(None) if value is None else col == value)
+        values = dict(values, updated_at=utcnow())
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(query.values(**values)).rowcount == 1
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+
+    def reserve(self, node: Node, host: str, values: dict | None = None,
+                expect: dict | None = None) -> None:
+        """Take the node's exclusive lock (a conditional UPDATE); NodeLocked if lost."""
+        expect = dict(expect or {}, reservation=None)
+        if not self.update_node(node.id, dict(values or {}, reservation=host), expect):
+            current = self.get_node_by_id(node.id)
+            if current.reservation:
+                raise errors.NodeLocked(node=node.uuid, host=current.reservation)
+            raise errors.Conflict(f"Node {node.uuid} changed while the request was "
+                                  "processed; please retry.")
+
+    def release(self, node_id: int, host: str, values: dict | None = None) -> bool:
+        return self.update_node(node_id, dict(values or {}, reservation=None),
+                                expect={"reservation": host})
+
+    def delete_node(self, node_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ports.delete().where(ports.c.node_id == node_id))
+            conn.execute(nodes.delete().where(nodes.c.id == node_id))
+
+    def count_nodes(self, states: Iterable[str]) -> int:
+        query = sa.select(sa.func.count()).where(nodes.c.provision_state.in_(list(states)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def nodes_in_states(self, states: Iterable[str], updated_before=None,
+                        unreserved: bool = False, affinity: str | None = None) -> list[Node]:
+        query = sa.select(nodes).where(nodes.c.provision_state.in_(list(states)))
+        if updated_before is not None:
+            query = query.where(nodes.c.provision_updated_at < updated_before)
+        if unreserved:
+            query = query.where(nodes.c.reservation.is_(None))
+        if affinity is not None:
+            query = query.where(nodes.c.conductor_affinity == affinity)
+        with self.engine.connect() as conn:
+            return [Node(*row) for row in conn.execute(query)]
+
+    def release_all(self, host: str) -> list[str]:
+        """Drop every lock ``host`` holds; returns the UUIDs that were locked."""
+        with self.engine.begin() as conn:
+            uuids = conn.execute(sa.select(nodes.c.uuid)
+                                 .where(nodes.c.reservation == host)).scalars().all()
+            conn.execute(nodes.update().where(nodes.c.reservation == host)
+                         .values(reservation=None, target_power_state=None))
+        return list(uuids)
+
+    # -- ports -------------------------------------------------------------
+    _PORT_SELECT = sa.select(*[ports.c[c] for c in PORT_COLUMNS], nodes.c.uuid).join(
+        nodes, nodes.c.id == ports.c.node_id)
+
+    def create_port(self, values: dict) -> Port:
+        values = dict(values, created_at=utcnow())
+        values.setdefault("uuid", str(uuidlib.uuid4()))
+        try:
+            with self.engine.begin() as conn:
+                port_id = conn.execute(ports.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+        return self._one_port(ports.c.id == port_id, port_id)
+
+    def _one_port(self, clause, ident) -> Port:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._PORT_SELECT.where(clause)).first()
+        if row is None:
+            raise errors.PortNotFound(port=ident)
+        return Port(*row)
+
+    def get_port(self, port_uuid: str) -> Port:
+        if not is_uuid_like(port_uuid):
+            raise errors.PortNotFound(port=port_uuid)
+        return self._one_port(ports.c.uuid == port_uuid, port_uuid)
+
+    def list_ports(self, filters: dict | None = None, limit: int | None = None,
+                   marker: str | None = None) -> list[Port]:
+        query = self._PORT_SELECT
+        for key, value in (filters or {}).items():
+            col = nodes.c.uuid if key == "node_uuid" else ports.c[key]
+            query = query.where(col == value)
+        marker_row = None
+        if marker is not None:
+            with self.engine.connect() as conn:
+                marker_row = conn.execute(sa.select(ports).where(ports.c.uuid == marker)).first()
+            if marker_row is None:
+                raise errors.InvalidParameter(f"The marker {marker} could not be found.")
+        query = _paginate(query, ports, marker_row, "id", "asc", limit)
+        with self.engine.connect() as conn:
+            return [Port(*row) for row in conn.execute(query)]
+
+    def update_port(self, port_id: int, values: dict) -> None:
+        values = dict(values, updated_at=utcnow())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(ports.update().where(ports.c.id == port_id).values(**values))
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+
+    def delete_port(self, port_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ports.delete().where(ports.c.id == port_id))
+
+    # -- conductors --------------------------------------------------------
+    def register_conductor(self, host: str, hardware_types: list[str], group: str = "") -> None:
+        now = utcnow()
+        values = dict(online=True, hardware_types=hardware_types, conductor_group=group,
+                      updated_at=now)
+        with self.engine.begin() as conn:
+            done = conn.execute(conductors.update().where(conductors.c.hostname == host)
+                                .values(**values)).rowcount
+            if not done:
+                conn.execute(conductors.insert().values(hostname=host, created_at=now, **values))
+
+    def touch_conductor(self, host: str, online: bool = True) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(conductors.update().where(conductors.c.hostname == host)
+                         .values(updated_at=utcnow(), online=online))
+
+
+def _paginate(query, table, marker_row, sort_key, sort_dir, limit):
+    """Keyset pagination: rows strictly after ``marker_row`` in (sort_key, id) order."""
+    col, id_col = table.c[sort_key], table.c.id
+    order = (sa.desc if sort_dir == "desc" else sa.asc)
+    if marker_row is not None:
+        mval, mid = getattr(marker_row, sort_key), marker_row.id
+        after = (lambda a, b: a < b) if sort_dir == "desc" else (lambda a, b: a > b)
+        if sort_key == "id":
+            query = query.where(after(id_col, mid))
+        else:
+            query = query.where(sa.or_(after(col, mval),
+                                       sa.and_(col == mval, after(id_col, mid))))
+    query = query.order_by(order(col), order(id_col)) if sort_key != "id" else \
+        query.order_by(order(id_col))
+    return query.limit(limit) if limit else query

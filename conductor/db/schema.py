@@ -1,0 +1,98 @@
+"""Tables. SQLAlchemy Core: the conductor reads rows into typed records (records.py)."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+#: The 13 hardware interfaces a node chooses, in Ironic's order.
+INTERFACES = ("bios", "boot", "console", "deploy", "firmware", "inspect", "management",
+              "network", "power", "raid", "rescue", "storage", "vendor")
+
+_TS = sa.DateTime(timezone=True)
+
+
+def _json(name: str) -> sa.Column:
+    return sa.Column(name, sa.JSON, nullable=True)
+
+
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("name", sa.String(255), nullable=True, unique=True),
+    sa.Column("driver", sa.String(255), nullable=False),
+    *[sa.Column(f"{i}_interface", sa.String(255), nullable=True) for i in INTERFACES],
+    sa.Column("provision_state", sa.String(15), nullable=True, index=True),
+    sa.Column("target_provision_state", sa.String(15), nullable=True),
+    sa.Column("provision_updated_at", _TS, nullable=True),
+    sa.Column("power_state", sa.String(15), nullable=True),
+    sa.Column("target_power_state", sa.String(15), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("maintenance", sa.Boolean, nullable=False, default=False),
+    sa.Column("maintenance_reason", sa.Text, nullable=True),
+    sa.Column("fault", sa.String(255), nullable=True),
+    sa.Column("reservation", sa.String(255), nullable=True, index=True),
+    sa.Column("conductor_affinity", sa.String(255), nullable=True, index=True),
+    sa.Column("conductor_group", sa.String(255), nullable=False, default=""),
+    sa.Column("resource_class", sa.String(80), nullable=True, index=True),
+    sa.Column("owner", sa.String(255), nullable=True, index=True),
+    sa.Column("lessee", sa.String(255), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("instance_uuid", sa.String(36), nullable=True, unique=True),
+    sa.Column("instance_name", sa.String(255), nullable=True),
+    sa.Column("chassis_uuid", sa.String(36), nullable=True),
+    sa.Column("allocation_uuid", sa.String(36), nullable=True),
+    sa.Column("shard", sa.String(255), nullable=True),
+    sa.Column("parent_node", sa.String(36), nullable=True),
+    _json("properties"), _json("instance_info"), _json("driver_info"),
+    _json("driver_internal_info"), _json("extra"), _json("clean_step"),
+    _json("deploy_step"), _json("service_step"), _json("raid_config"),
+    _json("target_raid_config"), _json("traits"), _json("network_data"),
+    sa.Column("automated_clean", sa.Boolean, nullable=True),
+    sa.Column("protected", sa.Boolean, nullable=False, default=False),
+    sa.Column("protected_reason", sa.Text, nullable=True),
+    sa.Column("retired", sa.Boolean, nullable=False, default=False),
+    sa.Column("retired_reason", sa.Text, nullable=True),
+    sa.Column("boot_mode", sa.String(16), nullable=True),
+    sa.Column("secure_boot", sa.Boolean, nullable=True),
+    sa.Column("console_enabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("disable_power_off", sa.Boolean, nullable=False, default=False),
+    sa.Column("inspection_started_at", _TS, nullable=True),
+    sa.Column("inspection_finished_at", _TS, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)
+
+ports = sa.Table(
+    "ports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("address", sa.String(18), nullable=False, unique=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("pxe_enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("physical_network", sa.String(64), nullable=True),
+    sa.Column("is_smartnic", sa.Boolean, nullable=False, default=False),
+    _json("local_link_connection"), _json("extra"), _json("internal_info"),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)
+
+conductors = sa.Table(
+    "conductors", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hostname", sa.String(255), nullable=False, unique=True),
+    sa.Column("conductor_group", sa.String(255), nullable=False, default=""),
+    sa.Column("online", sa.Boolean, nullable=False, default=True),
+    sa.Column("hardware_types", sa.JSON, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)

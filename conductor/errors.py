@@ -1,0 +1,110 @@
+"""One error hierarchy for the whole appliance.
+
+Every domain error carries an HTTP status and a message template; the API layer
+renders it once, in the body shape each client expects.
+"""
+from __future__ import annotations
+
+
+class MetalcastError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+    status_code = 500
+    message = "An unknown error occurred."
+    code = "Server"
+
+    def __init__(self, message: str | None = None, **kwargs):
+        if message is None:
+            message = self.message % kwargs if kwargs else self.message
+        self.kwargs = kwargs
+        super().__init__(message)
+
+    def to_dict(self) -> dict:
+        client = 400 <= self.status_code < 500
+        return {"faultcode": "Client" if client else "Server",
+                "faultstring": str(self), "debuginfo": None}
+
+
+class Invalid(MetalcastError):
+    status_code = 400
+    message = "Invalid input: %(reason)s"
+
+
+class InvalidParameter(Invalid):
+    message = "%(reason)s"
+
+
+class InvalidStateRequested(Invalid):
+    message = ('The requested action "%(action)s" can not be performed on node '
+               '"%(node)s" while it is in state "%(state)s".')
+
+
+class NotAuthorized(MetalcastError):
+    status_code = 401
+    message = "Not authorized."
+
+
+class NotFound(MetalcastError):
+    status_code = 404
+    message = "Resource could not be found."
+
+
+class NodeNotFound(NotFound):
+    message = "Node %(node)s could not be found."
+
+
+class PortNotFound(NotFound):
+    message = "Port %(port)s could not be found."
+
+
+class NotAcceptable(MetalcastError):
+    status_code = 406
+    message = "Request not acceptable."
+
+
+class Conflict(MetalcastError):
+    status_code = 409
+    message = "Conflict."
+
+
+class NodeLocked(Conflict):
+    message = ("Node %(node)s is locked by host %(host)s, please retry after "
+               "the current operation is completed.")
+
+
+class DuplicateName(Conflict):
+    message = "A node with name %(name)s already exists."
+
+
+class MACAlreadyExists(Conflict):
+    message = "A port with MAC address %(mac)s already exists."
+
+
+class NodeAssociated(Conflict):
+    message = ("Node %(node)s is associated with instance %(instance)s.")
+
+
+class ServiceUnavailable(MetalcastError):
+    status_code = 503
+    message = "Service unavailable."
+
+
+class ConcurrentActionLimit(ServiceUnavailable):
+    message = ("Unable to process request at this time. The concurrent "
+               "%(task_type)s action limit (%(limit)s) has been reached. "
+               "Please retry later.")
+
+
+class NoFreeConductorWorker(ServiceUnavailable):
+    message = "Requested action cannot be performed due to lack of free conductor workers."
+
+
+class DriverError(MetalcastError):
+    """A hardware or protocol peer failed; raised by adapters only."""
+
+    status_code = 502
+    message = "Driver error: %(reason)s"
+
+
+class ConfigError(MetalcastError):
+    message = "Configuration error: %(reason)s"

@@ -1,0 +1,66 @@
+"""A Task: one node under this conductor's exclusive lock, with its interfaces."""
+from __future__ import annotations
+
+import logging
+
+from conductor import hardware, states
+from conductor.db.api import Store, utcnow
+
+LOG = logging.getLogger(__name__)
+
+
+class Task:
+    """Holds the lock on ``node``; every change goes to the database at once."""
+
+    def __init__(self, store: Store, node, host: str):
+        self.store = store
+        self.node = node
+        self.host = host
+        self._interfaces: dict[str, object] = {}
+
+    def interface_name(self, kind: str) -> str:
+        return getattr(self.node, f"{kind}_interface")
+
+    def iface(self, kind: str):
+        if kind not in self._interfaces:
+            self._interfaces[kind] = hardware.build(kind, self.interface_name(kind))
+        return self._interfaces[kind]
+
+    @property
+    def power(self):
+        return self.iface("power")
+
+    @property
+    def management(self):
+        return self.iface("management")
+
+    @property
+    def boot(self):
+        return self.iface("boot")
+
+    @property
+    def deploy(self):
+        return self.iface("deploy")
+
+    def update(self, **values) -> None:
+        """Write ``values`` to the node row and to ``self.node``."""
+        self.store.update_node(self.node.id, values)
+        for key, value in values.items():
+            setattr(self.node, key, value)
+
+    def process_event(self, event: str, target: str | None = None, **values) -> None:
+        """Advance the state machine by ``event`` and persist the new state."""
+        new = states.transition(self.node.provision_state, event)
+        if target is None:
+            target = states.target_of(new)
+        LOG.info("Node %s moved from %s to %s (%s)", self.node.uuid,
+                 self.node.provision_state, new.value, event)
+        self.update(provision_state=new.value,
+                    target_provision_state=getattr(target, "value", target),
+                    provision_updated_at=utcnow(), **values)
+
+    def release(self, **values) -> None:
+        if not self.store.release(self.node.id, self.host, values):
+            LOG.warning("Node %s: lock of %s was already gone at release",
+                        self.node.uuid, self.host)
+        self.node.reservation = None

@@ -1,0 +1,161 @@
+"""Worker pool, per-node locks held across a worker's life, and periodic tasks.
+
+The API thread takes the node lock (a conditional UPDATE) and moves the node into
+its transient state; a worker thread inherits the lock, runs the action and
+always releases it. A conductor that starts again releases its own stale locks
+and fails the transient states it owned, so no node stays locked or stuck.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from conductor import errors, states
+from conductor.config import Settings
+from conductor.db.api import Store, utcnow
+from conductor.task import Task
+
+LOG = logging.getLogger(__name__)
+S = states.State
+
+#: Wait state -> the Settings attribute holding its timeout (seconds).
+WAIT_TIMEOUTS = {
+    S.DEPLOYWAIT: "conductor_deploy_callback_timeout",
+    S.CLEAN_WAIT: "conductor_clean_callback_timeout",
+    S.INSPECT_WAIT: "conductor_inspect_wait_timeout",
+    S.RESCUEWAIT: "conductor_rescue_callback_timeout",
+    S.SERVICE_WAIT: "conductor_service_callback_timeout",
+}
+
+
+def error_text(exc: BaseException) -> str:
+    """The message an operator sees in last_error."""
+    if isinstance(exc, errors.MetalcastError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Workers:
+    """A bounded pool; ``spawn`` refuses work (503) instead of queueing without end."""
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self.host = settings.conductor_host
+        self._pool = ThreadPoolExecutor(settings.conductor_workers, "metalcast-worker")
+        self._capacity = threading.BoundedSemaphore(
+            settings.conductor_workers + settings.conductor_max_queued)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- work --------------------------------------------------------------
+    def check_capacity(self) -> None:
+        """Raise 503 when the pool cannot take one more task (call before locking)."""
+        if not self._capacity.acquire(blocking=False):
+            raise errors.NoFreeConductorWorker()
+        self._capacity.release()
+
+    def spawn(self, task: Task, action, *args) -> None:
+        """Run ``action(task, *args)`` in a worker that always releases the lock."""
+        if not self._capacity.acquire(blocking=False):
+            task.release()
+            raise errors.NoFreeConductorWorker()
+        self._pool.submit(self._run, task, action, args)
+
+    def _run(self, task: Task, action, args) -> None:
+        try:
+            action(task, *args)
+        except Exception as exc:  # noqa: BLE001 - every failure must land in last_error
+            LOG.exception("Node %s: %s failed", task.node.uuid, action.__name__)
+            fail(task, error_text(exc))
+        finally:
+            try:
+                task.release()
+            finally:
+                self._capacity.release()
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        """Register, recover what a previous run of this conductor left, start periodics."""
+        self.store.register_conductor(self.host, self.settings.hardware_types)
+        recover(self.store, self.host)
+        self._periodic(self.settings.conductor_heartbeat_interval,
+                       lambda: self.store.touch_conductor(self.host))
+        self._periodic(self.settings.conductor_check_provision_state_interval,
+                       lambda: check_wait_timeouts(self.store, self.settings))
+
+    def _periodic(self, interval: float, func) -> None:
+        def loop():
+            while not self._stop.wait(interval):
+                try:
+                    func()
+                except Exception:  # noqa: BLE001 - a periodic task must survive errors
+                    LOG.exception("Periodic task %s failed", func)
+        thread = threading.Thread(target=loop, name="metalcast-periodic", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, wait: bool = True) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        try:
+            self.store.touch_conductor(self.host, online=False)
+        except Exception:  # noqa: BLE001 - the database may be gone at shutdown
+            LOG.warning("Could not mark conductor %s offline", self.host)
+
+
+def fail(task: Task, message: str) -> None:
+    """Move the node to the failed state of its current transient state."""
+    state = task.node.provision_state
+    try:
+        task.process_event("fail", last_error=message)
+    except states.InvalidTransition:
+        # Power actions fail without a state change; the error still shows.
+        task.update(last_error=message, target_power_state=None)
+    LOG.error("Node %s: %s (was %s)", task.node.uuid, message, state)
+
+
+def recover(store: Store, host: str) -> None:
+    """Release this conductor's stale locks and fail the work it can no longer resume."""
+    released = store.release_all(host)
+    if released:
+        LOG.warning("Conductor %s released stale locks on %d node(s): %s",
+                    host, len(released), ", ".join(released))
+    stuck = store.nodes_in_states([s.value for s in states.WORKING_STATES],
+                                  unreserved=True, affinity=host)
+    for node in stuck:
+        _fail_locked(store, node, host, (
+            f"Conductor {host} restarted while node was in state {node.provision_state!r}; "
+            "the operation cannot be resumed. Retry the action."))
+
+
+def check_wait_timeouts(store: Store, settings: Settings, now=None) -> int:
+    """Fail nodes that waited too long for an agent; returns how many failed."""
+    now = now or utcnow()
+    failed = 0
+    for state, option in WAIT_TIMEOUTS.items():
+        timeout = getattr(settings, option)
+        cutoff = now - datetime.timedelta(seconds=timeout)
+        for node in store.nodes_in_states([state.value], updated_before=cutoff,
+                                          unreserved=True):
+            if node.conductor_affinity not in (None, settings.conductor_host):
+                continue
+            failed += _fail_locked(store, node, settings.conductor_host, (
+                f"Timeout reached while waiting for callback in state {state.value!r} "
+                f"after {timeout} seconds ({option.split('_', 1)[1]})."))
+    return failed
+
+
+def _fail_locked(store: Store, node, host: str, message: str) -> int:
+    try:
+        store.reserve(node, host, expect={"provision_state": node.provision_state})
+    except errors.Conflict:
+        return 0  # someone else is acting on it now; they own the outcome
+    task = Task(store, node, host)
+    try:
+        fail(task, message)
+    finally:
+        task.release()
+    return 1

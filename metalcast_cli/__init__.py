@@ -1,0 +1,1 @@
+"""The ``metalcast`` command line: the service commands and a thin REST client."""

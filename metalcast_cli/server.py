@@ -1,0 +1,60 @@
+"""Runs the appliance: the API over waitress plus the conductor, in one process."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from waitress.server import create_server
+
+from api import create_app
+from conductor.appliance import Appliance
+from conductor.config import Settings
+
+LOG = logging.getLogger(__name__)
+
+
+class Server:
+    """API + conductor on one port; ``url`` is known once the socket is bound."""
+
+    def __init__(self, settings: Settings, threads: int = 8):
+        self.appliance = Appliance(settings)
+        app = create_app(self.appliance.service, settings)
+        self._wsgi = create_server(app, host=settings.api_host, port=settings.api_port,
+                                   threads=threads, ident="metalcast",
+                                   connection_limit=1000, channel_timeout=120)
+        port = self._wsgi.effective_port
+        host = settings.api_host if ":" not in settings.api_host else f"[{settings.api_host}]"
+        self.url = f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        self.appliance.start()
+        try:
+            self._wsgi.run()
+        finally:
+            self.appliance.stop()
+
+    def start_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="metalcast-api", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Stop serving from another thread: closing every socket ends the loop."""
+        for channel in list(self._wsgi._map.values()):
+            channel.close()
+
+
+def run(settings: Settings, on_ready=print) -> None:
+    """Serve until SIGTERM/SIGINT; ``on_ready`` gets the API URL."""
+    server = Server(settings)
+    # waitress leaves its loop cleanly on SystemExit; the conductor then stops.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    on_ready(f"metalcast API listening on {server.url}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    LOG.info("metalcast stopped")
+

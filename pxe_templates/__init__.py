@@ -1,0 +1,1 @@
+"""Jinja2 templates for network boot (iPXE, PXELINUX, GRUB), shipped as package data."""

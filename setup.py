@@ -1,0 +1,40 @@
+"""metalcast: bare-metal provisioning and image-update appliance."""
+from setuptools import find_packages, setup
+
+setup(
+    name="metalcast",
+    version="0.1.0",
+    description="Bare-metal provisioning appliance with an Ironic-compatible API",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["api", "api.*", "conductor", "conductor.*",
+                                    "ramdisk_agent", "ramdisk_agent.*", "pxe_templates",
+                                    "metalcast_cli", "metalcast_cli.*"]),
+    package_data={"conductor.db": ["migrations/*.py", "migrations/*.mako",
+                                   "migrations/versions/*.py"],
+                  "pxe_templates": ["*.j2", "*/*.j2"]},
+    install_requires=[
+        "flask>=3.0,<4",            # REST API (app factory + blueprints)
+        "waitress>=3.0,<4",         # production WSGI server, pure Python, threaded
+        "sqlalchemy>=2.0,<2.2",     # persistence (Core), SQLite and PostgreSQL
+        "alembic>=1.13,<2",         # schema migrations
+        "psycopg[binary]>=3.1,<4",  # PostgreSQL driver for several conductors
+        "jsonpatch>=1.33,<2",       # RFC 6902 PATCH, as Ironic
+        "bcrypt>=4.0,<6",           # htpasswd verification for http_basic auth
+        "requests>=2.31,<3",        # CLI client
+        "pyyaml>=6.0,<7",           # enrolment files
+        "jinja2>=3.1,<4",           # boot config templates
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "openstacksdk>=4.0,<5",          # real Ironic client under test
+            "python-ironicclient>=5.0,<7",   # the `baremetal` CLI under test
+        ],
+    },
+    entry_points={"console_scripts": [
+        "metalcast = metalcast_cli.main:main",
+        "metalcast-agent = ramdisk_agent.cli:main",
+    ]},
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,31 @@ BMC_KEYS = {
     "ipmi": ("ipmi_address", "ipmi_username", "ipmi_password"),
 }
 CSV_REQUIRED = ("name", "driver")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 base-60 integers.
+
+    Plain YAML 1.1 reads an unquoted MAC such as 52:54:00:00:00:01 as the
+    sexagesimal integer 3118451683201; enrolment files are full of MACs, so
+    such scalars stay strings here.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+            or ":" not in regexp.pattern.replace("(?:", "")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
+                             r"|[-+]?0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+                             r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                             r"|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
 
 
 @dataclasses.dataclass
@@ -50,7 +76,7 @@ def load(path: Path) -> list[Entry]:
     if path.suffix.lower() == ".csv":
         return _from_csv(text)
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
     except (ValueError, yaml.YAMLError) as exc:
         raise errors.InvalidParameter(f"{path}: not valid {path.suffix[1:].upper()}: {exc}")
     return _from_document(data, path)
@@ -137,6 +163,8 @@ class Enroller:
         by_mac = {p["address"]: p["node_uuid"]
                   for p in client.list_ports(fields="uuid,address,node_uuid")}
 
+        _mark_duplicates(entries)
+
         def one(entry: Entry) -> Result:
             result = self._one(entry, by_name, by_mac, dry_run)
             if progress:
@@ -152,7 +180,9 @@ class Enroller:
             return Result(name, None, "error", f"{entry.line}: {entry.error}")
         owners = {by_mac[m] for m in entry.macs if m in by_mac}
         uuid = by_name.get(entry.body.get("name"))
-        if len(owners) > 1 or (uuid and owners - {uuid}):
+        named_other = entry.body.get("name") and uuid is None and owners and any(
+            owner in by_name.values() for owner in owners)
+        if len(owners) > 1 or (uuid and owners - {uuid}) or named_other:
             return Result(name, uuid, "error", f"{entry.line}: MACs already belong to other "
                                                f"node(s) {', '.join(sorted(owners))}")
         uuid = uuid or (owners.pop() if owners else None)
@@ -161,13 +191,35 @@ class Enroller:
             status = "would create" if uuid is None else (
                 "would add ports" if new_macs else "exists")
             return Result(name, uuid, status)
+        created = uuid is None
         try:
-            created = uuid is None
             if created:
                 uuid = self._client().create_node(entry.body)["uuid"]
             for mac in new_macs:
                 self._client().create_port({"address": mac, "node_uuid": uuid})
         except ClientError as exc:
+            if created and uuid:  # do not leave a node without the ports it was listed with
+                self._client().delete_node(uuid)
+                uuid = None
             return Result(name, uuid, "error", f"{entry.line}: {exc}")
         status = "created" if created else ("ports added" if new_macs else "exists")
         return Result(name, uuid, status)
+
+
+def _mark_duplicates(entries: list[Entry]) -> None:
+    """A MAC or name listed twice in one file is an error on the later entry."""
+    seen_macs: dict[str, str] = {}
+    seen_names: dict[str, str] = {}
+    for entry in entries:
+        if entry.error:
+            continue
+        name = entry.body.get("name")
+        if name and name in seen_names:
+            entry.error = f"name {name} is also listed at {seen_names[name]}"
+            continue
+        dup = [m for m in entry.macs if m in seen_macs]
+        if dup:
+            entry.error = f"MAC {dup[0]} is also listed at {seen_macs[dup[0]]}"
+            continue
+        seen_names.setdefault(name, entry.line)
+        seen_macs.update({m: entry.line for m in entry.macs})

@@ -13,7 +13,8 @@ def _cell(value) -> str:
     return str(value)
 
 
-def table(rows: list[dict], columns: list[str], out=sys.stdout) -> None:
+def table(rows: list[dict], columns: list[str], out=None) -> None:
+    out = out or sys.stdout
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
@@ -25,13 +26,15 @@ def table(rows: list[dict], columns: list[str], out=sys.stdout) -> None:
     print(line, file=out)
 
 
-def as_json(rows, columns, out=sys.stdout) -> None:
+def as_json(rows, columns, out=None) -> None:
+    out = out or sys.stdout
     data = [{c: r.get(c) for c in columns} for r in rows] if columns else rows
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
 
 
-def value(rows: list[dict], columns: list[str], out=sys.stdout) -> None:
+def value(rows: list[dict], columns: list[str], out=None) -> None:
+    out = out or sys.stdout
     for row in rows:
         print(" ".join(_cell(row.get(c)) for c in columns), file=out)
 
@@ -39,7 +42,8 @@ def value(rows: list[dict], columns: list[str], out=sys.stdout) -> None:
 FORMATTERS = {"table": table, "json": as_json, "value": value}
 
 
-def show(obj: dict, fmt: str, out=sys.stdout) -> None:
+def show(obj: dict, fmt: str, out=None) -> None:
+    out = out or sys.stdout
     """One object as a Field/Value table (or JSON)."""
     if fmt == "json":
         json.dump(obj, out, indent=2)
@@ -52,7 +56,8 @@ def show(obj: dict, fmt: str, out=sys.stdout) -> None:
 class Progress:
     """A one-line progress bar on stderr (plain lines when not a terminal)."""
 
-    def __init__(self, total: int, label: str, out=sys.stderr, width: int = 30):
+    def __init__(self, total: int, label: str, out=None, width: int = 30):
+        out = out or sys.stderr
         self.total, self.label, self.out, self.width = max(total, 1), label, out, width
         self.done = 0
         self.tty = out.isatty()

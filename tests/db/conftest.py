@@ -1,0 +1,23 @@
+"""DB tier: the real Store over a fresh database on each backend (see ``db_url``)."""
+from __future__ import annotations
+
+import pytest
+
+from conductor.db.api import Store
+from conductor.db.engine import make_engine
+
+
+@pytest.fixture
+def store(db_url):
+    engine = make_engine(db_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def make_node(store):
+    """Create a node with sensible defaults; keyword arguments are column values."""
+    def make(**values):
+        values.setdefault("driver", "fake-hardware")
+        return store.create_node(values)
+    return make

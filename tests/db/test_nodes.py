@@ -1,0 +1,106 @@
+"""Nodes and ports: create, look up, uniqueness errors, cascading delete."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from conductor import errors
+
+
+def test_node_found_by_uuid_and_by_name(store, make_node):
+    node = make_node(name="node-1", driver="ipmi", properties={"cpus": 8})
+    by_uuid = store.get_node(node.uuid)
+    by_name = store.get_node("node-1")
+    assert by_uuid.id == by_name.id == node.id
+    assert by_name.uuid == node.uuid
+    assert by_uuid.driver == "ipmi"
+    assert by_uuid.properties == {"cpus": 8}
+    assert by_uuid.maintenance is False
+    assert by_uuid.reservation is None
+    assert by_uuid.created_at is not None
+
+
+def test_node_with_given_uuid_keeps_it(store, make_node):
+    given = str(uuid.uuid4())
+    make_node(uuid=given)
+    assert store.get_node(given).uuid == given
+
+
+@pytest.mark.parametrize("ident", ["no-such-node", str(uuid.uuid4())])
+def test_unknown_node_is_not_found(store, make_node, ident):
+    make_node(name="node-1")
+    with pytest.raises(errors.NodeNotFound) as exc:
+        store.get_node(ident)
+    assert exc.value.status_code == 404
+    assert ident in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["node-1", "mac-address-01", "instance_uuid-x"])
+def test_duplicate_node_name_is_a_409_naming_it(store, make_node, name):
+    make_node(name=name)
+    with pytest.raises(errors.DuplicateName) as exc:
+        make_node(name=name)
+    assert exc.value.status_code == 409
+    assert name in str(exc.value)
+    assert len(store.list_nodes()) == 1
+
+
+def test_renaming_onto_a_taken_name_is_a_409(store, make_node):
+    make_node(name="taken")
+    other = make_node(name="free")
+    with pytest.raises(errors.DuplicateName):
+        store.update_node(other.id, {"name": "taken"})
+    assert store.get_node(other.uuid).name == "free"
+
+
+def test_nodes_without_names_do_not_clash(store, make_node):
+    make_node()
+    make_node()
+    assert len(store.list_nodes()) == 2
+
+
+def test_duplicate_node_uuid_is_a_conflict(store, make_node):
+    node = make_node(name="a")
+    with pytest.raises(errors.Conflict) as exc:
+        make_node(name="b", uuid=node.uuid)
+    assert not isinstance(exc.value, errors.DuplicateName)
+    assert node.uuid in str(exc.value)
+
+
+def test_duplicate_port_mac_is_a_409(store, make_node):
+    one, two = make_node(name="one"), make_node(name="two")
+    store.create_port({"address": "52:54:00:12:34:56", "node_id": one.id})
+    with pytest.raises(errors.MACAlreadyExists) as exc:
+        store.create_port({"address": "52:54:00:12:34:56", "node_id": two.id})
+    assert exc.value.status_code == 409
+    assert "52:54:00:12:34:56" in str(exc.value)
+    assert store.list_ports({"node_uuid": two.uuid}) == []
+
+
+def test_port_found_with_its_node_uuid(store, make_node):
+    node = make_node(name="one")
+    port = store.create_port({"address": "52:54:00:00:00:01", "node_id": node.id})
+    found = store.get_port(port.uuid)
+    assert found.address == "52:54:00:00:00:01"
+    assert found.node_uuid == node.uuid
+    assert found.pxe_enabled is True
+
+
+def test_deleting_a_node_removes_its_ports(store, make_node):
+    node, other = make_node(name="doomed"), make_node(name="other")
+    macs = ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+    ports = [store.create_port({"address": m, "node_id": node.id}) for m in macs]
+    kept = store.create_port({"address": "52:54:00:00:00:03", "node_id": other.id})
+
+    store.delete_node(node.id)
+
+    with pytest.raises(errors.NodeNotFound):
+        store.get_node("doomed")
+    for port in ports:
+        with pytest.raises(errors.PortNotFound):
+            store.get_port(port.uuid)
+    assert [p.uuid for p in store.list_ports()] == [kept.uuid]
+    # The MACs are free again for a re-enrolled node.
+    again = make_node(name="doomed")
+    store.create_port({"address": macs[0], "node_id": again.id})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import flask
 
-from api import auth, errors, microversion, nodes, ports, root
+from api import auth, drivers, errors, microversion, nodes, ports, root
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
@@ -37,6 +37,6 @@ def create_app(service, settings=None) -> flask.Flask:
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
     errors.init_app(app)
-    for blueprint in (root.bp, nodes.bp, ports.bp):
+    for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp):
         app.register_blueprint(blueprint)
     return app

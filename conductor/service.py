@@ -240,6 +240,22 @@ class Service:
         self.workers.spawn(Task(self.store, node, self.host), provisioning.change_power,
                            power, timeout)
 
+    # -- drivers -----------------------------------------------------------
+    def list_drivers(self) -> dict[str, list[str]]:
+        """Hardware type -> the online conductors that serve it."""
+        hosts: dict[str, list[str]] = {}
+        for host, types in self.store.online_conductors():
+            for name in types:
+                if name in hardware.HARDWARE_TYPES:
+                    hosts.setdefault(name, []).append(host)
+        return hosts
+
+    def get_driver(self, name: str) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+        hosts = self.list_drivers().get(name)
+        if not hosts:
+            raise errors.NotFound(f"Driver {name} could not be found.")
+        return hosts, hardware.HARDWARE_TYPES[name]
+
     # -- ports -------------------------------------------------------------
     def create_port(self, body: dict):
         values = validation.parse_fields(body, validation.PORT_FIELDS, "port",

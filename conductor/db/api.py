@@ -20,7 +20,7 @@ SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
 NODE_FILTERS = {
     "associated": lambda v: (nodes.c.instance_uuid.is_not(None) if v
                              else nodes.c.instance_uuid.is_(None)),
-    "description_contains": lambda v: nodes.c.description.contains(v, autoescape=True),
+    "description_contains": lambda v: nodes.c.description.icontains(v, autoescape=True),
 }
 
 
@@ -36,7 +36,9 @@ def is_uuid_like(value) -> bool:
 
 
 def _duplicate(exc: IntegrityError, values: dict) -> errors.MetalcastError:
-    text = str(exc.orig).lower()
+    # Only the first line names the constraint; PostgreSQL's DETAIL line quotes the
+    # offending value, and a node named "mac-address-1" must not read as a MAC clash.
+    text = (str(exc.orig).splitlines() or [""])[0].lower()
     if "address" in text:
         return errors.MACAlreadyExists(mac=values.get("address"))
     if "name" in text:
@@ -224,11 +226,23 @@ class Store:
         now = utcnow()
         values = dict(online=True, hardware_types=hardware_types, conductor_group=group,
                       updated_at=now)
+        update = conductors.update().where(conductors.c.hostname == host).values(**values)
         with self.engine.begin() as conn:
-            done = conn.execute(conductors.update().where(conductors.c.hostname == host)
-                                .values(**values)).rowcount
-            if not done:
+            if conn.execute(update).rowcount:
+                return
+        try:
+            with self.engine.begin() as conn:
                 conn.execute(conductors.insert().values(hostname=host, created_at=now, **values))
+        except IntegrityError:  # another process registered the same name meanwhile
+            with self.engine.begin() as conn:
+                conn.execute(update)
+
+    def online_conductors(self) -> list[tuple[str, list[str]]]:
+        """(hostname, hardware types) of every conductor that is marked online."""
+        query = sa.select(conductors.c.hostname, conductors.c.hardware_types).where(
+            conductors.c.online.is_(True)).order_by(conductors.c.hostname)
+        with self.engine.connect() as conn:
+            return [(host, types or []) for host, types in conn.execute(query)]
 
     def touch_conductor(self, host: str, online: bool = True) -> None:
         with self.engine.begin() as conn:

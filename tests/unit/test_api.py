@@ -427,3 +427,12 @@ def test_http_basic_auth(make_app, tmp_path):
     assert client.get("/v1/nodes", headers=LATEST, auth=("admin", "pw")).status_code == 200
     assert client.post("/v1/nodes", json={"driver": "fake-hardware"},
                        headers=LATEST).status_code == 401
+
+
+def test_drivers_list_the_hardware_types_this_conductor_serves(client):
+    drivers = client.get("/v1/drivers", headers=LATEST).get_json()["drivers"]
+    assert [(d["name"], d["hosts"]) for d in drivers] == [("fake-hardware", ["test-conductor"])]
+    detail = client.get("/v1/drivers/fake-hardware", headers=LATEST).get_json()
+    assert detail["default_power_interface"] == "fake"
+    assert "no-rescue" in detail["enabled_rescue_interfaces"]
+    assert client.get("/v1/drivers/ipmi", headers=LATEST).status_code == 404

@@ -174,11 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    # The service logs what it does (one line per event, with the node UUID);
+    # client commands stay quiet unless asked.
+    quiet = logging.INFO if args.handler is cmd_serve else logging.WARNING
+    logging.basicConfig(level=logging.DEBUG if args.debug else quiet,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
     except (ClientError, errors.MetalcastError) as exc:

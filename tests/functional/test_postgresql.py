@@ -1,0 +1,57 @@
+"""``metalcast serve`` on PostgreSQL: migrations at start, the full flow, and
+two conductors sharing the database without stealing each other's locks."""
+import time
+
+import requests
+
+from tests.functional.conftest import start_server, stop_server
+
+HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
+
+
+def _call(url, method, path, body=None, ok=(200,)):
+    response = requests.request(method, url + path, json=body, headers=HEADERS, timeout=10)
+    assert response.status_code in ok, response.text
+    return response.json() if response.content else None
+
+
+def _drive(url, uuid, target, state):
+    _call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target}, ok=(202,))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        node = _call(url, "GET", f"/v1/nodes/{uuid}")
+        if node["provision_state"] == state:
+            return node
+        time.sleep(0.1)
+    raise AssertionError(f"{uuid} stuck in {node['provision_state']}: {node['last_error']}")
+
+
+def test_two_conductors_on_one_postgresql(postgres_url, tmp_path):
+    database = {"connection": postgres_url}
+    first = start_server(tmp_path / "a", {"database": database, "conductor": {"host": "pg-a"}})
+    second = start_server(tmp_path / "b", {"database": database, "conductor": {"host": "pg-b"}})
+    try:
+        node = _call(first.url, "POST", "/v1/nodes",
+                     {"driver": "fake-hardware", "name": "on-postgres"}, ok=(201,))
+        _call(first.url, "POST", "/v1/ports",
+              {"address": "52:54:00:77:00:01", "node_uuid": node["uuid"]}, ok=(201,))
+        _drive(first.url, node["uuid"], "manage", "manageable")
+        _drive(second.url, node["uuid"], "provide", "available")   # either API serves any node
+        _call(first.url, "PATCH", f"/v1/nodes/{node['uuid']}",
+              [{"op": "add", "path": "/driver_info/fake_delay", "value": 1}])
+        _call(first.url, "PUT", f"/v1/nodes/{node['uuid']}/states/provision",
+              {"target": "active"}, ok=(202,))
+        busy = requests.put(f"{second.url}/v1/nodes/{node['uuid']}/states/power",
+                            json={"target": "power off"}, headers=HEADERS, timeout=10)
+        assert busy.status_code == 409 and "pg-a" in busy.text      # the lock is a row
+        deadline = time.monotonic() + 20
+        while _call(second.url, "GET", f"/v1/nodes/{node['uuid']}")["provision_state"] != "active":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        drivers = _call(second.url, "GET", "/v1/drivers")["drivers"]
+        assert drivers[0]["hosts"] == ["pg-a", "pg-b"]
+        _drive(second.url, node["uuid"], "deleted", "available")
+        _call(second.url, "DELETE", f"/v1/nodes/{node['uuid']}", ok=(204,))
+    finally:
+        stop_server(first.process)
+        stop_server(second.process)

@@ -35,6 +35,8 @@ CONCURRENCY_LIMITS = {
 #: Node JSON-object fields: never null, {} when empty (as Ironic shows them).
 DICT_FIELDS = ("properties", "instance_info", "driver_info", "driver_internal_info",
                "extra", "network_data")
+#: Port JSON-object fields, likewise {} when empty: clients PATCH /extra/KEY into them.
+PORT_DICT_FIELDS = ("local_link_connection", "extra", "internal_info")
 
 
 class Service:
@@ -111,7 +113,7 @@ class Service:
             raise errors.Conflict(
                 f"Can not delete node {node.uuid} while it is in provision state "
                 f"\"{node.provision_state}\". Valid provision states to start deletion are "
-                f"{sorted(allowed)}, or set the node into maintenance mode")
+                f"({', '.join(sorted(allowed))}), or set the node into maintenance mode")
         if node.instance_uuid and not node.maintenance:
             raise errors.NodeAssociated(node=node.uuid, instance=node.instance_uuid)
         self.store.reserve(node, self.host)
@@ -159,17 +161,29 @@ class Service:
                 event == "manage" and new is not S.VERIFYING):
             return self._move_now(node, current, event, new)
         self._check_limits(event)
-        self.workers.check_capacity()
         target = S.MANAGEABLE if event == "clean" else states.target_of(new)
         values = dict(provision_state=new.value, provision_updated_at=utcnow(),
                       target_provision_state=getattr(target, "value", None),
                       conductor_affinity=self.host, last_error=None)
         values.update(self._intent(node, event, deploy_steps, configdrive))
-        self.store.reserve(node, self.host, values, expect={"provision_state": node.provision_state})
-        node = self.store.get_node_by_id(node.id)
+        node = self._lock(node, values, expect={"provision_state": node.provision_state})
         LOG.info("Node %s: %s requested, now %s", node.uuid, verb, new.value)
         args = (clean_steps, True) if event == "clean" else ()
         self.workers.spawn(Task(self.store, node, self.host), action, *args)
+
+    def _lock(self, node, values: dict, expect: dict | None = None):
+        """Claim a worker slot, then the node lock with ``values``; the fresh node.
+
+        The spawn() that must follow runs on the claimed slot, so a node never waits
+        in its new transient state for a worker that a 503 refused.
+        """
+        self.workers.claim_slot()
+        try:
+            self.store.reserve(node, self.host, values, expect=expect)
+            return self.store.get_node_by_id(node.id)
+        except BaseException:
+            self.workers.release_slot()
+            raise
 
     def _check_request(self, node, event: str, clean_steps) -> None:
         if node.maintenance and event in ("deploy", "rebuild", "provide", "clean",
@@ -186,9 +200,23 @@ class Service:
                     '{"interface": ..., "step": ..., "args": {...}} objects.')
         elif clean_steps is not None:
             raise errors.InvalidParameter('"clean_steps" is only valid with target "clean".')
+        if event in ("deploy", "rebuild"):
+            self._validate_interfaces(node, ("power", "management", "boot", "deploy"))
         if event in ("delete", "rebuild") and node.protected:
             raise errors.InvalidParameter(f"Node {node.uuid} is protected; unset protected "
                                           "before this action.")
+
+    def _validate_interfaces(self, node, kinds) -> None:
+        """Refuse the request (400) when an interface says the node cannot do it yet."""
+        task = Task(self.store, node, self.host)
+        for kind in kinds:
+            try:
+                task.iface(kind).validate(task)
+            except errors.MetalcastError as exc:
+                raise errors.InvalidParameter(
+                    f"Failed to validate the {kind} interface of node {node.uuid}: {exc}. "
+                    "Fix the node (GET /v1/nodes/{node}/validate shows every interface) "
+                    "and retry.") from None
 
     def _intent(self, node, event, deploy_steps, configdrive) -> dict:
         if event not in ("deploy", "rebuild"):
@@ -232,10 +260,8 @@ class Service:
                                           f"expected one of {sorted(POWER_TARGETS)}.")
         if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
             raise errors.InvalidParameter("timeout must be a positive integer")
-        self.workers.check_capacity()
-        self.store.reserve(node, self.host, {"target_power_state": power.value,
-                                             "conductor_affinity": self.host})
-        node = self.store.get_node_by_id(node.id)
+        node = self._lock(node, {"target_power_state": power.value,
+                                 "conductor_affinity": self.host})
         LOG.info("Node %s: power %s requested", node.uuid, power.value)
         self.workers.spawn(Task(self.store, node, self.host), provisioning.change_power,
                            power, timeout)
@@ -261,6 +287,8 @@ class Service:
         values = validation.parse_fields(body, validation.PORT_FIELDS, "port",
                                          mandatory=validation.PORT_MANDATORY)
         node = self.store.get_node(values.pop("node_uuid"))
+        for key in PORT_DICT_FIELDS:
+            values.setdefault(key, {})
         port = self.store.create_port(dict(values, node_id=node.id))
         LOG.info("Port %s (%s) created for node %s", port.uuid, port.address, node.uuid)
         return port
@@ -280,6 +308,7 @@ class Service:
         port = self.store.get_port(port_uuid)
         table = {k: v for k, v in validation.PORT_FIELDS.items() if k != "uuid"}
         doc = {key: getattr(port, key) for key in table}
+        doc.update({key: doc[key] or {} for key in PORT_DICT_FIELDS if key in doc})
         changes = validation.apply_patch(doc, patch, table, validation.PORT_MANDATORY)
         if "node_uuid" in changes:
             changes["node_id"] = self.store.get_node(changes.pop("node_uuid")).id

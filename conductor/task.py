@@ -17,6 +17,7 @@ class Task:
         self.node = node
         self.host = host
         self._interfaces: dict[str, object] = {}
+        self.released = False
 
     def interface_name(self, kind: str) -> str:
         return getattr(self.node, f"{kind}_interface")
@@ -55,11 +56,20 @@ class Task:
             target = states.target_of(new)
         LOG.info("Node %s moved from %s to %s (%s)", self.node.uuid,
                  self.node.provision_state, new.value, event)
+        if new not in states.WORKING_STATES:
+            # The work ends here: drop the lock in the same UPDATE, so whoever sees
+            # the new state can act on the node at once (no 409 window).
+            values["reservation"] = None
+            self.released = True
         self.update(provision_state=new.value,
                     target_provision_state=getattr(target, "value", target),
                     provision_updated_at=utcnow(), **values)
 
     def release(self, **values) -> None:
+        """Drop the lock unless the final state change already did."""
+        if self.released:
+            return
+        self.released = True
         if not self.store.release(self.node.id, self.host, values):
             LOG.warning("Node %s: lock of %s was already gone at release",
                         self.node.uuid, self.host)

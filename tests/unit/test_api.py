@@ -401,17 +401,31 @@ def test_no_free_worker_is_503_and_nothing_changes(make_app):
         "provision_state"] == "available"
 
 
+def test_deploy_refused_when_an_interface_does_not_validate(client):
+    node = _available(client)
+    client.patch(f"/v1/nodes/{node['uuid']}", headers=LATEST,
+                 json=[{"op": "add", "path": "/driver_info/fake_delay", "value": "soon"}])
+    refused = act(client, node["uuid"], "active")
+    assert refused.status_code == 400 and "deploy interface" in error_of(refused)["faultstring"]
+    assert client.get(f"/v1/nodes/{node['uuid']}", headers=LATEST).get_json()[
+        "provision_state"] == "available"
+
+
 def test_failing_action_sets_last_error_and_frees_lock(client):
     node = _available(client)
     client.patch(f"/v1/nodes/{node['uuid']}", headers=LATEST,
                  json=[{"op": "add", "path": "/driver_info/fake_delay", "value": "soon"}])
-    act(client, node["uuid"], "active")
-    failed = wait_state(client, node["uuid"], "deploy failed")
+    act(client, node["uuid"], "manage")
+    wait_state(client, node["uuid"], "manageable")
+    act(client, node["uuid"], "provide")
+    failed = wait_state(client, node["uuid"], "clean failed")
     assert "fake_delay" in failed["last_error"] and failed["reservation"] is None
     client.patch(f"/v1/nodes/{node['uuid']}", headers=LATEST,
                  json=[{"op": "replace", "path": "/driver_info/fake_delay", "value": 0}])
-    act(client, node["uuid"], "active")
-    assert wait_state(client, node["uuid"], "active")["last_error"] is None
+    act(client, node["uuid"], "manage")
+    wait_state(client, node["uuid"], "manageable")
+    act(client, node["uuid"], "provide")
+    assert wait_state(client, node["uuid"], "available")["last_error"] is None
 
 
 # -- authentication -------------------------------------------------------------------

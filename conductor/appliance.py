@@ -7,6 +7,7 @@ from conductor.config import Settings
 from conductor.db import migrate
 from conductor.db.api import Store
 from conductor.db.engine import make_engine
+from conductor.drivers.context import DriverContext
 from conductor.service import Service
 from conductor.workers import Workers
 
@@ -24,7 +25,8 @@ class Appliance:
         if settings.database_auto_upgrade:
             migrate.upgrade(self.engine)
         self.store = Store(self.engine)
-        self.workers = Workers(self.store, settings)
+        self.drivers = DriverContext(settings)
+        self.workers = Workers(self.store, settings, self.drivers)
         self.service = Service(self.store, settings, self.workers)
 
     def start(self) -> None:
@@ -34,4 +36,5 @@ class Appliance:
 
     def stop(self) -> None:
         self.workers.stop()
+        self.drivers.close()
         self.engine.dispose()

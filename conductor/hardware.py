@@ -29,9 +29,9 @@ IMPLEMENTATIONS = {
     ("deploy", "fake"): fake.FakeDeploy,
 }
 for _kind in INTERFACES:
-    IMPLEMENTATIONS.setdefault((_kind, "fake"), lambda k=_kind: fake.FakeSteps(k))
+    IMPLEMENTATIONS.setdefault((_kind, "fake"), lambda ctx, k=_kind: fake.FakeSteps(k, ctx))
     for _name in ("no-" + _kind, "noop", "flat"):
-        IMPLEMENTATIONS.setdefault((_kind, _name), lambda k=_kind: fake.NoSteps(k))
+        IMPLEMENTATIONS.setdefault((_kind, _name), lambda ctx, k=_kind: fake.NoSteps(k, ctx))
 
 
 def check_driver(driver: str, enabled: list[str]) -> dict[str, tuple[str, ...]]:
@@ -60,9 +60,9 @@ def resolve_interfaces(driver: str, chosen: dict[str, str | None],
     return result
 
 
-def build(kind: str, name: str):
+def build(kind: str, name: str, context=None):
     """Instantiate the implementation ``name`` of interface ``kind``."""
     try:
-        return IMPLEMENTATIONS[(kind, name)]()
+        return IMPLEMENTATIONS[(kind, name)](context)
     except KeyError:
         raise errors.InvalidParameter(f"Unknown {kind} interface {name!r}.") from None

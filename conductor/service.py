@@ -129,7 +129,7 @@ class Service:
 
     def validate_node(self, ident: str) -> dict[str, dict]:
         node = self.store.get_node(ident)
-        task = Task(self.store, node, self.host)
+        task = Task(self.store, node, self.host, self.workers.context)
         result = {}
         for kind in ("bios", "boot", "console", "deploy", "firmware", "inspect",
                      "management", "network", "power", "raid", "rescue", "storage"):
@@ -169,7 +169,7 @@ class Service:
         node = self._lock(node, values, expect={"provision_state": node.provision_state})
         LOG.info("Node %s: %s requested, now %s", node.uuid, verb, new.value)
         args = (clean_steps, True) if event == "clean" else ()
-        self.workers.spawn(Task(self.store, node, self.host), action, *args)
+        self.workers.spawn(Task(self.store, node, self.host, self.workers.context), action, *args)
 
     def _lock(self, node, values: dict, expect: dict | None = None):
         """Claim a worker slot, then the node lock with ``values``; the fresh node.
@@ -208,7 +208,7 @@ class Service:
 
     def _validate_interfaces(self, node, kinds) -> None:
         """Refuse the request (400) when an interface says the node cannot do it yet."""
-        task = Task(self.store, node, self.host)
+        task = Task(self.store, node, self.host, self.workers.context)
         for kind in kinds:
             try:
                 task.iface(kind).validate(task)
@@ -263,7 +263,7 @@ class Service:
         node = self._lock(node, {"target_power_state": power.value,
                                  "conductor_affinity": self.host})
         LOG.info("Node %s: power %s requested", node.uuid, power.value)
-        self.workers.spawn(Task(self.store, node, self.host), provisioning.change_power,
+        self.workers.spawn(Task(self.store, node, self.host, self.workers.context), provisioning.change_power,
                            power, timeout)
 
     # -- drivers -----------------------------------------------------------

@@ -12,19 +12,28 @@ LOG = logging.getLogger(__name__)
 class Task:
     """Holds the lock on ``node``; every change goes to the database at once."""
 
-    def __init__(self, store: Store, node, host: str):
+    def __init__(self, store: Store, node, host: str, context=None):
         self.store = store
         self.node = node
         self.host = host
+        self.context = context
         self._interfaces: dict[str, object] = {}
         self.released = False
+
+    @property
+    def driver_info(self) -> dict:
+        """The node's driver_info with secrets decrypted: drivers read credentials here."""
+        info = self.node.driver_info or {}
+        cipher = getattr(self.context, "cipher", None)
+        return cipher.decrypt_dict(info) if cipher else dict(info)
 
     def interface_name(self, kind: str) -> str:
         return getattr(self.node, f"{kind}_interface")
 
     def iface(self, kind: str):
         if kind not in self._interfaces:
-            self._interfaces[kind] = hardware.build(kind, self.interface_name(kind))
+            self._interfaces[kind] = hardware.build(kind, self.interface_name(kind),
+                                                    self.context)
         return self._interfaces[kind]
 
     @property

@@ -40,9 +40,11 @@ def error_text(exc: BaseException) -> str:
 class Workers:
     """A bounded pool; ``spawn`` refuses work (503) instead of queueing without end."""
 
-    def __init__(self, store: Store, settings: Settings):
+    def __init__(self, store: Store, settings: Settings, context=None):
         self.store = store
         self.settings = settings
+        #: DriverContext shared by every task this pool runs.
+        self.context = context
         self.host = settings.conductor_host
         self._pool = ThreadPoolExecutor(settings.conductor_workers, "metalcast-worker")
         self._capacity = threading.BoundedSemaphore(
@@ -51,17 +53,21 @@ class Workers:
         self._threads: list[threading.Thread] = []
 
     # -- work --------------------------------------------------------------
-    def check_capacity(self) -> None:
-        """Raise 503 when the pool cannot take one more task (call before locking)."""
+    def claim_slot(self) -> None:
+        """Take a pool slot for the spawn() that follows, or raise 503; call before locking.
+
+        Claiming first means a node already moved into its transient state always
+        gets its worker: a 503 after that move would leave it stuck there.
+        """
         if not self._capacity.acquire(blocking=False):
             raise errors.NoFreeConductorWorker()
+
+    def release_slot(self) -> None:
+        """Give back a claimed slot when the request fails before spawn()."""
         self._capacity.release()
 
     def spawn(self, task: Task, action, *args) -> None:
-        """Run ``action(task, *args)`` in a worker that always releases the lock."""
-        if not self._capacity.acquire(blocking=False):
-            task.release()
-            raise errors.NoFreeConductorWorker()
+        """Run ``action(task, *args)`` on the claimed slot; the worker always unlocks."""
         self._pool.submit(self._run, task, action, args)
 
     def _run(self, task: Task, action, args) -> None:

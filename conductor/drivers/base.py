@@ -34,6 +34,10 @@ class Interface(abc.ABC):
 
     kind: str = ""
 
+    def __init__(self, context=None):
+        #: The process's DriverContext (shared sessions, limits, cipher); None in fakes.
+        self.context = context
+
     def validate(self, task) -> None:  # noqa: B027 - most interfaces need nothing
         """Check the node's configuration for this interface."""
 

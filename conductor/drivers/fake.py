@@ -90,7 +90,8 @@ def _delay_value_ok(task) -> None:
 class FakeSteps(base.StepsInterface):
     """Fake inspect / rescue / bios / ...: every action succeeds at once."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, context=None):
+        super().__init__(context)
         self.kind = kind
 
     def run(self, task, action):
@@ -101,5 +102,6 @@ class FakeSteps(base.StepsInterface):
 class NoSteps(base.StepsInterface):
     """``no-*`` / ``noop`` implementations: validate passes, actions are refused."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, context=None):
+        super().__init__(context)
         self.kind = kind

@@ -49,7 +49,7 @@ class Settings:
     conductor_check_provision_state_interval: int = 60
     conductor_heartbeat_interval: int = 10
     conductor_automated_clean: bool = True
-    conductor_enabled_hardware_types: str = "fake-hardware"
+    conductor_enabled_hardware_types: str = "fake-hardware,ipmi,redfish"
     conductor_allow_deleting_available_nodes: bool = True
 
     @property

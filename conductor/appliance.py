@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from conductor import secrets
 from conductor.config import Settings
 from conductor.db import migrate
 from conductor.db.api import Store
@@ -21,11 +22,14 @@ class Appliance:
         settings.check()
         settings.data_path.mkdir(parents=True, exist_ok=True)
         self.settings = settings
+        #: Encrypts BMC secrets at rest; the key lives in the data dir (conductor.secrets).
+        self.cipher = secrets.Cipher.from_settings(settings)
         self.engine = make_engine(settings.db_url)
         if settings.database_auto_upgrade:
             migrate.upgrade(self.engine)
         self.store = Store(self.engine)
-        self.drivers = DriverContext(settings)
+        secrets.encrypt_stored(self.store, self.cipher)
+        self.drivers = DriverContext(settings, self.cipher)
         self.workers = Workers(self.store, settings, self.drivers)
         self.service = Service(self.store, settings, self.workers)
 

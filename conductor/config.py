@@ -51,6 +51,29 @@ class Settings:
     conductor_automated_clean: bool = True
     conductor_enabled_hardware_types: str = "fake-hardware,ipmi,redfish"
     conductor_allow_deleting_available_nodes: bool = True
+    # Power-state sync (Ironic's [conductor] options; conductor/power_sync.py).
+    conductor_sync_power_state_interval: float = 60    # seconds between sweeps; 0 disables
+    conductor_sync_power_state_workers: int = 8        # BMCs queried in parallel per sweep
+    conductor_force_power_state_during_sync: bool = False  # push the recorded state instead
+    conductor_power_state_sync_max_retries: int = 3    # failed sweeps before maintenance
+    secrets_key_file: str = ""               # default: <data_dir>/keys/secrets.key
+    # Redfish (sushy) driver: Ironic's [redfish] options, with bounds that keep a dead
+    # BMC from holding a worker for minutes.
+    redfish_power_state_change_timeout: int = 60   # seconds to wait for On/Off to show
+    redfish_power_poll_interval: float = 0.5         # seconds between power state reads
+    redfish_connect_timeout: float = 10.0            # TCP connect timeout per request
+    redfish_read_timeout: float = 60.0               # response timeout per request
+    redfish_connection_attempts: int = 3             # tries on connection errors / GET 5xx
+    redfish_connection_retry_interval: float = 2.0   # seconds between those tries
+    redfish_auth_type: str = "auto"                  # default for driver_info.redfish_auth_type
+    redfish_connection_cache_size: int = 1000        # cached sushy sessions per process
+    # IPMI (pyghmi) driver: Ironic's [ipmi] options. Commands to one BMC are serialised
+    # and spaced; Ironic's 5 s spacing protects BMCs from a new ipmitool session per
+    # command, while pyghmi keeps one session open, so 1 s is enough here.
+    ipmi_min_command_interval: float = 1.0    # seconds between two commands to one BMC
+    ipmi_command_timeout: float = 20.0        # hard bound on one IPMI exchange (incl. login)
+    ipmi_command_retry_timeout: float = 60.0  # retrying busy/timeout errors stops after this
+    ipmi_power_state_timeout: float = 60.0    # wait for the BMC to report the new power state
 
     @property
     def data_path(self) -> Path:
@@ -113,6 +136,11 @@ def _coerce(name: str, raw: str):
             return int(raw)
         except ValueError:
             raise ConfigError(reason=f"{name}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(reason=f"{name}: expected a number, got {raw!r}") from None
     return raw
 
 

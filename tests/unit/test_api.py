@@ -201,7 +201,8 @@ def test_secrets_masked_but_kept(make_app):
     client.patch(f"/v1/nodes/{node['uuid']}", headers=LATEST,
                  json=[{"op": "add", "path": "/driver_info/ipmi_port", "value": 623}])
     stored = appliance.store.get_node(node["uuid"]).driver_info
-    assert stored["ipmi_password"] == "s3cret" and stored["ipmi_port"] == 623
+    assert stored["ipmi_password"] != "s3cret" and stored["ipmi_port"] == 623  # encrypted
+    assert appliance.cipher.decrypt_dict(stored)["ipmi_password"] == "s3cret"
 
 
 def test_interfaces_validated_against_hardware_type(client):
@@ -445,8 +446,12 @@ def test_http_basic_auth(make_app, tmp_path):
 
 def test_drivers_list_the_hardware_types_this_conductor_serves(client):
     drivers = client.get("/v1/drivers", headers=LATEST).get_json()["drivers"]
-    assert [(d["name"], d["hosts"]) for d in drivers] == [("fake-hardware", ["test-conductor"])]
+    served = {d["name"]: d["hosts"] for d in drivers}
+    assert served["fake-hardware"] == served["ipmi"] == ["test-conductor"]
     detail = client.get("/v1/drivers/fake-hardware", headers=LATEST).get_json()
     assert detail["default_power_interface"] == "fake"
     assert "no-rescue" in detail["enabled_rescue_interfaces"]
-    assert client.get("/v1/drivers/ipmi", headers=LATEST).status_code == 404
+    ipmi = client.get("/v1/drivers/ipmi", headers=LATEST).get_json()
+    assert ipmi["default_power_interface"] == "ipmitool"
+    assert ipmi["enabled_management_interfaces"] == ["ipmitool", "fake"]
+    assert client.get("/v1/drivers/nonexistent", headers=LATEST).status_code == 404

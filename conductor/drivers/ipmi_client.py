@@ -1,0 +1,249 @@
+"""The one place metalcast talks IPMI: pyghmi sessions behind per-BMC channels.
+
+A ``BmcChannel`` serialises commands to one BMC (address:port), spaces them by
+``ipmi_min_command_interval``, retries busy/timeout answers until
+``ipmi_command_retry_timeout``, and bounds every exchange by
+``ipmi_command_timeout`` even when pyghmi itself blocks. Every pyghmi failure
+becomes a ``DriverError`` here, phrased so an operator knows what to fix.
+The channels live in the DriverContext (``context.shared``), not in globals.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+from pyghmi import exceptions as pyghmi_exc
+from pyghmi.ipmi import command as pyghmi_command
+
+from conductor import errors
+
+LOG = logging.getLogger(__name__)
+
+#: Completion codes a BMC uses while it is temporarily unable to serve (retry).
+RETRYABLE_CODES = {0xC0: "node busy", 0xC3: "timeout while processing",
+                   0xC4: "out of storage space", 0xD2: "BMC initialisation in progress",
+                   0xFFFF: "no answer (timeout)"}
+#: Completion codes meaning "this BMC cannot do that" (do not retry).
+UNSUPPORTED_CODES = {0x80: "parameter not supported", 0xC1: "invalid command",
+                     0xC2: "invalid command for LUN", 0xC9: "parameter out of range",
+                     0xCC: "invalid data field in request",
+                     0xD5: "command not supported in present state",
+                     0xD6: "subfunction disabled or unavailable"}
+CODE_INSUFFICIENT_PRIVILEGE = 0xD4
+#: Seconds shutdown waits for logouts (a dead BMC must not delay it).
+LOGOUT_WAIT = 3.0
+
+#: pyghmi login error text (substring) -> (kind, what the operator should check).
+LOGIN_ERRORS = (
+    ("Incorrect password", "credentials",
+     "the BMC rejected the password: check ipmi_password (and ipmi_username)"),
+    ("Unauthorized name", "credentials",
+     "the BMC does not know this user: check ipmi_username"),
+    ("Unauthorized role", "credentials",
+     "the user may not log in at this privilege: check ipmi_priv_level"),
+    ("Invalid role", "credentials",
+     "the user may not log in at this privilege: check ipmi_priv_level"),
+    ("Insufficient resources", "retry",
+     "the BMC has no free session slot (too many open sessions)"),
+    ("Invalid RAKP4 integrity", "credentials",
+     "the BMC and this conductor disagree on the session key: check ipmi_password"),
+)
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt; carries the operator-facing reason."""
+
+
+class UnsupportedCommand(errors.DriverError):
+    """The BMC answered that it cannot do this (invalid command or data field)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BmcAddress:
+    """Where and as whom to reach one BMC (parsed from driver_info)."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    priv_level: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class BmcChannel:
+    """One BMC: one command at a time, spaced, retried, bounded."""
+
+    def __init__(self, label: str, settings):
+        self.label = label
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._last = 0.0                            # monotonic end of the last command
+        self._inflight: threading.Thread | None = None  # an exchange we gave up waiting for
+        self._command = None                        # the last pyghmi Command (for logout)
+
+    def call(self, bmc: BmcAddress, what: str, netfn: int, command: int,
+             data: tuple = (), node: str = "-") -> bytes:
+        """Send one raw IPMI request; the response data, or a DriverError."""
+        deadline = time.monotonic() + self.settings.ipmi_command_retry_timeout
+        attempt = 1
+        while True:
+            try:
+                return self._attempt(bmc, what, netfn, command, data)
+            except _Retryable as exc:
+                if time.monotonic() + self.settings.ipmi_min_command_interval >= deadline:
+                    raise errors.DriverError(
+                        f"IPMI {what} on BMC {bmc.label} failed after {attempt} attempts "
+                        f"in {self.settings.ipmi_command_retry_timeout:g} s: {exc}") from None
+                LOG.warning("Node %s: IPMI %s on BMC %s, attempt %d: %s; retrying",
+                            node, what, bmc.label, attempt, exc)
+                attempt += 1
+
+    def _attempt(self, bmc: BmcAddress, what, netfn, command, data) -> bytes:
+        budget = self.settings.ipmi_command_timeout
+        if not self._lock.acquire(timeout=budget + self.settings.ipmi_command_retry_timeout):
+            raise errors.DriverError(f"BMC {bmc.label} is busy with other commands from "
+                                     f"this conductor; IPMI {what} was not sent")
+        try:
+            self._wait_inflight(bmc, what, budget)
+            pause = self._last + self.settings.ipmi_min_command_interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            response = self._exchange(bmc, what, netfn, command, data, budget)
+        finally:
+            self._last = time.monotonic()
+            self._lock.release()
+        return _check(response, bmc, what)
+
+    def _wait_inflight(self, bmc: BmcAddress, what: str, budget: float) -> None:
+        if self._inflight is not None:
+            self._inflight.join(budget)
+            if self._inflight.is_alive():
+                raise errors.DriverError(
+                    f"BMC {bmc.label} has not answered an earlier IPMI command for over "
+                    f"{budget:g} s; IPMI {what} was not sent. The BMC is not responding.")
+            self._inflight = None
+
+    def _exchange(self, bmc: BmcAddress, what, netfn, command, data, budget) -> dict:
+        """Run the pyghmi call in a helper thread: pyghmi can block far longer than
+        we allow (a stopped BMC keeps it retrying), and a worker must never hang."""
+        outcome: dict = {}
+
+        def run():
+            try:
+                cmd = _open(bmc)
+                self._command = cmd
+                outcome["response"] = cmd.raw_command(netfn=netfn, command=command,
+                                                      data=data)
+            except Exception as exc:  # noqa: BLE001 - translated by the caller below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"ipmi-{bmc.label}", daemon=True)
+        thread.start()
+        thread.join(budget)
+        if thread.is_alive():
+            self._inflight = thread
+            raise errors.DriverError(
+                f"IPMI {what} to BMC {bmc.label} got no answer within {budget:g} s "
+                "(ipmi_command_timeout): the BMC is not responding; check ipmi_address "
+                "and ipmi_port, and that the BMC is up and reachable over UDP.")
+        if "error" in outcome:
+            raise _translate(outcome["error"], bmc, what)
+        return outcome["response"]
+
+    def close(self) -> threading.Thread | None:
+        """Start logging out of the BMC; the thread doing it (None if nothing to do)."""
+        cmd, self._command = self._command, None
+        if cmd is None or self._inflight is not None:
+            return None
+        thread = threading.Thread(target=_logout, args=(cmd,), daemon=True)
+        thread.start()
+        return thread
+
+
+def _open(bmc: BmcAddress):
+    # Quirk: pyghmi looks up its session cache by comparing the user and password
+    # it was given with the *encoded* ones it stored, so str credentials never
+    # match; a second Command then finds its own half-registered entry and waits
+    # forever for a login that already finished. Bytes match, and reuse works.
+    return pyghmi_command.Command(bmc=bmc.host, userid=bmc.username.encode(),
+                                  password=bmc.password.encode(), port=bmc.port,
+                                  privlevel=bmc.priv_level)
+
+
+def _logout(cmd) -> None:
+    try:
+        if cmd.ipmi_session.logged:
+            cmd.ipmi_session.logout()
+    except Exception:  # noqa: BLE001 - best effort at shutdown
+        LOG.debug("IPMI logout failed", exc_info=True)
+
+
+def _check(response: dict, bmc: BmcAddress, what: str) -> bytes:
+    """Raise for a non-zero completion code; the response data otherwise."""
+    code = response.get("code", 0)
+    if not code and "error" not in response:
+        return bytes(response.get("data", b""))
+    detail = response.get("error") or f"completion code 0x{code:02x}"
+    if code in RETRYABLE_CODES or detail == "timeout":
+        raise _Retryable(f"{RETRYABLE_CODES.get(code, detail)} ({detail})")
+    if code in UNSUPPORTED_CODES:
+        raise UnsupportedCommand(
+            f"BMC {bmc.label} does not support IPMI {what}: {detail} "
+            f"(completion code 0x{code:02x}).")
+    if code == CODE_INSUFFICIENT_PRIVILEGE:
+        raise errors.DriverError(
+            f"BMC {bmc.label} refused IPMI {what}: insufficient privilege; check "
+            "ipmi_priv_level and the user's rights on the BMC.")
+    raise errors.DriverError(f"IPMI {what} on BMC {bmc.label} failed: {detail}.")
+
+
+def _translate(exc: Exception, bmc: BmcAddress, what: str) -> Exception:
+    """A pyghmi exception -> DriverError (or _Retryable for transient ones)."""
+    text = str(exc.args[0]) if exc.args and exc.args[0] is not None else ""
+    for needle, kind, advice in LOGIN_ERRORS:
+        if needle in text:
+            if kind == "retry":
+                return _Retryable(f"{advice} ({text})")
+            return errors.DriverError(
+                f"IPMI login to BMC {bmc.label} as user {bmc.username!r} failed: "
+                f"{advice} (BMC said: {text}).")
+    if isinstance(exc, pyghmi_exc.IpmiException) and (
+            not text or "timeout" in text.lower() or "no longer connected" in text):
+        return _Retryable(
+            f"no answer from {bmc.label} (pyghmi: {text or 'login timed out'}); check "
+            "ipmi_address and ipmi_port, and that the BMC is reachable over UDP")
+    if isinstance(exc, OSError):
+        return errors.DriverError(f"Cannot reach BMC {bmc.label} for IPMI {what}: {exc}; "
+                                  "check ipmi_address.")
+    return errors.DriverError(f"IPMI {what} on BMC {bmc.label} failed: "
+                              f"{type(exc).__name__}: {text or exc!r}")
+
+
+class BmcChannels:
+    """Registry of channels by address:port; kept in the DriverContext."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._channels: dict[str, BmcChannel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, bmc: BmcAddress) -> BmcChannel:
+        with self._lock:
+            channel = self._channels.get(bmc.label)
+            if channel is None:
+                channel = self._channels[bmc.label] = BmcChannel(bmc.label, self.settings)
+            return channel
+
+    def close(self) -> None:
+        """Log out of every BMC in parallel, waiting at most LOGOUT_WAIT in all."""
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        threads = [t for t in (c.close() for c in channels) if t is not None]
+        deadline = time.monotonic() + LOGOUT_WAIT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

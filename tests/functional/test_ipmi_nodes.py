@@ -1,0 +1,177 @@
+"""IPMI nodes end to end: a real ``metalcast serve`` drives virtual BMCs and ipmi_sim.
+
+The API and conductor run as one child process, the BMCs as others (virtlab.bmc,
+ipmi_sim); the test checks the BMC itself (state file, real ipmitool) to see what
+the conductor did, and the node (last_error, reservation) to see how it reported it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from tests.functional.conftest import start_server, stop_server
+from tests.functional.helpers import unique
+from tests.functional.ipmi_peers import (PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok,
+                                         require)
+from virtlab.launcher import start_bmcs, stop_bmcs
+
+HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
+WAIT = 60  # seconds; generous for a shared 2-core machine, never a timing assertion
+#: Bounds far below the Ironic-like defaults, so fault tests end in seconds.
+IPMI = {"min_command_interval": 0.05, "command_timeout": 4, "command_retry_timeout": 2,
+        "power_state_timeout": 10}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("ipmi-serve"),
+                          {"conductor": {"host": "ipmi-conductor"}, "ipmi": IPMI})
+    yield server
+    stop_server(server.process)
+
+
+@pytest.fixture
+def bmc(tmp_path):
+    require("ipmitool")
+    process = start_bmcs(tmp_path / "bmc", count=1)
+    yield process
+    stop_bmcs(process)
+
+
+def _call(url, method, path, body=None, ok=(200,)):
+    """One API call; a 409 (a periodic task holds the node lock for a moment) is
+    retried, as the Ironic clients do."""
+    for _ in range(50):
+        response = requests.request(method, url + path, json=body, headers=HEADERS,
+                                    timeout=30)
+        if response.status_code != 409 or 409 in ok:
+            break
+        time.sleep(0.2)
+    assert response.status_code in ok, response.text
+    return response.json() if response.content else None
+
+
+def _wait(url, uuid, done, what: str) -> dict:
+    deadline = time.monotonic() + WAIT
+    while True:
+        node = _call(url, "GET", f"/v1/nodes/{uuid}")
+        if done(node):
+            return node
+        if time.monotonic() > deadline:
+            raise AssertionError(f"node {uuid} never became {what}: {node}")
+        time.sleep(0.1)
+
+
+def _provision(url, uuid, target, state) -> dict:
+    _call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target}, ok=(202,))
+    return _wait(url, uuid, lambda n: n["provision_state"] == state
+                 and n["reservation"] is None, state)
+
+
+def _enroll(url, port, **info) -> str:
+    driver_info = {"ipmi_address": "127.0.0.1", "ipmi_port": port,
+                   "ipmi_username": USERNAME, "ipmi_password": PASSWORD, **info}
+    node = _call(url, "POST", "/v1/nodes", {"driver": "ipmi", "name": unique("ipmi"),
+                                            "driver_info": driver_info}, ok=(201,))
+    assert node["power_interface"] == "ipmitool" and node["provision_state"] == "enroll"
+    return node["uuid"]
+
+
+def _manage_fails(url, uuid) -> tuple[dict, float]:
+    start = time.monotonic()
+    node = _provision(url, uuid, "manage", "enroll")
+    return node, time.monotonic() - start
+
+
+def test_manage_verifies_the_bmc(server, bmc):
+    uuid = _enroll(server.url, bmc.ports[0])
+    node = _provision(server.url, uuid, "manage", "manageable")
+    assert node["power_state"] == "power off" and node["last_error"] is None
+    validation = _call(server.url, "GET", f"/v1/nodes/{uuid}/validate")
+    assert validation["power"]["result"] and validation["management"]["result"]
+
+
+def test_wrong_password_returns_to_enroll_naming_the_credentials(server, bmc):
+    uuid = _enroll(server.url, bmc.ports[0], ipmi_password="not-the-password")
+    node, elapsed = _manage_fails(server.url, uuid)
+    assert "ipmi_password" in node["last_error"] and "rejected" in node["last_error"]
+    assert node["reservation"] is None and elapsed < WAIT
+
+
+def test_unreachable_bmc_returns_to_enroll_in_bounded_time(server):
+    uuid = _enroll(server.url, free_port())          # nothing answers on that port
+    node, elapsed = _manage_fails(server.url, uuid)
+    assert "ipmi_address" in node["last_error"] and "ipmi_port" in node["last_error"]
+    assert node["reservation"] is None and elapsed < WAIT
+
+
+def test_bad_driver_info_is_refused_by_validate(server):
+    uuid = _enroll(server.url, 70000)
+    validation = _call(server.url, "GET", f"/v1/nodes/{uuid}/validate")
+    assert not validation["power"]["result"] and "ipmi_port" in validation["power"]["reason"]
+    node, _ = _manage_fails(server.url, uuid)
+    assert "ipmi_port" in node["last_error"]
+
+
+def test_bmc_that_stops_answering_mid_command_frees_the_node(server, bmc):
+    uuid = _enroll(server.url, bmc.ports[0])
+    _provision(server.url, uuid, "manage", "manageable")     # a session is up now
+    os.kill(bmc.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        _call(server.url, "PUT", f"/v1/nodes/{uuid}/states/power",
+              {"target": "power on"}, ok=(202,))
+        node = _wait(server.url, uuid, lambda n: n["target_power_state"] is None
+                     and n["reservation"] is None, "done with the power request")
+        assert time.monotonic() - start < WAIT
+        assert "not responding" in node["last_error"]
+        assert node["power_state"] == "power off"
+    finally:
+        os.kill(bmc.pid, signal.SIGCONT)
+    # The BMC answers again: the same node can be powered on (a 4xx/5xx never sticks).
+    deadline = time.monotonic() + WAIT
+    while bmc.state(bmc.ports[0]).power != "on":
+        assert time.monotonic() < deadline, "node never powered on after SIGCONT"
+        _call(server.url, "PUT", f"/v1/nodes/{uuid}/states/power",
+              {"target": "power on"}, ok=(202,))
+        _wait(server.url, uuid, lambda n: n["target_power_state"] is None
+              and n["reservation"] is None, "done with the power request")
+    node = _call(server.url, "GET", f"/v1/nodes/{uuid}")
+    assert node["power_state"] == "power on" and node["last_error"] is None
+
+
+def test_full_lifecycle_leaves_the_bmc_as_expected(server, bmc):
+    port = bmc.ports[0]
+    uuid = _enroll(server.url, port)
+    _provision(server.url, uuid, "manage", "manageable")
+    _provision(server.url, uuid, "provide", "available")
+    assert bmc.state(port).power == "off"
+    node = _provision(server.url, uuid, "active", "active")
+    assert node["power_state"] == "power on" and node["last_error"] is None
+    state = bmc.state(port)
+    assert state.power == "on" and state.last_boot_device == "disk"
+    assert (state.boot.device, state.boot.persistent, state.boot.uefi) == ("disk", True, True)
+    flags = ipmitool_ok(port, "chassis", "bootparam", "get", "5")
+    assert "Hard-Drive" in flags and "all future boots" in flags
+    node = _provision(server.url, uuid, "deleted", "available")
+    assert node["power_state"] == "power off" and node["last_error"] is None
+    assert ipmitool_ok(port, "power", "status").strip() == "Chassis Power is off"
+    assert bmc.state(port).boot.device == "disk"            # persistent: still set
+
+
+def test_boot_device_the_bmc_rejects_fails_the_deploy_cleanly(server, tmp_path):
+    sim = IpmiSim(tmp_path / "ipmi_sim")
+    try:
+        uuid = _enroll(server.url, sim.port)
+        _provision(server.url, uuid, "manage", "manageable")
+        _provision(server.url, uuid, "provide", "available")
+        node = _provision(server.url, uuid, "active", "deploy failed")
+        assert "does not support IPMI set boot device disk" in node["last_error"]
+        assert node["reservation"] is None
+        assert "off" in ipmitool_ok(sim.port, "power", "status", cipher=3)
+    finally:
+        sim.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import flask
 
 from api import auth, drivers, errors, microversion, nodes, ports, root
+from api.json_provider import OrjsonProvider
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
@@ -29,6 +30,7 @@ def create_app(service, settings=None) -> flask.Flask:
     app.config.update(MAX_LIMIT=settings.api_max_limit,
                       PUBLIC_ENDPOINT=settings.api_public_endpoint or None,
                       MAX_CONTENT_LENGTH=128 * 1024 * 1024)
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     app.json.compact = True
     app.extensions["metalcast.service"] = service

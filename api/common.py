@@ -62,4 +62,8 @@ def next_link(base: str, path: str, limit: int, items: list, marker_of) -> dict:
         return {}
     args = {k: v for k, v in flask.request.args.items() if k != "marker"}
     args.update(limit=limit, marker=marker_of(items[-1]))
+    # openstacksdk's nodes(details=True) pages through /v1/nodes/detail by
+    # following ``next`` verbatim: the link must stay on the detail route.
+    if flask.request.path.rstrip("/").endswith("/detail"):
+        path = f"{path}/detail"
     return {"next": f"{base}/v1/{path}?{urlencode(args)}"}

@@ -29,6 +29,7 @@ FILTERS = {
     "retired": (61, "retired", common.bool_arg),
     "associated": (1, "associated", common.bool_arg),
     "description_contains": (51, "description_contains", str),
+    "instance_name": (104, "instance_name", str),
 }
 
 
@@ -70,7 +71,7 @@ def _list(detail: bool):
                                         columns=columns)
     base = views.base_url()
     shown = fields or (None if detail else views.NODE_LIST_FIELDS)
-    body = {"nodes": [views.node_dict(n, shown, base) for n in found]}
+    body = {"nodes": views.node_dicts(found, shown, base)}
     body.update(common.next_link(base, "nodes", limit, found, lambda n: n.uuid))
     return body
 

@@ -1,6 +1,8 @@
 """Runs the appliance: the API over waitress plus the conductor, in one process."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import signal
 import sys
@@ -46,9 +48,39 @@ class Server:
             channel.close()
 
 
+#: glibc's mallopt() parameter number for the most malloc arenas (M_ARENA_MAX).
+_M_ARENA_MAX = -8
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas; call before any thread starts.
+
+    Each busy thread otherwise gets an arena of its own that keeps the peak of the
+    large requests it served: after ninety 1000-node detail pages at 5000 nodes the
+    server held 159 MiB, 112 MiB with two arenas, at the same latency.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
+        pass
+
+
+def _tune_gc() -> None:
+    """Keep the collector off the long-lived startup objects and off every request.
+
+    A 1000-node detail page creates ~100k containers, which with the default
+    thresholds triggered several full collections per request (~10 ms CPU each).
+    """
+    gc.collect()
+    gc.freeze()  # Flask, SQLAlchemy and alembic objects live as long as the process
+    gc.set_threshold(10000, 10, 10)
+
+
 def run(settings: Settings, on_ready=print) -> None:
     """Serve until SIGTERM/SIGINT; ``on_ready`` gets the API URL."""
+    _limit_malloc_arenas()
     server = Server(settings)
+    _tune_gc()
     # waitress leaves its loop cleanly on SystemExit; the conductor then stops.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     on_ready(f"metalcast API listening on {server.url}")

@@ -29,6 +29,10 @@ class ServeProcess:
         self.output: list[str] = []
 
     def __enter__(self) -> "ServeProcess":
+        self.start()
+        return self
+
+    def start(self, timeout: float = 60) -> None:
         metalcast = str(Path(sys.executable).with_name("metalcast"))
         self.proc = subprocess.Popen(
             [metalcast, "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -37,14 +41,14 @@ class ServeProcess:
             start_new_session=True)
         ready = threading.Event()
         threading.Thread(target=self._drain, args=(ready,), daemon=True).start()
-        if not ready.wait(60) or self.proc.poll() is not None:
+        if not ready.wait(timeout) or self.proc.poll() is not None:
             self.stop()
             raise RuntimeError("metalcast serve did not start:\n" + "".join(self.output))
-        return self
 
     def _drain(self, ready: threading.Event) -> None:
         for line in self.proc.stdout:
             self.output.append(line)
+            del self.output[:-200]  # the server logs every node event: keep the tail
             if "listening on" in line:
                 ready.set()
         ready.set()

@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +48,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import ServeProcess  # noqa: E402
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest", "Accept": "application/json"}
 CHECK_FIELDS = "uuid,provision_state,power_state,target_power_state,last_error"
@@ -66,62 +66,14 @@ TARGET_RSS_MIB = 150
 
 
 # -- the server under test ----------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """One ``metalcast serve`` child; always stopped by PID (SIGTERM, then SIGKILL)."""
+class Server(ServeProcess):
+    """One ``metalcast serve`` child in its own temporary data dir; stopped by PID."""
 
     def __init__(self):
-        self.data_dir = tempfile.mkdtemp(prefix="metalcast-bench-")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.output: list[str] = []
-
-    def start(self, timeout: float = 60) -> None:
-        exe = Path(sys.executable).with_name("metalcast")
-        cmd = [str(exe) if exe.exists() else "metalcast", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data-dir", self.data_dir]
-        # Own session: a terminal Ctrl-C reaches only us, and we stop the server.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        ready = threading.Event()
-        threading.Thread(target=self._drain, args=(ready,), daemon=True).start()
-        if not ready.wait(timeout):
-            raise RuntimeError("server did not start:\n" + "".join(self.output[-20:]))
-
-    def _drain(self, ready: threading.Event) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line)
-            del self.output[:-200]
-            if "listening on" in line:
-                ready.set()
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def memory_mib(self) -> dict:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
-        found = {}
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0]) / 1024
-        return found
+        super().__init__(Path(tempfile.mkdtemp(prefix="metalcast-bench-")))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        super().stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

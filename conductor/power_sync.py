@@ -118,7 +118,14 @@ def _failing(node) -> bool:
 
 
 def check_node(store: Store, node, host: str, settings, context=None) -> Outcome:
-    """Check one node under its lock; never raises (a sweep must cover every node)."""
+    """Check one node; never raises (a sweep must cover every node).
+
+    Like Ironic's shared lock: a healthy node whose BMC agrees with the record is
+    read without locking and costs no database write; the exclusive lock is taken
+    only when something must be written (mismatch, failure count, recovery).
+    """
+    if _agrees_without_lock(store, node, host, context):
+        return Outcome.IN_SYNC
     try:
         store.reserve(node, host, expect={"provision_state": node.provision_state,
                                           "target_power_state": None,
@@ -139,6 +146,16 @@ def check_node(store: Store, node, host: str, settings, context=None) -> Outcome
         return Outcome.FAILED
     finally:
         task.release()
+
+
+def _agrees_without_lock(store: Store, node, host: str, context) -> bool:
+    if node.maintenance or _failing(node) or node.power_state is None:
+        return False
+    task = Task(store, node, host, context)
+    try:
+        return task.power.get_power_state(task).value == node.power_state
+    except Exception:  # noqa: BLE001 - the locked path retries and counts the failure
+        return False
 
 
 def _sync(task: Task, settings) -> Outcome:

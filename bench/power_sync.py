@@ -1,0 +1,306 @@
+"""Power-state sync sweeps inside a real ``metalcast serve``, with the API under load.
+
+For each scenario (``--ipmi`` node counts against virtual IPMI BMCs, ``--redfish``
+node counts against sushy-tools' emulator with ``--power-delay 0``) and each
+``--workers`` value this:
+
+1. enrols the nodes into a fresh data dir (SQLite, "manageable", recorded "power
+   off" as the peers start, passwords encrypted with the data dir's key);
+2. starts a real ``metalcast serve`` on it with an INI (``--config-file``):
+   ``[conductor] sync_power_state_interval`` (``--interval``) and
+   ``sync_power_state_workers``, ``[ipmi] min_command_interval = 0``;
+3. lets the periodic task run ``--sweeps`` sweeps: the first is cold (a fresh
+   server: every RMCP+ session / Redfish connection is opened), later ones warm;
+4. meanwhile one client thread sends ``GET /v1/nodes/{uuid}`` (random node,
+   keep-alive) back to back, and a sampler reads the CPU of the server and of
+   the BMC/emulator process from /proc every 20 ms.
+
+Each sweep's wall time and outcomes come from the server's own INFO line
+("Power state sync: N node(s) in S s: ..."); its window is [line time - S, line
+time]. Per sweep the table shows: wall time, BMC requests/s (one power-state
+read per node; a cold IPMI sweep also logs in: RMCP+ open session, RAKP 1/3,
+set privilege, so ~5 UDP exchanges per node instead of 1), server CPU ms per
+node over the window (includes serving the GETs of that window), peer CPU ms
+per node, and the GET latency p50/p99/max of the requests *started* in the
+window, with PASS/MISS against 50 ms; the 1000-node IPMI sweeps also get
+PASS/MISS against 10 s. Row "idle" is the GET latency before the first sweep.
+
+Every child (BMCs, emulator, servers) is stopped by PID, also on error/Ctrl-C.
+
+Usage: .venv/bin/python bench/power_sync.py [--ipmi 200,1000] [--redfish 200]
+       [--workers 8,32] [--sweeps 2] [--interval 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._server import ServeProcess  # noqa: E402
+from conductor import secrets  # noqa: E402
+from conductor.config import Settings  # noqa: E402
+from conductor.db import migrate  # noqa: E402
+from conductor.db.api import Store  # noqa: E402
+from conductor.db.engine import make_engine  # noqa: E402
+from virtlab.launcher import start_bmcs, stop_bmcs  # noqa: E402
+from virtlab.redfish import start_emulator, stop_emulator  # noqa: E402
+
+USER, PASSWORD = "admin", "bench-pw"
+HEADERS = {"X-OpenStack-Ironic-API-Version": "latest", "Accept": "application/json"}
+SYNC_LINE = re.compile(r"Power state sync: (\d+) node\(s\) in ([\d.]+)s: (.*)")
+API_P99_MS = 50.0
+IPMI_TARGET = (1000, 10.0)   # nodes, seconds
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server(ServeProcess):
+    """ServeProcess that also timestamps each power-sync line as it arrives."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sweeps: list[tuple[float, int, float, str]] = []  # (t, nodes, s, outcomes)
+        self.errors: list[str] = []
+
+    def _drain(self, ready: threading.Event) -> None:
+        for line in self.proc.stdout:
+            now = time.monotonic()
+            self.output.append(line)
+            if "listening on" in line:
+                ready.set()
+            match = SYNC_LINE.search(line)
+            if match:
+                self.sweeps.append((now, int(match[1]), float(match[2]), match[3].strip()))
+            elif " ERROR " in line or "Traceback" in line:
+                self.errors.append(line.rstrip())
+        ready.set()
+
+
+class Sampler(threading.Thread):
+    """(t, server cpu, peer cpu) every 20 ms."""
+
+    def __init__(self, server_pid: int, peer_pid: int):
+        super().__init__(daemon=True)
+        self.pids = (server_pid, peer_pid)
+        self.samples: list[tuple[float, float, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), *map(proc_cpu, self.pids)))
+            except (OSError, ValueError):
+                return
+            self.stop.wait(0.02)
+
+    def delta(self, start: float, end: float) -> tuple[float, float]:
+        def at(t):
+            return min(self.samples, key=lambda s: abs(s[0] - t))
+        first, last = at(start), at(end)
+        return last[1] - first[1], last[2] - first[2]
+
+
+class ApiClient(threading.Thread):
+    """GET /v1/nodes/{uuid} back to back; records (start, ms, status)."""
+
+    def __init__(self, url: str, uuids: list[str]):
+        super().__init__(daemon=True)
+        self.url, self.uuids = url, uuids
+        self.results: list[tuple[float, float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        rng = random.Random(1)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                status = session.get(f"{self.url}/v1/nodes/{rng.choice(self.uuids)}",
+                                     headers=HEADERS, timeout=30).status_code
+            except requests.RequestException:
+                status = 0
+            self.results.append((started, (time.monotonic() - started) * 1000, status))
+        session.close()
+
+    def window(self, start: float, end: float) -> list[tuple[float, float, int]]:
+        return [r for r in self.results if start <= r[0] <= end]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def enrol(data_dir: Path, infos: list[dict], driver: str, iface: str) -> list[str]:
+    settings = Settings(data_dir=str(data_dir))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cipher = secrets.Cipher.from_settings(settings)
+    engine = make_engine(settings.db_url)
+    migrate.upgrade(engine)
+    store = Store(engine)
+    uuids = []
+    for index, info in enumerate(infos):
+        node = store.create_node({
+            "name": f"bench-{driver}-{index}", "driver": driver,
+            "power_interface": iface, "management_interface": iface,
+            "provision_state": "manageable", "power_state": "power off",
+            "driver_info": cipher.encrypt_dict(info)})
+        uuids.append(node.uuid)
+    engine.dispose()
+    return uuids
+
+
+def write_config(path: Path, workers: int, interval: float) -> Path:
+    path.write_text(
+        "[conductor]\n"
+        "host = bench\n"
+        f"sync_power_state_interval = {interval}\n"
+        f"sync_power_state_workers = {workers}\n"
+        "power_state_sync_max_retries = 1000\n"
+        "[ipmi]\n"
+        "min_command_interval = 0\n"
+        "command_timeout = 5\n"
+        "command_retry_timeout = 10\n")
+    return path
+
+
+def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, workers: int,
+                 args) -> list[dict]:
+    driver, iface = ("ipmi", "ipmitool") if kind == "ipmi" else ("redfish", "redfish")
+    data_dir = root / f"{kind}-{len(infos)}-w{workers}"
+    uuids = enrol(data_dir, infos, driver, iface)
+    config = write_config(root / f"{data_dir.name}.ini", workers, args.interval)
+    rows = []
+    with Server(data_dir, ["--config-file", str(config)]) as server:
+        sampler = Sampler(server.proc.pid, peer_pid)
+        client = ApiClient(server.url, uuids)
+        sampler.start()
+        client.start()
+        started = time.monotonic()
+        deadline = started + args.interval * (args.sweeps + 1) + args.sweep_timeout
+        try:
+            while len(server.sweeps) < args.sweeps:
+                if server.proc.poll() is not None:
+                    raise RuntimeError("metalcast serve exited:\n" + "".join(server.output))
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} {len(infos)} nodes: only {len(server.sweeps)} "
+                                       f"of {args.sweeps} sweeps within the time limit")
+                time.sleep(0.05)
+        finally:
+            client.stop.set()
+            client.join(35)
+            sampler.stop.set()
+            sampler.join(5)
+        first_start = server.sweeps[0][0] - server.sweeps[0][2]
+        idle = [r[1] for r in client.window(started + 0.5, first_start)]
+        rows.append({"kind": kind, "nodes": len(infos), "workers": workers,
+                     "sweep": "idle", "lat": idle, "bad": 0})
+        for index, (end, nodes, seconds, outcomes) in enumerate(server.sweeps):
+            begin = end - seconds
+            server_cpu, peer_cpu = sampler.delta(begin, end)
+            window = client.window(begin, end)
+            rows.append({"kind": kind, "nodes": nodes, "workers": workers,
+                         "sweep": "cold" if index == 0 else f"warm{index}",
+                         "seconds": seconds, "outcomes": outcomes,
+                         "server_ms": 1000 * server_cpu / max(nodes, 1),
+                         "peer_ms": 1000 * peer_cpu / max(nodes, 1),
+                         "lat": [r[1] for r in window],
+                         "bad": sum(1 for r in window if r[2] != 200)})
+        if server.errors:
+            print(f"  server errors ({len(server.errors)}), first: {server.errors[0]}")
+        warnings = [line.rstrip() for line in server.output if " WARNING " in line]
+        if warnings:
+            print(f"  server warnings ({len(warnings)}), first: {warnings[0][:300]}")
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    for row in rows:
+        lat = row["lat"]
+        api = (f"{len(lat):>5} {statistics.median(lat):>6.1f} {percentile(lat, 99):>6.1f} "
+               f"{max(lat):>7.1f} {'PASS' if percentile(lat, 99) <= API_P99_MS else 'MISS':>4}"
+               if lat else f"{0:>5} {'-':>6} {'-':>6} {'-':>7} {'-':>4}")
+        if row["sweep"] == "idle":
+            print(f"{row['kind']:>7} {row['nodes']:>5} {row['workers']:>4} {'idle':>5} "
+                  f"{'':>7} {'':>7} {'':>7} {'':>7} {'':>6}  {api}")
+            continue
+        target = ""
+        if row["kind"] == "ipmi" and row["nodes"] >= IPMI_TARGET[0]:
+            target = "PASS" if row["seconds"] <= IPMI_TARGET[1] else "MISS"
+        rate = row["nodes"] / row["seconds"] if row["seconds"] else 0.0
+        print(f"{row['kind']:>7} {row['nodes']:>5} {row['workers']:>4} {row['sweep']:>5} "
+              f"{row['seconds']:>7.2f} {rate:>7.0f} {row['server_ms']:>7.2f} "
+              f"{row['peer_ms']:>7.2f} {target:>6}  {api}  {row['outcomes']}"
+              + (f"  ({row['bad']} non-200)" if row["bad"] else ""))
+    sys.stdout.flush()
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip() and int(v) > 0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ipmi", default="200,1000", help="IPMI node counts ('' for none)")
+    parser.add_argument("--redfish", default="200", help="Redfish node counts ('' for none)")
+    parser.add_argument("--workers", default="8,32", help="sync_power_state_workers values")
+    parser.add_argument("--sweeps", type=int, default=2, help="sweeps per run (1st cold)")
+    parser.add_argument("--interval", type=float, default=3.0,
+                        help="sync_power_state_interval (also the pause between sweeps)")
+    parser.add_argument("--sweep-timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    ipmi, redfish, workers = _ints(args.ipmi), _ints(args.redfish), _ints(args.workers)
+    # SIGTERM -> SystemExit, so every finally below stops its children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="bench-power-sync-") as tmp:
+        root = Path(tmp)
+        print(f"{os.cpu_count()} CPUs; interval {args.interval}s; {args.sweeps} sweeps per "
+              "run; GET /v1/nodes/{uuid} back to back from 1 thread")
+        print(f"{'peer':>7} {'nodes':>5} {'wrk':>4} {'sweep':>5} {'seconds':>7} {'req/s':>7} "
+              f"{'srvCPU':>7} {'peerCPU':>7} {'<=10s':>6}  {'GETs':>5} {'p50ms':>6} "
+              f"{'p99ms':>6} {'maxms':>7} {'p99?':>4}  outcomes")
+        print(f"{'':>7} {'':>5} {'':>4} {'':>5} {'':>7} {'':>7} {'ms/node':>7} "
+              f"{'ms/node':>7}")
+        if ipmi:
+            bmcs = start_bmcs(root / "bmc", count=max(ipmi), username=USER, password=PASSWORD)
+            try:
+                for count in ipmi:
+                    infos = [{"ipmi_address": "127.0.0.1", "ipmi_port": port,
+                              "ipmi_username": USER, "ipmi_password": PASSWORD}
+                             for port in bmcs.ports[:count]]
+                    for w in workers:
+                        print_rows(run_scenario(root, "ipmi", infos, bmcs.pid, w, args))
+            finally:
+                stop_bmcs(bmcs)
+        if redfish:
+            emulator = start_emulator(root / "redfish", count=max(redfish), power_delay=0,
+                                      quiet=True)
+            try:
+                for count in redfish:
+                    infos = [{"redfish_address": emulator.url, "redfish_system_id": s.path}
+                             for s in emulator.systems[:count]]
+                    for w in workers:
+                        print_rows(run_scenario(root, "redfish", infos, emulator.pid, w, args))
+            finally:
+                stop_emulator(emulator)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

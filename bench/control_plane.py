@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     # Both run the finally blocks that stop the server (SIGINT even if inherited ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(f"Reference, Ironic 39 (fake-hardware): " + ", ".join(
+    print("Reference, Ironic 39 (fake-hardware): " + ", ".join(
         f"{k} {v}/s" for k, v in IRONIC.items()) + f"; detail list of 1000 nodes "
         f"{IRONIC_DETAIL_1000_S} s; RSS {IRONIC_RSS_MIB} MiB. Targets: >= {RATIO}x each "
         f"throughput, detail(1000) <= {TARGET_DETAIL_MS} ms, RSS <= {TARGET_RSS_MIB} MiB "

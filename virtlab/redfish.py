@@ -29,10 +29,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid as uuidlib
 from pathlib import Path
+
+from virtlab import process as vproc
 
 READY_PREFIX = "VIRTLAB-REDFISH-READY "
 START_TIMEOUT = 30.0
@@ -193,15 +193,6 @@ def main(argv=None) -> int:
 
 
 # -- the parent side --------------------------------------------------------
-def _pump(stream, log: list[str], ready: threading.Event, found: list[dict]) -> None:
-    for line in stream:
-        log.append(line)
-        if line.startswith(READY_PREFIX) and not found:
-            found.append(json.loads(line[len(READY_PREFIX):]))
-            ready.set()
-    ready.set()  # EOF: the child exited
-
-
 def start_emulator(state_dir: Path, count: int = 1, address: str = "127.0.0.1",
                    port: int = 0, power_delay: int | None = None,
                    username: str | None = None, password: str | None = None,
@@ -222,18 +213,7 @@ def start_emulator(state_dir: Path, count: int = 1, address: str = "127.0.0.1",
         cmd.append("--quiet")
     if tls:
         cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    log: list[str] = []
-    ready, found = threading.Event(), []
-    threading.Thread(target=_pump, args=(process.stdout, log, ready, found),
-                     daemon=True).start()
-    ready.wait(timeout)
-    if not found:
-        stop_emulator(process.pid, process)
-        raise RuntimeError(f"virtlab.redfish did not become ready within {timeout}s; "
-                           f"output:\n{''.join(log)}")
-    info = found[0]
+    process, info, log = vproc.start_ready(cmd, READY_PREFIX, timeout, "virtlab.redfish")
     return RedfishEmulator(pid=process.pid, url=info["url"],
                            systems=[EmulatedSystem(**s) for s in info["systems"]],
                            state_dir=Path(state_dir), process=process, log=log,
@@ -242,40 +222,11 @@ def start_emulator(state_dir: Path, count: int = 1, address: str = "127.0.0.1",
 
 def stop_emulator(pid: int | RedfishEmulator, process: subprocess.Popen | None = None,
                   timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the emulator ``pid`` (SIGCONT first, in case a test stopped it),
-    then SIGKILL if it has not exited within ``timeout``."""
+    """Stop the emulator by PID (see virtlab.process.stop)."""
     if isinstance(pid, RedfishEmulator):
         pid, process = pid.pid, pid.process
-    for signum in (signal.SIGCONT, signal.SIGTERM):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            break
-    if _wait(pid, process, timeout):
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _wait(pid, process, timeout)
+    vproc.stop(pid, process, timeout)
 
-
-def _wait(pid: int, process: subprocess.Popen | None, timeout: float) -> bool:
-    """True once ``pid`` has exited (reaped when it is our child)."""
-    if process is not None:
-        try:
-            process.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 if __name__ == "__main__":

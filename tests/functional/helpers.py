@@ -1,7 +1,10 @@
 """Small helpers shared by the functional tests."""
 from __future__ import annotations
 
+import time
 import uuid
+
+import requests
 
 
 def unique(prefix: str) -> str:
@@ -12,3 +15,40 @@ def unique(prefix: str) -> str:
 def mac() -> str:
     """A random locally administered unicast MAC address."""
     return "02:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:5])
+
+
+HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
+WAIT = 90  # seconds; generous for a shared 2-core machine, never a timing assertion
+
+
+def api_call(url: str, method: str, path: str, body=None, ok=(200,)):
+    """One API call; a 409 (a periodic task holds the node lock for a moment) is
+    retried, as the Ironic clients do. Returns the JSON body or None."""
+    for _ in range(50):
+        response = requests.request(method, url + path, json=body, headers=HEADERS,
+                                    timeout=30)
+        if response.status_code != 409 or 409 in ok:
+            break
+        time.sleep(0.2)
+    assert response.status_code in ok, response.text
+    return response.json() if response.content else None
+
+
+def wait_node(url: str, uuid: str, done, what: str, timeout: float = WAIT) -> dict:
+    """Poll the node until ``done(node)``; fail with the node's last view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = api_call(url, "GET", f"/v1/nodes/{uuid}")
+        if done(node):
+            return node
+        if time.monotonic() > deadline:
+            raise AssertionError(f"node {uuid} never became {what}: {node}")
+        time.sleep(0.1)
+
+
+def provision(url: str, uuid: str, target: str, state: str) -> dict:
+    """PUT a provision target and wait for ``state`` with the lock released."""
+    api_call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target},
+             ok=(202,))
+    return wait_node(url, uuid, lambda n: n["provision_state"] == state
+                     and n["reservation"] is None, state)

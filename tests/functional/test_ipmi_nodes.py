@@ -11,15 +11,16 @@ import signal
 import time
 
 import pytest
-import requests
 
 from tests.functional.conftest import start_server, stop_server
+from tests.functional.helpers import api_call as _call
+from tests.functional.helpers import provision as _provision
+from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
 from tests.functional.ipmi_peers import (PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok,
                                          require)
 from virtlab.launcher import start_bmcs, stop_bmcs
 
-HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
 WAIT = 60  # seconds; generous for a shared 2-core machine, never a timing assertion
 #: Bounds far below the Ironic-like defaults, so fault tests end in seconds.
 IPMI = {"min_command_interval": 0.05, "command_timeout": 4, "command_retry_timeout": 2,
@@ -40,36 +41,6 @@ def bmc(tmp_path):
     process = start_bmcs(tmp_path / "bmc", count=1)
     yield process
     stop_bmcs(process)
-
-
-def _call(url, method, path, body=None, ok=(200,)):
-    """One API call; a 409 (a periodic task holds the node lock for a moment) is
-    retried, as the Ironic clients do."""
-    for _ in range(50):
-        response = requests.request(method, url + path, json=body, headers=HEADERS,
-                                    timeout=30)
-        if response.status_code != 409 or 409 in ok:
-            break
-        time.sleep(0.2)
-    assert response.status_code in ok, response.text
-    return response.json() if response.content else None
-
-
-def _wait(url, uuid, done, what: str) -> dict:
-    deadline = time.monotonic() + WAIT
-    while True:
-        node = _call(url, "GET", f"/v1/nodes/{uuid}")
-        if done(node):
-            return node
-        if time.monotonic() > deadline:
-            raise AssertionError(f"node {uuid} never became {what}: {node}")
-        time.sleep(0.1)
-
-
-def _provision(url, uuid, target, state) -> dict:
-    _call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target}, ok=(202,))
-    return _wait(url, uuid, lambda n: n["provision_state"] == state
-                 and n["reservation"] is None, state)
 
 
 def _enroll(url, port, **info) -> str:

@@ -5,25 +5,10 @@ import time
 import requests
 
 from tests.functional.conftest import start_server, stop_server
+from tests.functional.helpers import api_call as _call
+from tests.functional.helpers import provision as _drive
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
-
-
-def _call(url, method, path, body=None, ok=(200,)):
-    response = requests.request(method, url + path, json=body, headers=HEADERS, timeout=10)
-    assert response.status_code in ok, response.text
-    return response.json() if response.content else None
-
-
-def _drive(url, uuid, target, state):
-    _call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target}, ok=(202,))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        node = _call(url, "GET", f"/v1/nodes/{uuid}")
-        if node["provision_state"] == state:
-            return node
-        time.sleep(0.1)
-    raise AssertionError(f"{uuid} stuck in {node['provision_state']}: {node['last_error']}")
 
 
 def test_two_conductors_on_one_postgresql(postgres_url, tmp_path):

@@ -12,17 +12,16 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 import requests
 
 from tests.functional.conftest import start_server, stop_server
+from tests.functional.helpers import api_call as _call
+from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
 from tests.functional.redfish_peers import run_emulator
 
-HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
-WAIT = 90  # seconds; generous for a shared 2-core machine, never a timing assertion
 MAX_RETRIES = 2
 SYNC = {
     "conductor": {"host": "sync-conductor", "sync_power_state_interval": 1,
@@ -48,23 +47,6 @@ def sync_server(tmp_path_factory):
 def redfish_bmc(tmp_path_factory):
     yield from run_emulator(tmp_path_factory, "rf-sync", count=1, power_delay=0,
                             username="admin", password="rf-s3cret")
-
-
-def _call(url, method, path, body=None, ok=(200,)):
-    response = requests.request(method, url + path, json=body, headers=HEADERS, timeout=30)
-    assert response.status_code in ok, response.text
-    return response.json() if response.content else None
-
-
-def _wait(url, uuid, done, what: str) -> dict:
-    deadline = time.monotonic() + WAIT
-    while True:
-        node = _call(url, "GET", f"/v1/nodes/{uuid}")
-        if done(node):
-            return node
-        if time.monotonic() > deadline:
-            raise AssertionError(f"node {uuid} never became {what}: {node}")
-        time.sleep(0.2)
 
 
 def _enroll_and_manage(url, driver: str, driver_info: dict) -> dict:

@@ -11,11 +11,13 @@ import time
 import pytest
 import requests
 
+from tests.functional.helpers import api_call as _call
+from tests.functional.helpers import provision as _provision
+from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
 from tests.functional.redfish_peers import free_port, run_emulator
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
-WAIT = 60  # seconds; generous for a shared 2-core machine, never a timing assertion
 
 
 @pytest.fixture(scope="module")
@@ -28,37 +30,6 @@ def lab(tmp_path_factory):
 def guarded(tmp_path_factory):
     yield from run_emulator(tmp_path_factory, "rf-nodes-auth", count=1, power_delay=0,
                             username="admin", password="s3cret")
-
-
-def _call(url, method, path, body=None, ok=(200,)):
-    """One API call; a 409 (the shared server's power sync holds the node lock for a
-    moment) is retried, as the Ironic clients do."""
-    for _ in range(50):
-        response = requests.request(method, url + path, json=body, headers=HEADERS,
-                                    timeout=30)
-        if response.status_code != 409 or 409 in ok:
-            break
-        time.sleep(0.2)
-    assert response.status_code in ok, response.text
-    return response.json() if response.content else None
-
-
-def _wait(url, uuid, done, what: str) -> dict:
-    """Poll the node until ``done(node)``; fail with the node's state after WAIT s."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        node = _call(url, "GET", f"/v1/nodes/{uuid}")
-        if done(node):
-            return node
-        if time.monotonic() > deadline:
-            raise AssertionError(f"node {uuid} never became {what}: {node}")
-        time.sleep(0.1)
-
-
-def _provision(url, uuid, target, state) -> dict:
-    _call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target}, ok=(202,))
-    return _wait(url, uuid, lambda n: n["provision_state"] == state
-                 and n["reservation"] is None, state)
 
 
 def _raw(emulator, index) -> dict:

@@ -20,6 +20,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from tests.functional.ipmi_peers import require
+from virtlab.launcher import start_bmcs, stop_bmcs
+
 BIN_DIR = Path(sys.executable).parent
 READY_RE = re.compile(r"metalcast API listening on (http://\S+)")
 START_TIMEOUT = 30
@@ -136,3 +139,12 @@ def tight_server(tmp_path_factory):
     """Small page size and one concurrent cleaning: forces ``next`` links and 503s."""
     yield from _serve(tmp_path_factory.mktemp("metalcast-tight"),
                       {"api": {"max_limit": 2}, "conductor": {"max_concurrent_clean": 1}})
+
+
+@pytest.fixture
+def bmc(tmp_path):
+    """One virtual IPMI BMC (virtlab.bmc) on a loopback port, stopped by PID."""
+    require("ipmitool")
+    process = start_bmcs(tmp_path / "bmc", count=1)
+    yield process
+    stop_bmcs(process)

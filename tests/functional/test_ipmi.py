@@ -19,8 +19,7 @@ from conductor.drivers.base import BootDevice, PowerState
 from conductor.drivers.context import DriverContext
 from conductor.task import Task
 from tests.functional.ipmi_peers import (PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok,
-                                         make_store, require)
-from virtlab.launcher import start_bmcs, stop_bmcs
+                                         make_store)
 
 #: Small bounds so fault tests end quickly; the defaults are Ironic-like.
 FAST = dict(ipmi_min_command_interval=0.02, ipmi_command_timeout=4.0,
@@ -39,14 +38,6 @@ def context():
     ctx = DriverContext(Settings(**FAST))
     yield ctx
     ctx.close()
-
-
-@pytest.fixture
-def bmc(tmp_path):
-    require("ipmitool")
-    process = start_bmcs(tmp_path / "bmc", count=1)
-    yield process
-    stop_bmcs(process)
 
 
 @pytest.fixture

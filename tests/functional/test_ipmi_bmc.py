@@ -13,14 +13,6 @@ from tests.functional.ipmi_peers import ipmitool, ipmitool_ok, require
 from virtlab.launcher import start_bmcs, stop_bmcs
 
 
-@pytest.fixture
-def bmc(tmp_path):
-    require("ipmitool")
-    process = start_bmcs(tmp_path / "bmc", count=1)
-    yield process
-    stop_bmcs(process)
-
-
 def test_power_status_on_off_and_cycle(bmc):
     port = bmc.ports[0]
     assert ipmitool_ok(port, "power", "status").strip() == "Chassis Power is off"

@@ -17,9 +17,7 @@ from tests.functional.helpers import api_call as _call
 from tests.functional.helpers import provision as _provision
 from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
-from tests.functional.ipmi_peers import (PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok,
-                                         require)
-from virtlab.launcher import start_bmcs, stop_bmcs
+from tests.functional.ipmi_peers import PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok
 
 WAIT = 60  # seconds; generous for a shared 2-core machine, never a timing assertion
 #: Bounds far below the Ironic-like defaults, so fault tests end in seconds.
@@ -33,14 +31,6 @@ def server(tmp_path_factory):
                           {"conductor": {"host": "ipmi-conductor"}, "ipmi": IPMI})
     yield server
     stop_server(server.process)
-
-
-@pytest.fixture
-def bmc(tmp_path):
-    require("ipmitool")
-    process = start_bmcs(tmp_path / "bmc", count=1)
-    yield process
-    stop_bmcs(process)
 
 
 def _enroll(url, port, **info) -> str:

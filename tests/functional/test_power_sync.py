@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.functional.conftest import start_server, stop_server
+from tests.functional.conftest import _serve
 from tests.functional.helpers import api_call as _call
 from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
@@ -36,11 +36,7 @@ SYNC = {
 
 @pytest.fixture(scope="module")
 def sync_server(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("power-sync"), SYNC)
-    try:
-        yield server
-    finally:
-        stop_server(server.process)
+    yield from _serve(tmp_path_factory.mktemp("power-sync"), SYNC)
 
 
 @pytest.fixture(scope="module")

@@ -402,10 +402,15 @@ def test_no_free_worker_is_503_and_nothing_changes(make_app):
         "provision_state"] == "available"
 
 
-def test_deploy_refused_when_an_interface_does_not_validate(client):
-    node = _available(client)
+def _break_fake_delay(client, node):
+    """Give the node a driver_info value its fake deploy interface rejects."""
     client.patch(f"/v1/nodes/{node['uuid']}", headers=LATEST,
                  json=[{"op": "add", "path": "/driver_info/fake_delay", "value": "soon"}])
+
+
+def test_deploy_refused_when_an_interface_does_not_validate(client):
+    node = _available(client)
+    _break_fake_delay(client, node)
     refused = act(client, node["uuid"], "active")
     assert refused.status_code == 400 and "deploy interface" in error_of(refused)["faultstring"]
     assert client.get(f"/v1/nodes/{node['uuid']}", headers=LATEST).get_json()[
@@ -414,8 +419,7 @@ def test_deploy_refused_when_an_interface_does_not_validate(client):
 
 def test_failing_action_sets_last_error_and_frees_lock(client):
     node = _available(client)
-    client.patch(f"/v1/nodes/{node['uuid']}", headers=LATEST,
-                 json=[{"op": "add", "path": "/driver_info/fake_delay", "value": "soon"}])
+    _break_fake_delay(client, node)
     act(client, node["uuid"], "manage")
     wait_state(client, node["uuid"], "manageable")
     act(client, node["uuid"], "provide")

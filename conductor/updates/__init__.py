@@ -1,0 +1,1 @@
+"""Image updates: payloads (full and delta), channels and versions."""

@@ -1,0 +1,1 @@
+"""Delta payloads: a signed operation list that updates a disk in place (format, apply)."""

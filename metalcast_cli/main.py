@@ -166,6 +166,26 @@ def cmd_demo(args) -> int:
     return demo.run(nodes=args.nodes, data_dir=args.data_dir, keep=args.keep)
 
 
+def cmd_image_delta(args) -> int:
+    from metalcast_cli import image
+    return image.delta(args)
+
+
+def cmd_image_pubkey(args) -> int:
+    from metalcast_cli import image
+    return image.pubkey(args)
+
+
+def cmd_patch_build(args) -> int:
+    from metalcast_cli import patch_build
+    return patch_build.run_build(args)
+
+
+def cmd_patch_keygen(args) -> int:
+    from metalcast_cli import patch_build
+    return patch_build.run_keygen(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metalcast_cli import parser as parser_mod
     return parser_mod.build(globals())

@@ -100,6 +100,39 @@ def _port_commands(sub, h):
     p.set_defaults(handler=h["cmd_port_delete"])
 
 
+def _image_commands(sub, h):
+    image = sub.add_parser("image", help="disk images and update payloads").add_subparsers(
+        metavar="COMMAND")
+    p = image.add_parser("delta", help="build a signed delta payload that turns raw image "
+                         "OLD into raw image NEW (applied by the agent in place)")
+    p.add_argument("old", help="the raw image the hosts run now")
+    p.add_argument("new", help="the raw image to update them to")
+    p.add_argument("-o", "--output", help="payload file (default NEW.delta)")
+    p.add_argument("--key", help="Ed25519 signing key (PEM; default "
+                   "DATA_DIR/keys/delta_ed25519.key, created on first use)")
+    p.add_argument("--data-dir", help="where the default key lives (env METALCAST_DATA_DIR)")
+    p.add_argument("--image-version", default="", help="version text stored in the manifest")
+    _fmt(p)
+    p.set_defaults(handler=h["cmd_image_delta"])
+    p = image.add_parser("pubkey", help="print the public key agents verify payloads with")
+    p.add_argument("--key", help="signing key (default DATA_DIR/keys/delta_ed25519.key)")
+    p.add_argument("--data-dir", help="where the default key lives (env METALCAST_DATA_DIR)")
+    p.set_defaults(handler=h["cmd_image_pubkey"])
+
+
+def _patch_commands(sub, h):
+    from metalcast_cli import patch_build
+    patch = sub.add_parser("patch", help="build and sign StarlingX-format patches").\
+        add_subparsers(metavar="COMMAND")
+    p = patch.add_parser("build", help="build a signed ID.patch from RPM files "
+                         "(patch_build's options)")
+    patch_build.add_build_arguments(p)
+    p.set_defaults(handler=h["cmd_patch_build"])
+    p = patch.add_parser("keygen", help="create an RSA-2048 patch signing key and trust it")
+    patch_build.add_keygen_arguments(p)
+    p.set_defaults(handler=h["cmd_patch_keygen"])
+
+
 def build(h: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalcast", description="metalcast: bare-metal provisioning appliance "
@@ -120,6 +153,8 @@ def build(h: dict) -> argparse.ArgumentParser:
     p.set_defaults(handler=h["cmd_db_upgrade"])
     _node_commands(sub, h)
     _port_commands(sub, h)
+    _image_commands(sub, h)
+    _patch_commands(sub, h)
     p = sub.add_parser("demo", help="run the appliance with fake nodes and deploy them")
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     p.add_argument("--data-dir", help="keep state here (default: a temporary directory)")

@@ -1,0 +1,1 @@
+"""In-service RPM patching with StarlingX sw-patch semantics: format, signing, controller."""

@@ -1,0 +1,256 @@
+"""The patch controller: upload, apply, remove, delete, commit and dependency queries.
+
+Semantics and messages are StarlingX sw-patch's (specs/starlingx-patching.md §1.5,
+§5), with its known weaknesses fixed: apply and remove run in dependency order
+(not alphabetical), delete refuses a patch another patch requires, and a failed
+upload leaves the store and the repo exactly as they were. Every operation
+returns a ``Result`` (``info``/``warning``/``error`` text, as the REST API and
+``sw-patch`` show it); the host side (reports, states) is hosts.HostTable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import threading
+from pathlib import Path
+
+from conductor.patching import archive, hosts, repo, rpmver, signing
+from conductor.patching import metadata as md
+from conductor.patching.metadata import PatchFormatError
+from conductor.patching.operations import PatchOperations
+from conductor.patching.store import PatchStore, RepoState
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Result:
+    """info / warning / error text of one operation (each line newline-terminated)."""
+
+    info: str = ""
+    warning: str = ""
+    error: str = ""
+
+    def add(self, kind: str, line: str) -> None:
+        setattr(self, kind, getattr(self, kind) + line + "\n")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class PatchOpError(Exception):
+    """An operation stops here; the text goes into ``error``."""
+
+
+@dataclasses.dataclass
+class Patch:
+    meta: md.PatchMetadata
+    repostate: RepoState
+
+
+class PatchController(PatchOperations):
+    """All patch state of one appliance, behind one lock (operations are short)."""
+
+    def __init__(self, root: Path, trusted_dir: Path, running_release: str,
+                 semantic_timeout: float = 60.0):
+        self.store = PatchStore(root)
+        self.trusted_dir = Path(trusted_dir)
+        self.running_release = running_release
+        self.semantic_timeout = semantic_timeout
+        self.hosts = hosts.HostTable()
+        self.lock = threading.RLock()
+        self.patches: dict[str, Patch] = {}
+        self.op_counter = 1
+        self.reload()
+
+    # -- loading and derived state ----------------------------------------------------
+    def reload(self) -> None:
+        with self.lock:
+            self.patches = {pid: Patch(meta, state)
+                            for pid, (meta, state) in self.store.load_all().items()}
+            self._sync_hosts()
+
+    def _sync_hosts(self) -> None:
+        self.hosts.set_patches([
+            hosts.PatchInfo(p.meta.id, p.meta.sw_version, p.repostate,
+                            p.meta.reboot_required,
+                            {r.name: f"{r.version}-{r.release}" for r in p.meta.rpms},
+                            p.meta.personalities)
+            for p in self.patches.values()])
+
+    def patch_state(self, patch_id: str) -> str:
+        return self.hosts.patch_state(patch_id)
+
+    def _get(self, patch_id: str) -> Patch:
+        if patch_id not in self.patches:
+            raise PatchOpError(f"Patch {patch_id} does not exist")
+        return self.patches[patch_id]
+
+    def _changed(self) -> None:
+        self.op_counter += 1
+        self._sync_hosts()
+
+    # -- upload (§1.5) ------------------------------------------------------------------
+    def upload(self, paths: list[Path]) -> Result:
+        result = Result()
+        with self.lock:
+            for path in paths:
+                try:
+                    self._upload_one(Path(path), result)
+                except (PatchOpError, PatchFormatError, repo.PatchingError) as exc:
+                    result.add("error", f"{exc}")
+            self._changed()
+        return result
+
+    def _upload_one(self, path: Path, result: Result) -> None:
+        if not path.is_file():
+            raise PatchOpError(f"File does not exist: {path.name}")
+        patch_id = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+        existing = self.patches.get(patch_id)
+        if existing and existing.repostate is RepoState.COMMITTED:
+            result.add("info", f"{patch_id} is committed. Metadata not updated")
+            return
+        if existing is None and not path.name.endswith(".patch"):
+            raise PatchOpError(f"File must end in .patch: {path.name}")
+        with tempfile.TemporaryDirectory(dir=self.store.root, prefix=".upload-") as work:
+            loaded = archive.read(path, signing.load_trusted(self.trusted_dir),
+                                  Path(work) / "p")
+            if existing is not None:
+                self._reimport(existing, loaded, result)
+                return
+            self._check_new(loaded)
+            self._import(loaded)
+        result.add("info", f"{loaded.metadata.id} is now available")
+
+    def _reimport(self, existing: Patch, loaded: archive.PatchFile, result: Result) -> None:
+        if sorted(existing.meta.contents) != sorted(loaded.metadata.contents) or \
+                existing.meta.id != loaded.metadata.id:
+            raise PatchOpError(f"Contents of {existing.meta.id} do not match re-imported patch")
+        self.store.write_metadata(loaded.metadata, existing.repostate)
+        existing.meta = loaded.metadata
+        result.add("info", f"{existing.meta.id} is already imported. Updated metadata only")
+
+    def _check_new(self, loaded: archive.PatchFile) -> None:
+        meta = loaded.metadata
+        if meta.id in self.patches:
+            raise PatchOpError(f"Patch {meta.id} already exists")
+        feed = self.store.feed_dir(meta.sw_version)
+        if not feed.is_dir():
+            raise PatchOpError(f"Patch {meta.id} software release ({meta.sw_version}) "
+                               "is not installed")
+        base = repo.base_packages(feed)
+        read = repo.headers(list(loaded.rpms.values()))
+        provided = {(r.name, r.arch, r.evr): pid for pid, p in self.patches.items()
+                    for r in p.meta.rpms if p.meta.sw_version == meta.sw_version}
+        for rpm in meta.rpms:
+            header = read[loaded.rpms[rpm.file_basename]]
+            if (header.name, header.version, header.release, header.arch) != \
+                    (rpm.name, rpm.version, rpm.release, rpm.arch):
+                raise PatchOpError(f"RPM {rpm.filename} in patch {meta.id} is not what "
+                                   f"its file name says ({header.name}-{header.version}-"
+                                   f"{header.release}.{header.arch})")
+            original = base.get((rpm.name, rpm.arch))
+            if original and rpmver.label_compare(header.evr, original) <= 0:
+                raise PatchOpError(f"RPM {rpm.filename} in patch {meta.id} must be higher "
+                                   f"version than original ({original[1]}-{original[2]})")
+            other = provided.get((rpm.name, rpm.arch, header.evr))
+            if other:
+                raise PatchOpError(f"Patch {meta.id} contains rpm {rpm.filename}, which "
+                                   f"is already provided by patch {other}")
+
+    def _import(self, loaded: archive.PatchFile) -> None:
+        """Store RPMs, scripts, then metadata last: the metadata file is the commit."""
+        meta = loaded.metadata
+        written: list[Path] = []
+        try:
+            written = self.store.store_packages(meta.sw_version, loaded.rpms)
+            self.store.store_semantics(meta.id, loaded.semantics)
+            self.store.write_metadata(meta, RepoState.AVAILABLE)
+        except OSError as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            self.store.delete_semantics(meta.id)
+            raise PatchOpError(f"Failed to store patch {meta.id}: {exc}") from None
+        self.patches[meta.id] = Patch(meta, RepoState.AVAILABLE)
+        LOG.info("Patch %s imported (%d RPMs, release %s)", meta.id, len(loaded.rpms),
+                 meta.sw_version)
+
+    # -- dependencies (§5.5) ----------------------------------------------------------
+    def dependency_order(self, ids: list[str]) -> list[str]:
+        """``ids`` ordered so that a patch comes after the patches it requires."""
+        wanted, ordered, seen = set(ids), [], set()
+
+        def visit(pid: str, path: tuple) -> None:
+            if pid in seen or pid in path:
+                return  # done, or a cycle: StarlingX does not detect them either
+            for req in sorted(self.patches[pid].meta.requires):
+                if req in wanted:
+                    visit(req, path + (pid,))
+            seen.add(pid)
+            ordered.append(pid)
+
+        for pid in sorted(wanted):
+            visit(pid, ())
+        return ordered
+
+    def what_requires(self, ids: list[str]) -> Result:
+        result = Result()
+        with self.lock:
+            for pid in ids:
+                if pid not in self.patches:
+                    result.add("error", f"Patch {pid} does not exist")
+                    continue
+                users = sorted(p for p, patch in self.patches.items()
+                               if pid in patch.meta.requires)
+                result.add("info", f"{pid} is required by: {', '.join(users)}" if users
+                           else f"{pid} is not required by any patches.")
+        return result
+
+    def query_dependencies(self, ids: list[str], recursive: bool = False) -> dict:
+        with self.lock:
+            missing = [pid for pid in ids if pid not in self.patches]
+            if missing:
+                return {"patches": [], "error": "".join(
+                    f"{pid} is unrecognized\n" for pid in missing)}
+            found, todo = set(ids), list(ids)
+            while todo:
+                for req in self.patches[todo.pop()].meta.requires:
+                    if req not in found and req in self.patches:
+                        found.add(req)
+                        if recursive:
+                            todo.append(req)
+            return {"patches": sorted(found), "error": ""}
+
+    # -- queries ----------------------------------------------------------------------
+    def query(self, show: str = "all", release: str | None = None) -> dict:
+        wanted = {"available": ("Available",), "applied": ("Applied",),
+                  "committed": ("Committed",)}.get(show)
+        with self.lock:
+            pd = {}
+            for pid, patch in sorted(self.patches.items()):
+                if release and patch.meta.sw_version != release:
+                    continue
+                if wanted and patch.repostate.value not in wanted:
+                    continue
+                entry = patch.meta.as_query_dict()
+                entry.update(repostate=patch.repostate.value, patchstate=self.patch_state(pid))
+                pd[pid] = entry
+            return {"pd": pd}
+
+    def show(self, ids: list[str]) -> dict:
+        with self.lock:
+            data = {"metadata": {}, "contents": {}, "error": ""}
+            for pid in ids:
+                if pid not in self.patches:
+                    data["error"] += f"{pid} is unrecognized\n"
+                    continue
+                entry = self.query()["pd"][pid]
+                data["metadata"][pid] = entry
+                data["contents"][pid] = list(self.patches[pid].meta.contents)
+            return data
+
+    def is_in_state(self, ids: list[str], state: str) -> bool:
+        with self.lock:
+            return bool(ids) and all(pid in self.patches and self.patch_state(pid) == state
+                                     for pid in ids)

@@ -1,0 +1,289 @@
+"""Apply, remove, delete, commit and application dependencies (spec §5).
+
+A mixin of PatchController, split out to keep each module to one purpose: this
+one changes repo states and the update repository; controller.py imports,
+queries and orders.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+
+from conductor.patching import repo
+from conductor.patching.store import RepoState
+
+LOG = logging.getLogger(__name__)
+
+
+def _op_error(message: str):
+    from conductor.patching.controller import PatchOpError
+    return PatchOpError(message)
+
+
+class PatchOperations:
+    """Mutating operations; every one returns a Result and never raises for the user."""
+
+    def _run(self, func, *args):
+        from conductor.patching.controller import PatchOpError, Result
+        result = Result()
+        with self.lock:
+            try:
+                func(result, *args)
+            except (PatchOpError, repo.PatchingError) as exc:
+                result.add("error", str(exc))
+            finally:
+                self._changed()
+        return result
+
+    def _refuse_while_installing(self) -> None:
+        if any(h.state == "installing" for h in self.hosts.hosts.values()):
+            raise _op_error("Rejected: One or more nodes are installing patches.")
+
+    # -- apply (§5.1) -------------------------------------------------------------------
+    def apply(self, ids: list[str], skip_semantic: bool = False):
+        return self._run(self._apply, ids, skip_semantic)
+
+    def _apply(self, result, ids, skip_semantic) -> None:
+        self._refuse_while_installing()
+        if "--all" in ids:
+            ids = [pid for pid, p in self.patches.items() if p.repostate is RepoState.AVAILABLE]
+            if not ids:
+                result.add("info", "There are no available patches to be applied.")
+                return
+        ids = sorted(set(ids))
+        for pid in ids:
+            patch = self._get(pid)
+            if patch.meta.apply_active_release_only == "Y" and \
+                    patch.meta.sw_version != self.running_release:
+                raise _op_error(f"{pid} cannot be applied in an upgrade")
+        self._check_requires(ids)
+        if not skip_semantic:
+            self._semantic_checks("pre-apply", ids)
+        todo = [pid for pid in self.dependency_order(ids)
+                if self.patches[pid].repostate is RepoState.AVAILABLE]
+        self._publish(todo, add=True)
+        for pid in todo:
+            self.store.move(pid, RepoState.AVAILABLE, RepoState.APPLIED)
+            self.patches[pid].repostate = RepoState.APPLIED
+            self.hosts.mark_interim(pid)
+            result.add("info", f"{pid} is now in the repo")
+            LOG.info("Patch %s applied (in the update repo)", pid)
+
+    def _check_requires(self, ids: list[str]) -> None:
+        missing: dict[str, list[str]] = {}
+        for pid in ids:
+            for req in self.patches[pid].meta.requires:
+                ok = req in ids or (req in self.patches and self.patches[req].repostate in
+                                    (RepoState.APPLIED, RepoState.COMMITTED))
+                if not ok:
+                    missing.setdefault(req, []).append(pid)
+        if missing:
+            raise _op_error("\n".join(f"{req} is required by: {', '.join(sorted(users))}"
+                                      for req, users in sorted(missing.items())))
+
+    def _publish(self, ids: list[str], add: bool) -> None:
+        """Add (or remove) the RPMs of ``ids`` to (from) the update repos, regenerate."""
+        if not ids:
+            return
+        changed: list[tuple] = []
+        try:
+            for pid in ids:
+                meta = self.patches[pid].meta
+                update = repo.UpdateRepo(self.store.repo_dir(meta.sw_version))
+                for rpm in meta.rpms:
+                    if add:
+                        update.add(rpm.arch, self.store.package_path(meta.sw_version,
+                                                                     rpm.file_basename))
+                    else:
+                        update.remove(rpm.arch, rpm.file_basename)
+                    changed.append((update, rpm))
+            self._regenerate({self.patches[pid].meta.sw_version for pid in ids},
+                             extra=ids if add else [], without=[] if add else ids)
+        except (OSError, repo.PatchingError):
+            for update, rpm in changed:  # put the repo back as it was
+                if add:
+                    update.remove(rpm.arch, rpm.file_basename)
+            raise
+
+    def _regenerate(self, releases: set[str], extra=(), without=()) -> None:
+        for release in sorted(releases):
+            groups: dict[str, list[str]] = {}
+            for pid, patch in self.patches.items():
+                published = patch.repostate is not RepoState.AVAILABLE or pid in extra
+                if patch.meta.sw_version == release and published and pid not in without:
+                    for personality, packages in patch.meta.personalities.items():
+                        groups.setdefault(personality, []).extend(packages)
+            repo.UpdateRepo(self.store.repo_dir(release)).regenerate(groups)
+
+    def _semantic_checks(self, action: str, ids: list[str]) -> None:
+        states = [f"{pid}={self.patch_state(pid)}" for pid in sorted(self.patches)]
+        for pid in ids:
+            script = self.store.semantic_path(action, pid)
+            if not script.exists():
+                continue
+            argv = [str(script)] + [arg for state in states for arg in ("-p", state)]
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True,
+                                      timeout=self.semantic_timeout)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise _op_error(f"Semantic check failed for {pid}:\n{exc}") from None
+            if proc.returncode != 0:
+                raise _op_error(f"Semantic check failed for {pid}:\n"
+                                f"{(proc.stdout + proc.stderr).strip()}")
+
+    # -- remove (§5.2) ------------------------------------------------------------------
+    def remove(self, ids: list[str], skip_semantic: bool = False, skip_app_check: bool = False,
+               remove_unremovable: bool = False):
+        return self._run(self._remove, ids, skip_semantic, skip_app_check, remove_unremovable)
+
+    def _remove(self, result, ids, skip_semantic, skip_app_check, remove_unremovable) -> None:
+        self._refuse_while_installing()
+        ids = sorted(set(ids))
+        for pid in ids:
+            patch = self._get(pid)
+            if patch.repostate is RepoState.COMMITTED:
+                raise _op_error(f"Patch {pid} is committed and cannot be removed")
+            if patch.meta.unremovable == "Y":
+                if not remove_unremovable:
+                    raise _op_error(f"Patch {pid} is not removable")
+                result.add("warning", f"Patch {pid} is not removable")
+        self._check_reverse_requires(ids)
+        if not skip_app_check:
+            self._check_apps(ids)
+        if not skip_semantic:
+            self._semantic_checks("pre-remove", ids)
+        todo = []
+        for pid in reversed(self.dependency_order(ids)):
+            if self.patches[pid].repostate is RepoState.AVAILABLE:
+                result.add("info", f"{pid} is not in the repo")
+            else:
+                todo.append(pid)
+        self._publish(todo, add=False)
+        for pid in todo:
+            self.store.move(pid, RepoState.APPLIED, RepoState.AVAILABLE)
+            self.patches[pid].repostate = RepoState.AVAILABLE
+            self.hosts.mark_interim(pid)
+            result.add("info", f"{pid} has been removed from the repo")
+            LOG.info("Patch %s removed from the update repo", pid)
+
+    def _check_reverse_requires(self, ids: list[str]) -> None:
+        users: dict[str, list[str]] = {}
+        for other, patch in self.patches.items():
+            if other in ids or patch.repostate is RepoState.AVAILABLE:
+                continue
+            for req in patch.meta.requires:
+                if req in ids:
+                    users.setdefault(req, []).append(other)
+        if users:
+            raise _op_error("\n".join(f"{pid} is required by: {', '.join(sorted(u))}"
+                                      for pid, u in sorted(users.items())))
+
+    def _check_apps(self, ids: list[str]) -> None:
+        deps = self.store.app_dependencies()
+        for pid in ids:
+            apps = sorted(app for app, patches in deps.items() if pid in patches)
+            if apps:
+                raise _op_error(f"{pid} is required by application(s): {', '.join(apps)}")
+
+    # -- delete (§5.3, plus a reverse-dependency check) --------------------------------
+    def delete(self, ids: list[str]):
+        return self._run(self._delete, ids)
+
+    def _delete(self, result, ids) -> None:
+        ids = sorted(set(ids))
+        for pid in ids:
+            patch = self._get(pid)
+            if patch.repostate is not RepoState.AVAILABLE or \
+                    self.patch_state(pid) not in ("Available", "n/a"):
+                raise _op_error(f"Patch {pid} not in Available state")
+        users = {pid: sorted(o for o, p in self.patches.items()
+                             if pid in p.meta.requires and o not in ids) for pid in ids}
+        blocked = {pid: u for pid, u in users.items() if u}
+        if blocked:  # StarlingX deletes anyway; a dangling "requires" helps nobody
+            raise _op_error("\n".join(f"{pid} is required by: {', '.join(u)}"
+                                      for pid, u in sorted(blocked.items())))
+        for pid in ids:
+            meta = self.patches.pop(pid).meta
+            for rpm in meta.rpms:
+                self.store.package_path(meta.sw_version, rpm.file_basename).unlink(
+                    missing_ok=True)
+            self.store.delete_semantics(pid)
+            self.store.remove_metadata(pid, RepoState.AVAILABLE)
+            result.add("info", f"{pid} has been deleted")
+
+    # -- commit (§5.4) ------------------------------------------------------------------
+    def commit(self, ids: list[str], dry_run: bool = False):
+        return self._run(self._commit, ids, dry_run)
+
+    def _commit(self, result, ids, dry_run) -> None:
+        not_rel = sorted(pid for pid, p in self.patches.items() if p.meta.status != "REL")
+        if not_rel:
+            raise _op_error("A commit cannot be performed with non-REL status patches in the "
+                            f"system:\n    {chr(10).join('    ' + p for p in not_rel).strip()}")
+        for pid in ids:
+            self._get(pid)
+        closure = self.query_dependencies(ids, recursive=True)["patches"]
+        for pid in closure:
+            if self.patch_state(pid) not in ("Applied", "Committed"):
+                raise _op_error(f"Patch {pid} is not in Applied state")
+        obsolete = self._superseded(closure)
+        freed = sum(path.stat().st_size for path, _ in obsolete if path.exists())
+        if dry_run:
+            result.add("info", f"This commit operation would free {freed / 2**20:.2f} MiB")
+            return
+        for path, repo_path in obsolete:
+            path.unlink(missing_ok=True)
+            repo_path.unlink(missing_ok=True)
+        for pid in closure:
+            if self.patches[pid].repostate is RepoState.APPLIED:
+                self.store.move(pid, RepoState.APPLIED, RepoState.COMMITTED)
+                self.patches[pid].repostate = RepoState.COMMITTED
+        self._regenerate({self.patches[pid].meta.sw_version for pid in closure})
+        result.add("info", f"The patches have been committed. {freed / 2**20:.2f} MiB freed.")
+
+    def _superseded(self, closure: list[str]) -> list[tuple]:
+        """(store path, repo path) of every RPM a higher version in ``closure`` replaces."""
+        from conductor.patching.rpmver import label_compare
+        best: dict[tuple, tuple] = {}
+        for pid in closure:
+            meta = self.patches[pid].meta
+            for rpm in meta.rpms:
+                key = (meta.sw_version, rpm.name, rpm.arch)
+                if key not in best or label_compare(rpm.evr, best[key][0].evr) > 0:
+                    best[key] = (rpm, meta.sw_version)
+        doomed = []
+        for pid in closure:
+            meta = self.patches[pid].meta
+            for rpm in meta.rpms:
+                keep, _ = best[(meta.sw_version, rpm.name, rpm.arch)]
+                if keep.filename != rpm.filename:
+                    update = repo.UpdateRepo(self.store.repo_dir(meta.sw_version))
+                    doomed.append((self.store.package_path(meta.sw_version, rpm.file_basename),
+                                   update.package_path(rpm.arch, rpm.file_basename)))
+        return doomed
+
+    # -- application dependencies (§5.6) and hosts ------------------------------------
+    def report_app_dependencies(self, app: str, ids: list[str]) -> bool:
+        with self.lock:
+            deps = self.store.app_dependencies()
+            if ids:
+                deps[app] = sorted(set(ids))
+            else:
+                deps.pop(app, None)
+            self.store.save_app_dependencies(deps)
+            return True
+
+    def query_app_dependencies(self) -> dict[str, list[str]]:
+        return self.store.app_dependencies()
+
+    def drop_host(self, host: str):
+        from conductor.patching.controller import Result
+        with self.lock:
+            name = next((n for n, h in self.hosts.hosts.items() if host in (n, h.ip)), None)
+            result = Result()
+            if name is None:
+                result.add("error", f"Unknown host specified: {host}")
+            else:
+                self.hosts.drop(name)
+                result.add("info", f"{name} has been dropped from the host list.")
+            return result

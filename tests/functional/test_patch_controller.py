@@ -1,0 +1,190 @@
+"""The patch controller with real RPMs, a real base feed and createrepo_c (§1.5, §5)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conductor.patching import hosts, signing
+from conductor.patching.controller import PatchController
+from tests.functional.rpm_tools import build_rpm
+
+BIN = Path(sys.executable).parent
+
+
+class Lab:
+    """Keys, RPMs and patches built once for the module."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.data = work / "data"
+        subprocess.run([BIN / "metalcast", "patch", "keygen", "--data-dir", self.data],
+                       check=True, capture_output=True)
+        self.base = [build_rpm(work / "base", "labpatch", "1.0", "1"),
+                     build_rpm(work / "base", "labtool", "1.0", "1")]
+        self.out = work / "patches"
+
+    def patch(self, pid: str, rpms: list[tuple[str, str]], *extra: str) -> Path:
+        files = [build_rpm(self.work / pid, name, version, "1") for name, version in rpms]
+        proc = subprocess.run([BIN / "sw-patch-build", "--id", pid, "--release", "1.0",
+                               "--data-dir", self.data, "-o", self.out, *extra, *files],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return self.out / f"{pid}.patch"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if shutil.which("createrepo_c") is None:
+        pytest.fail("createrepo_c is not installed: install createrepo-c "
+                    "(scripts/install-system-packages)")
+    return Lab(tmp_path_factory.mktemp("patchctl"))
+
+
+@pytest.fixture
+def ctl(lab, tmp_path):
+    root = tmp_path / "patching"
+    feed = root / "feed" / "rel-1.0" / "Packages" / "noarch"
+    feed.mkdir(parents=True)
+    for rpm in lab.base:
+        shutil.copy(rpm, feed)
+    return PatchController(root, lab.data / "patching" / "trusted", "1.0")
+
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def test_upload_apply_remove_delete(lab, ctl):
+    p1 = lab.patch("LAB_0001", [("labpatch", "1.1")], "--reboot-required", "N",
+                   "--status", "REL")
+    result = ctl.upload([p1])
+    assert result.error == "" and result.info == "LAB_0001 is now available\n"
+    assert ctl.query()["pd"]["LAB_0001"]["patchstate"] == "n/a"   # no hosts known
+    assert ctl.query()["pd"]["LAB_0001"]["repostate"] == "Available"
+    result = ctl.apply(["LAB_0001"])
+    assert result.info == "LAB_0001 is now in the repo\n", result
+    repo = ctl.store.repo_dir("1.0")
+    assert (repo / "Packages" / "noarch" / "labpatch-1.1-1.noarch.rpm").exists()
+    assert (repo / "repodata" / "repomd.xml").exists()
+    assert b"updates-controller" in (repo / "comps.xml").read_bytes()
+    result = ctl.remove(["LAB_0001"])
+    assert result.info == "LAB_0001 has been removed from the repo\n"
+    assert not (repo / "Packages" / "noarch" / "labpatch-1.1-1.noarch.rpm").exists()
+    assert ctl.delete(["LAB_0001"]).info == "LAB_0001 has been deleted\n"
+    assert ctl.query()["pd"] == {}
+
+
+def test_reupload_updates_metadata_only(lab, ctl):
+    p1 = lab.patch("LAB_0002", [("labtool", "1.2")])
+    ctl.upload([p1])
+    again = ctl.upload([p1])
+    assert again.info == "LAB_0002 is already imported. Updated metadata only\n"
+
+
+def test_upload_validation_errors_leave_nothing(lab, ctl, tmp_path):
+    before = _tree(ctl.store.root)
+    lower = lab.patch("LAB_LOW", [("labpatch", "0.9")])
+    result = ctl.upload([lower])
+    assert "must be higher version than original (1.0-1)" in result.error
+    wrong = tmp_path / "LAB_OTHER.patch"
+    other = lab.patch("LAB_REL2", [("labtool", "1.3")])
+    shutil.copy(other, wrong)
+    notpatch = tmp_path / "x.tar"
+    notpatch.write_bytes(b"junk")
+    result = ctl.upload([notpatch, tmp_path / "missing.patch"])
+    assert "File must end in .patch" in result.error
+    assert "File does not exist" in result.error
+    assert _tree(ctl.store.root) == before
+
+
+def test_release_not_installed(lab, ctl):
+    proc = subprocess.run([BIN / "sw-patch-build", "--id", "LAB_R9", "--release", "9.9",
+                           "--data-dir", lab.data, "-o", lab.out,
+                           build_rpm(lab.work / "r9", "labtool", "5.0", "1")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    result = ctl.upload([lab.out / "LAB_R9.patch"])
+    assert "software release (9.9) is not installed" in result.error
+
+
+def test_same_rpm_in_two_patches_is_refused(lab, ctl):
+    a = lab.patch("LAB_A", [("labtool", "1.5")])
+    ctl.upload([a])
+    b = lab.out / "LAB_B.patch"
+    subprocess.run([BIN / "sw-patch-build", "--id", "LAB_B", "--release", "1.0",
+                    "--data-dir", lab.data, "-o", lab.out,
+                    lab.work / "LAB_A" / "rpmbuild" / "RPMS" / "noarch" /
+                    "labtool-1.5-1.noarch.rpm"], check=True, capture_output=True)
+    assert "already provided by patch LAB_A" in ctl.upload([b]).error
+
+
+def test_dependency_order_requires_and_delete_guard(lab, ctl):
+    base = lab.patch("DEP_0001", [("labpatch", "2.0")], "--status", "REL")
+    top = lab.patch("DEP_0002", [("labtool", "2.0")], "--req", "DEP_0001", "--status", "REL")
+    ctl.upload([base, top])
+    result = ctl.apply(["DEP_0002"])
+    assert result.error == "DEP_0001 is required by: DEP_0002\n"
+    assert ctl.apply(["DEP_0002", "DEP_0001"]).info == \
+        "DEP_0001 is now in the repo\nDEP_0002 is now in the repo\n"
+    assert ctl.remove(["DEP_0001"]).error == "DEP_0001 is required by: DEP_0002\n"
+    assert ctl.what_requires(["DEP_0001"]).info == "DEP_0001 is required by: DEP_0002\n"
+    assert ctl.query_dependencies(["DEP_0002"], recursive=True)["patches"] == \
+        ["DEP_0001", "DEP_0002"]
+    assert ctl.remove(["DEP_0002", "DEP_0001"]).info == \
+        "DEP_0002 has been removed from the repo\nDEP_0001 has been removed from the repo\n"
+    assert "DEP_0001 is required by: DEP_0002" in ctl.delete(["DEP_0001"]).error
+    assert ctl.delete(["DEP_0001", "DEP_0002"]).error == ""
+
+
+def test_commit_dry_run_and_commit(lab, ctl):
+    one = lab.patch("COM_0001", [("labtool", "3.0")], "--status", "REL")
+    two = lab.patch("COM_0002", [("labtool", "3.1")], "--status", "REL", "--req", "COM_0001")
+    ctl.upload([one, two])
+    ctl.apply(["--all"])
+    ctl.hosts.report(hosts.HostReport(hostname="controller-0", sw_version="1.0"))
+    dry = ctl.commit(["COM_0002"], dry_run=True)
+    assert dry.error == "" and "would free" in dry.info
+    done = ctl.commit(["COM_0002"])
+    assert done.error == "", done
+    pd = ctl.query()["pd"]
+    assert pd["COM_0001"]["patchstate"] == pd["COM_0002"]["patchstate"] == "Committed"
+    assert not ctl.store.package_path("1.0", "labtool-3.0-1.noarch.rpm").exists()
+    assert ctl.remove(["COM_0002"]).error == "Patch COM_0002 is committed and cannot be removed\n"
+    assert ctl.upload([two]).info == "COM_0002 is committed. Metadata not updated\n"
+
+
+def test_patch_states_follow_host_reports(lab, ctl):
+    p = lab.patch("ST_0001", [("labpatch", "4.0")], "--reboot-required", "N")
+    ctl.upload([p])
+    ctl.hosts.report(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
+    assert ctl.patch_state("ST_0001") == "Available"
+    ctl.apply(["ST_0001"])
+    assert ctl.patch_state("ST_0001") == "Partial-Apply"          # interim
+    behind = hosts.HostReport(hostname="compute-0", sw_version="1.0", out_of_date=True,
+                              installed={"labpatch": "1.0-1@noarch"})
+    ctl.hosts.report(behind)
+    assert ctl.patch_state("ST_0001") == "Partial-Apply"          # host still old
+    ctl.hosts.report(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
+    assert ctl.patch_state("ST_0001") == "Applied"
+    ctl.remove(["ST_0001"])
+    ahead = hosts.HostReport(hostname="compute-0", sw_version="1.0", out_of_date=True,
+                             installed={"labpatch": "4.0-1@noarch"})
+    ctl.hosts.report(ahead)
+    assert ctl.patch_state("ST_0001") == "Partial-Remove"
+    assert ctl.hosts.allow_insvc_patching()
+    assert ctl.drop_host("compute-0").info == "compute-0 has been dropped from the host list.\n"
+    assert ctl.patch_state("ST_0001") == "n/a"
+
+
+def test_trust_dir_without_keys_refuses(lab, tmp_path):
+    p = lab.patch("TR_0001", [("labtool", "6.0")])
+    root = tmp_path / "p"
+    (root / "feed" / "rel-1.0").mkdir(parents=True)
+    empty = PatchController(root, tmp_path / "no-trust", "1.0")
+    assert "no trusted patch keys" in empty.upload([p]).error
+    assert signing.load_trusted(tmp_path / "no-trust") == []

@@ -62,6 +62,9 @@ class PatchController(PatchOperations):
         self.lock = threading.RLock()
         self.patches: dict[str, Patch] = {}
         self.op_counter = 1
+        #: Sends an install request to a host agent: ``installer(hostname, force)``.
+        #: Set by the appliance (the host agent channel); None means not wired.
+        self.installer = None
         self.reload()
 
     # -- loading and derived state ----------------------------------------------------

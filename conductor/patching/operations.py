@@ -276,6 +276,33 @@ class PatchOperations:
     def query_app_dependencies(self) -> dict[str, list[str]]:
         return self.store.app_dependencies()
 
+    def query_hosts(self) -> list[dict]:
+        with self.lock:
+            allow = self.hosts.allow_insvc_patching()
+            return [self.hosts.host_view(name, allow) for name in sorted(self.hosts.hosts)]
+
+    def host_install_async(self, host: str, force: bool = False):
+        """Ask ``host``'s agent to install; forced while no reboot-required patch is partial."""
+        from conductor.patching.controller import Result
+        result = Result()
+        with self.lock:
+            name = next((n for n, h in self.hosts.hosts.items() if host in (n, h.ip)), None)
+            force = force or self.hosts.allow_insvc_patching()
+        if not host:
+            result.add("error", "Host must be specified for install")
+        elif name is None:
+            result.add("error", f"Unknown host specified: {host}")
+        elif self.installer is None:
+            result.add("error", "No host agent channel is configured on this conductor")
+        else:
+            try:
+                self.installer(name, force)
+            except Exception as exc:  # noqa: BLE001 - any transport failure is the user's error text
+                result.add("error", f"Failed to send the installation request to {name}: {exc}")
+            else:
+                result.add("info", f"Patch installation request sent to {name}.")
+        return result
+
     def drop_host(self, host: str):
         from conductor.patching.controller import Result
         with self.lock:

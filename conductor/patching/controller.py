@@ -15,6 +15,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from conductor.alarms import AlarmTable
+from conductor.patching import alarms as patch_alarms
 from conductor.patching import archive, hosts, repo, rpmver, signing
 from conductor.patching import metadata as md
 from conductor.patching.metadata import PatchFormatError
@@ -53,7 +55,7 @@ class PatchController(PatchOperations):
     """All patch state of one appliance, behind one lock (operations are short)."""
 
     def __init__(self, root: Path, trusted_dir: Path, running_release: str,
-                 semantic_timeout: float = 60.0):
+                 semantic_timeout: float = 60.0, alarm_table: AlarmTable | None = None):
         self.store = PatchStore(root)
         self.trusted_dir = Path(trusted_dir)
         self.running_release = running_release
@@ -65,6 +67,8 @@ class PatchController(PatchOperations):
         #: Sends an install request to a host agent: ``installer(hostname, force)``.
         #: Set by the appliance (the host agent channel); None means not wired.
         self.installer = None
+        #: Active alarms (conductor/alarms.py); patching owns patch_alarms.IDS in it.
+        self.alarms = alarm_table or AlarmTable()
         self.reload()
 
     # -- loading and derived state ----------------------------------------------------
@@ -73,6 +77,7 @@ class PatchController(PatchOperations):
             self.patches = {pid: Patch(meta, state)
                             for pid, (meta, state) in self.store.load_all().items()}
             self._sync_hosts()
+            self.refresh_alarms()
 
     def _sync_hosts(self) -> None:
         self.hosts.set_patches([
@@ -93,6 +98,16 @@ class PatchController(PatchOperations):
     def _changed(self) -> None:
         self.op_counter += 1
         self._sync_hosts()
+        self.refresh_alarms()
+
+    def refresh_alarms(self) -> None:
+        self.alarms.set_active(patch_alarms.IDS, patch_alarms.evaluate(self))
+
+    def report_host(self, report: hosts.HostReport) -> None:
+        """A host agent's report: O(its packages) state update, then the alarms."""
+        with self.lock:
+            self.hosts.report(report)
+            self.refresh_alarms()
 
     # -- upload (§1.5) ------------------------------------------------------------------
     def upload(self, paths: list[Path]) -> Result:

@@ -312,5 +312,6 @@ class PatchOperations:
                 result.add("error", f"Unknown host specified: {host}")
             else:
                 self.hosts.drop(name)
+                self.refresh_alarms()
                 result.add("info", f"{name} has been dropped from the host list.")
             return result

@@ -188,3 +188,28 @@ def test_trust_dir_without_keys_refuses(lab, tmp_path):
     empty = PatchController(root, tmp_path / "no-trust", "1.0")
     assert "no trusted patch keys" in empty.upload([p]).error
     assert signing.load_trusted(tmp_path / "no-trust") == []
+
+
+def _alarm_ids(ctl) -> list[str]:
+    return [a.alarm_id for a in ctl.alarms.list()]
+
+
+def test_alarms_are_raised_and_cleared(lab, ctl):
+    p = lab.patch("AL_0001", [("labpatch", "5.0")])
+    ctl.upload([p])
+    assert _alarm_ids(ctl) == []
+    ctl.report_host(hosts.HostReport(hostname="compute-1", sw_version="1.0"))
+    ctl.apply(["AL_0001"])
+    assert _alarm_ids(ctl) == ["900.001"]          # Partial-Apply while compute-1 is behind
+    ctl.report_host(hosts.HostReport(hostname="compute-1", sw_version="1.0",
+                                     patch_failed=True, state="install-failed"))
+    alarms = {a.alarm_id: a for a in ctl.alarms.list()}
+    assert "900.002" in alarms and "compute-1" in alarms["900.002"].reason_text
+    assert "900.001" not in alarms                  # the host reported: no longer interim
+    ctl.report_host(hosts.HostReport(hostname="compute-1", sw_version="1.0"))
+    assert _alarm_ids(ctl) == []
+    obsolete = lab.patch("AL_0002", [("labtool", "5.0")], "--status", "OBS")
+    ctl.upload([obsolete])
+    assert _alarm_ids(ctl) == ["900.003"]
+    ctl.delete(["AL_0002"])
+    assert _alarm_ids(ctl) == []

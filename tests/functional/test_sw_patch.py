@@ -136,3 +136,26 @@ def test_patching_api_needs_auth_beyond_loopback(basic_server):
     response = requests.get(basic_server.url + "/patching/v1/query", timeout=10,
                             auth=(basic_server.username, basic_server.password))
     assert response.status_code == 200 and "pd" in response.json()
+
+
+def test_alarm_list_shows_patching_alarms(lab):
+    work, server = lab
+    env = dict(os.environ, METALCAST_URL=server.url)
+    obsolete = build(work, server, "OBS_0001", [("labtool", "4.0")], "--status", "OBS")
+    sw_patch(server, "upload", obsolete)
+    subprocess.run([BIN / "metalcast", "patch", "keygen", "--name", "dev", "--data-dir",
+                    server.data_dir], check=True, capture_output=True)
+    proc = subprocess.run([BIN / "metalcast", "alarm", "list", "--format", "json"],
+                          capture_output=True, text=True, env=env, check=True)
+    alarms = {a["alarm_id"]: a for a in json.loads(proc.stdout)}
+    assert alarms["900.003"]["severity"] == "warning"
+    assert alarms["500.101"]["severity"] == "critical"
+    assert alarms["900.003"]["entity_instance_id"] == "host=controller"
+    proc = subprocess.run([BIN / "metalcast", "alarm", "list"], capture_output=True,
+                          text=True, env=env, check=True)
+    assert "Obsolete patch in system" in proc.stdout
+    (server.data_dir / "patching" / "trusted" / "dev-certificate.pem").unlink()
+    assert sw_patch(server, "delete", "OBS_0001").returncode == 0
+    proc = subprocess.run([BIN / "metalcast", "alarm", "list", "--format", "json"],
+                          capture_output=True, text=True, env=env, check=True)
+    assert json.loads(proc.stdout) == []

@@ -74,6 +74,8 @@ class HostTable:
         self._counts: dict[str, dict[str, int]] = {}
         #: patch id -> hosts that have not reported since the last apply/remove of it.
         self.interim: dict[str, set[str]] = {}
+        #: hosts whose last report says patch_failed (kept here: alarms read it per report).
+        self.failed: set[str] = set()
 
     # -- patches --------------------------------------------------------------------
     def set_patches(self, patches: list[PatchInfo]) -> None:
@@ -99,6 +101,10 @@ class HostTable:
         self.last_report[name] = time.monotonic()
         for hosts in self.interim.values():
             hosts.discard(name)
+        if report.patch_failed:
+            self.failed.add(name)
+        else:
+            self.failed.discard(name)
         implications = self._implications_of(report)
         self._implications[name] = implications
         for patch_id, state in implications.items():
@@ -110,6 +116,7 @@ class HostTable:
             return False
         self._forget(hostname)
         del self.hosts[hostname]
+        self.failed.discard(hostname)
         self.last_report.pop(hostname, None)
         for hosts in self.interim.values():
             hosts.discard(hostname)

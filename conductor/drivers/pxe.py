@@ -1,0 +1,183 @@
+"""The ``pxe`` and ``ipxe`` boot interfaces (Ironic's names): network boot into the agent.
+
+``prepare_ramdisk`` renders the node's per-MAC boot configs (conductor.netboot.render)
+with the deploy kernel and ramdisk and a kernel command line that tells the agent
+where the API is and which NIC it booted from, nothing secret. Every other step
+removes them: once the instance is written the node boots from its disk.
+
+- ``ipxe``: iPXE scripts in the HTTP root, chained from the generic ``boot.ipxe``.
+- ``pxe``: PXELINUX ``pxelinux.cfg/01-<mac>`` for BIOS, GRUB ``grub/grub.cfg-01-<mac>``
+  for UEFI, both in the TFTP root.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from conductor import errors
+from conductor.drivers import base
+from conductor.netboot import render
+from conductor.netboot.services import BOOT_MODES, NetbootServices
+
+LOG = logging.getLogger(__name__)
+
+#: Boot mode -> boot loader of the ``pxe`` interface.
+PXE_LOADERS = {"bios": "pxelinux", "uefi": "grub"}
+#: (boot loader, boot mode) -> first-stage boot file DHCP hands out.
+DHCP_BOOTFILES = {("ipxe", "bios"): "undionly.kpxe", ("ipxe", "uefi"): "snponly.efi",
+                  ("pxelinux", "bios"): "pxelinux.0", ("grub", "uefi"): "grubx64.efi"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DhcpBootOptions:
+    """What the DHCP provider needs to point a node's NICs at its boot files."""
+
+    node_uuid: str
+    macs: tuple[str, ...]
+    boot_mode: str                 # bios | uefi
+    tftp_server: str               # DHCP next-server / option 66
+    bootfile: str                  # option 67 for firmware PXE (file in the TFTP root)
+    ipxe_script_url: str | None    # option 67 for iPXE clients (None: not an iPXE boot)
+
+
+def boot_mode(task, default: str) -> str:
+    """instance_info.deploy_boot_mode > capabilities boot_mode > node.boot_mode > default."""
+    node = task.node
+    info = node.instance_info or {}
+    candidates = [info.get("deploy_boot_mode"),
+                  _capability(info.get("capabilities"), "boot_mode"),
+                  _capability((node.properties or {}).get("capabilities"), "boot_mode"),
+                  node.boot_mode, default]
+    mode = next(m for m in candidates if m)
+    if mode not in BOOT_MODES:
+        raise errors.InvalidParameter(
+            f"Node {node.uuid}: boot mode {mode!r} is not one of {', '.join(BOOT_MODES)}.")
+    return mode
+
+
+def _capability(value, key: str):
+    """Ironic capabilities are "k1:v1,k2:v2" strings (or dicts through some clients)."""
+    if isinstance(value, dict):
+        return value.get(key)
+    if isinstance(value, str):
+        pairs = (item.split(":", 1) for item in value.split(",") if ":" in item)
+        return dict((k.strip(), v.strip()) for k, v in pairs).get(key)
+    return None
+
+
+class _NetworkBoot(base.BootInterface):
+    """Shared logic; subclasses choose the boot loader."""
+
+    def _loader(self, task) -> str:
+        raise NotImplementedError
+
+    def _services(self) -> NetbootServices:
+        settings = getattr(self.context, "settings", None)
+        if settings is None:
+            raise errors.DriverError("network boot needs the appliance's settings")
+        services = self.context.shared("netboot", lambda: NetbootServices(settings))
+        services.prepare()
+        return services
+
+    def validate(self, task) -> None:
+        self._boot_config(task, self._services())
+
+    def prepare_ramdisk(self, task) -> None:
+        services = self._services()
+        boot = self._boot_config(task, services)
+        services.renderer.write(boot)
+        provider = self._dhcp(task)
+        if provider is not None:
+            provider.update(task, self._dhcp_options(task, boot, services))
+        # The next power-on must network-boot, whatever the last deploy left (disk,
+        # persistent): as Ironic's PXE boot does, for this boot only.
+        task.management.set_boot_device(task, base.BootDevice.PXE, persistent=False)
+
+    def clean_up_ramdisk(self, task) -> None:
+        self._remove(task)
+
+    def prepare_instance(self, task) -> None:
+        """Whole-disk images boot locally: the node must not network-boot again."""
+        self._remove(task)
+
+    def clean_up_instance(self, task) -> None:
+        self._remove(task)
+
+    def _remove(self, task) -> None:
+        macs = [port.address for port in _ports(task)]
+        removed = self._services().renderer.remove(macs)
+        if removed:
+            LOG.info("Node %s: removed boot config %s", task.node.uuid,
+                     ", ".join(str(p) for p in removed))
+        provider = self._dhcp(task)
+        if provider is not None and hasattr(provider, "clean"):
+            provider.clean(task)
+
+    def _dhcp(self, task):
+        """The appliance's DHCP provider (``context.shared("dhcp")``), None when it has none."""
+        get = getattr(self.context, "get", None)
+        return get("dhcp") if callable(get) else None
+
+    def _boot_config(self, task, services: NetbootServices) -> render.NodeBoot:
+        node, settings = task.node, services.settings
+        macs = tuple(p.address for p in _ports(task) if p.pxe_enabled)
+        if not macs:
+            raise errors.InvalidParameter(
+                f"Node {node.uuid} has no port with pxe_enabled: create a port with the "
+                "MAC address of the NIC it network-boots from.")
+        loader = self._loader(task)
+        info = task.driver_info
+        refs = {}
+        for key in ("deploy_kernel", "deploy_ramdisk"):
+            value = info.get(key) or getattr(settings, f"pxe_{key}")
+            refs[key] = self._reference(node, key, value, loader, services)
+        append = info.get("kernel_append_params", settings.pxe_kernel_append_params)
+        params = [render.checked_token(f"ipa-api-url={services.api_url}", "[pxe] api_url")]
+        params += [render.checked_token(p, "kernel_append_params")
+                   for p in str(append or "").split()]
+        return render.NodeBoot(node.uuid, node.name, macs, loader, refs["deploy_kernel"],
+                               refs["deploy_ramdisk"], tuple(params))
+
+    @staticmethod
+    def _reference(node, key, value, loader, services) -> render.Checked:
+        if not value:
+            raise errors.InvalidParameter(
+                f"Node {node.uuid}: set driver_info {key} (an http URL or a file name in "
+                f"{services.http_root}) or [pxe] {key} in the configuration.")
+        ref = render.locate(value, loader, services.http_url, f"driver_info {key}")
+        if "://" not in str(value):
+            path = os.path.realpath(services.http_root / str(value))
+            if not path.startswith(os.path.realpath(services.http_root) + os.sep) \
+                    or not os.path.isfile(path):
+                raise errors.InvalidParameter(
+                    f"Node {node.uuid}: {key} {value!r} is not a file in the HTTP boot "
+                    f"root {services.http_root}.")
+        return ref
+
+    def _dhcp_options(self, task, boot, services) -> DhcpBootOptions:
+        settings = services.settings
+        mode = boot_mode(task, settings.pxe_default_boot_mode)
+        return DhcpBootOptions(
+            node_uuid=task.node.uuid, macs=boot.macs, boot_mode=mode,
+            tftp_server=settings.pxe_tftp_host or settings.api_host,
+            bootfile=DHCP_BOOTFILES[(boot.loader, mode)],
+            ipxe_script_url=f"{services.http_url}/boot.ipxe" if boot.loader == "ipxe" else None)
+
+
+def _ports(task) -> list:
+    return task.store.list_ports({"node_id": task.node.id})
+
+
+class PXEBoot(_NetworkBoot):
+    """PXELINUX (BIOS) or GRUB (UEFI) configs over TFTP."""
+
+    def _loader(self, task) -> str:
+        return PXE_LOADERS[boot_mode(task, self._services().settings.pxe_default_boot_mode)]
+
+
+class IPXEBoot(_NetworkBoot):
+    """iPXE scripts over HTTP (BIOS and UEFI alike)."""
+
+    def _loader(self, task) -> str:
+        return "ipxe"

@@ -1,0 +1,168 @@
+"""The HTTP boot file server against real curl: ranges, conditional requests, resume,
+keep-alive, and confinement to its root."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from conductor.netboot.http import BootHttpServer
+from tests.functional.netboot_peers import curl
+
+SIZE = 3 * 1024 * 1024 + 17
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("httpboot")
+    root = base / "root"
+    (root / "images").mkdir(parents=True)
+    data = os.urandom(SIZE)
+    (root / "images" / "disk.img").write_bytes(data)
+    (root / "boot.ipxe").write_text("#!ipxe\necho hi\n")
+    (base / "secret.txt").write_text("outside the root\n")
+    os.symlink(base / "secret.txt", root / "escape.txt")
+    os.symlink(root / "boot.ipxe", root / "alias.ipxe")
+    server = BootHttpServer(root, "127.0.0.1", 0)
+    server.start()
+    yield server, data, base
+    server.stop()
+
+
+def headers_of(result) -> tuple[int, dict]:
+    text = result.stdout.decode("latin-1")
+    blocks = [b for b in re.split(r"\r\n\r\n", text) if b.startswith("HTTP/")]
+    lines = blocks[-1].split("\r\n")
+    status = int(lines[0].split()[1])
+    return status, {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+
+
+def head(url, *args):
+    return headers_of(curl("-o", "/dev/null", "-D", "-", *args, url))
+
+
+def test_full_get_and_head(served, tmp_path):
+    server, data, _ = served
+    out = tmp_path / "out"
+    result = curl("-D", "-", "-o", str(out), f"{server.url}/images/disk.img")
+    status, headers = headers_of(result)
+    assert status == 200 and out.read_bytes() == data
+    assert headers["content-length"] == str(SIZE)
+    assert headers["accept-ranges"] == "bytes"
+    assert headers["etag"].startswith('"') and headers["last-modified"].endswith("GMT")
+    result = curl("-I", f"{server.url}/images/disk.img")
+    status, head_headers = headers_of(result)
+    assert status == 200 and head_headers["content-length"] == str(SIZE)
+    assert head_headers["etag"] == headers["etag"]
+    assert result.stdout.endswith(b"\r\n\r\n")  # no body after HEAD
+
+
+@pytest.mark.parametrize("spec, first, last", [
+    ("10-19", 10, 19), ("-100", SIZE - 100, SIZE - 1), ("1000-", 1000, SIZE - 1),
+    ("0-0", 0, 0), (f"{SIZE - 5}-{SIZE + 1000}", SIZE - 5, SIZE - 1), (f"-{SIZE * 2}", 0, SIZE - 1),
+])
+def test_single_ranges(served, tmp_path, spec, first, last):
+    server, data, _ = served
+    out = tmp_path / "part"
+    status, headers = headers_of(curl("-D", "-", "-o", str(out), "-r", spec,
+                                      f"{server.url}/images/disk.img"))
+    assert status == 206
+    assert headers["content-range"] == f"bytes {first}-{last}/{SIZE}"
+    assert out.read_bytes() == data[first:last + 1]
+
+
+@pytest.mark.parametrize("spec", [f"{SIZE}-", f"{SIZE + 10}-{SIZE + 20}", "-0"])
+def test_unsatisfiable_range(served, spec):
+    server, _, _ = served
+    status, headers = head(f"{server.url}/images/disk.img", "-H", f"Range: bytes={spec}")
+    assert status == 416 and headers["content-range"] == f"bytes */{SIZE}"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=5-1", "items=0-5", "bytes=x-"])
+def test_multi_or_malformed_range_serves_everything(served, header):
+    server, _, _ = served
+    status, headers = head(f"{server.url}/images/disk.img", "-H", f"Range: {header}")
+    assert status == 200 and headers["content-length"] == str(SIZE)
+
+
+def test_conditional_requests(served):
+    server, _, _ = served
+    url = f"{server.url}/images/disk.img"
+    _, headers = head(url)
+    etag, modified = headers["etag"], headers["last-modified"]
+    assert head(url, "-H", f"If-None-Match: {etag}")[0] == 304
+    assert head(url, "-H", f'If-None-Match: "other", W/{etag}')[0] == 304
+    assert head(url, "-H", 'If-None-Match: "other"')[0] == 200
+    assert head(url, "-H", f"If-Modified-Since: {modified}")[0] == 304
+    assert head(url, "-H", "If-Modified-Since: Mon, 01 Jan 2001 00:00:00 GMT")[0] == 200
+    # If-None-Match wins over If-Modified-Since when both are sent.
+    assert head(url, "-H", 'If-None-Match: "other"', "-H",
+                f"If-Modified-Since: {modified}")[0] == 200
+    assert head(url, "-H", "If-Modified-Since: garbage")[0] == 200
+
+
+def test_if_range(served):
+    server, _, _ = served
+    url = f"{server.url}/images/disk.img"
+    _, headers = head(url)
+    status, _ = head(url, "-r", "0-9", "-H", f"If-Range: {headers['etag']}")
+    assert status == 206
+    status, h = head(url, "-r", "0-9", "-H", 'If-Range: "stale"')
+    assert status == 200 and h["content-length"] == str(SIZE)
+    assert head(url, "-r", "0-9", "-H", f"If-Range: {headers['last-modified']}")[0] == 206
+    assert head(url, "-r", "0-9", "-H", "If-Range: Mon, 01 Jan 2001 00:00:00 GMT")[0] == 200
+
+
+def test_resume_with_curl_continue(served, tmp_path):
+    server, data, _ = served
+    out = tmp_path / "resumed"
+    out.write_bytes(data[:123457])  # an interrupted download
+    result = curl("-C", "-", "-o", str(out), "-w", "%{http_code}", f"{server.url}/images/disk.img")
+    assert result.stdout == b"206", result.stderr
+    assert out.read_bytes() == data
+
+
+def test_keep_alive_reuses_the_connection(served, tmp_path):
+    server, _, _ = served
+    result = curl("-v", "-o", str(tmp_path / "a"), "-o", str(tmp_path / "b"),
+                  f"{server.url}/boot.ipxe", f"{server.url}/images/disk.img")
+    assert result.returncode == 0, result.stderr
+    assert b"Re-using existing connection" in result.stderr
+    assert (tmp_path / "a").read_text() == "#!ipxe\necho hi\n"
+
+
+@pytest.mark.parametrize("path", ["/../secret.txt", "/images/../../secret.txt",
+                                  "/%2e%2e/secret.txt", "/images/%2E%2E/%2e%2e/secret.txt",
+                                  "/escape.txt", "/images", "/images/", "/", "/nope",
+                                  "/boot.ipxe%00.png", "//etc/passwd"])
+def test_confined_to_root_without_listings(served, path):
+    server, _, _ = served
+    result = curl("--path-as-is", "-o", "-", "-w", "\n%{http_code}", server.url + path)
+    assert result.stdout.endswith(b"\n404"), result.stdout[-200:]
+    assert b"outside the root" not in result.stdout and b"disk.img" not in result.stdout
+
+
+def test_symlink_inside_root_is_served(served):
+    server, _, _ = served
+    assert curl(f"{server.url}/alias.ipxe").stdout == b"#!ipxe\necho hi\n"
+
+
+def test_other_methods_refused(served):
+    server, _, _ = served
+    result = curl("-X", "POST", "-d", "x", "-o", "/dev/null", "-w", "%{http_code}",
+                  f"{server.url}/boot.ipxe")
+    assert result.stdout == b"501"
+
+
+def test_file_replaced_while_serving_changes_etag(served):
+    server, _, base = served
+    path = base / "root" / "changing.txt"
+    path.write_text("one\n")
+    _, first = head(f"{server.url}/changing.txt")
+    tmp = base / "root" / ".changing.tmp"
+    tmp.write_text("two!\n")
+    os.replace(tmp, path)  # how the renderer replaces files
+    status, second = head(f"{server.url}/changing.txt", "-H", f"If-None-Match: {first['etag']}")
+    assert status == 200 and second["etag"] != first["etag"]
+    assert curl(f"{server.url}/changing.txt").stdout == b"two!\n"

@@ -30,6 +30,8 @@ setup(
         "cryptography>=42,<51",     # Fernet: BMC passwords in driver_info encrypted at rest
         "sushy>=5.10.1,<6",         # Redfish client of the redfish driver (5.10.1: working connect_timeout)
         "pyghmi>=1.6,<1.7",         # IPMI: ipmi driver client, virtlab.bmc server (1.6 quirks handled)
+        "dnspython>=2.6,<3",        # DNS registration: RFC 2136 UPDATE with TSIG (drivers/dns.py)
+        "tftpy>=0.8,<0.9",          # TFTP request/OACK packets (hot transfer loop is ours: netboot/tftp.py)
     ],
     extras_require={
         "test": [
@@ -42,5 +44,7 @@ setup(
     entry_points={"console_scripts": [
         "metalcast = metalcast_cli.main:main",
         "metalcast-agent = ramdisk_agent.cli:main",
+        "sw-patch-build = metalcast_cli.patch_build:main",
+        "sw-patch = metalcast_cli.sw_patch:main",
     ]},
 )

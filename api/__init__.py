@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import flask
 
-from api import auth, drivers, errors, microversion, nodes, ports, root
+from api import agent, alarms, auth, drivers, errors, microversion, nodes, patching, ports, root
 from api.json_provider import OrjsonProvider
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
 
 def _negotiate() -> None:
+    if flask.request.path.startswith(("/patching", "/fm/")):
+        return  # StarlingX's APIs have no Ironic microversions
     if flask.request.path in ROOT_PATHS:
         try:  # discovery must answer even for a version we refuse elsewhere
             microversion.negotiate()
@@ -39,6 +41,7 @@ def create_app(service, settings=None) -> flask.Flask:
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
     errors.init_app(app)
-    for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp):
+    for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp, agent.bp, patching.bp,
+                      alarms.bp):
         app.register_blueprint(blueprint)
     return app

@@ -22,6 +22,9 @@ LOG = logging.getLogger(__name__)
 
 #: Paths anyone may read: version discovery (as Ironic allows it).
 PUBLIC_PATHS = frozenset({"/", "/v1", "/v1/"})
+#: Path prefixes open to the ramdisk agent (lookup, heartbeat): Ironic's ramdisk
+#: policy; the agent token authenticates heartbeats instead.
+RAMDISK_PREFIXES = ("/v1/lookup", "/v1/heartbeat/")
 
 
 class HtpasswdAuth:
@@ -84,6 +87,7 @@ def init_app(app: flask.Flask, strategy: str, htpasswd: Path | None) -> None:
 
     @app.before_request
     def authenticate():
-        if flask.request.path in PUBLIC_PATHS:
+        if flask.request.path in PUBLIC_PATHS or flask.request.path.startswith(
+                RAMDISK_PREFIXES):
             return
         flask.g.user = checker.check(flask.request.headers.get("Authorization"))

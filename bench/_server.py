@@ -38,7 +38,9 @@ class ServeProcess:
             [metalcast, "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir), *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
+            start_new_session=True,
+            # no TFTP/HTTP boot servers on fixed ports unless the caller asks for them
+            env={"METALCAST_PXE_ENABLED": "false", **os.environ})
         ready = threading.Event()
         threading.Thread(target=self._drain, args=(ready,), daemon=True).start()
         if not ready.wait(timeout) or self.proc.poll() is not None:

@@ -81,7 +81,7 @@ def _timed(func, *args, **kwargs) -> tuple[float, object]:
 
 def bench_upload_apply(work: Path, url: str, data_dir: Path, rpm_count: int) -> None:
     key = data_dir / "patching" / "keys" / "formal-private-key.pem"
-    feed = data_dir / "patching" / "feed" / "rel-1.0" / "Packages" / "noarch"
+    feed = data_dir / "httpboot" / "feed" / "rel-1.0" / "Packages" / "noarch"
     feed.mkdir(parents=True, exist_ok=True)
     for rpm in build_rpms(work, "big", rpm_count, "1.0"):
         rpm.rename(feed / rpm.name)
@@ -136,7 +136,8 @@ def _report(rng: random.Random, index: int, packages: list[str]) -> hosts.HostRe
 
 
 def bench_hosts(work: Path, url: str, data_dir: Path, count: int) -> None:
-    ctl = PatchController(data_dir / "patching", data_dir / "patching" / "trusted", "1.0")
+    ctl = PatchController(data_dir / "patching", data_dir / "patching" / "trusted", "1.0",
+                          web_root=data_dir / "httpboot")
     packages = [f"big{i:03d}" for i in range(50)] + [f"many{i:03d}" for i in range(200)]
     rng = random.Random(5)
     reports = [_report(rng, i, packages) for i in range(count)]

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from conductor import secrets
+from conductor.alarms import AlarmTable
 from conductor.config import Settings
 from conductor.db import migrate
 from conductor.db.api import Store
 from conductor.db.engine import make_engine
+from conductor.drivers import dhcp, dhcp_dnsmasq
 from conductor.drivers.context import DriverContext
+from conductor.netboot.services import NetbootServices
 from conductor.service import Service
 from conductor.workers import Workers
 
@@ -30,15 +34,55 @@ class Appliance:
         self.store = Store(self.engine)
         secrets.encrypt_stored(self.store, self.cipher)
         self.drivers = DriverContext(settings, self.cipher)
+        #: TFTP/HTTP boot servers and boot config rendering (the pxe/ipxe boot interfaces).
+        self.netboot = NetbootServices(settings)
+        self.drivers.shared("netboot", lambda: self.netboot)
+        #: DHCP host entries per MAC (conductor/drivers/dhcp.py, context key "dhcp");
+        #: bad [dhcp] settings stop start-up here. The dnsmasq starts with the boot servers.
+        self.dhcp = dhcp.provider(self.drivers)
+        self.dhcp_service: dhcp_dnsmasq.DhcpService | None = None
         self.workers = Workers(self.store, settings, self.drivers)
         self.service = Service(self.store, settings, self.workers)
+        #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
+        self.service.alarms = AlarmTable()
+        #: The patch controller (/patching/v1); None when [patching] enabled = false.
+        self.service.patching = self._patching(settings, self.service.alarms)
+
+    @staticmethod
+    def _patching(settings: Settings, alarm_table: AlarmTable):
+        if not settings.patching_enabled:
+            return None
+        from conductor.patching.controller import PatchController
+        root = Path(settings.patching_root or settings.data_path / "patching")
+        trusted = Path(settings.patching_trusted_dir or root / "trusted")
+        # Hosts fetch the update and base repos over HTTP: they live in the web root
+        # (the HTTP boot root unless set), as /www/pages/{updates,feed} on StarlingX.
+        web_root = Path(settings.patching_web_root or settings.pxe_http_root or
+                        settings.data_path / "httpboot")
+        return PatchController(root, trusted, settings.patching_release,
+                               alarm_table=alarm_table, web_root=web_root)
+
+    def start_boot_services(self, api_url: str | None = None) -> list[str]:
+        """Bind the boot servers, check the templates (idempotent); lines to print.
+
+        ``metalcast serve`` calls it before it reports ready, so a port that cannot
+        be bound or a broken template stops it with a clear message.
+        """
+        lines = self.netboot.start(api_url)
+        if self.dhcp_service is None:  # after the boot servers: DHCP hands out their URL
+            self.dhcp_service = dhcp_dnsmasq.start_service(self.settings, self.netboot.http_url)
+        return lines + self.dhcp_service.lines
 
     def start(self) -> None:
+        self.start_boot_services()
         self.workers.start()
         LOG.info("Conductor %s started (hardware types: %s)", self.settings.conductor_host,
                  ", ".join(self.settings.hardware_types))
 
     def stop(self) -> None:
         self.workers.stop()
+        self.netboot.stop()
+        if self.dhcp_service is not None:
+            self.dhcp_service.stop()
         self.drivers.close()
         self.engine.dispose()

@@ -72,8 +72,80 @@ class Settings:
     # command, while pyghmi keeps one session open, so 1 s is enough here.
     ipmi_min_command_interval: float = 1.0    # seconds between two commands to one BMC
     ipmi_command_timeout: float = 20.0        # hard bound on one IPMI exchange (incl. login)
+    ipmi_login_timeout: float = 10.0          # bound on an RMCP+ login (capped by the above)
+    ipmi_max_concurrent_logins: int = 8       # RMCP+ logins in flight at once; others queue
     ipmi_command_retry_timeout: float = 60.0  # retrying busy/timeout errors stops after this
     ipmi_power_state_timeout: float = 60.0    # wait for the BMC to report the new power state
+    # DNS registration (conductor/drivers/dns.py, conductor/dns_registration.py): RFC 2136
+    # UPDATE of A/AAAA + PTR when a node becomes active, removed on undeploy.
+    dns_server: str = ""                      # IP or host name of the primary; empty disables
+    dns_port: int = 53
+    dns_zone: str = ""                        # forward zone; host = <node name label>.<zone>
+    dns_reverse_zone_v4: str = ""             # empty: the server's zone cut (SOA query) decides
+    dns_reverse_zone_v6: str = ""             # likewise, under ip6.arpa
+    dns_tsig_key_name: str = ""               # empty (with no secret): unsigned updates
+    dns_tsig_secret: str = dataclasses.field(default="", repr=False)  # base64; never logged
+    dns_tsig_algorithm: str = "hmac-sha256"
+    dns_ttl: int = 300
+    dns_timeout: float = 5.0                  # seconds per DNS exchange
+    dns_protocol: str = "udp"                 # udp (TCP on truncation) | tcp
+    dns_retry_interval: float = 60.0          # seconds between retries of failed updates
+    # Agent: the `direct` deploy interface and the ramdisk endpoints (Ironic's [agent]
+    # and [api] ramdisk options; conductor/agent_service.py, agent_client.py, deploy.py).
+    agent_require_tls: bool = True            # refuse plain-http agent callback URLs
+    agent_heartbeat_timeout: int = 300        # told to the agent at lookup; it beats every 30-60 %
+    agent_command_timeout: float = 60.0       # one HTTP request to the agent's command API
+    agent_max_command_attempts: int = 3       # tries on connection errors (not on HTTP errors)
+    agent_command_wait_interval: float = 2.0  # polling of synchronous waits (install_bootloader)
+    agent_command_wait_attempts: int = 100    # ... up to this many polls
+    agent_post_deploy_power_off_wait: float = 30.0  # wait for the agent's own power-off, then force it
+    agent_image_head_timeout: float = 10.0    # HEAD on an http(s) image_source before deploying
+    # Automated-clean priorities of the agent's steps (Ironic's [deploy] options); 0 skips.
+    # A full erase_devices shreds whole disks (hours), so it runs only when asked.
+    deploy_erase_devices_priority: int = 0
+    deploy_erase_devices_metadata_priority: int = 99
+    # Network boot (conductor/netboot/, drivers/pxe.py): TFTP + HTTP boot servers and the
+    # per-MAC iPXE/PXELINUX/GRUB configs of the pxe and ipxe boot interfaces.
+    pxe_enabled: bool = True                  # run the TFTP and HTTP boot servers here
+    pxe_tftp_root: str = ""                   # default: <data_dir>/tftpboot
+    pxe_http_root: str = ""                   # default: <data_dir>/httpboot
+    pxe_tftp_host: str = ""                   # default: [api] host
+    pxe_tftp_port: int = 69                   # 0: any free port (tests)
+    pxe_http_host: str = ""                   # default: [api] host
+    pxe_http_port: int = 8080                 # 0: any free port (tests)
+    pxe_http_url: str = ""                    # URL machines use for the HTTP root; default host:port
+    pxe_api_url: str = ""                     # ipa-api-url for the agent; default: the API's URL
+    pxe_deploy_kernel: str = ""               # default driver_info.deploy_kernel: URL or HTTP-root name
+    pxe_deploy_ramdisk: str = ""              # likewise for deploy_ramdisk
+    pxe_kernel_append_params: str = "nofb vga=normal"  # extra kernel parameters (never secrets)
+    pxe_default_boot_mode: str = "bios"       # bios (PXELINUX) | uefi (GRUB) when a node says nothing
+    # DHCP (conductor/drivers/dhcp.py): per-MAC dnsmasq host entries that pick the boot
+    # loader; `managed` runs our own dnsmasq on one interface, `hostsdir` only writes the
+    # entries into the dhcp-hostsdir of a dnsmasq someone else runs.
+    dhcp_mode: str = "none"                   # none | managed | hostsdir
+    dhcp_interface: str = ""                  # managed: the interface dnsmasq serves
+    dhcp_range: str = ""                      # managed: start,end[,netmask][,lease time]
+    dhcp_ipv6_ra: str = "auto"                # auto (RA when the interface has IPv6) | on | off
+    dhcp_hostsdir: str = ""                   # default: <data_dir>/dhcp/hosts.d
+    dhcp_leasefile: str = ""                  # default: <data_dir>/dhcp/dnsmasq.leases
+    dhcp_unknown_hosts: str = "ignore"        # ignore | inspect (unknown MACs get the iPXE chain)
+    dhcp_boot_server: str = ""                # next-server (TFTP) IP; default: dnsmasq's own address
+    dhcp_ipxe_url: str = ""                   # sent to iPXE; default: <pxe http_url>/boot.ipxe
+    dhcp_bios_loader: str = "undionly.kpxe"   # ipxe interface, legacy BIOS PXE ROMs
+    dhcp_uefi_loader: str = "ipxe.efi"        # ipxe interface, UEFI x86-64 (client arch 7/9)
+    dhcp_pxe_bios_loader: str = "pxelinux.0"  # pxe interface, legacy BIOS
+    dhcp_pxe_uefi_loader: str = "grubx64.efi"  # pxe interface, UEFI x86-64
+    dhcp_log_dhcp: bool = False               # managed: dnsmasq logs every DHCP exchange
+    dhcp_ping: bool = True                    # managed: ping a new address before offering it
+                                              # (~3 s per new lease); false = dnsmasq no-ping
+    # Patching (conductor/patching/): StarlingX sw-patch semantics, /patching/v1 API.
+    patching_enabled: bool = True
+    patching_release: str = "1.0"             # the running software release (sw_version)
+    patching_root: str = ""                   # default: <data_dir>/patching (store, repos, feed)
+    patching_trusted_dir: str = ""            # PEM certificates trusted for signature.v2;
+                                              # default: <patching root>/trusted
+    patching_web_root: str = ""               # updates/rel-V and feed/rel-V served to hosts;
+                                              # default: the [pxe] HTTP root
 
     @property
     def data_path(self) -> Path:

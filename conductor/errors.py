@@ -106,5 +106,17 @@ class DriverError(MetalcastError):
     message = "Driver error: %(reason)s"
 
 
+class AgentConnectionFailed(DriverError):
+    """The ramdisk agent's command API could not be reached (conductor/agent_client.py)."""
+
+    message = "Connection to agent failed: %(reason)s"
+
+
+class AgentCommandError(DriverError):
+    """The agent answered a command with an error (busy, bad token, failed command)."""
+
+    message = "Agent command error: %(reason)s"
+
+
 class ConfigError(MetalcastError):
     message = "Configuration error: %(reason)s"

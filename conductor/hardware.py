@@ -5,9 +5,9 @@ interface; unset interfaces take the type's default (the first listed).
 """
 from __future__ import annotations
 
-from conductor import errors
+from conductor import deploy, errors
 from conductor.db.schema import INTERFACES
-from conductor.drivers import fake, ipmi, redfish
+from conductor.drivers import fake, ipmi, pxe, redfish
 
 #: hardware type -> interface kind -> supported implementations (default first).
 HARDWARE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -31,6 +31,15 @@ HARDWARE_TYPES["redfish"] = dict(
 HARDWARE_TYPES["ipmi"] = dict(
     HARDWARE_TYPES["fake-hardware"], power=("ipmitool", "fake"),
     management=("ipmitool", "fake"), boot=("fake",), deploy=("fake",))
+# Network boot (drivers/pxe.py: PXELINUX/GRUB over TFTP, iPXE over HTTP) is supported
+# by every type; "fake" stays the default boot interface until the agent deploy lands.
+for _table in HARDWARE_TYPES.values():
+    _table["boot"] = _table["boot"] + tuple(b for b in ("pxe", "ipxe")
+                                            if b not in _table["boot"])
+# The agent-driven deploy (conductor/deploy.py) works with every type, fake power and
+# management included; "fake" stays the default deploy interface for now.
+for _table in HARDWARE_TYPES.values():
+    _table["deploy"] = _table["deploy"] + ("direct",)
 
 #: (kind, implementation name) -> factory of the interface object.
 IMPLEMENTATIONS = {
@@ -38,6 +47,9 @@ IMPLEMENTATIONS = {
     ("management", "fake"): fake.FakeManagement,
     ("boot", "fake"): fake.FakeBoot,
     ("deploy", "fake"): fake.FakeDeploy,
+    ("deploy", "direct"): lambda ctx: deploy.AgentDeploy(ctx),
+    ("boot", "pxe"): pxe.PXEBoot,
+    ("boot", "ipxe"): pxe.IPXEBoot,
     ("power", "redfish"): redfish.RedfishPower,
     ("management", "redfish"): redfish.RedfishManagement,
     ("power", "ipmitool"): ipmi.IPMIPower,

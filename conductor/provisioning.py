@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from conductor import states
+from conductor import agent_base, dns_registration, states
 from conductor.drivers.base import BootDevice, PowerState
 from conductor.task import Task
 
@@ -51,6 +51,8 @@ def finish_deploy(task: Task) -> None:
     task.boot.prepare_instance(task)
     task.management.set_boot_device(task, BootDevice.DISK, persistent=True)
     set_power(task, PowerState.ON)
+    # DNS before "done": that UPDATE also drops the node lock the records are kept under.
+    dns_registration.on_active(task)
     task.process_event("done", last_error=None, deploy_step={})
 
 
@@ -59,6 +61,7 @@ def tear_down(task: Task) -> None:
     task.deploy.tear_down(task)
     task.boot.clean_up_instance(task)
     set_power(task, PowerState.OFF)
+    dns_registration.on_undeploy(task)
     task.process_event("clean", instance_info={}, instance_uuid=None)
     clean(task)
 
@@ -74,6 +77,7 @@ def adopt(task: Task) -> None:
     """manageable -> adopting -> active without touching the disks."""
     task.boot.validate(task)
     task.boot.prepare_instance(task)
+    dns_registration.on_active(task)
     task.process_event("done", last_error=None)
 
 
@@ -100,6 +104,8 @@ def set_power(task: Task, target: PowerState, timeout: int | None = None) -> Non
     else:
         task.power.set_power_state(task, target, timeout)
     task.update(power_state=task.power.get_power_state(task).value, target_power_state=None)
+    if target is not PowerState.ON:
+        agent_base.wipe_agent(task)  # that boot's agent is gone: its token must not work
 
 
 def change_power(task: Task, target: PowerState, timeout: int | None = None) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from conductor import errors, hardware, provisioning, secrets, states, validation
+from conductor import (dns_registration, errors, hardware, provisioning, secrets, states,
+                       validation)
+from conductor.agent_service import AgentService
 from conductor.config import Settings
 from conductor.db.api import Store, is_uuid_like, utcnow
 from conductor.db.schema import INTERFACES
@@ -49,6 +51,8 @@ class Service:
         self.host = settings.conductor_host
         #: Encrypts driver_info secrets before they reach the database.
         self.cipher = getattr(workers.context, "cipher", None)
+        #: The ramdisk endpoints (lookup, heartbeat): conductor/agent_service.py.
+        self.agent = AgentService(store, settings, workers)
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):
@@ -133,8 +137,18 @@ class Service:
         if node.instance_uuid and not node.maintenance:
             raise errors.NodeAssociated(node=node.uuid, instance=node.instance_uuid)
         self.store.reserve(node, self.host)
+        dns_registration.on_delete(node, self.workers.context)
+        self._forget_boot_config(node)
         self.store.delete_node(node.id)
         LOG.info("Node %s deleted", node.uuid)
+
+    def _forget_boot_config(self, node) -> None:
+        """Remove the node's per-MAC boot files (pxe/ipxe) while its ports still exist."""
+        task = Task(self.store, node, self.host, self.workers.context)
+        try:
+            task.boot.clean_up_instance(task)
+        except errors.MetalcastError as exc:
+            LOG.warning("Node %s: boot config not removed on delete: %s", node.uuid, exc)
 
     def set_maintenance(self, ident: str, on: bool, reason: str | None = None):
         node = self.store.get_node(ident)

@@ -12,7 +12,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from conductor import errors, power_sync, states
+from conductor import agent_base, dns_registration, errors, power_sync, states
 from conductor.config import Settings
 from conductor.db.api import Store, utcnow
 from conductor.task import Task
@@ -54,6 +54,8 @@ class Workers:
         #: The power-state sync, on its own small pool (None when disabled).
         self.power_sync = (power_sync.PowerSync(store, settings, context)
                            if settings.conductor_sync_power_state_interval > 0 else None)
+        #: Retries of failed DNS updates (None when [dns] server is not set).
+        self.dns_retry = dns_registration.DnsRetry.for_settings(store, settings, context)
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -97,6 +99,8 @@ class Workers:
         if self.power_sync is not None:
             self._periodic(self.settings.conductor_sync_power_state_interval,
                            self.power_sync.sweep)
+        if self.dns_retry is not None:
+            self._periodic(self.settings.dns_retry_interval, self.dns_retry.sweep)
 
     def _periodic(self, interval: float, func) -> None:
         def loop():
@@ -124,7 +128,9 @@ def fail(task: Task, message: str) -> None:
     """Move the node to the failed state of its current transient state."""
     state = task.node.provision_state
     try:
-        task.process_event("fail", last_error=message)
+        # The agent of a failed deploy/clean (timeout included) loses its token: only
+        # the agent of the next boot, after a fresh lookup, may call back.
+        task.process_event("fail", last_error=message, **agent_base.forget_agent(task))
     except states.InvalidTransition:
         # Power actions fail without a state change; the error still shows.
         task.update(last_error=message, target_power_state=None)

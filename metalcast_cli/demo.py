@@ -36,7 +36,8 @@ def _phase(client: Client, uuids: list[str], target: str, expected: str) -> floa
 
 def run(nodes: int = 3, data_dir: str | None = None, keep: bool = False) -> int:
     tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="metalcast-demo-")
-    settings = config.load(overrides={"data_dir": data_dir or tmp.name, "api_port": 0},
+    settings = config.load(overrides={"data_dir": data_dir or tmp.name, "api_port": 0,
+                                      "pxe_tftp_port": 0, "pxe_http_port": 0},  # free ports
                            env={})
     server = Server(settings)
     server.start_in_thread()

@@ -186,6 +186,16 @@ def cmd_patch_keygen(args) -> int:
     return patch_build.run_keygen(args)
 
 
+ALARM_COLUMNS = ["uuid", "alarm_id", "reason_text", "entity_instance_id", "severity",
+                 "timestamp"]
+
+
+def cmd_alarm_list(args) -> int:
+    alarms = _client(args).request("GET", "/fm/v1/alarms")["alarms"]
+    output.FORMATTERS[args.format](alarms, ALARM_COLUMNS)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metalcast_cli import parser as parser_mod
     return parser_mod.build(globals())

@@ -133,6 +133,14 @@ def _patch_commands(sub, h):
     p.set_defaults(handler=h["cmd_patch_keygen"])
 
 
+def _alarm_commands(sub, h):
+    alarm = sub.add_parser("alarm", help="active alarms (patching, ...)").add_subparsers(
+        metavar="COMMAND")
+    p = alarm.add_parser("list", help="list active alarms")
+    _fmt(p)
+    p.set_defaults(handler=h["cmd_alarm_list"])
+
+
 def build(h: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalcast", description="metalcast: bare-metal provisioning appliance "
@@ -155,6 +163,7 @@ def build(h: dict) -> argparse.ArgumentParser:
     _port_commands(sub, h)
     _image_commands(sub, h)
     _patch_commands(sub, h)
+    _alarm_commands(sub, h)
     p = sub.add_parser("demo", help="run the appliance with fake nodes and deploy them")
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     p.add_argument("--data-dir", help="keep state here (default: a temporary directory)")

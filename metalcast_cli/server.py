@@ -29,6 +29,11 @@ class Server:
         port = self._wsgi.effective_port
         host = settings.api_host if ":" not in settings.api_host else f"[{settings.api_host}]"
         self.url = f"http://{host}:{port}"
+        try:  # boot servers bind now too: a failure stops serve before it reports ready
+            self.boot_lines = self.appliance.start_boot_services(self.url)
+        except BaseException:
+            self._wsgi.close()
+            raise
 
     def serve_forever(self) -> None:
         self.appliance.start()
@@ -83,6 +88,8 @@ def run(settings: Settings, on_ready=print) -> None:
     _tune_gc()
     # waitress leaves its loop cleanly on SystemExit; the conductor then stops.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for line in server.boot_lines:  # TFTP/HTTP boot URLs, when [pxe] enabled
+        on_ready(line)
     on_ready(f"metalcast API listening on {server.url}")
     try:
         server.serve_forever()

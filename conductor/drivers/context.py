@@ -27,6 +27,11 @@ class DriverContext:
                 self._shared[key] = factory()
             return self._shared[key]  # type: ignore[return-value]
 
+    def get(self, key: str):
+        """The object stored under ``key`` if something created it, else None."""
+        with self._lock:
+            return self._shared.get(key)
+
     def close(self) -> None:
         """Close shared objects that can be closed (sessions, pools)."""
         with self._lock:

@@ -55,8 +55,9 @@ class PatchController(PatchOperations):
     """All patch state of one appliance, behind one lock (operations are short)."""
 
     def __init__(self, root: Path, trusted_dir: Path, running_release: str,
-                 semantic_timeout: float = 60.0, alarm_table: AlarmTable | None = None):
-        self.store = PatchStore(root)
+                 semantic_timeout: float = 60.0, alarm_table: AlarmTable | None = None,
+                 web_root: Path | None = None):
+        self.store = PatchStore(root, web_root)
         self.trusted_dir = Path(trusted_dir)
         self.running_release = running_release
         self.semantic_timeout = semantic_timeout

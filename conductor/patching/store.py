@@ -6,7 +6,11 @@
     packages/<sw_version>/<rpm files>                          every imported RPM
     semantics/{pre-apply,pre-remove}/<ID>                      semantic check scripts
     app_dependencies.json                                      application -> patch IDs
-    repo/rel-<ver>/                                            the update repo (repo.py)
+
+and, under the web root that hosts fetch from over HTTP (StarlingX's /www/pages;
+metalcast's HTTP boot root by default)::
+
+    updates/rel-<ver>/                                         the update repo (repo.py)
     feed/rel-<ver>/                                            the base repo of a release
 
 Every change is a rename or a write to a temporary name followed by a rename, so
@@ -52,8 +56,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 class PatchStore:
     """The patch store of one appliance (one directory tree)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, web_root: Path | None = None):
         self.root = Path(root)
+        self.web_root = Path(web_root) if web_root else self.root
         for state in DIRS.values():
             (self.root / "metadata" / state).mkdir(parents=True, exist_ok=True)
         for action in ("pre-apply", "pre-remove"):
@@ -127,7 +132,7 @@ class PatchStore:
 
     # -- releases -------------------------------------------------------------------
     def feed_dir(self, release: str) -> Path:
-        return self.root / "feed" / f"rel-{release}"
+        return self.web_root / "feed" / f"rel-{release}"
 
     def repo_dir(self, release: str) -> Path:
-        return self.root / "repo" / f"rel-{release}"
+        return self.web_root / "updates" / f"rel-{release}"

@@ -74,7 +74,10 @@ def _pump(stream, log: list[str], ready: threading.Event, found: list[str]) -> N
 def start_server(data_dir: Path, sections: dict | None = None) -> RunningServer:
     """Start ``metalcast serve`` and return once it prints its ready line."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    config = _write_config(data_dir, sections or {})
+    sections = dict(sections or {})
+    # Boot servers (TFTP 69, HTTP 8080) only where a test asks for [pxe]: servers run in parallel.
+    sections.setdefault("pxe", {"enabled": "false"})
+    config = _write_config(data_dir, sections)
     cmd = [str(BIN_DIR / "metalcast"), "serve", "--host", "127.0.0.1", "--port", "0",
            "--data-dir", str(data_dir), "--config-file", str(config)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

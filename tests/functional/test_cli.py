@@ -11,7 +11,7 @@ from metalcast_cli.server import Server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     settings = config.load(overrides={"data_dir": str(tmp_path_factory.mktemp("cli")),
-                                      "api_port": 0}, env={})
+                                      "api_port": 0, "pxe_enabled": False}, env={})
     srv = Server(settings)
     srv.start_in_thread()
     yield srv

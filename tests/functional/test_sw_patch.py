@@ -24,7 +24,7 @@ def lab(tmp_path_factory):
     try:
         subprocess.run([BIN / "metalcast", "patch", "keygen", "--data-dir", server.data_dir],
                        check=True, capture_output=True)
-        feed = server.data_dir / "patching" / "feed" / "rel-1.0" / "Packages" / "noarch"
+        feed = server.data_dir / "httpboot" / "feed" / "rel-1.0" / "Packages" / "noarch"
         feed.mkdir(parents=True)
         for name in ("labpatch", "labtool"):
             shutil.copy(build_rpm(work / "base", name, "1.0", "1"), feed)

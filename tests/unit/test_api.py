@@ -17,6 +17,7 @@ def make_app(tmp_path):
     made = []
 
     def make(**overrides):
+        overrides.setdefault("pxe_enabled", False)  # no boot servers on fixed ports
         settings = config.Settings(data_dir=str(tmp_path / f"d{len(made)}"),
                                    conductor_host="test-conductor", **overrides)
         appliance = Appliance(settings)

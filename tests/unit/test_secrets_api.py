@@ -46,7 +46,8 @@ class Running:
 
     def start(self):
         settings = config.Settings(data_dir=str(self.data_dir), conductor_host="test-host",
-                                   conductor_sync_power_state_interval=0)
+                                   conductor_sync_power_state_interval=0,
+                                   pxe_enabled=False)  # no boot servers on fixed ports
         self.appliance = Appliance(settings)
         self.appliance.start()
         self.client = create_app(self.appliance.service).test_client()

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from conductor.alarms import AlarmTable
 from conductor.patching import alarms as patch_alarms
-from conductor.patching import archive, hosts, repo, rpmver, signing
+from conductor.patching import archive, hosts, repo, signing
 from conductor.patching import metadata as md
 from conductor.patching.metadata import PatchFormatError
 from conductor.patching.operations import PatchOperations
+from ramdisk_agent.host import rpmver
 from conductor.patching.store import PatchStore, RepoState
 
 LOG = logging.getLogger(__name__)

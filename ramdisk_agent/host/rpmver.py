@@ -1,11 +1,13 @@
 """RPM version comparison (rpmvercmp / labelCompare), in pure Python.
 
-The conductor runs in a venv where the rpm bindings are not importable, and the
-comparison is needed thousands of times per host report, so it is done here
+Shared by the host agent (plan.py) and the conductor (conductor/patching), which
+imports it from here as ARCHITECTURE.md has both sides share formats. Neither side
+can count on the rpm bindings (the conductor's venv lacks them), and the
+comparison runs thousands of times per host report, so it is done here
 the way rpm's ``rpmvercmp`` does it: split into alphanumeric segments, ``~``
 sorts before anything (pre-releases), ``^`` after the base but before more
 segments, numeric segments beat alphabetic ones, numbers compare as integers.
-tests/unit/test_patch_rpmver.py checks it against cases from rpm's own test suite.
+tests/functional/test_patch_rpmver.py checks it against python3-rpm's labelCompare.
 """
 from __future__ import annotations
 

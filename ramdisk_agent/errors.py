@@ -1,0 +1,79 @@
+"""Errors of the agent, shaped the way ironic-python-agent reports them.
+
+The command API renders :class:`AgentError` as ``{faultcode, faultstring}`` with the
+error's HTTP status; a failing command stores :meth:`AgentError.serialize` in
+``command_error`` (``{type, code, message, details}``, IPA's shape) so the conductor
+can copy the message into the node's ``last_error``.
+"""
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent reports on purpose."""
+
+    status_code = 500
+    faultcode = "Server"
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def serialize(self) -> dict:
+        return {"type": type(self).__name__, "code": self.status_code,
+                "message": self.message, "details": self.details}
+
+    def fault(self) -> dict:
+        return {"faultcode": self.faultcode, "faultstring": self.message}
+
+
+class InvalidContent(AgentError):
+    """The request body or command parameters are wrong."""
+    status_code = 400
+    faultcode = "Client"
+
+
+class InvalidCommand(InvalidContent):
+    """The command name does not exist."""
+
+
+class TokenInvalid(AgentError):
+    status_code = 401
+    faultcode = "Client"
+
+    def __init__(self):
+        super().__init__("Token invalid.")
+
+
+class RequestedObjectNotFound(AgentError):
+    status_code = 404
+    faultcode = "Client"
+
+
+class AgentIsBusy(AgentError):
+    """Another command is still running: one command at a time."""
+    status_code = 409
+    faultcode = "Client"
+
+    def __init__(self, running: str):
+        super().__init__(f"Agent is busy: command {running} is still running.")
+
+
+class ImageDownloadError(AgentError):
+    """The image could not be fetched (HTTP error, too many dropped connections)."""
+
+
+class ImageChecksumError(AgentError):
+    """The image's hash did not match the expected value."""
+
+
+class ImageWriteError(AgentError):
+    """Writing the image to the disk failed, or it does not fit."""
+
+
+class DeviceNotFound(AgentError):
+    """No disk matches the root device hints (or there is no disk at all)."""
+
+
+class LookupFailed(AgentError):
+    """The API never answered the lookup with our node."""

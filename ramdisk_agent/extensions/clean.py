@@ -1,0 +1,97 @@
+"""``clean``: get_clean_steps and execute_clean_step.
+
+Steps (interface ``deploy``, as IPA's GenericHardwareManager):
+
+* ``erase_devices_metadata`` (priority 99, automated cleaning): zero the first and
+  last MiB of every disk, which removes the MBR, both GPT copies and the filesystem
+  / RAID signatures that live there (ext4, xfs, vfat, ISO9660, LVM, md 1.x).
+* ``erase_devices`` (priority 0: manual cleaning only, because zeroing a big disk
+  takes hours): zero every byte with O_DIRECT writes.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+
+from ramdisk_agent.commands import Extension, async_command, sync_command
+from ramdisk_agent.errors import InvalidContent
+from ramdisk_agent.imagewrite import CHUNK, DiskTarget
+
+LOG = logging.getLogger(__name__)
+
+HARDWARE_MANAGER = "GenericHardwareManager"
+MANAGER_VERSION = {"generic_hardware_manager": "1.2"}
+METADATA_BYTES = 1 << 20
+
+
+def step_entry(step: str, priority: int, abortable: bool = True) -> dict:
+    return {"step": step, "priority": priority, "interface": "deploy",
+            "reboot_requested": False, "abortable": abortable}
+
+
+def erase_metadata(path: str) -> None:
+    """Zero the first and last MiB of ``path``."""
+    target = DiskTarget(path)
+    try:
+        zeros = memoryview(mmap.mmap(-1, METADATA_BYTES))
+        length = min(METADATA_BYTES, target.capacity)
+        target.write(0, zeros[:length])
+        tail = max(length, target.capacity - METADATA_BYTES)
+        target.write(tail, zeros[:target.capacity - tail])
+    finally:
+        target.close()
+
+
+def erase_all(path: str) -> None:
+    """Zero the whole of ``path``."""
+    target = DiskTarget(path)
+    try:
+        zeros = memoryview(mmap.mmap(-1, CHUNK))
+        offset = 0
+        while offset < target.capacity:
+            length = min(CHUNK, target.capacity - offset)
+            target.write(offset, zeros[:length])
+            offset += length
+    finally:
+        target.close()
+
+
+def run_step(extension, step: dict, table: dict, kind: str, **kwargs) -> dict:
+    """Run ``step`` from ``table`` (step name -> function) and shape the result."""
+    if not isinstance(step, dict) or step.get("step") not in table:
+        raise InvalidContent(f"Unknown {kind} step {step!r}; known: {', '.join(sorted(table))}")
+    LOG.info("Node %s: %s step %s starting", extension.agent.node_uuid, kind, step["step"])
+    value = table[step["step"]](extension, step.get("args") or {}, **kwargs)
+    return {f"{kind}_result": value, f"{kind}_step": step}
+
+
+def erase_devices_metadata(extension, args, **_ignored):
+    for disk in extension.agent.disks():
+        LOG.info("Node %s: erasing metadata of %s", extension.agent.node_uuid, disk.name)
+        erase_metadata(disk.name)
+    return None
+
+
+def erase_devices(extension, args, **_ignored):
+    for disk in extension.agent.disks():
+        LOG.info("Node %s: zeroing %s (%s bytes)", extension.agent.node_uuid, disk.name,
+                 disk.size)
+        erase_all(disk.name)
+    return None
+
+
+CLEAN_STEPS = {"erase_devices_metadata": erase_devices_metadata, "erase_devices": erase_devices}
+
+
+class CleanExtension(Extension):
+    name = "clean"
+
+    @sync_command
+    def get_clean_steps(self, node=None, ports=None, **_ignored):
+        return {"clean_steps": {HARDWARE_MANAGER: [step_entry("erase_devices_metadata", 99),
+                                                   step_entry("erase_devices", 0)]},
+                "hardware_manager_version": MANAGER_VERSION}
+
+    @async_command
+    def execute_clean_step(self, step, node=None, ports=None, clean_version=None, **_ignored):
+        return run_step(self, step, CLEAN_STEPS, "clean")

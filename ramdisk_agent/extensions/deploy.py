@@ -1,0 +1,64 @@
+"""``deploy``: get_deploy_steps and execute_deploy_step (``write_image``).
+
+``write_image`` picks the root disk with the node's root device hints
+(``properties.root_device``), streams the image onto it (checksum on the fly; the
+disk's first MiB is wiped on any failure so the node stays deployable), optionally
+reads it back (``--verify-write`` or step arg ``verify: true``) and writes the
+config drive when one is given.
+"""
+from __future__ import annotations
+
+import logging
+
+from ramdisk_agent import configdrive, hints
+from ramdisk_agent.commands import Extension, async_command, sync_command
+from ramdisk_agent.download import DownloadOptions
+from ramdisk_agent.errors import InvalidContent
+from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION,
+                                            erase_devices_metadata, run_step, step_entry)
+from ramdisk_agent.imagewrite import ImageSpec, write_image
+
+LOG = logging.getLogger(__name__)
+
+
+def write_image_step(extension, args, node=None, **_ignored):
+    agent = extension.agent
+    image_info = args.get("image_info")
+    if not isinstance(image_info, dict):
+        raise InvalidContent("write_image needs args.image_info")
+    spec = ImageSpec.from_image_info(image_info)
+    root_hints = ((node or agent.node).get("properties") or {}).get("root_device")
+    disk = hints.select_root_disk(agent.disks(), root_hints)
+    LOG.info("Node %s: writing %s (%s) to %s", agent.node_uuid, spec.url, spec.disk_format,
+             disk.name)
+    options = DownloadOptions(insecure=agent.config.insecure, ca_file=agent.config.ca_file)
+    verify = bool(args.get("verify", agent.config.verify_write))
+    result = write_image(spec, disk.name, options, verify=verify,
+                         scratch_dir=agent.config.scratch_dir)
+    agent.root_disk = disk.name
+    summary = {"disk": disk.name, "bytes": result.size, "seconds": round(result.seconds, 3),
+               "direct_io": result.direct_io, "resumes": result.resumes,
+               "verified": result.verified, "configdrive": False}
+    if args.get("configdrive"):
+        configdrive.write(disk.name, args["configdrive"], options)
+        summary["configdrive"] = True
+    return summary
+
+
+DEPLOY_STEPS = {"write_image": write_image_step,
+                "erase_devices_metadata": erase_devices_metadata}
+
+
+class DeployExtension(Extension):
+    name = "deploy"
+
+    @sync_command
+    def get_deploy_steps(self, node=None, ports=None, **_ignored):
+        return {"deploy_steps": {HARDWARE_MANAGER: [step_entry("write_image", 0, False),
+                                                    step_entry("erase_devices_metadata", 0)]},
+                "hardware_manager_version": MANAGER_VERSION}
+
+    @async_command
+    def execute_deploy_step(self, step, node=None, ports=None, deploy_version=None,
+                            **_ignored):
+        return run_step(self, step, DEPLOY_STEPS, "deploy", node=node)

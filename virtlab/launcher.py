@@ -39,9 +39,11 @@ class BmcProcess:
 def start_bmcs(state_dir: Path, count: int = 1, address: str = "127.0.0.1",
                base_port: int = 0, ports: list[int] | None = None,
                username: str = "admin", password: str = "password",
-               timeout: float = START_TIMEOUT) -> BmcProcess:
-    """Start ``count`` BMCs (kernel-chosen ports unless given) in one child process."""
-    cmd = [sys.executable, "-m", "virtlab.bmc", "--address", address,
+               timeout: float = START_TIMEOUT, prefix: list[str] | None = None) -> BmcProcess:
+    """Start ``count`` BMCs (kernel-chosen ports unless given) in one child process.
+
+    ``prefix`` goes before the command (virtlab.lab: ``setpriv --pdeathsig KILL``)."""
+    cmd = list(prefix or []) + [sys.executable, "-m", "virtlab.bmc", "--address", address,
            "--state-dir", str(state_dir), "--username", username, "--password", password]
     if ports:
         cmd += ["--ports", ",".join(str(p) for p in ports)]

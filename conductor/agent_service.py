@@ -54,10 +54,15 @@ class AgentService:
         self.settings = settings
         self.workers = workers
         self.host = settings.conductor_host
+        #: Host-mode agents (conductor.host_agent.HostAgents), wired by the appliance.
+        self.host_agents = None
 
     # -- lookup -------------------------------------------------------------
-    def lookup(self, addresses: list[str], node_uuid: str | None):
-        """(node, token shown) for the agent of a node; NotFound hides the reason."""
+    def lookup(self, addresses: list[str], node_uuid: str | None, mode: str | None = None):
+        """(node, token shown) for the agent of a node; NotFound hides the reason.
+
+        ``mode="host"`` is an installed host's agent (conductor/host_agent.py).
+        """
         macs = []
         for address in addresses:
             try:
@@ -68,6 +73,10 @@ class AgentService:
             raise errors.InvalidParameter('One of "addresses" and "node_uuid" is required '
                                           "for a lookup (no valid MAC address given).")
         node = self._find(macs, node_uuid)
+        if mode == "host":
+            if self.host_agents is None:
+                raise errors.NotFound()
+            return self.host_agents.lookup(node)
         if node.provision_state not in LOOKUP_STATES:
             LOG.error("Lookup refused for node %s in provision state %s", node.uuid,
                       node.provision_state)

@@ -12,6 +12,7 @@ from conductor.db.api import Store
 from conductor.db.engine import make_engine
 from conductor.drivers import dhcp, dhcp_dnsmasq
 from conductor.drivers.context import DriverContext
+from conductor.host_agent import HostAgents
 from conductor.netboot.services import NetbootServices
 from conductor.service import Service
 from conductor.workers import Workers
@@ -47,6 +48,13 @@ class Appliance:
         self.service.alarms = AlarmTable()
         #: The patch controller (/patching/v1); None when [patching] enabled = false.
         self.service.patching = self._patching(settings, self.service.alarms)
+        #: Installed hosts' agents (``metalcast-agent host``): lookup, heartbeat with
+        #: patching reports, and the install/query commands of the patch controller.
+        self.service.agent.host_agents = HostAgents(self.store, settings,
+                                                    self.service.patching)
+        if self.service.patching is not None:
+            self.service.patching.installer = self.service.agent.host_agents.install
+            self.service.patching.notifier = self.service.agent.host_agents.notify_all
 
     @staticmethod
     def _patching(settings: Settings, alarm_table: AlarmTable):

@@ -105,7 +105,9 @@ class HostAgent:
             saved = json.loads(self._token_path().read_text())
         except (OSError, ValueError):
             return False
-        if saved.get("api_url") != self.args.api_url or not saved.get("token") or \
+        if not isinstance(saved, dict) or saved.get("api_url") != self.args.api_url or \
+                not isinstance(saved.get("token"), str) or not saved["token"] or \
+                not isinstance(saved.get("node_uuid"), str) or \
                 (self.args.node_uuid and saved.get("node_uuid") != self.args.node_uuid):
             return False
         self.node_uuid, self.token = saved["node_uuid"], saved["token"]
@@ -123,8 +125,8 @@ class HostAgent:
                 if found.token is None:
                     raise LookupFailed(
                         f"Lookup of node {found.uuid} returned no token: it was issued to an "
-                        f"earlier host agent whose {self._token_path()} is gone. Undeploy "
-                        "and redeploy (or re-adopt) the node to issue a new one.")
+                        f"earlier host agent whose {self._token_path()} is gone. Reset it: "
+                        f"DELETE /v1/nodes/{found.uuid}/host_agent_token")
                 self.node_uuid, self.token = found.uuid, found.token
                 self._save_token()
                 return

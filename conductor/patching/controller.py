@@ -69,6 +69,9 @@ class PatchController(PatchOperations):
         #: Sends an install request to a host agent: ``installer(hostname, force)``.
         #: Set by the appliance (the host agent channel); None means not wired.
         self.installer = None
+        #: Called (no arguments) after apply/remove/delete/commit so host agents
+        #: re-report at once; set by the appliance (conductor/host_agent.py).
+        self.notifier = None
         #: Active alarms (conductor/alarms.py); patching owns patch_alarms.IDS in it.
         self.alarms = alarm_table or AlarmTable()
         self.reload()

@@ -33,6 +33,8 @@ class PatchOperations:
                 result.add("error", str(exc))
             finally:
                 self._changed()
+        if self.notifier is not None:   # hosts re-report now (StarlingX's HELLO_AGENT)
+            self.notifier()
         return result
 
     def _refuse_while_installing(self) -> None:

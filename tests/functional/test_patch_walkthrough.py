@@ -1,0 +1,355 @@
+"""The StarlingX seed walkthrough with six simulated hosts, end to end.
+
+A real ``metalcast serve`` (its HTTP boot server on a free port serves the base
+feed and the update repo), six fake-hardware nodes adopted into ``active``
+(controller-0/1, compute-0/1, storage-0/1), and six real ``metalcast-agent host``
+processes, each with its own install root and rpm database (base packages put
+there with ``rpm --root``, /bin/sh from busybox, test-lab.md §6). The agents
+look themselves up with ``agent_mode=host``, heartbeat their patching reports
+over HTTPS, and get ``patching.install`` / ``patching.query`` from the conductor.
+Everything is driven with the real ``sw-patch`` CLI; patches and RPMs (a plain
+one, a restart-script one, a reboot-required one) are built by rpmbuild and
+``sw-patch-build`` here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ramdisk_agent.host.convention import (SCRIPTS_SOURCE, reboot_required_scriptlets,
+                                           restart_script_scriptlets)
+from tests.functional.conftest import start_server, stop_server
+from tests.functional.helpers import HEADERS, api_call, provision
+from tests.functional.rpm_tools import build_rpm
+from tests.functional.test_host_patching import (BASE_INSTALL, BASE_SH, installed,
+                                                 require_tools)
+from virtlab.process import start_ready, stop
+
+BIN = Path(sys.executable).parent
+HTTP_RE = re.compile(r"metalcast HTTP boot server on (http://\S+?)/ ")
+HOSTS = {"controller-0": "controller", "controller-1": "controller",
+         "compute-0": "worker", "compute-1": "worker",
+         "storage-0": "storage", "storage-1": "storage"}
+WAIT = 90
+#: The controllers never heartbeat on their own during the test (only at start, after
+#: a command, and on patching.query): their reports after apply/remove prove the
+#: conductor's HELLO_AGENT, and after host-install the heartbeat at the end of it.
+INTERVALS = {"controller-0": "600", "controller-1": "600"}
+
+
+class Walkthrough:
+    """The server, the RPMs, the nodes and one agent process per host."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.server = start_server(work / "data", {
+            "pxe": {"enabled": "true", "tftp_port": 0, "http_port": 0},
+            "patching": {"release": "1.0"}})
+        self.http = HTTP_RE.search(self.server.output()).group(1)
+        self.agents: dict[str, tuple] = {}
+        self.uuids: dict[str, str] = {}
+        subprocess.run([BIN / "metalcast", "patch", "keygen", "--data-dir",
+                        self.server.data_dir], check=True, capture_output=True)
+        self._rpms()
+        for name in HOSTS:
+            self._host(name)
+
+    def _rpms(self) -> None:
+        b = self.work / "rpms"
+        busybox = shutil.which("busybox")
+        self.base = [build_rpm(b, "hostbase", extra_tags=BASE_SH,
+                               install=BASE_INSTALL.replace("{busybox}", busybox),
+                               files="/bin/sh\n/usr/bin/busybox")]
+        self.base += [build_rpm(b, name) for name in ("tool", "svc", "kern", "rel")]
+        feed = self.server.data_dir / "httpboot" / "feed" / "rel-1.0"
+        (feed / "Packages" / "noarch").mkdir(parents=True)
+        for rpm in self.base:
+            shutil.copy(rpm, feed / "Packages" / "noarch")
+        subprocess.run(["createrepo_c", "-q", str(feed)], check=True)
+        script = "\n".join(f"echo '{line}' >> %{{buildroot}}{SCRIPTS_SOURCE}/svc" for line in
+                           ("#!/bin/sh", "echo restarted >> /var/log/svc.restarts"))
+        self.patch_rpms = {
+            "tool": build_rpm(b, "tool", "1.1"),
+            "svc": build_rpm(b, "svc", "1.1", scripts=restart_script_scriptlets("svc"),
+                             install=f"mkdir -p %{{buildroot}}{SCRIPTS_SOURCE}\n{script}",
+                             files=f"{SCRIPTS_SOURCE}/svc"),
+            "kern": build_rpm(b, "kern", "1.1", scripts=reboot_required_scriptlets()),
+            "rel": build_rpm(b, "rel", "1.1")}
+
+    def _host(self, name: str) -> None:
+        root = self.work / "hosts" / name
+        (root / "var/lib/rpm").mkdir(parents=True)
+        rpm = ["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--quiet"]
+        subprocess.run([*rpm, str(self.base[0])], check=True, capture_output=True)
+        subprocess.run([*rpm, *map(str, self.base[1:])], check=True, capture_output=True)
+        node = api_call(self.server.url, "POST", "/v1/nodes",
+                        {"driver": "fake-hardware", "name": name,
+                         "properties": {"nodetype": HOSTS[name]}}, ok=(201,))
+        self.uuids[name] = node["uuid"]
+        provision(self.server.url, node["uuid"], "manage", "manageable")
+        provision(self.server.url, node["uuid"], "adopt", "active")
+        self.start_agent(name)
+
+    def root(self, name: str) -> Path:
+        return self.work / "hosts" / name
+
+    def start_agent(self, name: str, *extra) -> None:
+        cmd = [str(c) for c in (*self.agent_command(name), *extra)]
+        process, ready, log = start_ready(cmd, "METALCAST-AGENT ", 60, f"host agent {name}")
+        self.agents[name] = (process, ready, log)
+
+    def agent_command(self, name: str) -> list:
+        return [BIN / "metalcast-agent", "host", "--api-url", self.server.url,
+               "--node-uuid", self.uuids[name], "--listen", "127.0.0.1:0",
+               "--advertise-host", "127.0.0.1", "--state-dir", self.work / "state" / name,
+               "--heartbeat-interval", INTERVALS.get(name, "2"), "--root", self.root(name),
+               "--base-url", f"{self.http}/feed/rel-1.0",
+               "--updates-url", f"{self.http}/updates/rel-1.0", "--sw-version", "1.0",
+               "--nodetype", HOSTS[name], "--lookup-timeout", "30"]
+
+    def stop_agent(self, name: str) -> None:
+        process = self.agents.pop(name)[0]
+        stop(process.pid, process)
+
+    def close(self) -> None:
+        for name in list(self.agents):
+            self.stop_agent(name)
+        stop_server(self.server.process)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    require_tools()
+    lab = Walkthrough(tmp_path_factory.mktemp("walkthrough"))
+    yield lab
+    lab.close()
+
+
+def sw_patch(lab, *argv, stdin: str | None = None):
+    env = dict(os.environ, METALCAST_URL=lab.server.url, SW_PATCH_POLL_INTERVAL="0.2")
+    return subprocess.run([BIN / "sw-patch", *map(str, argv)], capture_output=True,
+                          text=True, env=env, timeout=180, input=stdin)
+
+
+def build(lab, pid: str, rpm: str, *extra) -> Path:
+    out = lab.work / "patches"
+    proc = subprocess.run([BIN / "sw-patch-build", "--id", pid, "--release", "1.0",
+                           "--data-dir", lab.server.data_dir, "-o", out, *extra,
+                           lab.patch_rpms[rpm]], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out / f"{pid}.patch"
+
+
+def patch_state(lab, pid: str) -> str:
+    rows = [line.split() for line in sw_patch(lab, "query").stdout.splitlines()]
+    return next(row[-1] for row in rows if row and row[0] == pid)
+
+
+def hosts(lab) -> dict[str, dict[str, str]]:
+    """query-hosts as printed: hostname -> column -> value."""
+    lines = sw_patch(lab, "query-hosts").stdout.splitlines()
+    header = re.split(r"\s{2,}", lines[0].strip())
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[2:] if line.strip()]
+    return {row[0]: dict(zip(header, row)) for row in rows}
+
+
+def wait_for(what: str, check, timeout: float = WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never {what}")
+        time.sleep(0.3)
+
+
+def all_hosts(lab, column: str, value: str) -> bool:
+    shown = hosts(lab)
+    return len(shown) == len(HOSTS) and all(h[column] == value for h in shown.values())
+
+
+def install_all(lab) -> None:
+    for name in HOSTS:
+        proc = sw_patch(lab, "host-install", name)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.endswith("Installation was successful.\n"), proc.stdout
+
+
+def test_seed_walkthrough(lab):
+    wait_for("six hosts reporting", lambda: all_hosts(lab, "Patch Current", "Yes"))
+    shown = hosts(lab)
+    assert shown["compute-0"]["IP Address"] == "127.0.0.1"
+    assert shown["storage-1"]["Release"] == "1.0" and shown["storage-1"]["State"] == "idle"
+
+    patch = build(lab, "WALK_0001", "svc", "--reboot-required", "N")
+    proc = sw_patch(lab, "upload", patch)
+    assert proc.stdout == "WALK_0001 is now available\n\n", proc.stdout
+    assert patch_state(lab, "WALK_0001") == "Available"
+
+    assert sw_patch(lab, "apply", "WALK_0001").stdout == "WALK_0001 is now in the repo\n\n"
+    assert patch_state(lab, "WALK_0001") == "Partial-Apply"
+    wait_for("every host Patch Current No", lambda: all_hosts(lab, "Patch Current", "No"))
+    for name in HOSTS:
+        assert patch_state(lab, "WALK_0001") == "Partial-Apply"
+        proc = sw_patch(lab, "host-install", name)
+        assert proc.returncode == 0 and proc.stdout.startswith(
+            f"Patch installation request sent to {name}."), proc.stdout
+        assert proc.stdout.endswith("Installation was successful.\n"), proc.stdout
+        assert installed(lab.root(name))["svc"] == "1.1-1"
+        # the restart script ran, chrooted in the host's root
+        assert (lab.root(name) / "var/log/svc.restarts").read_text() == "restarted\n"
+    assert patch_state(lab, "WALK_0001") == "Applied"
+    assert all_hosts(lab, "Patch Current", "Yes") and all_hosts(lab, "Reboot Required", "No")
+
+    assert sw_patch(lab, "remove", "WALK_0001").returncode == 0
+    assert patch_state(lab, "WALK_0001") == "Partial-Remove"
+    wait_for("every host Patch Current No", lambda: all_hosts(lab, "Patch Current", "No"))
+    install_all(lab)
+    assert patch_state(lab, "WALK_0001") == "Available"
+    assert installed(lab.root("storage-0"))["svc"] == "1.0-1"
+    # the restart script runs again when the patch is removed (its %preun copies it)
+    assert (lab.root("storage-0") / "var/log/svc.restarts").read_text().count("restarted") == 2
+    proc = sw_patch(lab, "delete", "WALK_0001")
+    assert proc.returncode == 0 and "WALK_0001 has been deleted" in proc.stdout, proc.stdout
+
+    rel = build(lab, "WALK_0002", "rel", "--reboot-required", "N", "--status", "REL")
+    assert sw_patch(lab, "upload", rel).returncode == 0
+    assert sw_patch(lab, "apply", "WALK_0002").returncode == 0
+    wait_for("every host Patch Current No", lambda: all_hosts(lab, "Patch Current", "No"))
+    install_all(lab)
+    assert patch_state(lab, "WALK_0002") == "Applied"
+    proc = sw_patch(lab, "commit", "WALK_0002", stdin="y\n")
+    assert proc.returncode == 0, proc.stdout
+    assert patch_state(lab, "WALK_0002") == "Committed"
+
+
+def test_reboot_required_needs_a_locked_host(lab):
+    wait_for("six idle hosts", lambda: all_hosts(lab, "Patch Current", "Yes"))
+    patch = build(lab, "WALK_0003", "kern", "--reboot-required", "Y")
+    assert sw_patch(lab, "upload", patch).returncode == 0
+    assert sw_patch(lab, "apply", "WALK_0003").returncode == 0
+    wait_for("every host Patch Current No", lambda: all_hosts(lab, "Patch Current", "No"))
+    proc = sw_patch(lab, "host-install", "compute-1")
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout.endswith("Installation rejected. Node must be locked\n"), proc.stdout
+    assert installed(lab.root("compute-1"))["kern"] == "1.0-1"
+
+    uuid = lab.uuids["compute-1"]     # "host-lock": maintenance mode
+    api_call(lab.server.url, "PUT", f"/v1/nodes/{uuid}/maintenance", {"reason": "patching"},
+             ok=(202,))
+    proc = sw_patch(lab, "host-install", "compute-1")
+    assert proc.returncode == 0 and proc.stdout.endswith("Installation was successful.\n"), \
+        proc.stdout
+    assert installed(lab.root("compute-1"))["kern"] == "1.1-1"
+    shown = hosts(lab)["compute-1"]
+    assert shown["Patch Current"] == "Yes" and shown["Reboot Required"] == "Yes", shown
+    # a forced install works on an unlocked host too
+    proc = sw_patch(lab, "host-install", "--force", "compute-0")
+    assert proc.returncode == 0, proc.stdout
+    assert hosts(lab)["compute-0"]["Reboot Required"] == "Yes"
+
+    # The reboot: the agent stops, /run (a tmpfs) is empty, the agent starts again
+    # with its saved token, a new port and a new certificate.
+    old_url = lab.agents["compute-1"][1]["callback_url"]
+    lab.stop_agent("compute-1")
+    shutil.rmtree(lab.root("compute-1") / "run")
+    lab.start_agent("compute-1")
+    assert lab.agents["compute-1"][1]["callback_url"] != old_url
+    wait_for("compute-1 no longer requiring a reboot",
+             lambda: hosts(lab)["compute-1"]["Reboot Required"] == "No")
+    assert hosts(lab)["compute-0"]["Reboot Required"] == "Yes"
+    api_call(lab.server.url, "DELETE", f"/v1/nodes/{uuid}/maintenance", ok=(202,))
+
+
+def test_boot_install_reboots_once_then_serves(lab):
+    """storage-1 boots with the reboot-required patch pending (applied in the test above)."""
+    if patch_state(lab, "WALK_0003") == "Available":
+        pytest.fail("run with test_reboot_required_needs_a_locked_host (WALK_0003 applied)")
+    lab.stop_agent("storage-1")
+    state_file = lab.work / "storage-1.state"
+    cmd = [str(c) for c in lab.agent_command("storage-1")] + [
+        "--boot-install", "--state-file", str(state_file)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr       # reboot now
+    assert json.loads(state_file.read_text())["event"] == "reboot"
+    assert installed(lab.root("storage-1"))["kern"] == "1.1-1"
+    shutil.rmtree(lab.root("storage-1") / "run")                  # the reboot
+    state_file.unlink()
+    lab.start_agent("storage-1", "--boot-install", "--state-file", state_file)
+    assert not state_file.exists()                                # no second reboot
+    wait_for("storage-1 current without a reboot pending", lambda: (
+        hosts(lab)["storage-1"]["Patch Current"], hosts(lab)["storage-1"]["Reboot Required"])
+        == ("Yes", "No"))
+
+
+def _beat(lab, name: str, **body) -> requests.Response:
+    base = {"callback_url": lab.agents[name][1]["callback_url"], "agent_version": "1",
+            "agent_mode": "host"}
+    return requests.post(f"{lab.server.url}/v1/heartbeat/{lab.uuids[name]}",
+                         json=dict(base, **body), headers=HEADERS, timeout=10)
+
+
+def test_bad_input(lab):
+    before = hosts(lab)["storage-0"]
+    fake = {"out_of_date": True, "state": "install-failed", "patch_failed": True,
+            "installed": {}, "sw_version": "1.0"}
+    response = _beat(lab, "storage-0", agent_token="wrong", patching=fake)
+    assert response.status_code == 400
+    assert "Invalid or missing agent token" in response.json()["error_message"]
+    response = _beat(lab, "storage-0", patching=fake)      # no token at all
+    assert response.status_code == 400
+    assert hosts(lab)["storage-0"] == before
+
+    token = json.loads((lab.work / "state" / "storage-0" / "host-agent.json").read_text())
+    response = _beat(lab, "storage-0", agent_token=token["token"],
+                     patching=dict(fake, installed=["not", "a", "dict"]))
+    assert response.status_code == 400 and "installed" in response.json()["error_message"]
+    response = _beat(lab, "storage-0", agent_token=token["token"],
+                     callback_url="http://127.0.0.1:1", patching=fake)
+    assert response.status_code == 400 and "require_tls" in response.json()["error_message"]
+    assert hosts(lab)["storage-0"] == before
+
+    node = api_call(lab.server.url, "GET", f"/v1/nodes/{lab.uuids['storage-0']}")
+    assert node["driver_internal_info"]["host_agent_token"] == "******"
+    lookup = f"{lab.server.url}/v1/lookup?node_uuid={lab.uuids['storage-0']}&agent_mode=host"
+    response = requests.get(lookup, headers=HEADERS, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["config"]["agent_token"] == "******"     # issued once
+
+    enrolled = api_call(lab.server.url, "POST", "/v1/nodes",
+                        {"driver": "fake-hardware", "name": "compute-9"}, ok=(201,))
+    response = requests.get(f"{lab.server.url}/v1/lookup?node_uuid={enrolled['uuid']}"
+                            "&agent_mode=host", headers=HEADERS, timeout=10)
+    assert response.status_code == 404
+    response = requests.get(lookup.replace("agent_mode=host", "agent_mode=guest"),
+                            headers=HEADERS, timeout=10)
+    assert response.status_code == 400
+
+    proc = sw_patch(lab, "host-install", "compute-9")
+    assert proc.returncode == 1 and "Unknown host specified: compute-9" in proc.stdout
+
+
+def test_operator_token_reset_and_the_agent_recovers(lab):
+    path = lab.work / "state" / "compute-1" / "host-agent.json"
+    old = json.loads(path.read_text())["token"]
+    api_call(lab.server.url, "DELETE", "/v1/nodes/compute-1/host_agent_token", ok=(204,))
+    # The agent's next heartbeat is refused; it looks up again and saves the new token.
+    wait_for("a new token saved by the compute-1 agent",
+             lambda: json.loads(path.read_text())["token"] != old, timeout=30)
+    node = api_call(lab.server.url, "GET", f"/v1/nodes/{lab.uuids['compute-1']}")
+    wait_for("compute-1 heartbeating again", lambda: "host_agent_url" in api_call(
+        lab.server.url, "GET", f"/v1/nodes/{lab.uuids['compute-1']}")["driver_internal_info"])
+    assert node["driver_internal_info"]["host_agent_token"] == "******"
+    proc = sw_patch(lab, "host-install", "--force", "compute-1")  # uses the new token
+    assert proc.returncode == 0 and proc.stdout.endswith("Installation was successful.\n"), \
+        proc.stdout

@@ -12,8 +12,8 @@ Two paths boot the same VM, kernel and initramfs, alternately (``--runs`` times 
   static boot.ipxe over TFTP that loads kernel and initrd), the setup test-lab.md
   measured;
 * ``metalcast``: ``metalcast serve`` inside the namespace with its own boot HTTP
-  and TFTP servers, managed dnsmasq (which sends iPXE clients the HTTP URL of
-  boot.ipxe, as Ironic does) and rendered iPXE scripts; the node is enrolled,
+  and TFTP servers, managed dnsmasq (which sends iPXE clients boot.ipxe over
+  TFTP, with iPXE's no-pxedhcp option) and rendered iPXE scripts; the node is enrolled,
   managed and provided through the API, so automated cleaning renders its script
   and waits in "clean wait", where the lookup answers 200.
 
@@ -57,7 +57,7 @@ TEST_LAB = {"dhcp_start": 2.3, "dhcp_done": 5.4, "boot_file": 5.45,
 #: (stage, from, to): the durations compared; "end to end" is the target (<= 13 s).
 STAGES = (("firmware (SeaBIOS + iPXE init)", None, "dhcp_start"),
           ("DHCP (iPXE)", "dhcp_start", "dhcp_done"),
-          ("boot.ipxe (TFTP; metalcast: HTTP)", "dhcp_done", "boot_file"),
+          ("boot.ipxe over TFTP", "dhcp_done", "boot_file"),
           ("HTTP node script + kernel + initrd", "boot_file", "initrd_fetched"),
           ("kernel to /init", "initrd_fetched", "kernel_init"),
           ("NIC modules + lease", "kernel_init", "guest_dhcp"),

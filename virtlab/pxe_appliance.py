@@ -69,7 +69,10 @@ class ApplianceLab:
                     "tftp_root": self.data / "tftpboot", "deploy_kernel": KERNEL_NAME,
                     "deploy_ramdisk": RAMDISK_NAME, "kernel_append_params": KERNEL_PARAMS},
             "dhcp": {"mode": "managed", "interface": self.lab.bridge,
-                     "range": "10.77.0.100,10.77.0.150,255.255.255.0,10m", "log_dhcp": "true"},
+                     "range": "10.77.0.100,10.77.0.150,255.255.255.0,10m", "log_dhcp": "true",
+                     # boot.ipxe over TFTP, the first small file (issue 4's boot path);
+                     # everything large then comes over HTTP.
+                     "ipxe_url": f"tftp://{address}/boot.ipxe"},
         }
 
     def _prepare(self) -> Path:

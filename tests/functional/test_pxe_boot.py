@@ -104,11 +104,15 @@ def _check_boot(vm: BootedVM, appliance: ApplianceLab, node: dict, lab: NetLab) 
     lease = re.search(rf"net0: (10\.77\.0\.\d+)/255\.255\.255\.0", console)
     assert "Configuring (net0 " in console and lease, "iPXE got no DHCP lease"
     assert f"DHCPACK(br0) {lease.group(1)} {MAC}" in server
-    # iPXE clients get boot.ipxe from the boot HTTP server (dnsmasq tags them by
-    # option 175), which chains the node's script, which loads kernel and initrd.
-    assert fetched_urls(vm) == [f"{http}/boot.ipxe", f"{http}/ipxe/{HEXHYP}.ipxe",
+    # iPXE clients (dnsmasq tags them by option 175) get boot.ipxe over TFTP, the one
+    # small file TFTP carries; it chains the node's script over HTTP, which loads
+    # kernel and initrd over HTTP.
+    assert fetched_urls(vm) == [f"tftp://{lab.address}/boot.ipxe",
+                                f"{http}/ipxe/{HEXHYP}.ipxe",
                                 f"{http}/{KERNEL_NAME}", f"{http}/{RAMDISK_NAME}"]
-    for path in ("/boot.ipxe", f"/ipxe/{HEXHYP}.ipxe", f"/{KERNEL_NAME}", f"/{RAMDISK_NAME}"):
+    assert re.search(rf"TFTP sent boot\.ipxe to {re.escape(lease.group(1))}:", server), \
+        "metalcast's TFTP server did not log sending boot.ipxe"
+    for path in (f"/ipxe/{HEXHYP}.ipxe", f"/{KERNEL_NAME}", f"/{RAMDISK_NAME}"):
         assert re.search(rf'boot http {lease.group(1)}: "GET {re.escape(path)} HTTP/1.1" 200',
                          server), f"the boot HTTP server did not log GET {path}"
     # The kernel ran our /init, which found the API URL metalcast put on the command line.

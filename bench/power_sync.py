@@ -24,6 +24,8 @@ node over the window (includes serving the GETs of that window), peer CPU ms
 per node, and the GET latency p50/p99/max of the requests *started* in the
 window, with PASS/MISS against 50 ms; the 1000-node IPMI sweeps also get
 PASS/MISS against 10 s. Row "idle" is the GET latency before the first sweep.
+"load" is the machine's 1-minute load average when the sweep ended: on a
+shared machine, compare runs only at similar load.
 
 Every child (BMCs, emulator, servers) is stopped by PID, also on error/Ctrl-C.
 
@@ -75,6 +77,7 @@ class Server(ServeProcess):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sweeps: list[tuple[float, int, float, str]] = []  # (t, nodes, s, outcomes)
+        self.loads: list[float] = []  # 1-minute load average when each sweep ended
         self.errors: list[str] = []
 
     def _drain(self, ready: threading.Event) -> None:
@@ -86,6 +89,7 @@ class Server(ServeProcess):
             match = SYNC_LINE.search(line)
             if match:
                 self.sweeps.append((now, int(match[1]), float(match[2]), match[3].strip()))
+                self.loads.append(os.getloadavg()[0])
             elif " ERROR " in line or "Traceback" in line:
                 self.errors.append(line.rstrip())
         ready.set()
@@ -216,6 +220,7 @@ def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, worker
             window = client.window(begin, end)
             rows.append({"kind": kind, "nodes": nodes, "workers": workers,
                          "sweep": "cold" if index == 0 else f"warm{index}",
+                         "load": server.loads[index],
                          "seconds": seconds, "outcomes": outcomes,
                          "server_ms": 1000 * server_cpu / max(nodes, 1),
                          "peer_ms": 1000 * peer_cpu / max(nodes, 1),
@@ -245,7 +250,7 @@ def print_rows(rows: list[dict]) -> None:
         rate = row["nodes"] / row["seconds"] if row["seconds"] else 0.0
         print(f"{row['kind']:>7} {row['nodes']:>5} {row['workers']:>4} {row['sweep']:>5} "
               f"{row['seconds']:>7.2f} {rate:>7.0f} {row['server_ms']:>7.2f} "
-              f"{row['peer_ms']:>7.2f} {target:>6}  {api}  {row['outcomes']}"
+              f"{row['peer_ms']:>7.2f} {target:>6}  {api} {row['load']:>5.1f}  {row['outcomes']}"
               + (f"  ({row['bad']} non-200)" if row["bad"] else ""))
     sys.stdout.flush()
 
@@ -270,11 +275,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="bench-power-sync-") as tmp:
         root = Path(tmp)
-        print(f"{os.cpu_count()} CPUs; interval {args.interval}s; {args.sweeps} sweeps per "
+        print(f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+              f" (1/5/15 min); interval {args.interval}s; {args.sweeps} sweeps per "
               "run; GET /v1/nodes/{uuid} back to back from 1 thread")
         print(f"{'peer':>7} {'nodes':>5} {'wrk':>4} {'sweep':>5} {'seconds':>7} {'req/s':>7} "
               f"{'srvCPU':>7} {'peerCPU':>7} {'<=10s':>6}  {'GETs':>5} {'p50ms':>6} "
-              f"{'p99ms':>6} {'maxms':>7} {'p99?':>4}  outcomes")
+              f"{'p99ms':>6} {'maxms':>7} {'p99?':>4} {'load':>5}  outcomes")
         print(f"{'':>7} {'':>5} {'':>4} {'':>5} {'':>7} {'':>7} {'ms/node':>7} "
               f"{'ms/node':>7}")
         if ipmi:

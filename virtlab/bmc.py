@@ -1,6 +1,6 @@
 """A virtual IPMI BMC on pyghmi's server side, many per process, state on disk.
 
-Each ``VirtualBmc`` answers IPMI 2.0 (RMCP+, cipher suite 3) on one UDP port of
+Each ``VirtualBmc`` answers IPMI 2.0 (RMCP+, cipher suites 3 and 17) on one UDP port of
 one address: power status/on/off/soft off/reset/cycle, chassis status, and the
 boot-flags parameter with its persistent and UEFI bits. Its machine state lives
 in ``<state-dir>/bmc-<port>.json`` (see ``virtlab.state``), so a restarted BMC
@@ -18,17 +18,16 @@ import json
 import logging
 import os
 import signal
+import struct
 import sys
 import threading
 import uuid as uuidlib
 from pathlib import Path
 
 from pyghmi.ipmi import bmc as pyghmi_bmc
-from pyghmi.ipmi.private import constants
-from pyghmi.ipmi.private import serversession
-from pyghmi.ipmi.private import session as ipmisession
 
-from virtlab.state import BootOverride, StateFile
+from virtlab import rmcp_server
+from virtlab.state import BootOverride, MachineState, StateFile
 
 LOG = logging.getLogger(__name__)
 
@@ -49,64 +48,12 @@ CC_REQUEST_LENGTH = 0xC7
 CC_INVALID_DATA = 0xCC
 CC_NOT_IN_THIS_STATE = 0xD5
 
-# RMCP+ status codes (IPMI 2.0 table 13-15).
-RMCP_UNAUTHORIZED_NAME = 0x0D
-RMCP_NO_CIPHER_SUITE_MATCH = 0x11
-RMCP_ILLEGAL_PARAMETER = 0x12
-
-#: (authentication, integrity, confidentiality) algorithms of cipher suite 3:
-#: RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128 -- all pyghmi's server implements.
-SUITE_3 = (1, 1, 1)
+#: Cipher suites listed to clients -> (authentication, integrity, confidentiality)
+#: algorithm numbers; rmcp_server.SUITES implements exactly these.
+CIPHER_SUITES = {3: (1, 1, 1), 17: (3, 4, 1)}
 
 #: Addresses that would expose the BMC on every interface.
 WILDCARD_ADDRESSES = ("", "::", "0.0.0.0")
-
-
-class Suite3Session(serversession.ServerSession):
-    """pyghmi's server session, made to refuse what it cannot speak.
-
-    Quirk: pyghmi's ``ServerSession`` answers every RMCP+ Open Session Request as
-    if cipher suite 3 (SHA-1) had been proposed. The pyghmi *client* proposes
-    suite 17 (SHA-256) first, takes that answer without checking it, and then
-    dies in RAKP2 with ``struct.error`` (it expects a 32-byte SHA-256 HMAC and
-    gets a 20-byte SHA-1 one). A real BMC answers a proposal it cannot honour
-    with status 0x11 "no cipher suite match"; the pyghmi client reacts to a
-    non-zero status on its SHA-256 attempt by retrying with SHA-1, and ipmitool
-    proposes suite 3 itself, so both get a session.
-    """
-
-    def create_open_session_response(self, request):
-        request = bytearray(request)
-        if len(request) < 32:
-            return bytearray([request[0] if request else 0, RMCP_ILLEGAL_PARAMETER, 0, 0]) \
-                + request[4:8]
-        proposal = (request[12], request[20], request[28])
-        if proposal != SUITE_3:
-            LOG.debug("BMC %s: refusing cipher proposal %s (only suite 3)",
-                      self.bmc.port, proposal)
-            self.clientsessionid = request[4:8]
-            return bytearray([request[0], RMCP_NO_CIPHER_SUITE_MATCH, 0, 0]) + request[4:8]
-        return super().create_open_session_response(request)
-
-    def _got_rakp1(self, data):
-        # Quirk: pyghmi's server silently drops RAKP1 for an unknown user name,
-        # so clients only see a timeout. A real BMC answers "unauthorized name",
-        # which tells the operator the user name is wrong.
-        length = data[27]
-        name = bytes(data[28:28 + length]).decode("utf-8", "replace")
-        if length and self.authdata.get(name) is None:
-            LOG.info("BMC %s: unknown user %r", self.bmc.port, name)
-            self.send_payload(bytearray([data[0], RMCP_UNAUTHORIZED_NAME, 0, 0])
-                              + self.clientsessionid,
-                              constants.payload_types["rakp2"], retry=False)
-            return
-        super()._got_rakp1(data)
-
-
-def _is_open_session_request(data: bytes) -> bool:
-    """An RMCP+ Open Session Request (IPMI 2.0 payload type 0x10), sessionless."""
-    return (len(data) >= 22 and data[0] == 6 and data[2:4] == b"\xff\x07"
-            and data[4] == 6 and data[5] == 0x10)
 
 
 class VirtualBmc(pyghmi_bmc.Bmc):
@@ -117,22 +64,49 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         if address in WILDCARD_ADDRESSES:
             raise ValueError(f"refusing to bind the wildcard address {address!r}; "
                              "give the one address the BMC should answer on")
+        rmcp_server.disable_pyghmi_io_thread()  # PacketLoop reads our sockets
         # pyghmi's default address '::' would bind every interface: always pass ours.
         super().__init__({username: password}, port=port, address=address)
+        self.sessions = rmcp_server.SessionTable()
         # Port 0 lets the kernel choose; pyghmi routes session packets by self.port.
         self.port = self.serversocket.getsockname()[1]
         self.address = address
         self.store = StateFile(Path(state_dir) / f"bmc-{self.port}.json")
-        self.state = self.store.load()
-        self.uuid = uuidlib.UUID(self.state.uuid)
+        self._state = self.store.load()
+        self.uuid = uuidlib.UUID(self._state.uuid)
+
+    @property
+    def state(self) -> MachineState:
+        """The machine's state, re-read when the virtual lab changed the file (a
+        simulated machine that powered itself off, see virtlab.machine)."""
+        self._state = self.store.refresh(self._state)
+        return self._state
 
     # -- sessions ----------------------------------------------------------
     def sessionless_data(self, data, sockaddr):
-        if _is_open_session_request(data):
-            Suite3Session(self.authdata, self.kg, sockaddr, self.serversocket,
-                          bytearray(data)[16:], self.uuid, bmc=self)
+        """Packets outside a session (rmcp_server.route sorted them out); an Open
+        Session Request starts a session that replaces the client's old one."""
+        if rmcp_server.is_open_session_request(data):
+            session = rmcp_server.RmcpSession(
+                self.authdata, self.kg, sockaddr, self.serversocket,
+                bytearray(data)[16:], self.uuid, bmc=self)
+            self.sessions.put(sockaddr, session)
             return
         super().sessionless_data(data, sockaddr)
+
+    def send_cipher_suites(self, myaddr, mylun, clientaddr, clientlun, clientseq, data,
+                           sockaddr):
+        """Get Channel Cipher Suites: pyghmi's lists suite 3 only; we speak 17 too.
+        ipmitool picks the best listed suite when not given ``-C``."""
+        records = b"".join(bytes([0xC0, suite, auth, 0x40 | integ, 0x80 | conf])
+                           for suite, (auth, integ, conf) in CIPHER_SUITES.items())
+        ipmi_header = bytes([clientaddr, clientlun | (7 << 2)])
+        body = bytes([myaddr, mylun | clientseq << 2, 0x54, 0x00, 0x01]) + records
+        message = (ipmi_header + bytes([_checksum(ipmi_header)]) + body
+                   + bytes([_checksum(body)]))
+        packet = (b"\x06\x00\xff\x07\x06\x00" + bytes(8)
+                  + struct.pack("<H", len(message)) + message)
+        self.serversocket.sendto(packet, sockaddr)
 
     # -- power ---------------------------------------------------------------
     def get_power_state(self):
@@ -181,10 +155,11 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         self._change(f"boot from {device}", **values)
 
     def _change(self, what: str, **values) -> None:
-        # One event-loop thread serves every BMC of the process: no locking needed.
-        for key, value in values.items():
-            setattr(self.state, key, value)
-        self.store.save(self.state)
+        # The lab's firmware writes the file too: read-modify-write under its lock.
+        def apply(state: MachineState) -> None:
+            for key, value in values.items():
+                setattr(state, key, value)
+        self._state = self.store.update(apply)
         LOG.info("BMC %s:%s: %s", self.address, self.port, what)
 
     # -- chassis status and boot options --------------------------------------
@@ -225,6 +200,11 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         session.send_ipmi_response()
 
 
+def _checksum(data: bytes) -> int:
+    """IPMI message checksum: two's complement of the byte sum."""
+    return -sum(data) & 0xFF
+
+
 def _parse_boot_flags(flags: int, device_byte: int) -> BootOverride | None:
     """Boot-flags bytes 1 and 2 -> the override; None for an unknown device."""
     if not flags & FLAG_VALID:
@@ -237,18 +217,16 @@ def _parse_boot_flags(flags: int, device_byte: int) -> BootOverride | None:
     return BootOverride(device, bool(flags & FLAG_PERSISTENT), bool(flags & FLAG_UEFI))
 
 
-def serve(stop: threading.Event, tick: float = 0.2) -> None:
-    """Answer every VirtualBmc of this process until ``stop`` is set.
+def serve(bmcs: list[VirtualBmc], stop: threading.Event, tick: float = 0.2) -> None:
+    """Answer every BMC of this process until ``stop`` is set.
 
-    pyghmi's ``Bmc.listen`` is a classmethod looping forever over one shared
-    event loop that serves every instance's socket; this is the same loop with
-    a way out.
+    pyghmi's ``Bmc.listen`` loops forever in pyghmi's IO thread, whose cost per
+    packet grows with the number of sockets; ``PacketLoop`` (epoll) replaces it.
     """
-    while not stop.is_set():
-        try:
-            ipmisession.Session.wait_for_rsp(tick)
-        except Exception:  # noqa: BLE001 - one bad packet must not stop every BMC
-            LOG.exception("IPMI event loop iteration failed")
+    loop = rmcp_server.PacketLoop()
+    for bmc in bmcs:
+        loop.add(bmc)
+    loop.run(stop, tick)
 
 
 def plan_ports(count: int, base_port: int, ports: str | None) -> list[int]:
@@ -287,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = {"pid": os.getpid(), "address": args.address, "ports": [b.port for b in bmcs],
              "state_dir": str(args.state_dir)}
     print(READY_PREFIX + json.dumps(ready), flush=True)
-    serve(stop)
+    serve(bmcs, stop)
     LOG.info("virtlab.bmc %d stopping (%d BMCs)", os.getpid(), len(bmcs))
     return 0
 

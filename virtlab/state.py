@@ -6,7 +6,9 @@ and a restarted BMC answers exactly as before.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import tempfile
@@ -50,15 +52,57 @@ class MachineState:
 
 
 class StateFile:
-    """Loads and atomically saves one machine's state."""
+    """Loads and atomically saves one machine's state.
+
+    Two processes write it: the BMC (IPMI commands) and the virtual lab's firmware
+    (a machine that powers itself off or reboots). ``update`` serialises their
+    read-modify-write cycles with ``flock`` on ``<file>.lock``; ``refresh`` lets a
+    long-lived reader notice the other writer's changes.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._seen: tuple[int, int] | None = None   # (inode, mtime_ns) last loaded/saved
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def refresh(self, current: MachineState) -> MachineState:
+        """``current``, or the file's content when another process replaced it."""
+        identity = self._identity()
+        if identity is None or identity == self._seen:
+            return current
+        return self.load()
+
+    def update(self, change) -> MachineState:
+        """Apply ``change(state)`` to the saved state under the lock; the new state."""
+        with self._locked():
+            state = self.load()
+            change(state)
+            self.save(state)
+        return state
 
     def load(self) -> MachineState:
         """The saved state, or a fresh powered-off machine when there is none."""
         try:
-            return MachineState.from_dict(json.loads(self.path.read_text()))
+            identity = self._identity()
+            state = MachineState.from_dict(json.loads(self.path.read_text()))
+            self._seen = identity
+            return state
         except FileNotFoundError:
             state = MachineState()
             self.save(state)
@@ -73,6 +117,7 @@ class StateFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            self._seen = self._identity()
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

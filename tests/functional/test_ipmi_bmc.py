@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
+from conductor import errors
+from conductor.config import Settings
+from conductor.drivers.ipmi_client import BmcAddress, BmcChannels
 from tests.functional.ipmi_peers import ipmitool, ipmitool_ok, require
 from virtlab.launcher import start_bmcs, stop_bmcs
 
@@ -66,12 +71,16 @@ def test_wrong_password_and_unknown_user_are_refused(bmc):
         assert "Unable to establish IPMI v2 / RMCP+ session" in result.stderr
 
 
-def test_cipher_suite_17_is_refused_so_clients_fall_back(bmc):
-    # The server only speaks suite 3; a SHA-256 proposal must get "no match", not
-    # a SHA-1 answer the client cannot parse (test-lab.md section 4).
-    result = ipmitool(bmc.ports[0], "power", "status", cipher=17)
-    assert result.returncode != 0
-    assert ipmitool_ok(bmc.ports[0], "power", "status", cipher=3)
+def test_cipher_suites_3_and_17_work_and_others_are_refused(bmc):
+    # pyghmi's server answered every proposal as suite 3; a suite it cannot speak
+    # must get "no matching cipher suite" (test-lab.md section 4), and suite 17
+    # (SHA-256, what ipmitool picks from the listed suites) must work.
+    port = bmc.ports[0]
+    for suite in (3, 17):
+        assert ipmitool_ok(port, "power", "status", cipher=suite).strip() \
+            == "Chassis Power is off"
+    refused = ipmitool(port, "power", "status", cipher=1)
+    assert refused.returncode != 0 and "no matching cipher suite" in refused.stderr
 
 
 def test_state_survives_a_restart_on_the_same_port(tmp_path):
@@ -95,31 +104,89 @@ def test_state_survives_a_restart_on_the_same_port(tmp_path):
         stop_bmcs(second)
 
 
+def _concurrently(ports, action, pause_pid=None, pauses=()):
+    """action(port) for every port at once (one thread each). With ``pause_pid``,
+    freeze that process for each of ``pauses`` seconds (0.1 s apart), as a loaded
+    machine does, so the clients time out and retransmit into the frozen BMC."""
+    results = {}
+    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, action(p)))
+               for p in ports]
+    for thread in threads:
+        thread.start()
+    for pause in pauses:
+        time.sleep(0.1)  # the clients are mid-handshake
+        os.kill(pause_pid, signal.SIGSTOP)
+        try:
+            time.sleep(pause)
+        finally:
+            os.kill(pause_pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
 def test_one_process_serves_many_bmcs_at_once(tmp_path):
     require("ipmitool")
     lab = start_bmcs(tmp_path / "bmc", count=16)
     try:
         assert len(set(lab.ports)) == 16
-        results = {}
-
-        def power_on(port):
-            results[port] = ipmitool(port, "power", "on")
-
-        # Four clients at a time: a burst of 16 simultaneous RMCP+ logins against one
-        # lab process on a loaded 2-core machine can stall pyghmi's server (RAKP 1
-        # goes unanswered); that weakness is tracked with the power-sync benchmark.
-        for start in range(0, len(lab.ports), 4):
-            threads = [threading.Thread(target=power_on, args=(p,))
-                       for p in lab.ports[start:start + 4]]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
+        # 16 simultaneous RMCP+ logins (ipmitool lanplus), one per BMC.
+        results = _concurrently(lab.ports, lambda port: ipmitool(port, "power", "on"))
         failed = {p: r.stderr for p, r in results.items() if r.returncode != 0}
         assert len(results) == 16 and not failed, failed
         assert {lab.state(p).power for p in lab.ports} == {"on"}
         assert len(list((tmp_path / "bmc").glob("bmc-*.json"))) == 16
     finally:
+        stop_bmcs(lab)
+
+
+def test_retransmitted_handshakes_get_the_same_answers(tmp_path):
+    # A frozen BMC process (SIGSTOP, as a loaded machine delays it) makes all 16
+    # ipmitool clients retransmit Open Session / RAKP 1 / RAKP 3. pyghmi's server
+    # answered each copy with a new session ID or random number, so the clients'
+    # checks failed ("no response from RAKP 1/3"); now every copy gets the same
+    # answer and every login completes.
+    require("ipmitool")
+    lab = start_bmcs(tmp_path / "bmc", count=16)
+    try:
+        results = _concurrently(lab.ports, lambda port: ipmitool(port, "power", "status"),
+                                pause_pid=lab.pid, pauses=(1.5, 1.2, 1.2))
+        failed = {p: r.stderr for p, r in results.items() if r.returncode != 0}
+        assert len(results) == 16 and not failed, failed
+        assert {r.stdout.strip() for r in results.values()} == {"Chassis Power is off"}
+    finally:
+        stop_bmcs(lab)
+
+
+def test_pyghmi_sessions_sharing_a_socket_survive_relogins(tmp_path):
+    # The conductor's pyghmi client sends to up to 64 BMCs from one UDP socket.
+    # pyghmi's server dropped *every* session of that client address when one of
+    # them logged in again (its Get Channel Authentication Capabilities looked
+    # like a new client); the others then timed out. Freezing the BMC process
+    # forces such re-logins; afterwards every session must still answer at once.
+    lab = start_bmcs(tmp_path / "bmc", count=16)
+    settings = Settings(ipmi_min_command_interval=0, ipmi_command_timeout=15,
+                        ipmi_command_retry_timeout=30)
+    channels = BmcChannels(settings)
+
+    def status(port):
+        bmc = BmcAddress("127.0.0.1", port, "admin", "password", 4)
+        try:
+            return channels.get(bmc).call(bmc, "chassis status", 0x00, 0x01)
+        except errors.DriverError as exc:
+            return exc
+
+    try:
+        first = _concurrently(lab.ports, status, pause_pid=lab.pid, pauses=(2.0, 1.5))
+        assert not [r for r in first.values() if isinstance(r, Exception)], first
+        started = time.monotonic()
+        second = _concurrently(lab.ports, status)
+        assert not [r for r in second.values() if isinstance(r, Exception)], second
+        # Live sessions answer in one round trip; a dropped one would need a
+        # timeout (>= 0.5 s) and a new login.
+        assert time.monotonic() - started < 5
+    finally:
+        channels.close()
         stop_bmcs(lab)
 
 

@@ -9,6 +9,7 @@ from conductor.drivers import ipmi, ipmi_client
 from conductor.drivers.base import BootDevice
 from conductor.drivers.ipmi_client import BmcAddress
 from virtlab import bmc as vbmc
+from virtlab import rmcp_server
 from virtlab.state import BootOverride, MachineState, StateFile
 
 BMC = BmcAddress("10.0.0.5", 623, "admin", "pw", 4)
@@ -144,9 +145,9 @@ def test_virtual_bmc_boot_flags(flags, device_byte, expected):
 
 def test_open_session_request_detection():
     head = bytes([6, 0, 0xFF, 7, 6, 0x10]) + bytes(16)
-    assert vbmc._is_open_session_request(head)
-    assert not vbmc._is_open_session_request(bytes([6, 0, 0xFF, 7, 6, 0x00]) + bytes(16))
-    assert not vbmc._is_open_session_request(head[:10])
+    assert rmcp_server.is_open_session_request(head)
+    assert not rmcp_server.is_open_session_request(bytes([6, 0, 0xFF, 7, 6, 0x00]) + bytes(16))
+    assert not rmcp_server.is_open_session_request(head[:10])
 
 
 def test_plan_ports():

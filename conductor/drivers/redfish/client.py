@@ -159,13 +159,15 @@ class SessionCache:
         anonymous = info.username is None and info.password is None
         auth_class = NoAuth if anonymous else AUTH_CLASSES[info.auth_type]
         auth = auth_class(username=info.username, password=info.password)
-        return sushy.Sushy(
+        root = sushy.Sushy(
             info.address, root_prefix=info.root_prefix, verify=info.verify, auth=auth,
             # sushy uses one number for both: tries on connection errors, and
             # retries of a GET that got a 5xx.
             server_side_retries=max(1, s.redfish_connection_attempts),
             server_side_retries_delay=s.redfish_connection_retry_interval,
             read_timeout=s.redfish_read_timeout, connect_timeout=s.redfish_connect_timeout)
+        _size_pool(root, pool_size(s))
+        return root
 
     def evict(self, info: RedfishInfo, logout: bool = True) -> None:
         """Forget the session of ``info``; ``logout=False`` when the BMC is unreachable."""
@@ -179,6 +181,25 @@ class SessionCache:
             roots, self._roots = list(self._roots.values()), collections.OrderedDict()
         for root in roots:
             _close(root)
+
+
+def pool_size(settings: Settings) -> int:
+    """HTTP connections per Redfish endpoint: every thread that may talk to it at
+    once (power-sync workers and conductor workers), at least requests' 10."""
+    return max(10, settings.conductor_sync_power_state_workers + settings.conductor_workers)
+
+
+def _size_pool(root: sushy.Sushy, size: int) -> None:
+    """requests/urllib3 keep at most 10 connections per host; a sushy root is
+    shared by every node behind one BMC address (an emulator or a chassis
+    manager), so more threads than that would open connections the pool then
+    discards ("Connection pool is full"). Size it for the threads we run."""
+    session = root._conn._session
+    for scheme in ("http://", "https://"):
+        current = session.get_adapter(scheme)
+        if type(current) is requests.adapters.HTTPAdapter:  # not sushy's TLS adapter
+            session.mount(scheme, requests.adapters.HTTPAdapter(
+                pool_connections=10, pool_maxsize=size, max_retries=current.max_retries))
 
 
 def _close(root: sushy.Sushy, logout: bool = True) -> None:

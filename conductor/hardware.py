@@ -12,34 +12,27 @@ from conductor.drivers import fake, ipmi, pxe, redfish
 #: hardware type -> interface kind -> supported implementations (default first).
 HARDWARE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "fake-hardware": {
-        "bios": ("no-bios", "fake"), "boot": ("fake",), "console": ("no-console", "fake"),
-        "deploy": ("fake",), "firmware": ("no-firmware", "fake"),
+        "bios": ("no-bios", "fake"), "boot": ("fake", "pxe", "ipxe"),
+        "console": ("no-console", "fake"), "deploy": ("fake", "direct"),
+        "firmware": ("no-firmware", "fake"),
         "inspect": ("fake", "no-inspect"), "management": ("fake",),
         "network": ("noop", "flat"), "power": ("fake",), "raid": ("no-raid", "fake"),
         "rescue": ("no-rescue", "fake"), "storage": ("noop", "fake"),
         "vendor": ("no-vendor", "fake"),
     },
 }
-# Redfish: real power and management (sushy). Boot and deploy stay fake until the
-# real boot (pxe/ipxe/virtual media) and deploy (agent) interfaces exist; every
-# other interface is as in fake-hardware.
-HARDWARE_TYPES["redfish"] = dict(
-    HARDWARE_TYPES["fake-hardware"], power=("redfish", "fake"),
-    management=("redfish", "fake"), boot=("fake",), deploy=("fake",))
-# IPMI (pyghmi; Ironic's "ipmitool" names): real power and management, likewise
-# with fake boot and deploy until the real boot and deploy interfaces land.
-HARDWARE_TYPES["ipmi"] = dict(
-    HARDWARE_TYPES["fake-hardware"], power=("ipmitool", "fake"),
-    management=("ipmitool", "fake"), boot=("fake",), deploy=("fake",))
-# Network boot (drivers/pxe.py: PXELINUX/GRUB over TFTP, iPXE over HTTP) is supported
-# by every type; "fake" stays the default boot interface until the agent deploy lands.
-for _table in HARDWARE_TYPES.values():
-    _table["boot"] = _table["boot"] + tuple(b for b in ("pxe", "ipxe")
-                                            if b not in _table["boot"])
-# The agent-driven deploy (conductor/deploy.py) works with every type, fake power and
-# management included; "fake" stays the default deploy interface for now.
-for _table in HARDWARE_TYPES.values():
-    _table["deploy"] = _table["deploy"] + ("direct",)
+# Network boot (drivers/pxe.py: PXELINUX/GRUB over TFTP, iPXE over HTTP) and the
+# agent-driven deploy (conductor/deploy.py) work with every type, fake power and
+# management included. As in Ironic, the real types default to ipxe + direct;
+# fake-hardware keeps its fakes first.
+_REAL = dict(HARDWARE_TYPES["fake-hardware"], boot=("ipxe", "pxe", "fake"),
+             deploy=("direct", "fake"))
+# Redfish: power and management through sushy (conductor/drivers/redfish/).
+HARDWARE_TYPES["redfish"] = dict(_REAL, power=("redfish", "fake"),
+                                 management=("redfish", "fake"))
+# IPMI: power and management through pyghmi, with Ironic's "ipmitool" names.
+HARDWARE_TYPES["ipmi"] = dict(_REAL, power=("ipmitool", "fake"),
+                              management=("ipmitool", "fake"))
 
 #: (kind, implementation name) -> factory of the interface object.
 IMPLEMENTATIONS = {

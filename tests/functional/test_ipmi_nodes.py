@@ -36,8 +36,12 @@ def server(tmp_path_factory):
 def _enroll(url, port, **info) -> str:
     driver_info = {"ipmi_address": "127.0.0.1", "ipmi_port": port,
                    "ipmi_username": USERNAME, "ipmi_password": PASSWORD, **info}
+    # These tests exercise the BMC side; fake boot and deploy keep the agent out
+    # (the ipmi type defaults to ipxe + direct, tested with the virtual lab).
     node = _call(url, "POST", "/v1/nodes", {"driver": "ipmi", "name": unique("ipmi"),
-                                            "driver_info": driver_info}, ok=(201,))
+                                            "driver_info": driver_info,
+                                            "boot_interface": "fake",
+                                            "deploy_interface": "fake"}, ok=(201,))
     assert node["power_interface"] == "ipmitool" and node["provision_state"] == "enroll"
     return node["uuid"]
 

@@ -46,7 +46,9 @@ def enroll(server):
 
     def create(driver_info) -> str:
         node = _call(server.url, "POST", "/v1/nodes",
-                     {"driver": "redfish", "name": unique("rf"), "driver_info": driver_info},
+                     {"driver": "redfish", "name": unique("rf"), "driver_info": driver_info,
+                      # the BMC side only: fake boot and deploy keep the agent out
+                      "boot_interface": "fake", "deploy_interface": "fake"},
                      ok=(201,))
         assert node["provision_state"] == "enroll"
         assert node["power_interface"] == node["management_interface"] == "redfish"

@@ -61,10 +61,12 @@ def root(context, kind):
     return context.settings.data_path / f"{kind}boot"
 
 
-def test_registered_but_not_default():
+def test_registered_for_every_type_and_default_for_real_ones():
     for hw_type in ("fake-hardware", "ipmi", "redfish"):
         boots = hardware.HARDWARE_TYPES[hw_type]["boot"]
-        assert boots[0] == "fake" and "pxe" in boots and "ipxe" in boots
+        assert "pxe" in boots and "ipxe" in boots
+    assert hardware.HARDWARE_TYPES["fake-hardware"]["boot"][0] == "fake"
+    assert hardware.HARDWARE_TYPES["ipmi"]["boot"][0] == "ipxe"
     assert isinstance(hardware.build("boot", "ipxe"), pxe.IPXEBoot)
     assert isinstance(hardware.build("boot", "pxe"), pxe.PXEBoot)
 

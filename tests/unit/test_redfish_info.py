@@ -95,7 +95,8 @@ def test_hardware_type_redfish():
     table = hardware.HARDWARE_TYPES["redfish"]
     assert table["power"] == ("redfish", "fake")
     assert table["management"] == ("redfish", "fake")
-    assert table["boot"] == ("fake",) and table["deploy"] == ("fake",)
+    # As in Ironic: network boot through iPXE and the agent deploy by default.
+    assert table["boot"] == ("ipxe", "pxe", "fake") and table["deploy"] == ("direct", "fake")
     assert table["raid"] == hardware.HARDWARE_TYPES["fake-hardware"]["raid"]
     assert isinstance(hardware.build("power", "redfish"), RedfishPower)
     assert isinstance(hardware.build("management", "redfish"), RedfishManagement)

@@ -4,8 +4,8 @@ Order of work, so that a bad payload or a disk that is not the expected source i
 refused while the disk is still untouched:
 
 1. the manifest signature (format.read_header), then the data section's SHA-256;
-2. every ``copy`` range of the source disk against its digest (threads: hashlib
-   releases the GIL, so two cores hash two ranges at once);
+2. every ``copy`` range of the source disk against its digest (source.py: large
+   O_DIRECT reads hashed on several threads; hashlib releases the GIL);
 3. every ``replace``/``zero`` operation decompressed and hashed in memory;
 4. only then the writes, followed by a read-back of every written range.
 
@@ -27,12 +27,10 @@ import zlib
 from typing import Callable
 
 from ramdisk_agent.delta import format as fmt
+from ramdisk_agent.delta import source as source_check
 
 LOG = logging.getLogger(__name__)
 CHUNK = 8 << 20
-#: Threads hashing source ranges: hashlib releases the GIL, and the extra threads
-#: keep reads queued on the disk while others hash.
-HASH_THREADS = max(4, min(8, os.cpu_count() or 4))
 #: Threads reading back written ranges (I/O bound: queue depth, not cores).
 READBACK_THREADS = 8
 
@@ -125,24 +123,10 @@ def _hash_range(fd: int, offset: int, length: int) -> bytes:
 
 
 def _verify_source(manifest, source: str, progress) -> int:
+    """Hash every copy range of the source (delta/source.py: big O_DIRECT reads)."""
     copies = [op for op in manifest.operations if op.op is fmt.Op.COPY]
-    total = sum(op.length for op in copies)
-    fd = os.open(source, os.O_RDONLY)
-    done = 0
-    try:
-        with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
-            futures = {pool.submit(_hash_range, fd, op.src, op.length): op for op in copies}
-            for future in concurrent.futures.as_completed(futures):
-                op = futures[future]
-                if future.result() != op.sha256:
-                    raise fmt.DeltaError(
-                        f"source disk differs from the payload's base at bytes {op.src}-"
-                        f"{op.src + op.length}: this delta is for another image version")
-                done += op.length
-                progress("verify-source", done, total)
-    finally:
-        os.close(fd)
-    return total
+    return source_check.verify(source, copies,
+                               lambda done, total: progress("verify-source", done, total))
 
 
 def _verify_new_data(manifest, data) -> dict[int, bytes]:
@@ -169,6 +153,7 @@ def _verify_new_data(manifest, data) -> dict[int, bytes]:
 
 def _write(manifest, data, blobs, source, dest, copy_too: bool, progress) -> int:
     """Write the new bytes (and copies when the target is another disk), read back."""
+    progress("write", 0, manifest.target_size)  # from here on the disk may change
     fd = os.open(dest, os.O_RDWR)
     src_fd = os.open(source, os.O_RDONLY) if copy_too else None
     written = 0

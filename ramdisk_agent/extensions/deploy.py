@@ -4,7 +4,10 @@
 (``properties.root_device``), streams the image onto it (checksum on the fly; the
 disk's first MiB is wiped on any failure so the node stays deployable), optionally
 reads it back (``--verify-write`` or step arg ``verify: true``) and writes the
-config drive when one is given.
+config drive when one is given. With ``image_info["delta"]`` it applies a signed
+delta payload in place instead (fields and failure policy:
+ramdisk_agent/delta/deploy.py); the full-image fields must still be valid, since
+the conductor falls back to them when the delta fails.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import logging
 
 from ramdisk_agent import configdrive, hints
 from ramdisk_agent.commands import Extension, async_command, sync_command
+from ramdisk_agent.delta.deploy import write_delta
 from ramdisk_agent.download import DownloadOptions
 from ramdisk_agent.errors import InvalidContent
 from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION,
@@ -29,20 +33,38 @@ def write_image_step(extension, args, node=None, **_ignored):
     spec = ImageSpec.from_image_info(image_info)
     root_hints = ((node or agent.node).get("properties") or {}).get("root_device")
     disk = hints.select_root_disk(agent.disks(), root_hints)
-    LOG.info("Node %s: writing %s (%s) to %s", agent.node_uuid, spec.url, spec.disk_format,
-             disk.name)
     options = DownloadOptions(insecure=agent.config.insecure, ca_file=agent.config.ca_file)
-    verify = bool(args.get("verify", agent.config.verify_write))
-    result = write_image(spec, disk.name, options, verify=verify,
-                         scratch_dir=agent.config.scratch_dir)
+    if image_info.get("delta") is not None:
+        summary = _write_delta(agent, image_info, disk.name, options)
+    else:
+        summary = _write_full(agent, spec, disk.name, options, args)
     agent.root_disk = disk.name
-    summary = {"disk": disk.name, "bytes": result.size, "seconds": round(result.seconds, 3),
-               "direct_io": result.direct_io, "resumes": result.resumes,
-               "verified": result.verified, "configdrive": False}
     if args.get("configdrive"):
         configdrive.write(disk.name, args["configdrive"], options)
         summary["configdrive"] = True
     return summary
+
+
+def _write_full(agent, spec: ImageSpec, disk: str, options, args) -> dict:
+    LOG.info("Node %s: writing %s (%s) to %s", agent.node_uuid, spec.url, spec.disk_format,
+             disk)
+    verify = bool(args.get("verify", agent.config.verify_write))
+    result = write_image(spec, disk, options, verify=verify,
+                         scratch_dir=agent.config.scratch_dir)
+    return {"disk": disk, "bytes": result.size, "seconds": round(result.seconds, 3),
+            "direct_io": result.direct_io, "resumes": result.resumes,
+            "verified": result.verified, "configdrive": False}
+
+
+def _write_delta(agent, image_info: dict, disk: str, options) -> dict:
+    """Apply ``image_info["delta"]`` in place (ramdisk_agent/delta/deploy.py)."""
+    LOG.info("Node %s: applying delta %s to %s", agent.node_uuid,
+             (image_info.get("delta") or {}).get("url"), disk)
+    delta = write_delta(image_info, disk, options, agent.node_uuid,
+                        scratch_dir=agent.config.scratch_dir)
+    return {"disk": disk, "bytes": delta["written_bytes"],
+            "seconds": round(delta["download_seconds"] + delta["apply_seconds"], 3),
+            "verified": True, "configdrive": False, "delta": delta}
 
 
 DEPLOY_STEPS = {"write_image": write_image_step,

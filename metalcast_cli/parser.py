@@ -9,7 +9,7 @@ EPILOG = """environment:
   METALCAST_CONFIG                                       config file (INI)
 
 quick start:
-  metalcast demo                     run the appliance with a few fake nodes
+  metalcast demo                     deploy a virtual lab of machines, delta-update one
   metalcast serve --data-dir DIR     run the API + conductor (SQLite in DIR)
   metalcast node enroll nodes.yaml   bulk-enrol nodes and ports
 """
@@ -164,8 +164,10 @@ def build(h: dict) -> argparse.ArgumentParser:
     _image_commands(sub, h)
     _patch_commands(sub, h)
     _alarm_commands(sub, h)
-    p = sub.add_parser("demo", help="run the appliance with fake nodes and deploy them")
-    p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    p = sub.add_parser("demo", help="deploy a virtual lab of machines (real IPMI, iPXE, "
+                                    "agent) and delta-update one")
+    p.add_argument("--nodes", type=int, default=3,
+                   help="how many lab machines (default 3, at most 64)")
     p.add_argument("--data-dir", help="keep state here (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep serving after the demo")
     p.set_defaults(handler=h["cmd_demo"])

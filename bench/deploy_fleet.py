@@ -1,0 +1,230 @@
+"""Fleet deploy: N virtual-lab machines deployed at once vs N bare image writes.
+
+Both sides fetch the same image (``--image-mib``, default 256: a GPT + ext4 image
+from virtlab.images) from the same ``virtlab.imageserver`` child process and
+write it to N disk files of their own with O_DIRECT, checking its sha256:
+
+* **reference** ("no conductor at all"): N processes each running
+  ``ramdisk_agent.imagewrite.stream_raw`` (exactly what the agent's write_image
+  runs) at the same time, started before the clock starts;
+* **fleet**: a real ``metalcast serve`` (SQLite) and a virtual lab of N machines
+  (``python -m virtlab.lab``, all BMCs in one child process). Nodes are enrolled
+  (ipmi driver, ipxe boot, direct deploy) and made available with
+  ``automated_clean = false`` (cleaning is not what this measures) before the
+  clock starts; then all N deploy requests are sent at once and the clock stops
+  when every node is ``active``. That includes IPMI boot device + power on, the
+  machine's PXE (TFTP loader, iPXE scripts over HTTP, kernel/initrd downloads),
+  starting N ``metalcast-agent`` processes (Python start-up, lookup, TLS
+  certificate), write_image, the agent's power off and the power on from disk.
+
+Printed: wall times, the ratio fleet / reference (target: <= 1.2), the
+conductor's CPU seconds (from /proc of the serve process) in total and per
+node. ``[agent] heartbeat_timeout`` is the appliance's default (300: a beat every
+90-180 s); the deploy does not wait for periodic beats: the agent heartbeats at
+once after lookup and when a command finishes, and the conductor acts on those.
+With ``--heartbeat-timeout 3`` (the demo's) every agent also beats every ~1.4 s.
+
+Usage: .venv/bin/python bench/deploy_fleet.py [--machines 50] [--image-mib 256]
+       [--dir /var/tmp] [--workers 64] [--heartbeat-timeout 300] [--lab-tick 0.1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from metalcast_cli import demo_lab  # noqa: E402
+from metalcast_cli.client import Client  # noqa: E402
+from ramdisk_agent.imagewrite import stream_raw  # noqa: E402
+from virtlab import images  # noqa: E402
+from virtlab.lab import start_lab, stop_lab  # noqa: E402
+from virtlab.process import start_ready, stop  # noqa: E402
+
+TARGET_RATIO = 1.2
+
+
+def _write_one(url: str, disk: str, digest: str) -> float:
+    result = stream_raw(url, disk, "sha256")
+    if result.digest != digest:
+        raise RuntimeError(f"{disk}: sha256 {result.digest}, expected {digest}")
+    return result.seconds
+
+
+def _warm(_):
+    return os.getpid()
+
+
+def proc_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds of ``pid`` (plus its waited-for children's) from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(stat[11]) + int(stat[12]) + (int(stat[13]) + int(stat[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reference(url: str, digest: str, root: Path, count: int, disk_mib: int) -> dict:
+    """Wall and CPU seconds of ``count`` concurrent agent-equivalent writes."""
+    disks = []
+    for i in range(count):
+        disk = root / f"ref-{i}.img"
+        with open(disk, "wb") as f:
+            f.truncate(disk_mib << 20)
+        disks.append(str(disk))
+    cpu0 = _children_cpu()
+    with ProcessPoolExecutor(count) as pool:
+        list(pool.map(_warm, range(count * 2)))        # processes up before the clock
+        started = time.monotonic()
+        futures = [pool.submit(_write_one, url, disk, digest) for disk in disks]
+        for future in futures:
+            future.result()
+        seconds = time.monotonic() - started
+    cpu = _children_cpu() - cpu0                      # the pool's processes, reaped now
+    for disk in disks:
+        os.unlink(disk)
+    return {"seconds": seconds, "cpu": cpu}
+
+
+def _wait_active(client: Client, uuids: set[str], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = {n["uuid"]: n for n in client.list_nodes() if n["uuid"] in uuids}
+        states = {n["provision_state"] for n in nodes.values()}
+        if states <= {"active", "deploy failed"}:
+            return nodes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fleet not active after {timeout}s: {sorted(states)}")
+        time.sleep(0.5)         # each poll costs the server a 50-node list
+
+
+def _booted(lab, version: str, timeout: float) -> int:
+    """How many machines boot ``version`` from disk (waiting up to ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = sum((lab.status(name).get("booted_os") or {}).get("version_id") == version
+                    for name in lab.machines)
+        if count == len(lab.machines) or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)
+
+
+def _py_spy(out: str | None, pid: int):
+    """``py-spy record`` of the conductor during the deploys (--profile), or None."""
+    if not out:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([spy, "record", "-p", str(pid), "-o", out, "--format", "raw",
+                             "-r", "100", "--nonblocking", "--gil"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def fleet(url: str, digest: str, root: Path, count: int, disk_mib: int, args) -> dict:
+    """Deploy ``count`` lab machines at once; wall seconds and conductor CPU."""
+    appliance = demo_lab.start_appliance(root / "appliance", {
+        "conductor": {"workers": args.workers, "deploy_callback_timeout": 600},
+        "agent": {"heartbeat_timeout": args.heartbeat_timeout}})
+    lab = None
+    try:
+        machines = [{"name": f"m{i}", "mac": demo_lab.lab_mac(i + 1),
+                     "disk": str(root / f"m{i}.img"), "disk_size_mib": disk_mib}
+                    for i in range(count)]
+        lab = start_lab(demo_lab.lab_config(root, appliance, machines, tick=args.lab_tick),
+                        root / "lab.json", timeout=120)
+        client = Client(appliance.url)
+        uuids = [demo_lab.enrol(client, name, info["bmc_port"], info["mac"],
+                                demo_lab.image_fields(url, digest), automated_clean=False)
+                 for name, info in lab.machines.items()]
+        for target, state in (("manage", "manageable"), ("provide", "available")):
+            for uuid in uuids:
+                client.set_provision_state(uuid, target)
+            demo_lab.wait_all(client, uuids, (state,), 300)
+        spy = _py_spy(args.profile, appliance.pid)
+        lab0 = proc_cpu(lab.pid, children=True)
+        cpu0, started = appliance.cpu_seconds(), time.monotonic()
+        for uuid in uuids:
+            client.set_provision_state(uuid, "active")
+        nodes = _wait_active(client, set(uuids), 900)
+        seconds, cpu = time.monotonic() - started, appliance.cpu_seconds() - cpu0
+        lab_cpu = proc_cpu(lab.pid, children=True) - lab0   # machines + exited agents
+        if spy is not None:     # py-spy writes its profile on SIGINT
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        failed = {n["name"]: client.get_node(n["uuid"])["last_error"]
+                  for n in nodes.values() if n["provision_state"] != "active"}
+        if failed:
+            raise RuntimeError(f"deploys failed: {failed}")
+        booted = _booted(lab, "1", 120)
+        return {"seconds": seconds, "cpu": cpu, "booted": booted, "lab_cpu": lab_cpu}
+    finally:
+        if lab is not None:
+            stop_lab(lab)
+        appliance.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machines", type=int, default=50)
+    parser.add_argument("--image-mib", type=int, default=256)
+    parser.add_argument("--dir", default="/var/tmp", help="where the disk files go")
+    parser.add_argument("--workers", type=int, default=64, help="[conductor] workers")
+    parser.add_argument("--heartbeat-timeout", type=int, default=300,
+                        help="[agent] heartbeat_timeout (default: the appliance's 300)")
+    parser.add_argument("--lab-tick", type=float, default=0.1,
+                        help="how often the lab's machines look at their BMC state")
+    parser.add_argument("--profile", help="write a py-spy profile of the conductor here")
+    args = parser.parse_args(argv)
+    if args.machines < 1 or args.image_mib < 24:
+        parser.error("--machines must be >= 1 and --image-mib >= 24")
+    root = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir=args.dir))
+    server = None
+    try:
+        (root / "www").mkdir()
+        image = images.build_image(root / "www" / "fleet.img", "1", args.image_mib)
+        digest = demo_lab.sha256_of(image)
+        server, info, _ = start_ready([sys.executable, "-m", "virtlab.imageserver",
+                                       str(image.parent)], "IMAGESERVER ", 30, "imageserver")
+        url = f"{info['url']}/{image.name}"
+        disk_mib = args.image_mib + 8
+        load0 = os.getloadavg()[0]
+        ref = reference(url, digest, root, args.machines, disk_mib)
+        print(f"reference: {args.machines} concurrent writes of {args.image_mib} MiB "
+              f"(stream_raw, O_DIRECT, sha256) in {ref['seconds']:.1f}s, "
+              f"{ref['cpu']:.1f}s CPU", flush=True)
+        result = fleet(url, digest, root, args.machines, disk_mib, args)
+        ratio = result["seconds"] / ref["seconds"]
+        print(f"fleet:     {args.machines} lab machines deployed (all active, "
+              f"{result['booted']} booted VERSION_ID 1) in {result['seconds']:.1f}s")
+        print(f"ratio fleet/reference: {ratio:.2f} (target <= {TARGET_RATIO}: "
+              f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})")
+        print(f"conductor CPU: {result['cpu']:.1f}s total, "
+              f"{1000 * result['cpu'] / args.machines:.0f} ms per node "
+              f"([agent] heartbeat_timeout {args.heartbeat_timeout}, [conductor] workers "
+              f"{args.workers}, lab tick {args.lab_tick}s)")
+        print(f"lab + agents CPU (same 2 cores; on real hardware each machine's own): "
+              f"{result['lab_cpu']:.1f}s, {1000 * result['lab_cpu'] / args.machines:.0f} ms "
+              f"per machine (reference writes: "
+              f"{1000 * ref['cpu'] / args.machines:.0f} ms per image)")
+        print(f"load average 1 min: {load0:.2f} before, {os.getloadavg()[0]:.2f} after "
+              f"({os.cpu_count()} CPUs)")
+        return 0
+    finally:
+        if server is not None:
+            stop(server.pid, server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

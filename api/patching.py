@@ -157,3 +157,15 @@ def report_app_dependencies(ids=""):
 @bp.route("/v1/query_app_dependencies", methods=["GET", "POST"])
 def query_app_dependencies():
     return _ctl().query_app_dependencies()
+
+
+@bp.post("/v1/init_release/<release>")
+def init_release(release):
+    from conductor.patching import releases
+    return releases.init_release(_ctl(), release).as_dict()
+
+
+@bp.post("/v1/del_release/<release>")
+def del_release(release):
+    from conductor.patching import releases
+    return releases.del_release(_ctl(), release).as_dict()

@@ -48,6 +48,8 @@ class Appliance:
         self.service.alarms = AlarmTable()
         #: The patch controller (/patching/v1); None when [patching] enabled = false.
         self.service.patching = self._patching(settings, self.service.alarms)
+        # Deploys install Applied patches through the ramdisk (conductor/deploy_patches.py).
+        self.drivers.shared("patching", lambda: self.service.patching)
         #: Installed hosts' agents (``metalcast-agent host``): lookup, heartbeat with
         #: patching reports, and the install/query commands of the patch controller.
         self.service.agent.host_agents = HostAgents(self.store, settings,

@@ -146,6 +146,9 @@ class Settings:
                                               # default: <patching root>/trusted
     patching_web_root: str = ""               # updates/rel-V and feed/rel-V served to hosts;
                                               # default: the [pxe] HTTP root
+    patching_repo_url: str = ""               # URL of that web root as deploy ramdisks see it
+                                              # (conductor/deploy_patches.py); default: the
+                                              # HTTP boot server's URL
 
     @property
     def data_path(self) -> Path:

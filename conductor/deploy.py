@@ -9,7 +9,9 @@ at a time (each handled by a worker holding the node lock):
   3. ``standby.get_partition_uuids`` -> ``image.install_bootloader`` (UEFI partition
      images only) -> ``standby.power_off`` (forced off if it does not happen) ->
      PXE config removed, boot device disk, power on -> "active".
-Cleaning (agent_clean.py) is the same dance with clean steps.
+Cleaning (agent_clean.py) is the same dance with clean steps. A delta deploy
+(instance_info.image_delta_url) tries write_image with the delta first and, when
+that step fails, runs it again with the full image (conductor/deploy_delta.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from urllib.parse import urlparse
 
 import requests
 
-from conductor import agent_base, agent_clean, errors, states
+from conductor import (agent_base, agent_clean, deploy_delta, deploy_patches, errors,
+                       states)
 from conductor.drivers import base
 from conductor.drivers.base import PowerState
 
@@ -123,6 +126,7 @@ class AgentDeploy(base.DeployInterface):
 
     def validate(self, task: Task) -> None:
         image_info(task.node)
+        deploy_delta.validate(task.node)
 
     def deploy(self, task: Task) -> str:
         settings = agent_base.settings_of(task)
@@ -159,10 +163,17 @@ def continue_deploy(task: Task) -> None:
     agent = agent_base.client(task)
     step = (task.node.deploy_step or {}).get("step")
     if step in (None, "deploy"):
+        deploy_delta.begin(task)
         return _start_write(task, agent)
-    if step != "write_image" or not agent_base.step_finished(agent, "deploy",
-                                                             task.node.deploy_step):
-        return  # still writing: this heartbeat only kept the node fresh
+    if step != "write_image":
+        return
+    try:
+        if not agent_base.step_finished(agent, "deploy", task.node.deploy_step):
+            return  # still writing: this heartbeat only kept the node fresh
+    except errors.AgentCommandError as exc:
+        if not deploy_delta.fall_back(task, exc):  # the delta failed: full image now
+            raise
+        return _start_write(task, agent)
     agent_base.advance(task, "resume")
     _finish(task, agent)
 
@@ -176,12 +187,14 @@ def _start_write(task: Task, agent) -> None:
         raise errors.AgentCommandError(reason="the agent does not offer the write_image "
                                               f"deploy step (offers {sorted(names)})")
     agent_base.advance(task, "resume")
-    args = {"image_info": image_info(task.node),
-            "configdrive": (task.node.instance_info or {}).get("configdrive")}
     task.update(deploy_step=STEPS["write_image"])
-    params = dict(_params(task), step=dict(STEPS["write_image"], args=args),
-                  deploy_version=(found.result or {}).get("hardware_manager_version"))
-    started = agent.command("deploy.execute_deploy_step", params, wait=False)
+    version = (found.result or {}).get("hardware_manager_version")
+    try:
+        started = _execute_write(task, agent, version)
+    except errors.AgentCommandError as exc:
+        if not deploy_delta.fall_back(task, exc):
+            raise
+        started = _execute_write(task, agent, version)
     if started.running:
         LOG.info("Node %s: write_image started on the agent", task.node.uuid)
         agent_base.advance(task, "wait")
@@ -189,8 +202,19 @@ def _start_write(task: Task, agent) -> None:
     _finish(task, agent)
 
 
+def _execute_write(task: Task, agent, version):
+    """Start write_image (with the delta while one is being tried)."""
+    args = {"image_info": deploy_delta.add_to(task, image_info(task.node)),
+            "configdrive": (task.node.instance_info or {}).get("configdrive")}
+    params = dict(_params(task), step=dict(STEPS["write_image"], args=args),
+                  deploy_version=version)
+    return agent.command("deploy.execute_deploy_step", params, wait=False)
+
+
 def _finish(task: Task, agent) -> None:
     """prepare_instance_boot, tear_down_agent, boot_instance: node becomes active."""
+    deploy_delta.finished(task, checksum_fields(task.node.instance_info or {}), agent)
+    deploy_patches.install(task, agent)  # Applied patches into the new root, if any
     _prepare_instance_boot(task, agent)
     task.update(deploy_step=STEPS["tear_down_agent"])
     _power_off_agent(task, agent)

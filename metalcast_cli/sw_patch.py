@@ -46,9 +46,13 @@ class Api:
             raise SystemExit("Authentication failed: set METALCAST_USERNAME and "
                              "METALCAST_PASSWORD")
         try:
-            return response.status_code, response.json()
+            data = response.json()
         except ValueError:
             return response.status_code, {"error": response.text or response.reason}
+        if response.status_code != 200 and isinstance(data, dict) and not data.get("error"):
+            # An API error (404, 405, ...) in the Ironic shape: show it, not nothing.
+            data = dict(data, error=str(data.get("error_message") or response.reason))
+        return response.status_code, data
 
 
 def _rc(status: int, data) -> int:
@@ -224,10 +228,53 @@ def cmd_commit(api, args) -> int:
     if not args.yes:
         print("WARNING: Committing a patch is an irreversible operation. Committed patches "
               "cannot be removed.")
-        if input("Would you like to continue? [y/N]: ").strip().lower() != "y":
+        if _ask("Would you like to continue? [y/N]: ") != "y":
             print("The commit operation has been aborted.")
             return 1
     return _emit(args, *api.call("POST", f"commit/{_ids(ids)}"))
+
+
+def _ask(prompt: str) -> str:
+    """The lower-cased answer; a closed stdin (EOF) answers "no"."""
+    try:
+        return input(prompt).strip().lower()
+    except EOFError:
+        print()
+        return ""
+
+
+def cmd_release(path: str):
+    """init-release / del-release: errors are shown without an "Error:" prefix (§3)."""
+    def run(api, args) -> int:
+        if args.release in (".", "..") or "/" in args.release:
+            print(f"Error: Invalid release: {args.release!r}")
+            return 1
+        return _emit(args, *api.call("POST", f"{path}/{args.release}"))
+    return run
+
+
+def cmd_install_local(api, args) -> int:
+    """StarlingX installs here before the controller is configured; metalcast has no such
+    phase (hosts get their patches from the deploy ramdisk or their host agent)."""
+    print("Error: install-local is not supported: metalcast has no pre-configuration "
+          "phase.\nA host deployed while patches are applied gets them from the deploy "
+          "ramdisk; on an installed host use `sw-patch host-install <host>` or run "
+          "`metalcast-agent host --install` on it.")
+    return 1
+
+
+def cmd_completion(api, args) -> int:
+    """Patch IDs on one line, or one hostname per line (sw-patch's shell completion)."""
+    if args.what == "patches":
+        status, data = api.call("GET", "query")
+        if status == 200 and isinstance(data, dict):
+            print(" ".join(sorted(data.get("pd", {}))))
+    else:
+        status, data = api.call("GET", "query_hosts")
+        if status == 200 and isinstance(data, dict):
+            for host in sorted(h["hostname"] for h in data.get("data", [])):
+                print(host)
+    return 0 if status == 200 else 1
 
 
 def _with_ids(sub, name: str, handler, help_text: str, nargs: str = "+"):
@@ -302,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true")
     p.add_argument("--release")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    for name, path, what in (
+            ("init-release", "init_release", "create the empty update repo of"),
+            ("del-release", "del_release", "delete the patches and update repo of")):
+        p = sub.add_parser(name, help=f"{what} a release that is not running")
+        p.add_argument("release")
+        p.set_defaults(handler=cmd_release(path))
+    sub.add_parser("install-local", help="not supported (see its message)").set_defaults(
+        handler=cmd_install_local)
+    p = sub.add_parser("completion", help="patch IDs or hostnames, for shell completion")
+    p.add_argument("what", choices=("patches", "hosts"))
+    p.set_defaults(handler=cmd_completion)
     return parser
 
 

@@ -265,8 +265,14 @@ class PatchOperations:
         return doomed
 
     # -- application dependencies (§5.6) and hosts ------------------------------------
-    def report_app_dependencies(self, app: str, ids: list[str]) -> bool:
+    def report_app_dependencies(self, app: str, ids: list[str]) -> bool | dict:
+        """True once recorded; unknown IDs record nothing and give an error dict
+        (StarlingX records them blindly, which later blocks nothing useful)."""
         with self.lock:
+            unknown = sorted(set(ids) - set(self.patches))
+            if unknown:
+                return {"info": "", "warning": "",
+                        "error": "".join(f"Patch {pid} does not exist\n" for pid in unknown)}
             deps = self.store.app_dependencies()
             if ids:
                 deps[app] = sorted(set(ids))

@@ -1,0 +1,75 @@
+"""init_release / del_release (specs/starlingx-patching.md §3): releases beside the running one.
+
+StarlingX's load import calls init_release to give a newly imported release an
+empty update repo (so hosts of that release can already be pointed at it), and
+load delete calls del_release to drop everything the controller keeps for it:
+its patches' metadata and semantic scripts, its packages and its update repo.
+Both refuse the running release. Messages are StarlingX's (``Rejected:
+Requested release X is running release``, ``Patch repository for X already
+exists`` / ``does not exist``); the base feed is the load's, so it stays.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import shutil
+
+from conductor.patching import repo
+from conductor.patching.store import RepoState
+
+LOG = logging.getLogger(__name__)
+#: A release is one path component (it names rel-<ver> directories): no "/", no "..".
+RELEASE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+
+
+def _check(controller, release: str) -> None:
+    from conductor.patching.controller import PatchOpError
+    if not RELEASE_RE.match(release) or ".." in release:
+        raise PatchOpError(f"Invalid release: {release!r}")
+    if release == controller.running_release:
+        raise PatchOpError(f"Rejected: Requested release {release} is running release")
+
+
+def init_release(controller, release: str):
+    """Create the empty update repo of a release that is not running."""
+    return controller._run(functools.partial(_init, controller), release)
+
+
+def _init(controller, result, release: str) -> None:
+    _check(controller, release)
+    directory = controller.store.repo_dir(release)
+    if directory.exists():
+        result.add("info", f"Patch repository for {release} already exists")
+        return
+    try:
+        repo.UpdateRepo(directory).regenerate({})
+    except repo.PatchingError:
+        shutil.rmtree(directory, ignore_errors=True)     # nothing half-made is left
+        raise
+    LOG.info("Initialized the patch repository of release %s at %s", release, directory)
+    result.add("info", f"Patch repository for {release} is initialized")
+
+
+def del_release(controller, release: str):
+    """Delete the patches, packages and update repo of a release that is not running."""
+    return controller._run(functools.partial(_delete, controller), release)
+
+
+def _delete(controller, result, release: str) -> None:
+    _check(controller, release)
+    doomed = sorted(pid for pid, patch in controller.patches.items()
+                    if patch.meta.sw_version == release)
+    for pid in doomed:
+        patch = controller.patches.pop(pid)
+        controller.store.delete_semantics(pid)
+        controller.store.remove_metadata(pid, RepoState(patch.repostate))
+        result.add("info", f"{pid} has been deleted")
+    shutil.rmtree(controller.store.package_dir(release), ignore_errors=True)
+    directory = controller.store.repo_dir(release)
+    if not directory.exists():
+        result.add("info", f"Patch repository for {release} does not exist")
+        return
+    shutil.rmtree(directory)
+    LOG.info("Deleted release %s: %d patch(es) and its update repo", release, len(doomed))
+    result.add("info", f"Patch repository for {release} has been deleted")

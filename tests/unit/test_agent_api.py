@@ -119,7 +119,7 @@ def test_real_extensions_registry():
     runner = CommandRunner(all_extensions(agent=None))
     assert {"standby.power_off", "standby.reboot", "standby.sync",
             "standby.get_partition_uuids", "deploy.get_deploy_steps",
-            "deploy.execute_deploy_step", "clean.get_clean_steps",
+            "deploy.execute_deploy_step", "deploy.install_patches", "clean.get_clean_steps",
             "clean.execute_clean_step", "image.install_bootloader"} == set(runner.registry)
     steps = runner.execute("clean.get_clean_steps", {"node": {}, "ports": []}).command_result
     names = {s["step"]: s["priority"] for s in steps["clean_steps"]["GenericHardwareManager"]}

@@ -25,6 +25,8 @@ META_PACKAGE = "linux-image-amd64"
 NET_MODULES = ("failover", "net_failover", "virtio_ring", "virtio",
                "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
                "virtio_net")
+#: What /dev/vda needs on top of the virtio core above (loaded after it).
+BLOCK_MODULES = ("virtio_blk",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Kernel:
     abi: str
     vmlinuz: Path
     modules: tuple[Path, ...]  # in NET_MODULES (insmod) order
+    block_modules: tuple[Path, ...] = ()  # BLOCK_MODULES, insmod after ``modules``
 
 
 def cache_root() -> Path:
@@ -85,22 +88,30 @@ def debian_kernel(root: Path | None = None, package: str | None = None) -> Kerne
     abi = package.removeprefix("linux-image-")
     target = (root or cache_root()) / "kernel" / abi
     kernel = _kernel_in(target, abi)
-    if all(path.is_file() for path in (kernel.vmlinuz, *kernel.modules)):
+    if _complete(kernel):
         return kernel
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         staging = Path(work) / abi
         _download_extract(package, abi, Path(work), staging)
-        if not kernel.vmlinuz.is_file():  # else a parallel run just finished it
+        if not _complete(kernel):  # else a parallel run just finished it
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)  # atomic: a half-built cache is never seen
     return kernel
 
 
+def _complete(kernel: Kernel) -> bool:
+    """Every file of ``kernel`` is there (a cache from before BLOCK_MODULES is not)."""
+    return all(path.is_file() for path in (kernel.vmlinuz, *kernel.modules,
+                                           *kernel.block_modules))
+
+
 def _kernel_in(directory: Path, abi: str) -> Kernel:
     return Kernel(abi=abi, vmlinuz=directory / "vmlinuz",
                   modules=tuple(directory / "modules" / f"{name}.ko"
-                                for name in NET_MODULES))
+                                for name in NET_MODULES),
+                  block_modules=tuple(directory / "modules" / f"{name}.ko"
+                                      for name in BLOCK_MODULES))
 
 
 def _download_extract(package: str, abi: str, work: Path, staging: Path) -> None:
@@ -128,14 +139,16 @@ def _download_extract(package: str, abi: str, work: Path, staging: Path) -> None
         dpkg.stdout.close()
         dpkg.wait(60)
     deb.unlink()
-    missing = [str(p) for p in (*_kernel_in(staging, abi).modules, staging / "vmlinuz")
-               if not p.is_file()]
+    extracted = _kernel_in(staging, abi)
+    missing = [str(p) for p in (*extracted.modules, *extracted.block_modules,
+                                staging / "vmlinuz") if not p.is_file()]
     if missing:
         raise RuntimeError(f"{package} lacks {', '.join(missing)}")
 
 
 def _module_target(member: tarfile.TarInfo, staging: Path) -> Path | None:
     name = Path(member.name)
-    if "/kernel/" in member.name and name.suffix == ".ko" and name.stem in NET_MODULES:
+    if ("/kernel/" in member.name and name.suffix == ".ko"
+            and name.stem in NET_MODULES + BLOCK_MODULES):
         return staging / "modules" / name.name
     return None

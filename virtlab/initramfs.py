@@ -40,10 +40,10 @@ class NewcWriter:
         self._ino = 0
 
     def _entry(self, name: str, mode: int, data: bytes = b"",
-               rdev: tuple[int, int] = (0, 0)) -> None:
+               rdev: tuple[int, int] = (0, 0), mtime: int = 0) -> None:
         self._ino += 1
         encoded = name.encode() + b"\0"
-        fields = (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
+        fields = (self._ino, mode, 0, 0, 1, mtime, len(data), 0, 0, rdev[0], rdev[1],
                   len(encoded), 0)
         header = b"070701" + b"".join(b"%08X" % value for value in fields)
         self._out.write(header + encoded + _pad(len(header) + len(encoded)))
@@ -52,8 +52,10 @@ class NewcWriter:
     def directory(self, name: str) -> None:
         self._entry(name, stat.S_IFDIR | 0o755)
 
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        self._entry(name, stat.S_IFREG | mode, data)
+    def file(self, name: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> None:
+        """``mtime`` matters for Python sources: a .pyc records its source's mtime,
+        and with a wrong one the guest would recompile (slowly, under TCG)."""
+        self._entry(name, stat.S_IFREG | mode, data, mtime=mtime)
 
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())

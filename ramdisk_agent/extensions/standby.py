@@ -1,10 +1,13 @@
 """``standby``: power_off, reboot, sync, get_partition_uuids.
 
 Power actions depend on ``--power-action``: ``system`` (the ramdisk) syncs and runs
-``poweroff -f`` / ``reboot -f``; ``exit`` (the virtual lab, where the "machine" is
-just this process and a disk file) writes ``{"event": "power_off"|"reboot", ...}``
-to ``--state-file`` and ends the agent process with status 0 about half a second
-later, after the reply has gone out. The state file is written in both modes.
+``poweroff -f`` / ``reboot -f`` a second later (the command is asynchronous: its HTTP
+reply must leave the machine before the kernel stops; the QEMU deploy test caught a
+conductor waiting a whole command timeout for a reply lost that way); ``exit`` (the
+virtual lab, where the "machine" is just this process and a disk file) writes
+``{"event": "power_off"|"reboot", ...}`` to ``--state-file`` and ends the agent
+process with status 0 about half a second later, after the reply has gone out. The
+state file is written in both modes.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 
 from ramdisk_agent import gpt
 from ramdisk_agent.commands import Extension, async_command, sync_command
@@ -21,6 +25,7 @@ from ramdisk_agent.errors import AgentError
 LOG = logging.getLogger(__name__)
 
 EXIT_DELAY = 0.5
+SYSTEM_DELAY = 1.0   # seconds between the reply and poweroff -f / reboot -f
 SYSTEM_COMMANDS = {"power_off": "poweroff", "reboot": "reboot"}
 
 
@@ -59,6 +64,7 @@ class StandbyExtension(Extension):
         if self.agent.config.power_action == "exit":
             threading.Timer(EXIT_DELAY, self.agent.stop, args=(0,)).start()
             return None
+        time.sleep(SYSTEM_DELAY)  # this is the command's thread, not the HTTP reply's
         tool = SYSTEM_COMMANDS[event]
         cmd = [tool, "-f"] if shutil.which(tool) else ["busybox", tool, "-f"]
         done = subprocess.run(cmd, capture_output=True, text=True)

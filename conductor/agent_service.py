@@ -12,7 +12,7 @@ import dataclasses
 import hmac
 import logging
 import secrets as pysecrets
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from cryptography import x509
 
@@ -188,14 +188,7 @@ class AgentService:
             _check_certificate(node, info, beat.agent_verify_ca)
 
     def _check_url(self, node, info: dict, url: str) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise errors.InvalidParameter('An issue with the supplied "callback_url" has '
-                                          "been detected.")
-        if parsed.scheme != "https" and self.settings.agent_require_tls:
-            raise errors.InvalidParameter(
-                f"The agent callback URL {url} is not HTTPS and [agent] require_tls is "
-                "enabled; start the agent with TLS (or set require_tls = false).")
+        check_callback_url(url, self.settings.agent_require_tls)
         if info.get("agent_url") not in (None, url):
             LOG.error("Node %s: heartbeat with callback URL %s, expected %s", node.uuid,
                       url, info["agent_url"])
@@ -215,11 +208,30 @@ class AgentService:
                   beat.callback_url, beat.agent_version)
 
 
-def _check_certificate(node, info: dict, pem: str) -> None:
+def check_callback_url(url: str, require_tls: bool) -> ParseResult:
+    """The parsed ``callback_url`` of a heartbeat (ramdisk or host agent), or InvalidParameter
+    when it is not an http(s) URL with a host, or plain http while TLS is required."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise errors.InvalidParameter('An issue with the supplied "callback_url" has '
+                                      "been detected.")
+    if parsed.scheme != "https" and require_tls:
+        raise errors.InvalidParameter(
+            f"The agent callback URL {url} is not HTTPS and [agent] require_tls is "
+            "enabled; start the agent with TLS (or set require_tls = false).")
+    return parsed
+
+
+def check_pem_certificate(pem: str) -> None:
+    """InvalidParameter unless a heartbeat's ``agent_verify_ca`` is a PEM certificate."""
     try:
         x509.load_pem_x509_certificate(pem.encode())
     except (ValueError, TypeError):
         raise errors.InvalidParameter('"agent_verify_ca" is not a PEM certificate.') from None
+
+
+def _check_certificate(node, info: dict, pem: str) -> None:
+    check_pem_certificate(pem)
     if info.get("agent_verify_ca") not in (None, pem):
         LOG.error("Node %s: heartbeat with a different agent certificate", node.uuid)
         raise errors.InvalidParameter('Detected change in ramdisk provided "agent_verify_ca"')

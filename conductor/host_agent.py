@@ -43,14 +43,13 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlparse
 
 import requests
-from cryptography import x509
 
 from conductor import errors, states
 from conductor.agent_client import AgentClient, ca_file
-from conductor.agent_service import TOKEN_ERROR, Heartbeat
+from conductor.agent_service import (TOKEN_ERROR, Heartbeat, check_callback_url,
+                                     check_pem_certificate)
 from conductor.secrets import MASK
 
 LOG = logging.getLogger(__name__)
@@ -226,20 +225,9 @@ class HostAgents:
                                           "node name is its hostname; set one.")
         if not beat.agent_version:
             raise errors.InvalidParameter('Field "agent_version" is required in a heartbeat.')
-        parsed = urlparse(beat.callback_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise errors.InvalidParameter('An issue with the supplied "callback_url" has '
-                                          "been detected.")
-        if parsed.scheme != "https" and self.settings.agent_require_tls:
-            raise errors.InvalidParameter(
-                f"The agent callback URL {beat.callback_url} is not HTTPS and [agent] "
-                "require_tls is enabled; start the agent with TLS (or set require_tls = false).")
+        parsed = check_callback_url(beat.callback_url, self.settings.agent_require_tls)
         if beat.agent_verify_ca is not None:
-            try:
-                x509.load_pem_x509_certificate(beat.agent_verify_ca.encode())
-            except (ValueError, TypeError):
-                raise errors.InvalidParameter('"agent_verify_ca" is not a PEM certificate.') \
-                    from None
+            check_pem_certificate(beat.agent_verify_ca)
         return parsed.hostname
 
     def _still_installing(self, hostname: str, answered: str | None) -> bool:

@@ -41,6 +41,7 @@ from pathlib import Path
 from ramdisk_agent.api_client import ApiClient, HeartbeatError, LookupResult
 from ramdisk_agent.errors import AgentError, LookupFailed
 from ramdisk_agent.host import PatchEngine, PatchEngineError
+from ramdisk_agent.host.cli import add_engine_arguments, engine_from_args
 
 LOG = logging.getLogger("metalcast-agent.host")
 READY_PREFIX = "METALCAST-AGENT "
@@ -52,17 +53,8 @@ class HostApiClient(ApiClient):
     """The ramdisk API client plus the two host-mode calls."""
 
     def host_lookup(self, macs: list[str], node_uuid: str | None) -> LookupResult | None:
-        query = {"addresses": ",".join(macs), "agent_mode": "host"}
-        if node_uuid:
-            query["node_uuid"] = node_uuid
-        status, body = self._call("GET", "/v1/lookup?" + urllib.parse.urlencode(query),
-                                  self.lookup_version)
-        if status == 200 and isinstance(body, dict) and "node" in body:
-            return LookupResult(node=body["node"], config=body.get("config") or {})
-        if status == 400:
-            raise LookupFailed(f"Host-mode lookup refused by the API: {body}")
-        LOG.info("Host-mode lookup: HTTP %s (node not active yet?), retrying", status)
-        return None
+        """One host-mode lookup (active nodes only): the result, or None to retry."""
+        return self.lookup_once(macs, node_uuid, agent_mode="host")
 
     def host_heartbeat(self, node_uuid: str, callback_url: str, token: str,
                        verify_ca: str, report: dict | None) -> None:
@@ -271,16 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify the API's TLS")
     p.add_argument("--ca-file", help="CA bundle for an https API URL")
     p.add_argument("--debug", action="store_true")
-    p.add_argument("--root", default=env("METALCAST_HOST_ROOT", "/"))
-    p.add_argument("--dbpath", default=env("METALCAST_HOST_DBPATH", "/var/lib/rpm"))
-    p.add_argument("--base-url", default=env("METALCAST_HOST_BASE_URL"))
-    p.add_argument("--updates-url", default=env("METALCAST_HOST_UPDATES_URL"))
-    p.add_argument("--sw-version", default=env("METALCAST_HOST_SW_VERSION"))
-    p.add_argument("--nodetype", default=env("METALCAST_HOST_NODETYPE", "controller"))
-    p.add_argument("--subfunctions", default=env("METALCAST_HOST_SUBFUNCTIONS"),
-                   help="comma separated, e.g. controller,worker")
-    p.add_argument("--run-dir", default=env("METALCAST_HOST_RUN_DIR"))
-    p.add_argument("--cache-dir", default=env("METALCAST_HOST_CACHE_DIR"))
+    add_engine_arguments(p)
     return p
 
 
@@ -310,12 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        engine = PatchEngine(
-            args.root, args.dbpath, base_repo_url=args.base_url,
-            updates_repo_url=args.updates_url, sw_version=args.sw_version,
-            nodetype=args.nodetype,
-            subfunctions=args.subfunctions.split(",") if args.subfunctions else None,
-            run_dir=args.run_dir, cache_dir=args.cache_dir)
+        engine = engine_from_args(args)
     except (PatchEngineError, ValueError) as exc:
         build_parser().error(str(exc))
     if args.boot_install and _boot_install(engine, args):

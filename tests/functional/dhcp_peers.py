@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -23,22 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.functional.tools import require, require_all
 from virtlab.process import stop
 
-#: tool -> the Debian package that ships it (scripts/install-system-packages).
-TOOLS = {"dnsmasq": "dnsmasq-base", "busybox": "busybox-static", "ip": "iproute2"}
+#: what a DhcpLab runs (tests.functional.tools.TOOLS names their packages).
+LAB_TOOLS = ("dnsmasq", "busybox", "ip")
 SERVER_IP, PREFIX, SERVER_IP6 = "10.78.0.1", 24, "fd78::1"
 RANGE = "10.78.0.100,10.78.0.150,255.255.255.0,10m"
 UDHCPC_SCRIPT = '#!/bin/sh\nenv > "$DUMP.$1"\n'
-
-
-def require(tool: str) -> str:
-    """The tool's path; a clear failure (never a skip) when it is missing."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]} "
-                    "(run scripts/install-system-packages as root)")
-    return path
 
 
 def require_root() -> None:
@@ -62,8 +53,7 @@ class DhcpLab:
     client_ns: str = ""
 
     def __post_init__(self):
-        for tool in TOOLS:
-            require(tool)
+        require_all(LAB_TOOLS)
         require_root()
         ident = uuid.uuid4().hex[:8]
         self.server_ns, self.client_ns = f"mcd{ident}s", f"mcd{ident}c"

@@ -10,7 +10,6 @@ reads back what BIND serves, independently of dnspython.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -18,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.functional.tools import require
 from virtlab.process import stop
 
-#: tool -> the Debian package that ships it (scripts/install-system-packages).
-TOOLS = {"named": "bind9", "tsig-keygen": "bind9", "dig": "bind9-dnsutils"}
 ZONE = "lab.test"
 LOCKED_ZONE = "locked.test"
 REVERSE_V4 = "77.10.in-addr.arpa"
@@ -50,15 +48,6 @@ controls {{ }};
 {zones}
 """
 ZONE_CONF = 'zone "{zone}" {{ type primary; file "{zone}.db"; {update} }};\n'
-
-
-def require(tool: str) -> str:
-    """The tool's path; a clear failure (never a skip) when it is not installed."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]} "
-                    "(run scripts/install-system-packages as root)")
-    return path
 
 
 def free_port() -> int:

@@ -1,8 +1,13 @@
 """Small helpers shared by the functional tests."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
@@ -52,3 +57,30 @@ def provision(url: str, uuid: str, target: str, state: str) -> dict:
              ok=(202,))
     return wait_node(url, uuid, lambda n: n["provision_state"] == state
                      and n["reservation"] is None, state)
+
+
+def agent_sections(power_off_wait: float, callback_timeout: float = 60) -> dict:
+    """INI sections for a `metalcast serve` that drives local agents at test speed:
+    heartbeats time out after 2 s, command status is polled every 0.2 s, a deploy whose
+    agent stops calling back fails after ``callback_timeout`` s, and the node is powered
+    off ``power_off_wait`` s after the image is written."""
+    return {"agent": {"post_deploy_power_off_wait": power_off_wait, "heartbeat_timeout": 2,
+                      "command_wait_interval": 0.2},
+            "conductor": {"deploy_callback_timeout": callback_timeout,
+                          "check_provision_state_interval": 1}}
+
+
+@contextlib.contextmanager
+def serve_directory(root, handler=SimpleHTTPRequestHandler) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (a thread; ``handler`` is a
+    SimpleHTTPRequestHandler subclass) and yield its base URL; shut down on exit."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
+                                functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,19 +22,9 @@ import pytest
 from conductor.db import migrate
 from conductor.db.api import Store
 from conductor.db.engine import make_engine
+from tests.functional.tools import require  # noqa: F401 (re-exported)
 
-#: tool -> the Debian package that ships it (scripts/install-system-packages).
-TOOLS = {"ipmitool": "ipmitool", "ipmi_sim": "openipmi"}
 USERNAME, PASSWORD = "admin", "password"
-
-
-def require(tool: str) -> str:
-    """The tool's path; a clear failure (never a skip) when it is not installed."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]} "
-                    "(run scripts/install-system-packages as root)")
-    return path
 
 
 def ipmitool(port: int, *args: str, username: str = USERNAME, password: str = PASSWORD,

@@ -1,27 +1,17 @@
 """Real peers of the network boot tests: curl (HTTP and tftp://), tftp-hpa, iPXE binaries."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-#: tool -> Debian package that provides it.
-TOOLS = {"curl": "curl", "tftp": "tftp-hpa", "qemu-system-x86_64": "qemu-system-x86"}
+from tests.functional.tools import require  # noqa: F401 (re-exported)
+
 #: boot loader file -> Debian package that provides it.
 FILES = {"/usr/lib/ipxe/undionly.kpxe": "ipxe-qemu (or ipxe)",
          "/usr/lib/ipxe/snponly.efi": "ipxe-qemu (or ipxe)",
          "/usr/lib/ipxe/qemu/efi-virtio.rom": "ipxe-qemu"}
-
-
-def require(tool: str) -> str:
-    """The tool's path; a clear failure (never a skip) when it is not installed."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]} "
-                    "(run scripts/install-system-packages as root)")
-    return path
 
 
 def require_file(path: str) -> Path:

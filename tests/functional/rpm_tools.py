@@ -6,11 +6,10 @@ scriptlets; ``AutoReqProv: no`` keeps an empty install root installable
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.functional.tools import require
 
 SPEC = """Name: {name}
 Version: {version}
@@ -33,19 +32,11 @@ echo "{name} {version}-{release}" > %{{buildroot}}/usr/share/{name}/version
 """
 
 
-def require_rpmbuild() -> str:
-    path = shutil.which("rpmbuild")
-    if path is None:
-        pytest.fail("rpmbuild is not installed: install the Debian package rpm "
-                    "(run scripts/install-system-packages as root)")
-    return path
-
-
 def build_rpm(workdir: Path, name: str, version: str = "1.0", release: str = "1",
               scripts: str = "", extra_tags: str = "", install: str = "",
               files: str = "") -> Path:
     """Build ``name-version-release.noarch.rpm`` and return its path."""
-    rpmbuild = require_rpmbuild()
+    rpmbuild = require("rpmbuild")
     topdir = Path(workdir).resolve() / "rpmbuild"
     spec = topdir / "SPECS" / f"{name}-{version}-{release}.spec"
     spec.parent.mkdir(parents=True, exist_ok=True)

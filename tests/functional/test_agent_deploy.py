@@ -10,37 +10,26 @@ is in a wait state) and stops when the node is powered off.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import shutil
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import api_call, mac, unique, wait_node
+from tests.functional.helpers import (agent_sections, api_call, mac, serve_directory, unique,
+                                      wait_node)
+from tests.functional.tools import require
 from virtlab.process import start_ready, stop
 
 AGENT = str(Path(sys.executable).parent / "metalcast-agent")
 IMAGE_MIB = 8
 DISK_MIB = 16
 DEPLOY_TIMEOUT = 15  # the killed agent's node fails after this; live agents keep it fresh
-#: tool -> Debian package, for a clear failure when one is missing
-TOOLS = {"sgdisk": "gdisk"}
-
-
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]} "
-                    "(run scripts/install-system-packages as root)")
-    return path
 
 
 class ImageHandler(SimpleHTTPRequestHandler):
@@ -71,24 +60,14 @@ def image(tmp_path_factory):
     subprocess.run([sgdisk, "-n", "1:2048:+2M", "-t", "1:ef00", "-n", "2:0:0",
                     "-t", "2:8300", str(path)], check=True, capture_output=True)
     data = path.read_bytes()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(ImageHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield f"{base}/disk.img", f"{base}/slow/disk.img", hashlib.sha256(data).hexdigest(), data
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    with serve_directory(root, ImageHandler) as base:
+        yield f"{base}/disk.img", f"{base}/slow/disk.img", hashlib.sha256(data).hexdigest(), data
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    running = start_server(tmp_path_factory.mktemp("metalcast-direct"), {
-        "agent": {"post_deploy_power_off_wait": 1, "heartbeat_timeout": 2,
-                  "command_wait_interval": 0.2},
-        "conductor": {"deploy_callback_timeout": DEPLOY_TIMEOUT,
-                      "check_provision_state_interval": 1}})
+    running = start_server(tmp_path_factory.mktemp("metalcast-direct"),
+                           agent_sections(power_off_wait=1, callback_timeout=DEPLOY_TIMEOUT))
     yield running
     stop_server(running.process)
 

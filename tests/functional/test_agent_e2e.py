@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +17,8 @@ import pytest
 
 from conductor.netboot.http import BootHttpServer
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import api_call, mac, provision, unique
+from tests.functional.helpers import agent_sections, api_call, mac, provision, unique
+from tests.functional.tools import require
 from virtlab.process import stop
 
 MIB = 1 << 20
@@ -27,10 +27,8 @@ IMAGE_SIZE = 5 * MIB + 4321
 
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("metalcast-agent-deploy"), {
-        "agent": {"post_deploy_power_off_wait": 0.2, "heartbeat_timeout": 2,
-                  "command_wait_interval": 0.2},
-        "conductor": {"deploy_callback_timeout": 60, "check_provision_state_interval": 1}})
+    server = start_server(tmp_path_factory.mktemp("metalcast-agent-deploy"),
+                          agent_sections(power_off_wait=0.2))
     yield server
     stop_server(server.process)
 
@@ -40,9 +38,7 @@ def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     data = os.urandom(IMAGE_SIZE)
     (root / "disk.raw").write_bytes(data)
-    qemu_img = shutil.which("qemu-img")
-    if qemu_img is None:
-        pytest.fail("qemu-img is not installed: install the Debian package qemu-utils")
+    qemu_img = require("qemu-img")
     subprocess.run([qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(root / "disk.raw"),
                     str(root / "disk.qcow2")], check=True)
     boot = BootHttpServer(root, "127.0.0.1", 0)

@@ -10,7 +10,6 @@ import base64
 import gzip
 import hashlib
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -20,20 +19,13 @@ from ramdisk_agent.download import DownloadOptions
 from ramdisk_agent.errors import (ImageChecksumError, ImageDownloadError, ImageWriteError,
                                   InvalidContent)
 from ramdisk_agent.imagewrite import ImageSpec, write_image
+from tests.functional.tools import require
 from virtlab.imageserver import ImageServer
 
 MIB = 1 << 20
 IMAGE_SIZE = 9 * MIB + 12345          # crosses two 4 MiB buffers, unaligned tail
 DISK_SIZE = 16 * MIB
-TOOLS = {"qemu-img": "qemu-utils", "losetup": "mount", "sgdisk": "gdisk"}
 FAST = DownloadOptions(retry_delay=0.05, timeout=10)
-
-
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]}")
-    return path
 
 
 def direct_supported(path: str) -> bool:

@@ -4,16 +4,15 @@ images served by a separate HTTP server. Cleaning, deploy, wrong checksum, an ag
 that dies mid-write, and several nodes at once."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 
 import pytest
 
 from tests.functional.agent_peer import Peer
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import api_call, mac, provision, unique, wait_node
+from tests.functional.helpers import (agent_sections, api_call, mac, provision,
+                                      serve_directory, unique, wait_node)
 
 IMAGE_SIZE = 3 * (1 << 20) + 12345  # not a multiple of the 1 MiB chunk
 DEPLOY_TIMEOUT = 8
@@ -30,24 +29,14 @@ def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     data = hashlib.sha256(b"seed").digest() * (IMAGE_SIZE // 32) + b"tail" * 10
     (root / "disk.raw").write_bytes(data)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/disk.raw", \
-        hashlib.sha256(data).hexdigest(), data
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    with serve_directory(root, Quiet) as base:
+        yield f"{base}/disk.raw", hashlib.sha256(data).hexdigest(), data
 
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("metalcast-agent"), {
-        "agent": {"post_deploy_power_off_wait": 0.2, "heartbeat_timeout": 2,
-                  "command_wait_interval": 0.2},
-        "conductor": {"deploy_callback_timeout": DEPLOY_TIMEOUT,
-                      "check_provision_state_interval": 1}})
+    server = start_server(tmp_path_factory.mktemp("metalcast-agent"),
+                          agent_sections(power_off_wait=0.2, callback_timeout=DEPLOY_TIMEOUT))
     yield server
     stop_server(server.process)
 

@@ -22,7 +22,7 @@ import pytest
 
 from conductor.updates import keys
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import api_call
+from tests.functional.helpers import agent_sections, api_call
 from tests.functional.test_agent_deploy import IMAGE_MIB, Machine, head, require
 from virtlab.imageserver import ImageServer
 
@@ -32,10 +32,8 @@ BLOCK = 4096
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    running = start_server(tmp_path_factory.mktemp("metalcast-delta"), {
-        "agent": {"post_deploy_power_off_wait": 1, "heartbeat_timeout": 2,
-                  "command_wait_interval": 0.2},
-        "conductor": {"deploy_callback_timeout": 60, "check_provision_state_interval": 1}})
+    running = start_server(tmp_path_factory.mktemp("metalcast-delta"),
+                           agent_sections(power_off_wait=1))
     yield running
     stop_server(running.process)
 

@@ -23,10 +23,11 @@ from ramdisk_agent.host import PatchEngine, PatchEngineError, repodata
 from ramdisk_agent.host.convention import (SCRIPTS_SOURCE, reboot_required_scriptlets,
                                            restart_script_scriptlets)
 from tests.functional.rpm_tools import build_rpm
+from tests.functional.tools import require_all
 from virtlab.imageserver import ImageServer
 
-TOOLS = {"rpm": "rpm", "rpmbuild": "rpm", "dnf": "dnf", "createrepo_c": "createrepo-c",
-         "busybox": "busybox-static", "mkfs.ext4": "e2fsprogs", "chroot": "coreutils"}
+#: the real peers this lab drives (tests.functional.tools.TOOLS names their packages).
+TOOLS = ("rpm", "rpmbuild", "dnf", "createrepo_c", "busybox", "mkfs.ext4", "chroot")
 BASE_SH = ("Provides: /bin/sh\n"
            "%global _binaries_in_noarch_packages_terminate_build 0")
 BASE_INSTALL = ("mkdir -p %{buildroot}/bin %{buildroot}/usr/bin\n"
@@ -35,10 +36,7 @@ BASE_INSTALL = ("mkdir -p %{buildroot}/bin %{buildroot}/usr/bin\n"
 
 
 def require_tools() -> None:
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: install the Debian package {package} "
-                        "(scripts/install-system-packages)")
+    require_all(TOOLS)
 
 
 def _script_rpm(work: Path, name: str, version: str, body: list[str], **kw) -> Path:

@@ -11,6 +11,7 @@ import pytest
 from conductor.patching import hosts, signing
 from conductor.patching.controller import PatchController
 from tests.functional.rpm_tools import build_rpm
+from tests.functional.tools import require
 
 BIN = Path(sys.executable).parent
 
@@ -38,9 +39,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if shutil.which("createrepo_c") is None:
-        pytest.fail("createrepo_c is not installed: install createrepo-c "
-                    "(scripts/install-system-packages)")
+    require("createrepo_c")
     return Lab(tmp_path_factory.mktemp("patchctl"))
 
 

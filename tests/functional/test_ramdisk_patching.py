@@ -27,8 +27,8 @@ import pytest
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call, mac, provision, wait_node
 from tests.functional.rpm_tools import build_rpm
+from tests.functional.tools import require, require_all
 from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH, installed
-from tests.functional.ipmi_peers import require
 from tests.functional.test_patch_walkthrough import HTTP_RE, hosts, wait_for
 from tests.functional.test_virtlab_machine import (TFTP_RE, _enrol, _pxe, lab_factory,  # noqa: F401
                                                    require_image_tools)
@@ -37,16 +37,12 @@ from virtlab.process import start_ready, stop
 
 BIN = Path(sys.executable).parent
 IMAGE_MIB, DISK_MIB = 40, 48
-TOOLS = {"rpm": "rpm", "rpmbuild": "rpm", "dnf": "dnf", "createrepo_c": "createrepo-c",
-         "busybox": "busybox-static", "mkfs.ext4": "e2fsprogs", "sgdisk": "gdisk",
-         "mount": "mount"}
+#: the real peers this lab drives (tests.functional.tools.TOOLS names their packages).
+TOOLS = ("rpm", "rpmbuild", "dnf", "createrepo_c", "busybox", "mkfs.ext4", "sgdisk", "mount")
 
 
 def require_tools() -> None:
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            pytest.fail(f"{tool} is not installed: install the Debian package {package} "
-                        "(scripts/install-system-packages)")
+    require_all(TOOLS)
 
 
 def make_image(path: Path, rpms: list[Path], work: Path) -> Path:

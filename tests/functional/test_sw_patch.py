@@ -1,6 +1,7 @@
 """`sw-patch` against a real `metalcast serve`: StarlingX's tables, messages, exit codes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,20 +18,29 @@ from tests.functional.rpm_tools import build_rpm
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    work = tmp_path_factory.mktemp("swpatch")
+@contextlib.contextmanager
+def patching_server(work: Path, feeds: dict[str, tuple[str, ...]], subdir: str = "Packages"):
+    """A real `metalcast serve` running release 1.0, with a patch signing key and, per
+    release, a base feed (``feed/rel-RELEASE/SUBDIR``) of the named RPMs at 1.0-1."""
     server = start_server(work / "data", {"patching": {"release": "1.0"}})
     try:
         subprocess.run([BIN / "metalcast", "patch", "keygen", "--data-dir", server.data_dir],
                        check=True, capture_output=True)
-        feed = server.data_dir / "httpboot" / "feed" / "rel-1.0" / "Packages" / "noarch"
-        feed.mkdir(parents=True)
-        for name in ("labpatch", "labtool"):
-            shutil.copy(build_rpm(work / "base", name, "1.0", "1"), feed)
-        yield work, server
+        for release, names in feeds.items():
+            feed = server.data_dir / "httpboot" / "feed" / f"rel-{release}" / subdir
+            feed.mkdir(parents=True)
+            for name in names:
+                shutil.copy(build_rpm(work / "base", name, "1.0", "1"), feed)
+        yield server
     finally:
         stop_server(server.process)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    work = tmp_path_factory.mktemp("swpatch")
+    with patching_server(work, {"1.0": ("labpatch", "labtool")}, "Packages/noarch") as server:
+        yield work, server
 
 
 def sw_patch(server, *argv, stdin: str | None = None):

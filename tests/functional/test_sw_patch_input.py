@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.conftest import start_server, stop_server
 from tests.functional.rpm_tools import build_rpm
-from tests.functional.test_sw_patch import BIN, build, sw_patch
+from tests.functional.test_sw_patch import BIN, build, patching_server, sw_patch
 
 UNKNOWN = "NOPE_0001"
 #: sub-command argv (the unknown ID appended) -> what it must print.
@@ -39,17 +38,8 @@ UNKNOWN_ID_ERRORS = {
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp("swpatch-input")
-    server = start_server(work / "data", {"patching": {"release": "1.0"}})
-    try:
-        subprocess.run([BIN / "metalcast", "patch", "keygen", "--data-dir", server.data_dir],
-                       check=True, capture_output=True)
-        for release in ("1.0", "2.0"):
-            feed = server.data_dir / "httpboot" / "feed" / f"rel-{release}" / "Packages"
-            feed.mkdir(parents=True)
-            shutil.copy(build_rpm(work / "base", "labtool", "1.0", "1"), feed)
+    with patching_server(work, {"1.0": ("labtool",), "2.0": ("labtool",)}) as server:
         yield work, server
-    finally:
-        stop_server(server.process)
 
 
 def snapshot(server) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -17,21 +16,11 @@ from pathlib import Path
 import pytest
 
 from conductor.netboot.tftp import TftpServer
+from tests.functional.tools import require
 
-#: tool -> the Debian package that ships it (scripts/install-system-packages).
-TOOLS = {"curl": "curl", "tftp": "tftp-hpa", "busybox": "busybox-static"}
 #: curl exit codes for TFTP errors (man curl, EXIT CODES).
 CURL_NOT_FOUND, CURL_PERMISSION = 68, 69
 MAC_CONFIG = "pxelinux.cfg/01-52-54-00-12-34-56"
-
-
-def require(tool: str) -> str:
-    """The tool's path; a clear failure (never a skip) when it is not installed."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: install the Debian package {TOOLS[tool]} "
-                    "(run scripts/install-system-packages as root)")
-    return path
 
 
 def run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -5,28 +5,8 @@ import time
 import bcrypt
 import pytest
 
-from api import create_app
-from conductor import config
-from conductor.appliance import Appliance
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
-
-
-@pytest.fixture
-def make_app(tmp_path):
-    made = []
-
-    def make(**overrides):
-        overrides.setdefault("pxe_enabled", False)  # no boot servers on fixed ports
-        settings = config.Settings(data_dir=str(tmp_path / f"d{len(made)}"),
-                                   conductor_host="test-conductor", **overrides)
-        appliance = Appliance(settings)
-        appliance.start()
-        made.append(appliance)
-        return create_app(appliance.service).test_client(), appliance
-    yield make
-    for appliance in made:
-        appliance.stop()
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from api import create_app
-from conductor import config, workers
-from conductor.appliance import Appliance
+from conductor import workers
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 AGENT = {"X-OpenStack-Ironic-API-Version": "1.68"}
@@ -23,23 +21,10 @@ MAC = "52:54:00:12:34:56"
 
 
 @pytest.fixture
-def make_app(tmp_path):
-    made = []
-
-    def make(**overrides):
-        overrides.setdefault("agent_command_timeout", 2.0)
-        overrides.setdefault("agent_max_command_attempts", 1)
-        if "pxe_enabled" in config.Settings.__dataclass_fields__:
-            overrides.setdefault("pxe_enabled", False)  # no boot servers needed here
-        settings = config.Settings(data_dir=str(tmp_path / f"d{len(made)}"),
-                                   conductor_host="test-conductor", **overrides)
-        appliance = Appliance(settings)
-        appliance.start()
-        made.append(appliance)
-        return create_app(appliance.service).test_client(), appliance
-    yield make
-    for appliance in made:
-        appliance.stop()
+def app_defaults() -> dict:
+    """make_app (tests/unit/conftest.py) with short agent command timeouts."""
+    return {"pxe_enabled": False, "agent_command_timeout": 2.0,
+            "agent_max_command_attempts": 1}
 
 
 @pytest.fixture

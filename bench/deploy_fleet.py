@@ -17,6 +17,13 @@ write it to N disk files of their own with O_DIRECT, checking its sha256:
   starting N ``metalcast-agent`` processes (Python start-up, lookup, TLS
   certificate), write_image, the agent's power off and the power on from disk.
 
+A second reference, printed for information and NOT the target's: **reference
++ agent start-up**, N fresh processes started at the clock (bench/_agent_start.py),
+each doing what every agent does with or without a conductor (Python start-up,
+the agent's imports, disk inventory, TLS certificate, command API bound) and
+then the same write. fleet / that shows what the conductor, IPMI, PXE and the
+lab add on top of the agents themselves.
+
 Printed: wall times, the ratio fleet / reference (target: <= 1.2), the
 conductor's CPU seconds (from /proc of the serve process) in total and per
 node. ``[agent] heartbeat_timeout`` is the appliance's default (300: a beat every
@@ -98,6 +105,29 @@ def reference(url: str, digest: str, root: Path, count: int, disk_mib: int) -> d
     return {"seconds": seconds, "cpu": cpu}
 
 
+def reference_with_startup(url: str, digest: str, root: Path, count: int,
+                           disk_mib: int) -> dict:
+    """Wall and CPU seconds of ``count`` agent-equivalent processes started at once,
+    each starting up like metalcast-agent and then writing (bench/_agent_start.py)."""
+    script = str(Path(__file__).resolve().with_name("_agent_start.py"))
+    disks = []
+    for i in range(count):
+        disk = root / f"ref2-{i}.img"
+        with open(disk, "wb") as f:
+            f.truncate(disk_mib << 20)
+        disks.append(str(disk))
+    cpu0, started = _children_cpu(), time.monotonic()
+    procs = [subprocess.Popen([sys.executable, script, url, disk, digest],
+                              stdout=subprocess.DEVNULL) for disk in disks]
+    codes = [p.wait() for p in procs]
+    seconds, cpu = time.monotonic() - started, _children_cpu() - cpu0
+    for disk in disks:
+        os.unlink(disk)
+    if any(codes):
+        raise RuntimeError(f"agent-equivalent writes failed: exit codes {codes}")
+    return {"seconds": seconds, "cpu": cpu}
+
+
 def _wait_active(client: Client, uuids: set[str], timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -152,13 +182,14 @@ def fleet(url: str, digest: str, root: Path, count: int, disk_mib: int, args) ->
                 client.set_provision_state(uuid, target)
             demo_lab.wait_all(client, uuids, (state,), 300)
         spy = _py_spy(args.profile, appliance.pid)
-        lab0 = proc_cpu(lab.pid, children=True)
+        lab0, own0 = proc_cpu(lab.pid, children=True), proc_cpu(lab.pid)
         cpu0, started = appliance.cpu_seconds(), time.monotonic()
         for uuid in uuids:
             client.set_provision_state(uuid, "active")
         nodes = _wait_active(client, set(uuids), 900)
         seconds, cpu = time.monotonic() - started, appliance.cpu_seconds() - cpu0
         lab_cpu = proc_cpu(lab.pid, children=True) - lab0   # machines + exited agents
+        lab_own = proc_cpu(lab.pid) - own0                   # supervisor + firmware only
         if spy is not None:     # py-spy writes its profile on SIGINT
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -167,7 +198,8 @@ def fleet(url: str, digest: str, root: Path, count: int, disk_mib: int, args) ->
         if failed:
             raise RuntimeError(f"deploys failed: {failed}")
         booted = _booted(lab, "1", 120)
-        return {"seconds": seconds, "cpu": cpu, "booted": booted, "lab_cpu": lab_cpu}
+        return {"seconds": seconds, "cpu": cpu, "booted": booted, "lab_cpu": lab_cpu,
+                "lab_own": lab_own}
     finally:
         if lab is not None:
             stop_lab(lab)
@@ -203,12 +235,20 @@ def main(argv=None) -> int:
         print(f"reference: {args.machines} concurrent writes of {args.image_mib} MiB "
               f"(stream_raw, O_DIRECT, sha256) in {ref['seconds']:.1f}s, "
               f"{ref['cpu']:.1f}s CPU", flush=True)
+        ref2 = reference_with_startup(url, digest, root, args.machines, disk_mib)
+        print(f"reference + agent start-up (information only, not the target's): "
+              f"{args.machines} fresh agent-equivalent processes (imports, inventory, TLS "
+              f"certificate, command API) each writing the image in {ref2['seconds']:.1f}s, "
+              f"{ref2['cpu']:.1f}s CPU ({1000 * (ref2['cpu'] - ref['cpu']) / args.machines:.0f}"
+              f" ms CPU per process more than the bare write)", flush=True)
         result = fleet(url, digest, root, args.machines, disk_mib, args)
         ratio = result["seconds"] / ref["seconds"]
         print(f"fleet:     {args.machines} lab machines deployed (all active, "
               f"{result['booted']} booted VERSION_ID 1) in {result['seconds']:.1f}s")
         print(f"ratio fleet/reference: {ratio:.2f} (target <= {TARGET_RATIO}: "
               f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})")
+        print(f"ratio fleet/(reference + agent start-up): "
+              f"{result['seconds'] / ref2['seconds']:.2f} (information only)")
         print(f"conductor CPU: {result['cpu']:.1f}s total, "
               f"{1000 * result['cpu'] / args.machines:.0f} ms per node "
               f"([agent] heartbeat_timeout {args.heartbeat_timeout}, [conductor] workers "
@@ -216,7 +256,9 @@ def main(argv=None) -> int:
         print(f"lab + agents CPU (same 2 cores; on real hardware each machine's own): "
               f"{result['lab_cpu']:.1f}s, {1000 * result['lab_cpu'] / args.machines:.0f} ms "
               f"per machine (reference writes: "
-              f"{1000 * ref['cpu'] / args.machines:.0f} ms per image)")
+              f"{1000 * ref['cpu'] / args.machines:.0f} ms per image; of it the lab process "
+              f"itself (supervision, firmware, PXE downloads): "
+              f"{1000 * result['lab_own'] / args.machines:.0f} ms per machine)")
         print(f"load average 1 min: {load0:.2f} before, {os.getloadavg()[0]:.2f} after "
               f"({os.cpu_count()} CPUs)")
         return 0

@@ -45,6 +45,8 @@ STEPS = {name: {"interface": "deploy", "step": name, "priority": prio, "args": {
          for name, prio in (("deploy", 100), ("write_image", 80),
                             ("prepare_instance_boot", 60), ("tear_down_agent", 40),
                             ("boot_instance", 20))}
+#: Polling of the power state while the agent powers itself off: first pause, cap.
+POWER_OFF_POLL_FIRST, POWER_OFF_POLL_MAX = 0.1, 1.0
 PARTITION_FIELDS = ("root_gb", "root_mb", "swap_mb", "ephemeral_mb", "ephemeral_format",
                     "preserve_ephemeral", "kernel", "ramdisk")
 
@@ -250,11 +252,14 @@ def _power_off_agent(task: Task, agent) -> None:
         LOG.warning("Node %s: soft power off through the agent failed (%s); forcing it",
                     task.node.uuid, exc)
     wait = agent_base.settings_of(task).agent_post_deploy_power_off_wait
-    deadline = time.monotonic() + wait
+    deadline, pause = time.monotonic() + wait, POWER_OFF_POLL_FIRST
     while time.monotonic() < deadline:
         if task.power.get_power_state(task) is PowerState.OFF:
             break
-        time.sleep(min(1.0, wait))
+        # Short first polls (an agent is usually off within a second), backing off
+        # to POWER_OFF_POLL_MAX so a slow machine costs few BMC requests.
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        pause = min(pause * 2, POWER_OFF_POLL_MAX)
     agent_base.set_power(task, PowerState.OFF)
 
 

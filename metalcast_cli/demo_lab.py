@@ -36,8 +36,10 @@ DEMO_SECTIONS = {
     "api": {"auth_strategy": "none"},
     "pxe": {"enabled": "true", "tftp_port": 0, "http_port": 0,
             "deploy_kernel": DEPLOY_KERNEL, "deploy_ramdisk": DEPLOY_RAMDISK},
-    "ipmi": {"min_command_interval": 0.05, "command_timeout": 4,
-             "command_retry_timeout": 2, "power_state_timeout": 15},
+    # Short spacing suits a lab; the timeouts stay generous: 50 machines on a loaded
+    # 2-core host made 4 s / 2 s too tight for the virtual BMCs' answers.
+    "ipmi": {"min_command_interval": 0.05, "command_timeout": 10,
+             "command_retry_timeout": 20, "power_state_timeout": 15},
     "agent": {"post_deploy_power_off_wait": 20, "heartbeat_timeout": 3,
               "command_wait_interval": 0.2},
     "conductor": {"deploy_callback_timeout": 120, "check_provision_state_interval": 1},

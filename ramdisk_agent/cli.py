@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         inventory.list_disks(config.disks)      # bad --disk specs fail before lookup
     except ValueError as exc:
         build_parser().error(str(exc))
-    from ramdisk_agent.agent import Agent     # Flask/cryptography only when serving
+    from ramdisk_agent.agent import Agent     # command API, TLS: only when serving
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop(0))
     try:

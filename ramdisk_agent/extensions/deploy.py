@@ -15,7 +15,6 @@ import logging
 
 from ramdisk_agent import configdrive, hints
 from ramdisk_agent.commands import Extension, async_command, sync_command
-from ramdisk_agent.delta.deploy import write_delta
 from ramdisk_agent.download import DownloadOptions
 from ramdisk_agent.errors import InvalidContent
 from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION,
@@ -58,6 +57,9 @@ def _write_full(agent, spec: ImageSpec, disk: str, options, args) -> dict:
 
 def _write_delta(agent, image_info: dict, disk: str, options) -> dict:
     """Apply ``image_info["delta"]`` in place (ramdisk_agent/delta/deploy.py)."""
+    # Imported here: the delta code (and cryptography) would add to every agent's
+    # start-up, and most deploys write a full image.
+    from ramdisk_agent.delta.deploy import write_delta
     LOG.info("Node %s: applying delta %s to %s", agent.node_uuid,
              (image_info.get("delta") or {}).get("url"), disk)
     delta = write_delta(image_info, disk, options, agent.node_uuid,

@@ -101,7 +101,7 @@ def _check_boot(vm: BootedVM, appliance: ApplianceLab, node: dict, lab: NetLab) 
     console, server = vm.console.text(), appliance.log.text()
     http = f"http://{lab.address}:8080"
     # DHCP: iPXE configured the NIC from the managed dnsmasq, which logged the lease.
-    lease = re.search(rf"net0: (10\.77\.0\.\d+)/255\.255\.255\.0", console)
+    lease = re.search(r"net0: (10\.77\.0\.\d+)/255\.255\.255\.0", console)
     assert "Configuring (net0 " in console and lease, "iPXE got no DHCP lease"
     assert f"DHCPACK(br0) {lease.group(1)} {MAC}" in server
     # iPXE clients (dnsmasq tags them by option 175) get boot.ipxe over TFTP, the one

@@ -6,7 +6,6 @@ import gzip
 import io
 import os
 import time
-from pathlib import Path
 
 import pytest
 

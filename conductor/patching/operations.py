@@ -64,12 +64,17 @@ class PatchOperations:
         todo = [pid for pid in self.dependency_order(ids)
                 if self.patches[pid].repostate is RepoState.AVAILABLE]
         self._publish(todo, add=True)
-        for pid in todo:
-            self.store.move(pid, RepoState.AVAILABLE, RepoState.APPLIED)
-            self.patches[pid].repostate = RepoState.APPLIED
+        self._set_repostate(todo, RepoState.AVAILABLE, RepoState.APPLIED, result,
+                            "{} is now in the repo")
+
+    def _set_repostate(self, ids, old: RepoState, new: RepoState, result, info: str) -> None:
+        """Move each patch's metadata old -> new; its hosts are Pending until they report."""
+        for pid in ids:
+            self.store.move(pid, old, new)
+            self.patches[pid].repostate = new
             self.hosts.mark_interim(pid)
-            result.add("info", f"{pid} is now in the repo")
-            LOG.info("Patch %s applied (in the update repo)", pid)
+            result.add("info", info.format(pid))
+            LOG.info("Patch %s: %s -> %s", pid, old.value, new.value)
 
     def _check_requires(self, ids: list[str]) -> None:
         missing: dict[str, list[str]] = {}
@@ -161,12 +166,8 @@ class PatchOperations:
             else:
                 todo.append(pid)
         self._publish(todo, add=False)
-        for pid in todo:
-            self.store.move(pid, RepoState.APPLIED, RepoState.AVAILABLE)
-            self.patches[pid].repostate = RepoState.AVAILABLE
-            self.hosts.mark_interim(pid)
-            result.add("info", f"{pid} has been removed from the repo")
-            LOG.info("Patch %s removed from the update repo", pid)
+        self._set_repostate(todo, RepoState.APPLIED, RepoState.AVAILABLE, result,
+                            "{} has been removed from the repo")
 
     def _check_reverse_requires(self, ids: list[str]) -> None:
         users: dict[str, list[str]] = {}

@@ -8,7 +8,6 @@ made by ``createrepo_c --update -g comps.xml``. Hosts reach it over HTTP.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -18,8 +17,10 @@ from pathlib import Path
 from conductor import errors
 from conductor.patching import metadata as md
 from conductor.patching.store import atomic_write
+# The host agent's NEVRA record and rpm --qf format: one definition for both sides.
+from ramdisk_agent.host.dnf import QUERY_FORMAT
+from ramdisk_agent.host.plan import Package
 
-QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
 TOOL_TIMEOUT = 300
 
 
@@ -28,19 +29,6 @@ class PatchingError(errors.MetalcastError):
 
     status_code = 500
     message = "%(reason)s"
-
-
-@dataclasses.dataclass(frozen=True)
-class RpmHeader:
-    name: str
-    epoch: str
-    version: str
-    release: str
-    arch: str
-
-    @property
-    def evr(self) -> tuple[str, str, str]:
-        return (self.epoch, self.version, self.release)
 
 
 def _run(argv: list, what: str) -> str:
@@ -58,7 +46,7 @@ def _run(argv: list, what: str) -> str:
     return proc.stdout
 
 
-def headers(paths: list[Path]) -> dict[Path, RpmHeader]:
+def headers(paths: list[Path]) -> dict[Path, Package]:
     """NEVRA of each RPM file, read from its header in one ``rpm -qp`` call."""
     if not paths:
         return {}
@@ -67,7 +55,7 @@ def headers(paths: list[Path]) -> dict[Path, RpmHeader]:
     lines = [line for line in out.splitlines() if line.count("\t") == 4]
     if len(lines) != len(paths):
         raise PatchingError(reason="rpm could not read every RPM header")
-    return {path: RpmHeader(*line.split("\t")) for path, line in zip(paths, lines)}
+    return {path: Package.parse_line(line) for path, line in zip(paths, lines)}
 
 
 def base_packages(feed: Path) -> dict[tuple[str, str], tuple[str, str, str]]:

@@ -259,6 +259,13 @@ def main(argv=None) -> int:
               f"{1000 * ref['cpu'] / args.machines:.0f} ms per image; of it the lab process "
               f"itself (supervision, firmware, PXE downloads): "
               f"{1000 * result['lab_own'] / args.machines:.0f} ms per machine)")
+        cores = os.cpu_count() or 1
+        need = result["cpu"] + result["lab_cpu"]
+        print(f"CPU floor: the fleet used {need:.1f}s CPU (conductor + lab + agents), at "
+              f"least {need / cores:.1f}s on {cores} CPUs at full use = "
+              f"{need / cores / ref['seconds']:.2f}x the reference before any waiting; the "
+              f"agents' start-up and writes alone (reference + agent start-up) need "
+              f"{ref2['cpu'] / cores / ref['seconds']:.2f}x")
         print(f"load average 1 min: {load0:.2f} before, {os.getloadavg()[0]:.2f} after "
               f"({os.cpu_count()} CPUs)")
         return 0

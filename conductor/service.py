@@ -14,6 +14,7 @@ from conductor.config import Settings
 from conductor.db.api import Store, is_uuid_like, utcnow
 from conductor.db.schema import INTERFACES
 from conductor.drivers.base import PowerState
+from conductor.port_changes import PortChanges
 from conductor.task import Task
 from conductor.workers import Workers
 
@@ -342,11 +343,13 @@ class Service:
         changes = validation.apply_patch(doc, patch, table, validation.PORT_MANDATORY)
         if "node_uuid" in changes:
             changes["node_id"] = self.store.get_node(changes.pop("node_uuid")).id
-        if changes:
-            self.store.update_port(port.id, changes)
+        # Under the node locks, Ironic's state rules, boot files follow: port_changes.py.
+        self._port_changes().update(port, changes)
         return self.store.get_port(port.uuid)
 
     def delete_port(self, port_uuid: str) -> None:
         port = self.store.get_port(port_uuid)
-        self.store.delete_port(port.id)
-        LOG.info("Port %s (%s) deleted", port.uuid, port.address)
+        self._port_changes().delete(port)
+
+    def _port_changes(self) -> PortChanges:
+        return PortChanges(self.store, self.host, self.workers.context)

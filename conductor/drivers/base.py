@@ -85,6 +85,11 @@ class BootInterface(Interface):
     @abc.abstractmethod
     def clean_up_instance(self, task) -> None: ...
 
+    def ports_changed(self, task, old_macs) -> None:  # noqa: B027 - nothing keyed by MAC
+        """The node's ports were deleted, re-addressed, moved or had pxe_enabled changed;
+        ``old_macs`` are the MACs it had before. Interfaces that key boot files or DHCP
+        entries by MAC drop those of MACs it lost (conductor/port_changes.py)."""
+
 
 class DeployInterface(Interface):
     """Writes and removes instances. ``deploy``/``clean`` return "wait" when an

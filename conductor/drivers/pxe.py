@@ -15,13 +15,22 @@ import dataclasses
 import logging
 import os
 
-from conductor import errors
+from conductor import errors, states
 from conductor.drivers import base
 from conductor.netboot import render
 from conductor.netboot.services import BOOT_MODES, NetbootServices
 
 LOG = logging.getLogger(__name__)
 
+#: Provision states in which the node may be network-booting its ramdisk (the steps that
+#: enter them call prepare_ramdisk). A port change rewrites the config written for them;
+#: in every other state it only removes: a stale file must not make an idle node bootable.
+RAMDISK_STATES = frozenset(s.value for s in (
+    states.State.DEPLOYING, states.State.DEPLOYWAIT, states.State.DEPLOYHOLD,
+    states.State.CLEANING, states.State.CLEAN_WAIT, states.State.CLEAN_HOLD,
+    states.State.RESCUING, states.State.RESCUEWAIT, states.State.INSPECTING,
+    states.State.INSPECT_WAIT, states.State.SERVICING, states.State.SERVICE_WAIT,
+    states.State.SERVICE_HOLD))
 #: Boot mode -> boot loader of the ``pxe`` interface.
 PXE_LOADERS = {"bios": "pxelinux", "uefi": "grub"}
 #: (boot loader, boot mode) -> first-stage boot file DHCP hands out.
@@ -84,15 +93,46 @@ class _NetworkBoot(base.BootInterface):
         self._boot_config(task, self._services())
 
     def prepare_ramdisk(self, task) -> None:
+        self._publish(task)
+        # The next power-on must network-boot, whatever the last deploy left (disk,
+        # persistent): as Ironic's PXE boot does, for this boot only.
+        task.management.set_boot_device(task, base.BootDevice.PXE, persistent=False)
+
+    def _publish(self, task) -> None:
+        """Write the ramdisk config for the node's pxe-enabled MACs and point DHCP at it."""
         services = self._services()
         boot = self._boot_config(task, services)
         services.renderer.write(boot)
         provider = self._dhcp(task)
         if provider is not None:
             provider.update(task, self._dhcp_options(task, boot, services))
-        # The next power-on must network-boot, whatever the last deploy left (disk,
-        # persistent): as Ironic's PXE boot does, for this boot only.
-        task.management.set_boot_device(task, base.BootDevice.PXE, persistent=False)
+
+    def ports_changed(self, task, old_macs) -> None:
+        """Drop the boot files and DHCP entries of MACs the node no longer boots from.
+
+        ``old_macs``: every MAC the node had before its ports changed. Those that are
+        no longer pxe-enabled ports of the node lose their files and DHCP entries, so
+        a NIC that later shows up with such a MAC cannot boot this node's ramdisk. If
+        the node's ramdisk config is live (it is in one of RAMDISK_STATES and files
+        existed for one of its MACs), it is rewritten for the MACs it has now.
+        """
+        renderer = self._services().renderer
+        current = {p.address for p in _ports(task) if p.pxe_enabled}
+        gone = sorted(set(old_macs) - current)
+        live = task.node.provision_state in RAMDISK_STATES and any(
+            path.exists() for mac in old_macs for path in renderer.node_paths(mac))
+        removed = renderer.remove(gone)
+        provider = self._dhcp(task)
+        if provider is not None and gone:
+            provider.remove(task.node.uuid, gone)
+        if gone:
+            LOG.info("Node %s: %s no longer network-boot it; removed %s", task.node.uuid,
+                     ", ".join(gone), ", ".join(str(p) for p in removed) or "no boot file")
+        if live and current:
+            self._publish(task)
+        elif live:
+            LOG.warning("Node %s: boot config removed with its last pxe-enabled port; it "
+                        "cannot network-boot until a port is added", task.node.uuid)
 
     def clean_up_ramdisk(self, task) -> None:
         self._remove(task)

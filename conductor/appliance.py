@@ -46,6 +46,8 @@ class Appliance:
         self.service = Service(self.store, settings, self.workers)
         #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
         self.service.alarms = AlarmTable()
+        if self.workers.dns_retry is not None:  # deleted nodes' DNS removals that keep failing
+            self.workers.dns_retry.removals.alarms = self.service.alarms
         #: The patch controller (/patching/v1); None when [patching] enabled = false.
         self.service.patching = self._patching(settings, self.service.alarms)
         # Deploys install Applied patches through the ramdisk (conductor/deploy_patches.py).

@@ -14,6 +14,9 @@ schema change; it is written only under the node lock:
   "unregister", "wanted": records or None, "stale": [records that may still be in
   DNS], "error", "attempts"}``.
 
+A deleted node has no row left for that state: its records are queued in the
+``dns_pending_removals`` table instead, and conductor/dns_removals.py removes them.
+
 Every attempt reconciles: stale records (what was registered, or half-registered
 by a failed attempt, that the wanted state no longer contains) are removed, then
 the wanted records are put in place. Both operations are idempotent in DNS.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 
 from conductor import errors
 from conductor.db.api import Store
@@ -85,22 +89,20 @@ def on_undeploy(task: Task) -> None:
         _guarded(task, client, lambda: None)
 
 
-def on_delete(node, context) -> None:
-    """The node row is about to be deleted: one attempt to remove its records.
+def on_delete(node, context) -> dict | None:
+    """The node row is about to be deleted: what of it to remove from DNS later.
 
-    No row is left to hold a retry, so a failure names the records to remove by hand.
+    Returns ``dns_pending_removals`` values for ``Store.delete_node`` (None when DNS
+    may hold nothing of the node). No DNS message is sent here: the delete never
+    waits on the DNS server; conductor.dns_removals does the removal, with retries.
     """
-    client = dns_client(context)
-    if not client.enabled or not _has_state(node):
-        return
-    stale = _stale(node.driver_internal_info or {}, None)
-    try:
-        for records in stale:
-            _log_notes(node.uuid, client.unregister(records.label, list(records.addresses)))
-        LOG.info("Node %s: DNS records removed before deletion", node.uuid)
-    except Exception as exc:  # noqa: BLE001 - DNS must never block a deletion
-        LOG.warning("Node %s: deleted, but its DNS records could not be removed and must "
-                    "be removed by hand: %s: %s", node.uuid, _describe(stale), exc)
+    stale = _stale(node.driver_internal_info or {}, None) if _has_state(node) else []
+    if not stale:
+        return None
+    LOG.info("Node %s: DNS records queued for removal: %s", node.uuid, describe(stale))
+    return {"node_uuid": node.uuid, "node_name": node.name,
+            "zone": dns_client(context).zone or "",
+            "records": [records.to_dict() for records in stale]}
 
 
 def _guarded(task: Task, client, wanted) -> None:
@@ -178,10 +180,10 @@ def reconcile(task: Task, client: dns.DnsInterface, wanted: HostRecords | None) 
     info.pop(PENDING_KEY, None)
     if wanted is None:
         info.pop(RECORDS_KEY, None)
-        LOG.info("Node %s: DNS records removed: %s", node.uuid, _describe(stale))
+        LOG.info("Node %s: DNS records removed: %s", node.uuid, describe(stale))
     else:
         info[RECORDS_KEY] = wanted.to_dict()
-        LOG.info("Node %s: DNS records registered: %s", node.uuid, _describe([wanted]))
+        LOG.info("Node %s: DNS records registered: %s", node.uuid, describe([wanted]))
     task.update(driver_internal_info=info)
     return True
 
@@ -210,8 +212,8 @@ def _record_failure(task: Task, info: dict, wanted, stale, exc) -> None:
         "error": str(exc), "attempts": attempts,
     }
     task.update(driver_internal_info=info)
-    what = f"registration of {_describe([wanted])}" if wanted else \
-        f"removal of {_describe(stale)}"
+    what = f"registration of {describe([wanted])}" if wanted else \
+        f"removal of {describe(stale)}"
     settings = getattr(task.context, "settings", None)
     interval = float(getattr(settings, "dns_retry_interval", 0) or 0)
     LOG.warning("Node %s: DNS %s failed (attempt %d; retried every %gs): %s",
@@ -228,7 +230,7 @@ def _pending(node) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _describe(records) -> str:
+def describe(records) -> str:
     return "; ".join(f"{r.fqdn} -> {', '.join(r.addresses)}" for r in records) or "none"
 
 
@@ -239,7 +241,11 @@ def _log_notes(uuid: str, notes: list[str]) -> None:
 
 # -- the periodic retry ----------------------------------------------------------------
 class DnsRetry:
-    """Retries pending DNS work; each node briefly under its lock, skipped when busy."""
+    """Retries pending DNS work; each node briefly under its lock, skipped when busy.
+
+    The DNS records of deleted nodes are retried too (conductor.dns_removals); their
+    first attempt runs at once on a thread of this object's own (``wake``).
+    """
 
     #: Columns the sweep reads to pick nodes (the node is re-read under the lock).
     COLUMNS = ("id", "uuid", "driver_internal_info", "reservation", "conductor_affinity",
@@ -250,6 +256,15 @@ class DnsRetry:
         self.settings = settings
         self.context = context
         self.host = settings.conductor_host
+        from conductor import dns_removals  # it builds on this module's records
+        #: Deleted nodes' removals; ``removals.alarms`` is set by the appliance.
+        self.removals = dns_removals.PendingRemovals(store, settings, self.client)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._again = self._closed = False
+
+    def client(self) -> dns.DnsInterface:
+        return dns_client(self.context) if self.context else dns.build(self.settings)
 
     @classmethod
     def for_settings(cls, store: Store, settings, context=None) -> DnsRetry | None:
@@ -284,7 +299,37 @@ class DnsRetry:
                 done[node.uuid] = outcome
             if outcome is False:
                 break
+        done.update(self.removals.sweep())
         return done
+
+    def wake(self) -> None:
+        """Attempt the due removals now, on this object's thread (one at a time)."""
+        with self._lock:
+            self._again = True
+            if self._closed or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(target=self._drain, name="metalcast-dns",
+                                            daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._again or self._closed:
+                    return
+                self._again = False
+            try:
+                self.removals.sweep()
+            except Exception:  # noqa: BLE001 - the periodic sweep tries again
+                LOG.exception("DNS removal of deleted nodes failed unexpectedly")
+
+    def close(self, wait: bool = True) -> None:
+        """No new attempts; with ``wait``, let one in progress finish."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if wait and thread is not None:
+            thread.join()
 
     def retry_node(self, node) -> bool | None:
         """Retry one node under its lock; None when it was locked, changed or gone."""
@@ -298,7 +343,7 @@ class DnsRetry:
             pending = _pending(task.node)
             if pending is None:
                 return None
-            client = dns_client(self.context) if self.context else dns.build(self.settings)
+            client = self.client()
             wanted = HostRecords.from_dict(pending.get("wanted"))
             return reconcile(task, client, wanted)
         finally:

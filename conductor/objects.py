@@ -21,6 +21,8 @@ def _record(name: str, table, doc: str, extra=()):
 Node = _record("Node", schema.nodes, "One bare-metal node as stored.")
 Port = _record("Port", schema.ports, "One NIC (MAC address) of a node.",
                extra=[("node_uuid", object, dataclasses.field(default=None))])
+DnsRemoval = _record("DnsRemoval", schema.dns_pending_removals,
+                     "DNS records of a deleted node that are still to be removed.")
 
 NODE_COLUMNS = tuple(c.name for c in schema.nodes.columns)
 PORT_COLUMNS = tuple(c.name for c in schema.ports.columns)

@@ -138,10 +138,14 @@ class Service:
         if node.instance_uuid and not node.maintenance:
             raise errors.NodeAssociated(node=node.uuid, instance=node.instance_uuid)
         self.store.reserve(node, self.host)
-        dns_registration.on_delete(node, self.workers.context)
+        # Queued with the delete, in one transaction; removed from DNS (with retries)
+        # off this thread, so a DNS server that is down neither slows nor fails this.
+        dns_removal = dns_registration.on_delete(node, self.workers.context)
         self._forget_boot_config(node)
-        self.store.delete_node(node.id)
+        self.store.delete_node(node.id, dns_removal=dns_removal)
         LOG.info("Node %s deleted", node.uuid)
+        if dns_removal is not None and self.workers.dns_retry is not None:
+            self.workers.dns_retry.wake()
 
     def _forget_boot_config(self, node) -> None:
         """Remove the node's per-MAC boot files (pxe/ipxe) while its ports still exist."""
@@ -289,7 +293,8 @@ class Service:
         if power is None:
             raise errors.InvalidParameter(f"Invalid power state target {target!r}; "
                                           f"expected one of {sorted(POWER_TARGETS)}.")
-        if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
+        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
+                                    or timeout < 1):
             raise errors.InvalidParameter("timeout must be a positive integer")
         node = self._lock(node, {"target_power_state": power.value,
                                  "conductor_affinity": self.host})

@@ -117,6 +117,8 @@ class Workers:
         self._stop.set()
         if self.power_sync is not None:
             self.power_sync.close(wait)
+        if self.dns_retry is not None:
+            self.dns_retry.close(wait)
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
         try:
             self.store.touch_conductor(self.host, online=False)

@@ -196,6 +196,16 @@ def cmd_alarm_list(args) -> int:
     return 0
 
 
+def cmd_dns_pending(args) -> int:
+    from metalcast_cli import dns_pending
+    return dns_pending.cmd_dns_pending(args)
+
+
+def cmd_dns_forget(args) -> int:
+    from metalcast_cli import dns_pending
+    return dns_pending.cmd_dns_forget(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metalcast_cli import parser as parser_mod
     return parser_mod.build(globals())

@@ -141,6 +141,20 @@ def _alarm_commands(sub, h):
     p.set_defaults(handler=h["cmd_alarm_list"])
 
 
+def _dns_commands(sub, h):
+    dns = sub.add_parser("dns", help="DNS registration: removals still to be done").\
+        add_subparsers(metavar="COMMAND")
+    p = dns.add_parser("pending", help="list DNS records of deleted nodes that are "
+                       "still to be removed (read from the database)")
+    _service_options(p)
+    _fmt(p)
+    p.set_defaults(handler=h["cmd_dns_pending"])
+    p = dns.add_parser("forget", help="drop pending removals (records removed by hand)")
+    p.add_argument("ids", nargs="+", type=int, metavar="id", help="id from `dns pending`")
+    _service_options(p)
+    p.set_defaults(handler=h["cmd_dns_forget"])
+
+
 def build(h: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalcast", description="metalcast: bare-metal provisioning appliance "
@@ -164,6 +178,7 @@ def build(h: dict) -> argparse.ArgumentParser:
     _image_commands(sub, h)
     _patch_commands(sub, h)
     _alarm_commands(sub, h)
+    _dns_commands(sub, h)
     p = sub.add_parser("demo", help="deploy a virtual lab of machines (real IPMI, iPXE, "
                                     "agent) and delta-update one")
     p.add_argument("--nodes", type=int, default=3,

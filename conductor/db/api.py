@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from conductor import errors
-from conductor.db.schema import conductors, nodes, ports
-from conductor.objects import NODE_COLUMNS, PORT_COLUMNS, Node, Port
+from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
+from conductor.objects import NODE_COLUMNS, PORT_COLUMNS, DnsRemoval, Node, Port
 
 #: Non-null columns only, so keyset pagination needs no NULL ordering rules.
 SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
@@ -138,8 +138,14 @@ class Store:
         return self.update_node(node_id, dict(values or {}, reservation=None),
                                 expect={"reservation": host})
 
-    def delete_node(self, node_id: int) -> None:
+    def delete_node(self, node_id: int, dns_removal: dict | None = None) -> None:
+        """Delete a node and its ports. ``dns_removal`` (dns_pending_removals values)
+        is queued in the same transaction: the node cannot go without it."""
         with self.engine.begin() as conn:
+            if dns_removal is not None:
+                now = utcnow()
+                values = dict({"attempts": 0, "next_attempt_at": now}, **dns_removal)
+                conn.execute(dns_pending_removals.insert().values(created_at=now, **values))
             conn.execute(ports.delete().where(ports.c.node_id == node_id))
             conn.execute(nodes.delete().where(nodes.c.id == node_id))
 
@@ -184,6 +190,41 @@ class Store:
             conn.execute(nodes.update().where(nodes.c.reservation == host)
                          .values(reservation=None, target_power_state=None))
         return list(uuids)
+
+    # -- DNS removals of deleted nodes ---------------------------------------
+    def list_dns_removals(self, due_at: datetime.datetime | None = None) -> list[DnsRemoval]:
+        """Pending removals, fewest attempts first; with ``due_at``, those due by then."""
+        table = dns_pending_removals
+        query = sa.select(table).order_by(table.c.attempts, table.c.id)
+        if due_at is not None:
+            query = query.where(table.c.next_attempt_at <= due_at)
+        with self.engine.connect() as conn:
+            return [DnsRemoval(*row) for row in conn.execute(query)]
+
+    def claim_dns_removal(self, removal_id: int, now: datetime.datetime,
+                          until: datetime.datetime) -> bool:
+        """Take a due removal for one attempt: it is not due again before ``until``.
+
+        A conditional UPDATE, as ``reserve``: of two conductors (or the periodic
+        sweep and the one right after a delete) only one wins; a conductor that dies
+        mid-attempt leaves the row due again at ``until``.
+        """
+        table = dns_pending_removals
+        query = table.update().where(table.c.id == removal_id,
+                                     table.c.next_attempt_at <= now)
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(next_attempt_at=until)).rowcount == 1
+
+    def update_dns_removal(self, removal_id: int, values: dict) -> None:
+        table = dns_pending_removals
+        with self.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.id == removal_id)
+                         .values(updated_at=utcnow(), **values))
+
+    def delete_dns_removal(self, removal_id: int) -> bool:
+        table = dns_pending_removals
+        with self.engine.begin() as conn:
+            return conn.execute(table.delete().where(table.c.id == removal_id)).rowcount == 1
 
     # -- ports -------------------------------------------------------------
     _PORT_SELECT = sa.select(*[ports.c[c] for c in PORT_COLUMNS], nodes.c.uuid).join(

@@ -96,3 +96,19 @@ conductors = sa.Table(
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=True),
 )
+
+#: DNS records of deleted nodes still to be removed (conductor/dns_removals.py): the
+#: node row is gone, so the retry lives here until the removal succeeds.
+dns_pending_removals = sa.Table(
+    "dns_pending_removals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node_uuid", sa.String(36), nullable=False, index=True),
+    sa.Column("node_name", sa.String(255), nullable=True),
+    sa.Column("zone", sa.String(255), nullable=False, default=""),
+    _json("records"),   # [{"label", "fqdn", "addresses"}], as dns_registration.HostRecords
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("next_attempt_at", _TS, nullable=False, index=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import flask
 
-from api import agent, alarms, auth, drivers, errors, microversion, nodes, patching, ports, root
+from api import (agent, alarms, auth, common, drivers, errors, microversion, nodes, patching,
+                 ports, root)
 from api.json_provider import OrjsonProvider
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
@@ -28,7 +29,7 @@ def _negotiate() -> None:
 def create_app(service, settings=None) -> flask.Flask:
     """Build the WSGI app around a conductor ``service`` (see conductor.service)."""
     settings = settings or service.settings
-    app = flask.Flask("metalcast")
+    app = flask.Flask("metalcast", static_folder=None)  # no /static: it served $CWD/static
     app.config.update(MAX_LIMIT=settings.api_max_limit,
                       PUBLIC_ENDPOINT=settings.api_public_endpoint or None,
                       MAX_CONTENT_LENGTH=128 * 1024 * 1024)
@@ -38,6 +39,7 @@ def create_app(service, settings=None) -> flask.Flask:
     app.extensions["metalcast.service"] = service
     app.url_map.strict_slashes = False
     auth.init_app(app, settings.api_auth_strategy, settings.htpasswd_path)
+    app.before_request(common.refuse_nul)  # before any lookup: PostgreSQL 500s on NUL
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
     errors.init_app(app)

@@ -66,8 +66,6 @@ def reset_host_agent_token(node_ident):
 def heartbeat(node_ident):
     _ramdisk_endpoints_allowed()
     body = common.json_body()
-    if not isinstance(body, dict):
-        raise errors.InvalidParameter("The heartbeat body must be a JSON object.")
     host = {field: body.pop(field) for field in HOST_HEARTBEAT_FIELDS if field in body}
     for field, kind in HOST_HEARTBEAT_FIELDS.items():
         if host.get(field) is not None and not isinstance(host[field], kind):

@@ -1,9 +1,11 @@
 """Small helpers shared by the blueprints: the service handle, bodies, paging."""
 from __future__ import annotations
 
+import json
 from urllib.parse import urlencode
 
 import flask
+from werkzeug import exceptions as http
 
 from conductor import errors
 
@@ -13,16 +15,87 @@ def service():
     return flask.current_app.extensions["metalcast.service"]
 
 
-def json_body():
-    """The request's JSON body; a clear 400 when it is missing or malformed."""
-    data = flask.request.get_json(silent=True)
-    if data is None:
-        raw = flask.request.get_data(cache=True)
-        if not raw.strip():
-            raise errors.InvalidParameter("A JSON request body is required.")
-        raise errors.InvalidParameter("Malformed JSON in request body; check quoting and "
-                                      "commas (the body must be valid JSON).")
+#: What a JSON body must be, by the type the route expects -> how to say it.
+_DOCUMENT_NAMES = {dict: "a JSON object", list: "a JSON array (a JSON patch)"}
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body(expected: type = dict, optional: bool = False):
+    """The request's JSON body, which must be ``expected`` (dict or list).
+
+    The one place request bodies are parsed, so every route refuses the same way:
+    415 for a Content-Type that is not JSON, 400 for a missing (unless ``optional``:
+    then None), malformed, non-standard (NaN, Infinity), too deeply nested or
+    wrongly typed document, or one whose text no database can store (a NUL
+    character, an unpaired UTF-16 surrogate such as "\\ud800").
+    """
+    raw = flask.request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
+    if not raw.strip():
+        if optional:
+            return None
+        raise errors.InvalidParameter("A JSON request body is required.")
+    if flask.request.mimetype and not flask.request.is_json:
+        raise http.UnsupportedMediaType(
+            f"The request body must be JSON (Content-Type: application/json), not "
+            f"{flask.request.mimetype!r}.")
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise errors.InvalidParameter("Malformed JSON in request body: nested too "
+                                      "deeply.") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise errors.InvalidParameter(f"Malformed JSON in request body: {exc}; check "
+                                      "quoting and commas.") from None
+    if not isinstance(data, expected):
+        raise errors.InvalidParameter(f"The request body must be {_DOCUMENT_NAMES[expected]}"
+                                      f", not {_json_type(data)}.")
+    if _has_unstorable_text(data):
+        raise errors.InvalidParameter(
+            "The request body holds a NUL character (\\u0000) or an unpaired surrogate "
+            "(\\ud800-\\udfff); neither is allowed.")
     return data
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _has_unstorable_text(value) -> bool:
+    """Whether any string (key or value) in the document holds a NUL character (which
+    PostgreSQL refuses) or a lone surrogate (which is not UTF-8 at all)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or not (item.isascii() or _utf8(item)):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def refuse_nul() -> None:
+    """before_request: a NUL in the path or query string is a 400 before any lookup
+    (PostgreSQL cannot even compare text holding one: a 500 there otherwise)."""
+    args = flask.request.args
+    if "\x00" in flask.request.path or any("\x00" in key or "\x00" in value
+                                           for key, value in args.items(multi=True)):
+        raise errors.InvalidParameter("NUL characters (%00) are not allowed in the URL.")
 
 
 def int_arg(name: str, default=None, minimum: int = 1):

@@ -16,7 +16,8 @@ MAX_VERSION = (1, 115)
 HEADER = "X-OpenStack-Ironic-API-Version"
 MIN_HEADER = "X-OpenStack-Ironic-API-Minimum-Version"
 MAX_HEADER = "X-OpenStack-Ironic-API-Maximum-Version"
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
+#: Nine digits at most: int() of thousands of digits is refused (ValueError).
+_VERSION_RE = re.compile(r"^(\d{1,9})\.(\d{1,9})$")
 
 
 def text(version: tuple[int, int]) -> str:

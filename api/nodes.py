@@ -118,11 +118,10 @@ def get_node(ident):
 
 @bp.patch("/<ident>")
 def update_node(ident):
-    patch = common.json_body()
-    if isinstance(patch, list):
-        _check_versioned_input({p.get("path", "/").split("/")[1] for p in patch
-                                if isinstance(p, dict) and isinstance(p.get("path"), str)
-                                and p.get("path").count("/") >= 1})
+    patch = common.json_body(list)
+    _check_versioned_input({p.get("path", "/").split("/")[1] for p in patch
+                            if isinstance(p, dict) and isinstance(p.get("path"), str)
+                            and p.get("path").count("/") >= 1})
     return views.node_dict(common.service().update_node(ident, patch))
 
 
@@ -185,8 +184,10 @@ def set_power_state(ident):
 
 @bp.put("/<ident>/maintenance")
 def set_maintenance(ident):
-    body = flask.request.get_json(silent=True) or {}
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = common.json_body(optional=True) or {}  # Ironic takes no body, or {"reason"}
+    reason = body.get("reason")
+    if set(body) - {"reason"} or (reason is not None and not isinstance(reason, str)):
+        raise errors.InvalidParameter('The body must be empty or {"reason": "<text>"}.')
     common.service().set_maintenance(ident, True, reason)
     return "", 202
 

@@ -71,6 +71,11 @@ def upload():
 def upload_dir():
     dirs = [value for key, value in sorted(flask.request.args.items())
             if key.startswith("dir")]
+    for directory in dirs:  # sw-patch sends absolute paths; never the server's cwd
+        if not os.path.isabs(directory) or "\x00" in directory:
+            return {"info": "", "warning": "",
+                    "error": f"Invalid directory {directory!r}: an absolute path is "
+                             "required\n"}
     paths = sorted(p for d in dirs for p in Path(d).glob("*.patch"))
     if not paths:
         return {"info": "", "warning": "", "error": "No patches found\n"}

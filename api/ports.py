@@ -45,11 +45,10 @@ def list_ports_detail():
 @bp.post("/")
 def create_port():
     body = common.json_body()
-    if isinstance(body, dict):
-        too_new = [f for f in body if not views.visible(f, views.PORT_FIELD_VERSIONS)]
-        if too_new:
-            raise errors.NotAcceptable(f"Field(s) {', '.join(sorted(too_new))} require a "
-                                       "newer API version.")
+    too_new = [f for f in body if not views.visible(f, views.PORT_FIELD_VERSIONS)]
+    if too_new:
+        raise errors.NotAcceptable(f"Field(s) {', '.join(sorted(too_new))} require a "
+                                   "newer API version.")
     port = common.service().create_port(body)
     response = flask.jsonify(views.port_dict(port))
     response.status_code = 201
@@ -66,7 +65,7 @@ def get_port(port_uuid):
 
 @bp.patch("/<port_uuid>")
 def update_port(port_uuid):
-    return views.port_dict(common.service().update_port(port_uuid, common.json_body()))
+    return views.port_dict(common.service().update_port(port_uuid, common.json_body(list)))
 
 
 @bp.delete("/<port_uuid>")

@@ -90,6 +90,9 @@ def local_link(value, field):
     unknown = set(value) - _LLC_KEYS
     if unknown:
         raise _bad(field, f"unknown keys {sorted(unknown)}; allowed: {sorted(_LLC_KEYS)}")
+    not_text = sorted(k for k, v in value.items() if not isinstance(v, str))
+    if not_text:  # Ironic's values are all strings (a MAC, a port name, ...)
+        raise _bad(field, f"the values of {not_text} must be strings")
     return value
 
 

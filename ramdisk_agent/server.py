@@ -57,6 +57,10 @@ def _fault(status: int, message: str) -> dict:
     return {"faultcode": "Client" if status < 500 else "Server", "faultstring": message}
 
 
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _wanted(query: dict, name: str) -> bool:
     return query.get(name, ["false"])[-1].lower() in ("true", "1", "yes")
 
@@ -135,9 +139,9 @@ class CommandApi:
         return {"commands": [r.serialize() for r in self.runner.list()]}
 
     def _run(self, query: dict, body: bytes) -> dict:
-        try:
-            request = json.loads(body) if body else None
-        except ValueError:
+        try:  # NaN/Infinity are not JSON; a deep nesting overflows the parser's stack
+            request = json.loads(body, parse_constant=_not_json) if body.strip() else None
+        except (ValueError, RecursionError):
             request = None
         if not isinstance(request, dict) or "name" not in request:
             raise InvalidContent('Body must be a JSON object {"name": ..., "params": {...}}')
@@ -214,10 +218,12 @@ class RedactingRequestHandler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_BODY or "Transfer-Encoding" in self.headers:
-            self.close_connection = True
-            return self._reply(400 if length < 0 else 413, _fault(
-                400, "A body needs a Content-Length of at most %d bytes" % MAX_BODY))
+        chunked = "Transfer-Encoding" in self.headers
+        if length < 0 or length > MAX_BODY or chunked:
+            self.close_connection = True  # 411 chunked, 400 unreadable, 413 too long
+            status = 411 if chunked else 400 if length < 0 else 413
+            return self._reply(status, _fault(
+                status, "A body needs a Content-Length of at most %d bytes" % MAX_BODY))
         body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
         host = self.headers.get("Host") or "%s:%s" % self.server.server_address[:2]
@@ -228,8 +234,25 @@ class RedactingRequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        """http.server's own refusals (a broken request line, a header too long, a
+        method with no handler) as the API's JSON fault instead of an HTML page; a
+        method this API does not serve is 405, as on every route."""
+        status = http.HTTPStatus(code)
+        if status is http.HTTPStatus.NOT_IMPLEMENTED:
+            status = http.HTTPStatus.METHOD_NOT_ALLOWED
+            message = "The method is not allowed for the requested URL."
+        if self.request_version in ("", "HTTP/0.9"):  # the request line was not HTTP
+            self.request_version = self.protocol_version  # answer with a status line
+        self.log_error("code %d, message %s", status.value, message)
+        self.close_connection = True
+        self._reply(status.value, _fault(status.value, message or status.phrase))
 
     def log_request(self, code="-", size="-") -> None:
         code = getattr(code, "value", code)

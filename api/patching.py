@@ -15,8 +15,10 @@ from pathlib import Path
 import flask
 
 bp = flask.Blueprint("patching", __name__, url_prefix="/patching")
-#: Largest upload accepted (a patch holds RPMs; the JSON API keeps its own cap).
-MAX_UPLOAD = 8 << 30
+#: Largest upload accepted (a patch holds RPMs; the JSON API keeps its own cap). The
+#: WSGI server is given the same limit (metalcast_cli/server.py): waitress buffers a
+#: whole body to disk before the app sees it, so its cap is the one that bites first.
+MAX_UPLOAD = 1 << 30
 
 
 def _ctl():

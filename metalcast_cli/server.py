@@ -11,6 +11,7 @@ import threading
 from waitress.server import create_server
 
 from api import create_app
+from api.patching import MAX_UPLOAD
 from conductor.appliance import Appliance
 from conductor.config import Settings
 
@@ -25,7 +26,8 @@ class Server:
         app = create_app(self.appliance.service, settings)
         self._wsgi = create_server(app, host=settings.api_host, port=settings.api_port,
                                    threads=threads, ident="metalcast",
-                                   connection_limit=1000, channel_timeout=120)
+                                   connection_limit=1000, channel_timeout=120,
+                                   max_request_body_size=MAX_UPLOAD)
         port = self._wsgi.effective_port
         host = settings.api_host if ":" not in settings.api_host else f"[{settings.api_host}]"
         self.url = f"http://{host}:{port}"

@@ -27,7 +27,8 @@ LOG = logging.getLogger(__name__)
 __all__ = ["AgentClient", "CommandResult", "FAILED", "RUNNING", "SUCCEEDED", "ca_file"]
 CA_DIR = "agent-ca"
 #: HTTP status from the agent -> why, for the error message.
-HTTP_REASONS = {401: "the agent rejected the agent token (401)",
+HTTP_REASONS = {400: "the agent refused the command's parameters (400)",
+                401: "the agent rejected the agent token (401)",
                 409: "the agent is busy with another command (409)"}
 
 

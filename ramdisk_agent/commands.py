@@ -6,6 +6,12 @@ unless ``wait=true``). :class:`CommandRunner` keeps every result in order (the
 conductor reads the last one), refuses a new command while one is RUNNING
 (409, IPA's "agent is busy") and calls ``on_finished`` when an async command ends,
 which the agent uses to heartbeat at once.
+
+Parameters are checked in the request, as IPA's ``async_command(name, validator)``
+does: the keyword names against the method's signature, then the command's
+``validate(params)`` (given to the decorator; it raises InvalidContent). Bad
+parameters answer 400 (InvalidCommandParams) and nothing is recorded or started,
+so the agent stays idle for the next command.
 """
 from __future__ import annotations
 
@@ -17,22 +23,39 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ramdisk_agent.errors import (AgentError, AgentIsBusy, InvalidCommand, InvalidContent,
+from ramdisk_agent.errors import (AgentError, AgentIsBusy, InvalidCommand,
+                                  InvalidCommandParams, InvalidContent,
                                   RequestedObjectNotFound)
 
 LOG = logging.getLogger(__name__)
 
 RUNNING, SUCCEEDED, FAILED = "RUNNING", "SUCCEEDED", "FAILED"
+Validator = Callable[[dict], None]
 
 
-def sync_command(fn: Callable) -> Callable:
-    fn.agent_command = "sync"
-    return fn
+@dataclass(frozen=True)
+class Command:
+    """One registered command: the bound method, how it runs, its parameter check."""
+    fn: Callable
+    is_async: bool
+    validate: Validator | None = None
 
 
-def async_command(fn: Callable) -> Callable:
-    fn.agent_command = "async"
-    return fn
+def _marker(kind: str, fn: Callable | None, validate: Validator | None):
+    def mark(method: Callable) -> Callable:
+        method.agent_command = (kind, validate)
+        return method
+    return mark(fn) if fn is not None else mark
+
+
+def sync_command(fn: Callable | None = None, *, validate: Validator | None = None):
+    """Mark a command run inside the request; ``validate(params)`` runs first."""
+    return _marker("sync", fn, validate)
+
+
+def async_command(fn: Callable | None = None, *, validate: Validator | None = None):
+    """Mark a command run in a thread; ``validate(params)`` runs in the request."""
+    return _marker("async", fn, validate)
 
 
 class Extension:
@@ -42,13 +65,14 @@ class Extension:
     def __init__(self, agent):
         self.agent = agent
 
-    def commands(self) -> dict[str, tuple[Callable, bool]]:
-        """command name -> (bound method, is_async)."""
+    def commands(self) -> dict[str, Command]:
+        """command name -> Command."""
         found = {}
         for attr in dir(type(self)):
-            kind = getattr(getattr(type(self), attr), "agent_command", None)
-            if kind:
-                found[attr] = (getattr(self, attr), kind == "async")
+            marker = getattr(getattr(type(self), attr), "agent_command", None)
+            if marker:
+                kind, validate = marker
+                found[attr] = Command(getattr(self, attr), kind == "async", validate)
         return found
 
 
@@ -75,7 +99,7 @@ class CommandRunner:
     """Executes commands from the registry and keeps their results."""
 
     def __init__(self, extensions: list[Extension], on_finished: Callable[[], None] | None = None):
-        self.registry: dict[str, tuple[Callable, bool]] = {}
+        self.registry: dict[str, Command] = {}
         for ext in extensions:
             for cmd, entry in ext.commands().items():
                 self.registry[f"{ext.name}.{cmd}"] = entry
@@ -95,17 +119,17 @@ class CommandRunner:
         raise RequestedObjectNotFound(f"Command {command_id} not found")
 
     def execute(self, name: str, params: dict) -> CommandResult:
-        """Start ``name``; sync commands are finished when this returns."""
+        """Start ``name``; sync commands are finished when this returns.
+
+        Unknown names and bad parameters raise (400) before anything is recorded."""
         if not isinstance(name, str) or name not in self.registry:
             raise InvalidCommand(f"Unknown command: {name!r}; known: "
                                  f"{', '.join(sorted(self.registry))}")
         if not isinstance(params, dict):
             raise InvalidContent("Command params must be a JSON object")
-        fn, is_async = self.registry[name]
-        try:
-            inspect.signature(fn).bind(**params)
-        except TypeError as exc:
-            raise InvalidContent(f"Invalid parameters for {name}: {exc}") from None
+        command = self.registry[name]
+        self._check_params(name, command, params)
+        fn, is_async = command.fn, command.is_async
         result = CommandResult(command_name=name.split(".", 1)[1], command_params=params)
         with self._lock:
             running = next((r for r in self.results if r.command_status == RUNNING), None)
@@ -119,6 +143,22 @@ class CommandRunner:
         else:
             self._run(result, fn, params, False)
         return result
+
+    @staticmethod
+    def _check_params(name: str, command: Command, params: dict) -> None:
+        """The names against the signature, then the command's own validator."""
+        try:
+            inspect.signature(command.fn).bind(**params)
+        except TypeError as exc:
+            raise InvalidCommandParams(f"Invalid parameters for {name}: {exc}") from None
+        if command.validate is None:
+            return
+        try:
+            command.validate(params)
+        except InvalidContent as exc:
+            LOG.warning("Command %s refused: %s", name, exc.message)
+            raise InvalidCommandParams(f"Invalid parameters for {name}: {exc.message}",
+                                       exc.details) from None
 
     def _run(self, result: CommandResult, fn: Callable, params: dict, is_async: bool) -> None:
         try:

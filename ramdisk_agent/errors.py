@@ -37,6 +37,11 @@ class InvalidCommand(InvalidContent):
     """The command name does not exist."""
 
 
+class InvalidCommandParams(InvalidContent):
+    """The command exists but its parameters are wrong (IPA's InvalidCommandParamsError):
+    refused in the request, before anything is recorded or started."""
+
+
 class TokenInvalid(AgentError):
     status_code = 401
     faultcode = "Client"

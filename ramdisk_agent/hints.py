@@ -85,9 +85,32 @@ def matches(disk: Disk, hints: dict) -> bool:
             if disk.rotational != _bool(value):
                 return False
         else:
-            raise InvalidContent(f"Unsupported root device hint {key!r}; supported: size, "
-                                 "model, vendor, serial, wwn, name, rotational")
+            raise InvalidContent(_unsupported(key))
     return True
+
+
+def _unsupported(key) -> str:
+    return (f"Unsupported root device hint {key!r}; supported: "
+            f"{', '.join(sorted(READERS))}")
+
+
+#: Hint name -> how its value is read (raises InvalidContent when it cannot be).
+READERS = {"size": _parse_size, "rotational": _bool, "name": str,
+           **{key: _string_value for key in STRING_HINTS}}
+
+
+def check(hints) -> None:
+    """Refuse (InvalidContent) hints that ``matches`` could not read, before any disk is
+    looked at: the command's validator runs this in the request."""
+    if hints is None:
+        return
+    if not isinstance(hints, dict):
+        raise InvalidContent('"node.properties.root_device" must be an object of root '
+                             f"device hints, not {type(hints).__name__}")
+    for key, value in hints.items():
+        if key not in READERS:
+            raise InvalidContent(_unsupported(key))
+        READERS[key](value)
 
 
 def select_root_disk(disks: Iterable[Disk], hints: dict | None) -> Disk:

@@ -28,10 +28,12 @@ import logging
 import mmap
 import os
 import queue
+import re
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 from ramdisk_agent.download import DownloadOptions, HttpStream
@@ -46,6 +48,7 @@ WIPE_BYTES = 1 << 20
 QCOW2_MAGIC = b"QFI\xfb"
 HASH_LENGTHS = {32: "md5", 64: "sha256", 128: "sha512"}   # legacy `checksum` by length
 ALLOWED_ALGOS = ("md5", "sha1", "sha256", "sha384", "sha512")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 @dataclass
@@ -61,10 +64,16 @@ class ImageSpec:
         urls = info.get("urls") or []
         if not urls or not isinstance(urls, list):
             raise InvalidContent("image_info.urls must list at least one image URL")
+        first = urllib.parse.urlsplit(urls[0]) if isinstance(urls[0], str) else None
+        if first is None or first.scheme not in ("http", "https") or not first.netloc:
+            # Only the scheme: an image URL may carry a credential (a temp URL signature).
+            got = f"a {first.scheme or 'relative'} URL" if first else type(urls[0]).__name__
+            raise InvalidContent(f"image_info.urls[0] must be an http(s) URL, not {got}")
         if info.get("image_type") == "partition":
             raise InvalidContent("Partition images are not supported; use a whole-disk image")
         algo, value = _expected_hash(info)
-        fmt = (info.get("disk_format") or "raw").lower()
+        fmt = info.get("disk_format") or "raw"
+        fmt = fmt.lower() if isinstance(fmt, str) else fmt
         if fmt not in ("raw", "qcow2"):
             raise InvalidContent(f"disk_format {fmt!r} is not supported (raw, qcow2)")
         return cls(url=urls[0], disk_format=fmt, hash_algo=algo, hash_value=value.lower())
@@ -75,11 +84,12 @@ def _expected_hash(info: dict) -> tuple[str, str]:
     algo, value = info.get("os_hash_algo"), info.get("os_hash_value")
     if not (algo and value):
         value = info.get("checksum") or ""
-        if ":" in value:
+        if isinstance(value, str) and ":" in value:
             algo, value = value.split(":", 1)
         else:
-            algo = HASH_LENGTHS.get(len(value))
-    if not value or algo not in ALLOWED_ALGOS:
+            algo = HASH_LENGTHS.get(len(value)) if isinstance(value, str) else None
+    if not (value and isinstance(value, str) and _HEX.fullmatch(value)) or \
+            algo not in ALLOWED_ALGOS:
         raise InvalidContent("image_info needs os_hash_algo+os_hash_value or a checksum "
                              f"(md5/sha256/sha512 hex); got algo={algo!r}")
     return algo, value

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import logging
 import mmap
+from dataclasses import dataclass
+from typing import Callable
 
+from ramdisk_agent import validate
 from ramdisk_agent.commands import Extension, async_command, sync_command
 from ramdisk_agent.errors import InvalidContent
 from ramdisk_agent.imagewrite import CHUNK, DiskTarget
@@ -56,12 +59,31 @@ def erase_all(path: str) -> None:
         target.close()
 
 
+@dataclass(frozen=True)
+class Step:
+    """One entry of a step table: what runs (in the command's thread) and the check
+    of its ``args`` (in the request, ``check(args, params)``; None: args unused)."""
+    run: Callable
+    check: Callable[[dict, dict], None] | None = None
+
+
+def check_step(params: dict, table: dict, kind: str) -> None:
+    """Validator of ``execute_<kind>_step``: ``step`` is an object naming a step of
+    ``table`` with object ``args``, which that step's own check accepts."""
+    validate.node_and_ports(params)
+    step = validate.field(params, "step", "an object", required=True)
+    if not isinstance(step.get("step"), str) or step["step"] not in table:
+        raise InvalidContent(f'"step.step" must name a {kind} step '
+                             f"({', '.join(sorted(table))}), not {validate.show(step.get('step'))}")
+    args = validate.field(step, "args", "an object", "step.") or {}
+    if table[step["step"]].check is not None:
+        table[step["step"]].check(args, params)
+
+
 def run_step(extension, step: dict, table: dict, kind: str, **kwargs) -> dict:
-    """Run ``step`` from ``table`` (step name -> function) and shape the result."""
-    if not isinstance(step, dict) or step.get("step") not in table:
-        raise InvalidContent(f"Unknown {kind} step {step!r}; known: {', '.join(sorted(table))}")
+    """Run ``step`` (already checked by check_step) from ``table``; shape the result."""
     LOG.info("Node %s: %s step %s starting", extension.agent.node_uuid, kind, step["step"])
-    value = table[step["step"]](extension, step.get("args") or {}, **kwargs)
+    value = table[step["step"]].run(extension, step.get("args") or {}, **kwargs)
     return {f"{kind}_result": value, f"{kind}_step": step}
 
 
@@ -80,18 +102,19 @@ def erase_devices(extension, args, **_ignored):
     return None
 
 
-CLEAN_STEPS = {"erase_devices_metadata": erase_devices_metadata, "erase_devices": erase_devices}
+CLEAN_STEPS = {"erase_devices_metadata": Step(erase_devices_metadata),
+               "erase_devices": Step(erase_devices)}
 
 
 class CleanExtension(Extension):
     name = "clean"
 
-    @sync_command
+    @sync_command(validate=validate.node_and_ports)
     def get_clean_steps(self, node=None, ports=None, **_ignored):
         return {"clean_steps": {HARDWARE_MANAGER: [step_entry("erase_devices_metadata", 99),
                                                    step_entry("erase_devices", 0)]},
                 "hardware_manager_version": MANAGER_VERSION}
 
-    @async_command
+    @async_command(validate=lambda params: check_step(params, CLEAN_STEPS, "clean"))
     def execute_clean_step(self, step, node=None, ports=None, clean_version=None, **_ignored):
         return run_step(self, step, CLEAN_STEPS, "clean")

@@ -13,22 +13,41 @@ from __future__ import annotations
 
 import logging
 
-from ramdisk_agent import configdrive, hints
+from ramdisk_agent import configdrive, hints, validate
 from ramdisk_agent.commands import Extension, async_command, sync_command
 from ramdisk_agent.download import DownloadOptions
-from ramdisk_agent.errors import InvalidContent
-from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION,
-                                            erase_devices_metadata, run_step, step_entry)
+from ramdisk_agent.errors import AgentError, InvalidContent
+from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION, Step,
+                                            check_step, erase_devices_metadata, run_step,
+                                            step_entry)
 from ramdisk_agent.imagewrite import ImageSpec, write_image
 
 LOG = logging.getLogger(__name__)
 
 
+def check_write_image(args: dict, params: dict) -> None:
+    """write_image's args (image_info: URL, hash, format, delta; configdrive; verify)
+    and the node's root device hints, in the request."""
+    where = "step.args."
+    image_info = validate.field(args, "image_info", "an object", where, required=True)
+    ImageSpec.from_image_info(image_info)
+    if image_info.get("delta") is not None:
+        # Imported only for a delta: it pulls in cryptography (see _write_delta).
+        from ramdisk_agent.delta.deploy import DeltaSpec
+        try:
+            DeltaSpec.from_image_info(image_info)
+        except AgentError as exc:   # an unreadable public key is a bad parameter too
+            raise InvalidContent(exc.message) from None
+    if args.get("configdrive"):
+        validate.field(args, "configdrive", "a string", where)
+    validate.field(args, "verify", "a boolean", where)
+    node = params.get("node") or {}
+    hints.check((node.get("properties") or {}).get("root_device"))
+
+
 def write_image_step(extension, args, node=None, **_ignored):
     agent = extension.agent
-    image_info = args.get("image_info")
-    if not isinstance(image_info, dict):
-        raise InvalidContent("write_image needs args.image_info")
+    image_info = args["image_info"]
     spec = ImageSpec.from_image_info(image_info)
     root_hints = ((node or agent.node).get("properties") or {}).get("root_device")
     disk = hints.select_root_disk(agent.disks(), root_hints)
@@ -69,20 +88,20 @@ def _write_delta(agent, image_info: dict, disk: str, options) -> dict:
             "verified": True, "configdrive": False, "delta": delta}
 
 
-DEPLOY_STEPS = {"write_image": write_image_step,
-                "erase_devices_metadata": erase_devices_metadata}
+DEPLOY_STEPS = {"write_image": Step(write_image_step, check_write_image),
+                "erase_devices_metadata": Step(erase_devices_metadata)}
 
 
 class DeployExtension(Extension):
     name = "deploy"
 
-    @sync_command
+    @sync_command(validate=validate.node_and_ports)
     def get_deploy_steps(self, node=None, ports=None, **_ignored):
         return {"deploy_steps": {HARDWARE_MANAGER: [step_entry("write_image", 0, False),
                                                     step_entry("erase_devices_metadata", 0)]},
                 "hardware_manager_version": MANAGER_VERSION}
 
-    @async_command
+    @async_command(validate=lambda params: check_step(params, DEPLOY_STEPS, "deploy"))
     def execute_deploy_step(self, step, node=None, ports=None, deploy_version=None,
                             **_ignored):
         return run_step(self, step, DEPLOY_STEPS, "deploy", node=node)

@@ -89,7 +89,8 @@ def mounted(disk: str, part: gpt.Partition, scratch: str | None):
             mountpoint.rmdir()
 
 
-def _check(params: dict) -> None:
+def check_install_patches(params: dict) -> None:
+    """The command's validator (run in the request): repos, release, node type."""
     for key in ("base_repo_url", "sw_version", "nodetype"):
         if not isinstance(params.get(key), str) or not params[key]:
             raise InvalidContent(f'"{key}" must be a non-empty string')
@@ -113,13 +114,9 @@ class PatchesExtension(Extension):
 
     name = "deploy"
 
-    @async_command
+    @async_command(validate=check_install_patches)
     def install_patches(self, base_repo_url=None, updates_repo_url=None, sw_version=None,
                         nodetype=None, subfunctions=None, partition=None, **_ignored):
-        params = {"base_repo_url": base_repo_url, "updates_repo_url": updates_repo_url,
-                  "sw_version": sw_version, "nodetype": nodetype,
-                  "subfunctions": subfunctions, "partition": partition}
-        _check(params)
         agent = self.agent
         disk = agent.root_disk
         if not disk:

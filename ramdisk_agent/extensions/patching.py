@@ -10,23 +10,26 @@ Only host mode registers this extension; the ramdisk has no patch engine to run.
 """
 from __future__ import annotations
 
+from ramdisk_agent import validate
 from ramdisk_agent.commands import Extension, async_command, sync_command
-from ramdisk_agent.errors import InvalidContent
+
+
+def check_install(params: dict) -> None:
+    """``force`` and ``locked`` booleans (or null), ``request_id`` a string (or null)."""
+    validate.field(params, "force", "a boolean")
+    validate.field(params, "locked", "a boolean")
+    validate.field(params, "request_id", "a string")
 
 
 class PatchingExtension(Extension):
     name = "patching"
 
-    @async_command
-    def install(self, force: bool = False, locked: bool | None = None,
+    @async_command(validate=check_install)
+    def install(self, force: bool | None = False, locked: bool | None = None,
                 request_id: str | None = None):
-        if not isinstance(force, bool) or not isinstance(locked, (bool, type(None))):
-            raise InvalidContent('"force" and "locked" must be booleans')
-        if request_id is not None and not isinstance(request_id, str):
-            raise InvalidContent('"request_id" must be a string')
-        return self.agent.install(force=force, locked=locked, request_id=request_id)
+        return self.agent.install(force=bool(force), locked=locked, request_id=request_id)
 
     @sync_command
-    def query(self, **_ignored):
+    def query(self):
         self.agent.heartbeat_now()
         return {"reporting": True}

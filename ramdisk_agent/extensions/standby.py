@@ -32,21 +32,22 @@ SYSTEM_COMMANDS = {"power_off": "poweroff", "reboot": "reboot"}
 class StandbyExtension(Extension):
     name = "standby"
 
+    # No parameters (Ironic sends {}): the runner refuses any, in the request.
     @async_command
-    def power_off(self, **_ignored):
+    def power_off(self):
         return self._power("power_off")
 
     @async_command
-    def reboot(self, **_ignored):
+    def reboot(self):
         return self._power("reboot")
 
     @sync_command
-    def sync(self, **_ignored):
+    def sync(self):
         os.sync()
         return None
 
     @sync_command
-    def get_partition_uuids(self, **_ignored):
+    def get_partition_uuids(self):
         """Disk identifier and partitions of the disk the image went to."""
         disk = self.agent.root_disk
         if not disk:

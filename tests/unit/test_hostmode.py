@@ -7,6 +7,7 @@ import pytest
 
 from ramdisk_agent import hostmode
 from ramdisk_agent.commands import FAILED, SUCCEEDED, CommandRunner
+from ramdisk_agent.errors import InvalidCommandParams
 from ramdisk_agent.extensions.patching import PatchingExtension
 
 ENGINE = ["--base-url", "http://127.0.0.1:1/feed/rel-1.0", "--sw-version", "1.0"]
@@ -81,13 +82,30 @@ def test_install_command_answers_its_request_even_when_it_fails(tmp_path):
     assert ok.last_request == "r2"
 
 
-def test_install_params_are_checked(tmp_path):
+@pytest.mark.parametrize("params, named", [
+    ({"force": "yes"}, '"force" must be a boolean'),
+    ({"locked": 1}, '"locked" must be a boolean'),
+    ({"request_id": 7}, '"request_id" must be a string'),
+    ({"bogus": True}, "unexpected keyword argument 'bogus'"),
+])
+def test_install_params_are_refused_in_the_request(tmp_path, params, named):
+    """Bad params: InvalidCommandParams (400) before anything is recorded or run."""
     host = agent(tmp_path)
     runner = CommandRunner([PatchingExtension(host)])
-    result = runner.execute("patching.install", {"force": "yes"})
+    with pytest.raises(InvalidCommandParams) as exc:
+        runner.execute("patching.install", params)
+    assert exc.value.status_code == 400 and named in exc.value.message
+    assert runner.list() == [] and host.engine.calls == [] and host.last_request is None
+    result = runner.execute("patching.install", {"force": True, "request_id": "r3"})
     result.done.wait(5)
-    assert result.command_status == FAILED and "booleans" in result.command_error["message"]
-    assert host.engine.calls == []
+    assert result.command_status == SUCCEEDED and host.engine.calls == [(True, None)]
+
+
+def test_query_takes_no_params(tmp_path):
+    runner = CommandRunner([PatchingExtension(agent(tmp_path))])
+    with pytest.raises(InvalidCommandParams):
+        runner.execute("patching.query", {"junk": 1})
+    assert runner.list() == []
 
 
 def test_query_wakes_the_heartbeat(tmp_path):

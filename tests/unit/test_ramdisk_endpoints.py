@@ -3,7 +3,9 @@ client, over a real SQLite store and fake power: allowed states, the one-time to
 refusals that store nothing, 409 on a locked node, timeouts and token wiping."""
 import datetime
 import json
+import threading
 import time
+from types import SimpleNamespace
 
 import bcrypt
 import pytest
@@ -13,6 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conductor import workers
+from ramdisk_agent.commands import CommandRunner
+from ramdisk_agent.extensions.deploy import DeployExtension
+from ramdisk_agent.extensions.standby import StandbyExtension
+from ramdisk_agent.server import create_app, make_certificate, serve_https
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 AGENT = {"X-OpenStack-Ironic-API-Version": "1.68"}
@@ -332,4 +338,46 @@ def test_clean_wait_times_out_into_clean_failed(app):
     node = get_node(client, uuid)
     assert node["provision_state"] == "clean failed"
     assert "clean_callback_timeout" in node["last_error"]
+    assert "agent_secret_token" not in internal(appliance, uuid)
+
+
+# -- an agent refusing a command's parameters (400) ---------------------------------
+@pytest.fixture
+def refusing_agent(tmp_path):
+    """``start(token)`` -> (callback URL, PEM, runner): the real command API (real
+    deploy/standby extensions and validators) over HTTPS on 127.0.0.1:0."""
+    servers = []
+
+    def start(token: str):
+        cert, key, pem = make_certificate("127.0.0.1", str(tmp_path))
+        agent = SimpleNamespace(node_uuid=None, node={}, root_disk=None)
+        runner = CommandRunner([DeployExtension(agent), StandbyExtension(agent)])
+        httpd = serve_https(create_app(runner, lambda: token), "127.0.0.1", 0, cert, key)
+        thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        servers.append((httpd, thread))
+        return f"https://127.0.0.1:{httpd.server_port}", pem, runner
+    yield start
+    for httpd, thread in servers:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def test_agent_refusing_the_params_fails_the_deploy_with_its_message(app, refusing_agent):
+    """write_image's image_info has a file:// URL the agent cannot download: the agent
+    answers 400 in the request; the conductor fails the step at once (no retry, no
+    poll) with the agent's message in last_error, and the agent recorded nothing."""
+    client, appliance = app
+    uuid = waiting_node(client, image="file:///srv/image.raw")
+    token = token_of(client, uuid)
+    url, pem, runner = refusing_agent(token)
+    assert beat(client, uuid, token, url=url, agent_verify_ca=pem).status_code == 202
+    node = wait_for(client, uuid, "deploy failed")
+    assert "Deploy step write_image failed" in node["last_error"]
+    assert "refused the command's parameters (400)" in node["last_error"]
+    assert "Invalid parameters for deploy.execute_deploy_step" in node["last_error"]
+    assert "image_info.urls[0] must be an http(s) URL" in node["last_error"]
+    assert [r.command_name for r in runner.list()] == ["get_deploy_steps"]
+    assert node["power_state"] == "power off"
     assert "agent_secret_token" not in internal(appliance, uuid)

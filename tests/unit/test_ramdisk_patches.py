@@ -10,6 +10,7 @@ import pytest
 from conductor import deploy_patches, errors
 from conductor.patching.store import RepoState
 from ramdisk_agent import gpt
+from ramdisk_agent.commands import CommandRunner
 from ramdisk_agent.errors import AgentError, InvalidContent
 from ramdisk_agent.extensions import patches
 
@@ -68,9 +69,12 @@ GOOD = {"base_repo_url": "http://h/feed/rel-1.0", "updates_repo_url": "http://h/
     ({"partition": 0}, '"partition" must be a positive integer'),
 ])
 def test_agent_refuses_bad_params(bad, message):
-    with pytest.raises(InvalidContent, match=message):
-        patches._check(dict(GOOD, **bad))
-    patches._check(GOOD)
+    """Refused in the request (400), nothing recorded; the good params pass the check."""
+    runner = CommandRunner([patches.PatchesExtension(SimpleNamespace())])
+    with pytest.raises(InvalidContent, match=message) as exc:
+        runner.execute("deploy.install_patches", dict(GOOD, **bad))
+    assert exc.value.status_code == 400 and runner.list() == []
+    patches.check_install_patches(GOOD)
 
 
 def _task(instance_info=None, properties=None, http_url="http://10.0.0.1:8080/",

@@ -121,20 +121,21 @@ class CommandRunner:
     def execute(self, name: str, params: dict) -> CommandResult:
         """Start ``name``; sync commands are finished when this returns.
 
-        Unknown names and bad parameters raise (400) before anything is recorded."""
+        Unknown names and bad parameters raise (400) before anything is recorded; a
+        command still running answers 409 first, as IPA's execute_command does."""
         if not isinstance(name, str) or name not in self.registry:
             raise InvalidCommand(f"Unknown command: {name!r}; known: "
                                  f"{', '.join(sorted(self.registry))}")
         if not isinstance(params, dict):
             raise InvalidContent("Command params must be a JSON object")
         command = self.registry[name]
-        self._check_params(name, command, params)
         fn, is_async = command.fn, command.is_async
         result = CommandResult(command_name=name.split(".", 1)[1], command_params=params)
-        with self._lock:
+        with self._lock:    # as IPA: "busy" (409) before the parameters (400)
             running = next((r for r in self.results if r.command_status == RUNNING), None)
             if running is not None:
                 raise AgentIsBusy(running.command_name)
+            self._check_params(name, command, params)
             self.results.append(result)
         LOG.info("Command %s started (id %s)", name, result.id)
         if is_async:

@@ -76,6 +76,9 @@ def test_async_busy_then_done(setup):
     busy = post(client, "gate.echo", {"text": "x"})
     assert busy.status_code == 409 and busy.get_json()["faultcode"] == "Client"
     assert "busy" in busy.get_json()["faultstring"]
+    # As IPA: while a command runs, even bad parameters get "busy" (409), not 400.
+    busy_bad = post(client, "gate.echo", {"wrong": "x"})
+    assert busy_bad.status_code == 409 and "busy" in busy_bad.get_json()["faultstring"]
     gate.release.set()
     done = client.get(f"/v1/commands/{first['id']}?wait=true&agent_token={TOKEN}").get_json()
     assert done["command_status"] == "SUCCEEDED" and done["command_result"] == {"value": 7}

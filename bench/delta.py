@@ -160,6 +160,8 @@ def _run(work: Path, args) -> int:
           f"{[round(r['seconds'], 2) for r in applies]} -> apply/full = "
           f"{apply_s['seconds'] / full:.2f}x "
           f"[target <= 0.5x: {'PASS' if apply_s['seconds'] / full <= 0.5 else 'FAIL'}]")
+    print("  where that apply's time went: " + ", ".join(
+        f"{phase} {secs:.2f} s" for phase, secs in apply_s["phases"].items()))
     read = min(reads)
     print(f"read floor (dd iflag=direct bs=8M of the whole disk, nothing written): best "
           f"{read:.2f} s of {[round(x, 2) for x in reads]} = {read / full:.2f}x the full write; "

@@ -43,6 +43,15 @@ class ApplyResult:
     verified_bytes: int = 0     #: source bytes hashed (copy operations)
     written_bytes: int = 0      #: bytes written to the target
     seconds: float = 0.0
+    #: Seconds per phase (header, verify-source, verify-data, write incl. fsync,
+    #: read-back), in the log line and the bench: where an apply's time goes.
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def lap(self, phase: str, since: float) -> float:
+        """Record ``phase`` as lasting from ``since`` to now; now."""
+        now = time.monotonic()
+        self.phases[phase] = round(now - since, 3)
+        return now
 
 
 def apply(payload_path: str, source: str, target: str | None, public_key,
@@ -51,17 +60,20 @@ def apply(payload_path: str, source: str, target: str | None, public_key,
     started = time.monotonic()
     progress = progress or (lambda stage, done, total: None)
     in_place = target is None or os.path.realpath(target) == os.path.realpath(source)
+    result = ApplyResult()
     with open(payload_path, "rb") as stream:
         manifest, header = fmt.read_header(stream, public_key)
         data = _map_data(stream, header, manifest)
     try:
-        result = _apply(manifest, data, source, None if in_place else target, progress)
+        _apply(manifest, data, source, None if in_place else target, progress, result,
+               result.lap("header", started))
     finally:
         data.close()
     result.seconds = time.monotonic() - started
-    LOG.info("Delta %s applied: %d operations, %d bytes verified, %d written in %.2fs",
+    LOG.info("Delta %s applied: %d operations, %d bytes verified, %d written in %.2fs (%s)",
              manifest.version or "(unversioned)", result.operations, result.verified_bytes,
-             result.written_bytes, result.seconds)
+             result.written_bytes, result.seconds,
+             ", ".join(f"{phase} {secs:.2f}s" for phase, secs in result.phases.items()))
     return result
 
 
@@ -81,21 +93,23 @@ def _map_data(stream, header: int, manifest: fmt.Manifest) -> mmap.mmap:
     return _Slice(data, header)
 
 
-def _apply(manifest, data, source, target, progress) -> ApplyResult:
+def _apply(manifest, data, source, target, progress, result: ApplyResult,
+           since: float) -> None:
     if target is None and any(op.op is fmt.Op.COPY and op.src != op.dst
                               for op in manifest.operations):
         raise fmt.DeltaError("this payload moves blocks; it cannot be applied in place")
     _check_size(source, manifest.source_size, "source")
     if fmt.target_digest(op.sha256 for op in manifest.operations) != manifest.target_sha256:
         raise fmt.DeltaError("operation digests do not add up to the target digest")
-    result = ApplyResult(operations=len(manifest.operations))
+    result.operations = len(manifest.operations)
     result.verified_bytes = _verify_source(manifest, source, progress)
+    since = result.lap("verify-source", since)
     blobs = _verify_new_data(manifest, data)
+    since = result.lap("verify-data", since)
     dest = target or source
     _check_size(dest, manifest.target_size, "target")
     result.written_bytes = _write(manifest, data, blobs, source, dest, target is not None,
-                                  progress)
-    return result
+                                  progress, result, since)
 
 
 def _check_size(path: str, needed: int, what: str) -> None:
@@ -151,7 +165,8 @@ def _verify_new_data(manifest, data) -> dict[int, bytes]:
     return blobs
 
 
-def _write(manifest, data, blobs, source, dest, copy_too: bool, progress) -> int:
+def _write(manifest, data, blobs, source, dest, copy_too: bool, progress,
+           result: ApplyResult, since: float) -> int:
     """Write the new bytes (and copies when the target is another disk), read back."""
     progress("write", 0, manifest.target_size)  # from here on the disk may change
     fd = os.open(dest, os.O_RDWR)
@@ -170,7 +185,9 @@ def _write(manifest, data, blobs, source, dest, copy_too: bool, progress) -> int
             written += op.length
             progress("write", written, manifest.target_size)
         os.fsync(fd)
+        since = result.lap("write", since)
         _read_back(fd, manifest, copy_too)
+        result.lap("read-back", since)
     finally:
         os.close(fd)
         if src_fd is not None:

@@ -163,7 +163,7 @@ def write_delta(image_info: dict, disk: str, options: DownloadOptions, node_uuid
             "operations": result.operations, "verified_bytes": result.verified_bytes,
             "written_bytes": result.written_bytes,
             "download_seconds": round(fetched - started, 3),
-            "apply_seconds": round(result.seconds, 3)}
+            "apply_seconds": round(result.seconds, 3), "phases": result.phases}
 
 
 def _fail(disk: str, node_uuid: str, writing: bool, exc: BaseException) -> None:

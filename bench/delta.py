@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conductor.updates import delta_build, keys  # noqa: E402
+from metalcast_cli.demo_lab import sha256_of  # noqa: E402
 from ramdisk_agent.delta import deploy as delta_deploy  # noqa: E402
 from ramdisk_agent.delta import source as delta_source  # noqa: E402
 from ramdisk_agent.download import DownloadOptions  # noqa: E402
@@ -142,7 +143,7 @@ def _run(work: Path, args) -> int:
           f"built in {build_s:.1f} s); full image zstd -3: {full_zst / 2**20:.1f} MiB "
           f"({zst_s:.1f} s) -> payload/full = {ratio:.2%} "
           f"[target <= 5%: {'PASS' if ratio <= 0.05 else 'FAIL'}]")
-    digest = _sha256(new)
+    digest = sha256_of(new)
     server, ready, _ = start_ready([sys.executable, "-m", "virtlab.imageserver", str(work)],
                                    "IMAGESERVER ", 30, "image server")
     try:
@@ -212,14 +213,6 @@ def dd_read(disk: Path) -> float:
     subprocess.run(["dd", f"if={disk}", "of=/dev/null", "bs=8M", "iflag=direct",
                     "status=none"], check=True)
     return time.monotonic() - started
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -83,14 +83,20 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def reference(url: str, digest: str, root: Path, count: int, disk_mib: int) -> dict:
-    """Wall and CPU seconds of ``count`` concurrent agent-equivalent writes."""
+def _blank_disks(root: Path, prefix: str, count: int, disk_mib: int) -> list[str]:
+    """``count`` sparse disk files of ``disk_mib`` MiB named ``<prefix>-<i>.img``."""
     disks = []
     for i in range(count):
-        disk = root / f"ref-{i}.img"
+        disk = root / f"{prefix}-{i}.img"
         with open(disk, "wb") as f:
             f.truncate(disk_mib << 20)
         disks.append(str(disk))
+    return disks
+
+
+def reference(url: str, digest: str, root: Path, count: int, disk_mib: int) -> dict:
+    """Wall and CPU seconds of ``count`` concurrent agent-equivalent writes."""
+    disks = _blank_disks(root, "ref", count, disk_mib)
     cpu0 = _children_cpu()
     with ProcessPoolExecutor(count) as pool:
         list(pool.map(_warm, range(count * 2)))        # processes up before the clock
@@ -110,12 +116,7 @@ def reference_with_startup(url: str, digest: str, root: Path, count: int,
     """Wall and CPU seconds of ``count`` agent-equivalent processes started at once,
     each starting up like metalcast-agent and then writing (bench/_agent_start.py)."""
     script = str(Path(__file__).resolve().with_name("_agent_start.py"))
-    disks = []
-    for i in range(count):
-        disk = root / f"ref2-{i}.img"
-        with open(disk, "wb") as f:
-            f.truncate(disk_mib << 20)
-        disks.append(str(disk))
+    disks = _blank_disks(root, "ref2", count, disk_mib)
     cpu0, started = _children_cpu(), time.monotonic()
     procs = [subprocess.Popen([sys.executable, script, url, disk, digest],
                               stdout=subprocess.DEVNULL) for disk in disks]

@@ -43,8 +43,9 @@ def start_bmcs(state_dir: Path, count: int = 1, address: str = "127.0.0.1",
     """Start ``count`` BMCs (kernel-chosen ports unless given) in one child process.
 
     ``prefix`` goes before the command (virtlab.lab: ``setpriv --pdeathsig KILL``)."""
+    # "--opt=value": a credential starting with "-" would otherwise be read as an option
     cmd = list(prefix or []) + [sys.executable, "-m", "virtlab.bmc", "--address", address,
-           "--state-dir", str(state_dir), "--username", username, "--password", password]
+           "--state-dir", str(state_dir), f"--username={username}", f"--password={password}"]
     if ports:
         cmd += ["--ports", ",".join(str(p) for p in ports)]
     else:

@@ -208,7 +208,7 @@ def start_emulator(state_dir: Path, count: int = 1, address: str = "127.0.0.1",
            "--address", address, "--port", str(port), "--state-dir", str(state_dir),
            "--power-delay", "random" if power_delay is None else str(int(power_delay))]
     if username:
-        cmd += ["--username", username, "--password", password or ""]
+        cmd += [f"--username={username}", f"--password={password or ''}"]
     if quiet:
         cmd.append("--quiet")
     if tls:

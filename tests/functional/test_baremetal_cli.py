@@ -33,8 +33,8 @@ def baremetal(server, *args: str, auth: tuple[str, str] | None = None,
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     cmd = [BAREMETAL, "--os-endpoint", server.url]
     if auth:
-        cmd += ["--os-auth-type", "http_basic", "--os-username", auth[0],
-                "--os-password", auth[1]]
+        cmd += ["--os-auth-type", "http_basic", f"--os-username={auth[0]}",
+                f"--os-password={auth[1]}"]
     else:
         cmd += ["--os-auth-type", "none"]
     result = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env,

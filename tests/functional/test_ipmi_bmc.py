@@ -214,3 +214,16 @@ def test_ready_line_is_json_with_the_ports(tmp_path):
         assert ready["address"] == "127.0.0.1"
     finally:
         stop_bmcs(lab)
+
+
+def test_credentials_that_start_with_a_dash_reach_the_bmc(tmp_path):
+    """secrets.token_urlsafe can start with "-"; passed as a separate argv word,
+    argparse took it for an option and the BMC never started (a CI run failed so)."""
+    lab = start_bmcs(tmp_path / "bmc", count=1, username="-op", password="-Xy_z-12")
+    try:
+        port = lab.ports[0]
+        ipmitool_ok(port, "power", "status", username="-op", password="-Xy_z-12")
+        refused = ipmitool(port, "power", "status", username="-op", password="Xy_z-12")
+        assert refused.returncode != 0
+    finally:
+        stop_bmcs(lab)

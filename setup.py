@@ -10,8 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["api", "api.*", "conductor", "conductor.*",
                                     "ramdisk_agent", "ramdisk_agent.*", "pxe_templates",
-                                    "metalcast_cli", "metalcast_cli.*",
-                                    "virtlab", "virtlab.*"]),
+                                    "cli", "cli.*", "virtlab", "virtlab.*"]),
     package_data={"conductor.db": ["migrations/*.py", "migrations/*.mako",
                                    "migrations/versions/*.py"],
                   "pxe_templates": ["*.j2", "*/*.j2"]},
@@ -42,9 +41,9 @@ setup(
         ],
     },
     entry_points={"console_scripts": [
-        "metalcast = metalcast_cli.main:main",
+        "metalcast = cli.main:main",
         "metalcast-agent = ramdisk_agent.cli:main",
-        "sw-patch-build = metalcast_cli.patch_build:main",
-        "sw-patch = metalcast_cli.sw_patch:main",
+        "sw-patch-build = conductor.cmd.patch_build:main",
+        "sw-patch = cli.sw_patch:main",
     ]},
 )

@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import flask
 
-from api import (agent, alarms, auth, common, drivers, errors, microversion, nodes, patching,
-                 ports, root)
+from api import auth, common, errors
+from api.v1 import ramdisk as agent
+from api.starlingx import alarms
+from api.v1 import drivers
+from api.v1 import microversion
+from api.v1 import nodes
+from api.starlingx import patching
+from api.v1 import ports
+from api.v1 import root
 from api.json_provider import OrjsonProvider
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
@@ -27,7 +34,7 @@ def _negotiate() -> None:
 
 
 def create_app(service, settings=None) -> flask.Flask:
-    """Build the WSGI app around a conductor ``service`` (see conductor.service)."""
+    """Build the WSGI app around a conductor ``service`` (see conductor.service.facade)."""
     settings = settings or service.settings
     app = flask.Flask("metalcast", static_folder=None)  # no /static: it served $CWD/static
     app.config.update(MAX_LIMIT=settings.api_max_limit,

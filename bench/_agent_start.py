@@ -24,7 +24,7 @@ def main(url: str, disk: str, digest: str) -> int:
     from ramdisk_agent import inventory
     from ramdisk_agent.agent import Agent  # noqa: F401 - the agent's full import set
     from ramdisk_agent.commands import CommandRunner
-    from ramdisk_agent.imagewrite import stream_raw
+    from ramdisk_agent.ramdisk.imagewrite import stream_raw
     from ramdisk_agent.server import create_app, make_certificate, serve_https
 
     inventory.list_disks([disk])

@@ -11,9 +11,9 @@ an operator would ship). Both images and the payload are served by
 virtlab.imageserver (its own process, sendfile) on 127.0.0.1, and the "disk" is a
 file holding the old image before each run:
 
-* "full write": ramdisk_agent.imagewrite.write_image, the agent's write_image for
+* "full write": ramdisk_agent.ramdisk.imagewrite.write_image, the agent's write_image for
   a raw image (HTTP stream -> SHA-256 on the fly -> O_DIRECT writes, fsync);
-* "delta apply": ramdisk_agent.delta.deploy.write_delta, the agent's write_image
+* "delta apply": ramdisk_agent.ramdisk.delta.deploy.write_delta, the agent's write_image
   with image_info["delta"] (download the payload to scratch, verify signature and
   data, hash every unchanged range of the disk, write and read back the changed
   ones).
@@ -42,11 +42,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conductor.updates import delta_build, keys  # noqa: E402
-from metalcast_cli.demo_lab import sha256_of  # noqa: E402
-from ramdisk_agent.delta import deploy as delta_deploy  # noqa: E402
-from ramdisk_agent.delta import source as delta_source  # noqa: E402
-from ramdisk_agent.download import DownloadOptions  # noqa: E402
-from ramdisk_agent.imagewrite import ImageSpec, write_image  # noqa: E402
+from virtlab.demo.lab import sha256_of  # noqa: E402
+from ramdisk_agent.ramdisk.delta import deploy as delta_deploy  # noqa: E402
+from ramdisk_agent.ramdisk.delta import source as delta_source  # noqa: E402
+from ramdisk_agent.ramdisk.download import DownloadOptions  # noqa: E402
+from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image  # noqa: E402
 from virtlab.process import start_ready, stop  # noqa: E402
 
 BLOCK = 4096

@@ -5,7 +5,7 @@ from virtlab.images) from the same ``virtlab.imageserver`` child process and
 write it to N disk files of their own with O_DIRECT, checking its sha256:
 
 * **reference** ("no conductor at all"): N processes each running
-  ``ramdisk_agent.imagewrite.stream_raw`` (exactly what the agent's write_image
+  ``ramdisk_agent.ramdisk.imagewrite.stream_raw`` (exactly what the agent's write_image
   runs) at the same time, started before the clock starts;
 * **fleet**: a real ``metalcast serve`` (SQLite) and a virtual lab of N machines
   (``python -m virtlab.lab``, all BMCs in one child process). Nodes are enrolled
@@ -50,9 +50,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metalcast_cli import demo_lab  # noqa: E402
-from metalcast_cli.client import Client  # noqa: E402
-from ramdisk_agent.imagewrite import stream_raw  # noqa: E402
+from virtlab.demo import lab as demo_lab  # noqa: E402
+from cli.client import Client  # noqa: E402
+from ramdisk_agent.ramdisk.imagewrite import stream_raw  # noqa: E402
 from virtlab import images  # noqa: E402
 from virtlab.lab import start_lab, stop_lab  # noqa: E402
 from virtlab.process import start_ready, stop  # noqa: E402

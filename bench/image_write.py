@@ -11,7 +11,7 @@ separate process) and written, from a dropped page cache each time, to
 by three methods, ``--runs`` times each, in an order that rotates each round, after
 one unmeasured warm-up write (so no method pays for allocating the sparse file):
 
-* ``agent``: ``ramdisk_agent.imagewrite.stream_raw`` (sha256 on the fly, O_DIRECT,
+* ``agent``: ``ramdisk_agent.ramdisk.imagewrite.stream_raw`` (sha256 on the fly, O_DIRECT,
   fsync) — exactly what ``write_image`` runs;
 * ``curl|tee(sha256sum)|dd``: the same work done by the reference tools;
 * ``curl|dd``: the plain pipeline (no hash), ``bs=4M oflag=direct iflag=fullblock
@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ramdisk_agent.imagewrite import stream_raw  # noqa: E402
+from ramdisk_agent.ramdisk.imagewrite import stream_raw  # noqa: E402
 from virtlab.process import start_ready, stop  # noqa: E402
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from conductor.config import Settings  # noqa: E402
 from conductor.drivers.base import BootDevice, PowerState  # noqa: E402
 from conductor.drivers.context import DriverContext  # noqa: E402
-from conductor.drivers.ipmi import IPMIManagement, IPMIPower  # noqa: E402
+from conductor.drivers.ipmi.interfaces import IPMIManagement, IPMIPower  # noqa: E402
 from virtlab.launcher import start_bmcs, stop_bmcs  # noqa: E402
 
 

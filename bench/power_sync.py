@@ -54,7 +54,7 @@ from bench._server import ServeProcess  # noqa: E402
 from conductor import secrets  # noqa: E402
 from conductor.config import Settings  # noqa: E402
 from conductor.db import migrate  # noqa: E402
-from conductor.db.api import Store  # noqa: E402
+from conductor.db.queries import Store  # noqa: E402
 from conductor.db.engine import make_engine  # noqa: E402
 from virtlab.launcher import start_bmcs, stop_bmcs  # noqa: E402
 from virtlab.redfish import start_emulator, stop_emulator  # noqa: E402

@@ -8,14 +8,15 @@ from conductor import secrets
 from conductor.alarms import AlarmTable
 from conductor.config import Settings
 from conductor.db import migrate
-from conductor.db.api import Store
+from conductor.db.queries import Store
 from conductor.db.engine import make_engine
-from conductor.drivers import dhcp, dhcp_dnsmasq
+from conductor.netboot import dhcp
+from conductor.netboot import dnsmasq as dhcp_dnsmasq
 from conductor.drivers.context import DriverContext
-from conductor.host_agent import HostAgents
+from conductor.patching.host_channel import HostAgents
 from conductor.netboot.services import NetbootServices
-from conductor.service import Service
-from conductor.workers import Workers
+from conductor.service.facade import Service
+from conductor.engine.workers import Workers
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Appliance:
         #: TFTP/HTTP boot servers and boot config rendering (the pxe/ipxe boot interfaces).
         self.netboot = NetbootServices(settings)
         self.drivers.shared("netboot", lambda: self.netboot)
-        #: DHCP host entries per MAC (conductor/drivers/dhcp.py, context key "dhcp");
+        #: DHCP host entries per MAC (conductor/netboot/dhcp.py, context key "dhcp");
         #: bad [dhcp] settings stop start-up here. The dnsmasq starts with the boot servers.
         self.dhcp = dhcp.provider(self.drivers)
         self.dhcp_service: dhcp_dnsmasq.DhcpService | None = None
@@ -50,7 +51,7 @@ class Appliance:
             self.workers.dns_retry.removals.alarms = self.service.alarms
         #: The patch controller (/patching/v1); None when [patching] enabled = false.
         self.service.patching = self._patching(settings, self.service.alarms)
-        # Deploys install Applied patches through the ramdisk (conductor/deploy_patches.py).
+        # Deploys install Applied patches through the ramdisk (conductor/drivers/deploy/patches.py).
         self.drivers.shared("patching", lambda: self.service.patching)
         #: Installed hosts' agents (``metalcast-agent host``): lookup, heartbeat with
         #: patching reports, and the install/query commands of the patch controller.

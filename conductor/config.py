@@ -51,7 +51,7 @@ class Settings:
     conductor_automated_clean: bool = True
     conductor_enabled_hardware_types: str = "fake-hardware,ipmi,redfish"
     conductor_allow_deleting_available_nodes: bool = True
-    # Power-state sync (Ironic's [conductor] options; conductor/power_sync.py).
+    # Power-state sync (Ironic's [conductor] options; conductor/engine/power_sync.py).
     conductor_sync_power_state_interval: float = 60    # seconds between sweeps; 0 disables
     conductor_sync_power_state_workers: int = 8        # BMCs queried in parallel per sweep
     conductor_force_power_state_during_sync: bool = False  # push the recorded state instead
@@ -76,7 +76,7 @@ class Settings:
     ipmi_max_concurrent_logins: int = 8       # RMCP+ logins in flight at once; others queue
     ipmi_command_retry_timeout: float = 60.0  # retrying busy/timeout errors stops after this
     ipmi_power_state_timeout: float = 60.0    # wait for the BMC to report the new power state
-    # DNS registration (conductor/drivers/dns.py, conductor/dns_registration.py): RFC 2136
+    # DNS registration (conductor/dns/rfc2136.py, conductor/dns/registration.py): RFC 2136
     # UPDATE of A/AAAA + PTR when a node becomes active, removed on undeploy.
     dns_server: str = ""                      # IP or host name of the primary; empty disables
     dns_port: int = 53
@@ -91,7 +91,7 @@ class Settings:
     dns_protocol: str = "udp"                 # udp (TCP on truncation) | tcp
     dns_retry_interval: float = 60.0          # seconds between retries of failed updates
     # Agent: the `direct` deploy interface and the ramdisk endpoints (Ironic's [agent]
-    # and [api] ramdisk options; conductor/agent_service.py, agent_client.py, deploy.py).
+    # and [api] ramdisk options; conductor/service/ramdisk.py, agent_client.py, deploy.py).
     agent_require_tls: bool = True            # refuse plain-http agent callback URLs
     agent_heartbeat_timeout: int = 300        # told to the agent at lookup; it beats every 30-60 %
     agent_command_timeout: float = 60.0       # one HTTP request to the agent's command API
@@ -119,7 +119,7 @@ class Settings:
     pxe_deploy_ramdisk: str = ""              # likewise for deploy_ramdisk
     pxe_kernel_append_params: str = "nofb vga=normal"  # extra kernel parameters (never secrets)
     pxe_default_boot_mode: str = "bios"       # bios (PXELINUX) | uefi (GRUB) when a node says nothing
-    # DHCP (conductor/drivers/dhcp.py): per-MAC dnsmasq host entries that pick the boot
+    # DHCP (conductor/netboot/dhcp.py): per-MAC dnsmasq host entries that pick the boot
     # loader; `managed` runs our own dnsmasq on one interface, `hostsdir` only writes the
     # entries into the dhcp-hostsdir of a dnsmasq someone else runs.
     dhcp_mode: str = "none"                   # none | managed | hostsdir
@@ -147,7 +147,7 @@ class Settings:
     patching_web_root: str = ""               # updates/rel-V and feed/rel-V served to hosts;
                                               # default: the [pxe] HTTP root
     patching_repo_url: str = ""               # URL of that web root as deploy ramdisks see it
-                                              # (conductor/deploy_patches.py); default: the
+                                              # (conductor/drivers/deploy/patches.py); default: the
                                               # HTTP boot server's URL
 
     @property

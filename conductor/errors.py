@@ -107,7 +107,7 @@ class DriverError(MetalcastError):
 
 
 class AgentConnectionFailed(DriverError):
-    """The ramdisk agent's command API could not be reached (conductor/agent_client.py)."""
+    """The ramdisk agent's command API could not be reached (conductor/drivers/deploy/client.py)."""
 
     message = "Connection to agent failed: %(reason)s"
 

@@ -25,7 +25,7 @@ from conductor import errors
 LOG = logging.getLogger(__name__)
 
 #: Substrings of a key name that make its value a secret (masked by the API,
-#: encrypted at rest in driver_info). The one definition; api/views.py uses it.
+#: encrypted at rest in driver_info). The one definition; api/v1/views.py uses it.
 SECRET_MARKERS = ("pass", "secret", "token", "private_key", "kg_key", "configdrive")
 #: What the API shows instead of a secret (and what clients echo back in PATCHes).
 MASK = "******"

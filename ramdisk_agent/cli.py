@@ -26,8 +26,8 @@ from ramdisk_agent.errors import AgentError
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["host"]:        # installed host: ramdisk_agent/hostmode.py
-        from ramdisk_agent import hostmode
+    if argv[:1] == ["host"]:        # installed host: ramdisk_agent/host/mode.py
+        from ramdisk_agent.host import mode as hostmode
         return hostmode.main(argv[1:])
     try:
         config, args = load(argv)

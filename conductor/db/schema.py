@@ -97,7 +97,7 @@ conductors = sa.Table(
     sa.Column("updated_at", _TS, nullable=True),
 )
 
-#: DNS records of deleted nodes still to be removed (conductor/dns_removals.py): the
+#: DNS records of deleted nodes still to be removed (conductor/dns/removals.py): the
 #: node row is gone, so the retry lives here until the removal succeeds.
 dns_pending_removals = sa.Table(
     "dns_pending_removals", metadata,

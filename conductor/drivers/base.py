@@ -88,7 +88,7 @@ class BootInterface(Interface):
     def ports_changed(self, task, old_macs) -> None:  # noqa: B027 - nothing keyed by MAC
         """The node's ports were deleted, re-addressed, moved or had pxe_enabled changed;
         ``old_macs`` are the MACs it had before. Interfaces that key boot files or DHCP
-        entries by MAC drop those of MACs it lost (conductor/port_changes.py)."""
+        entries by MAC drop those of MACs it lost (conductor/service/ports.py)."""
 
 
 class DeployInterface(Interface):

@@ -21,7 +21,7 @@ from conductor.patching import archive, hosts, repo, signing
 from conductor.patching import metadata as md
 from conductor.patching.metadata import PatchFormatError
 from conductor.patching.operations import PatchOperations
-from ramdisk_agent.host import rpmver
+from ramdisk_agent.wire import rpmver
 from conductor.patching.store import PatchStore, RepoState
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class PatchController(PatchOperations):
         #: Set by the appliance (the host agent channel); None means not wired.
         self.installer = None
         #: Called (no arguments) after apply/remove/delete/commit so host agents
-        #: re-report at once; set by the appliance (conductor/host_agent.py).
+        #: re-report at once; set by the appliance (conductor/patching/host_channel.py).
         self.notifier = None
         #: Active alarms (conductor/alarms.py); patching owns patch_alarms.IDS in it.
         self.alarms = alarm_table or AlarmTable()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from ramdisk_agent.host import rpmver
+from ramdisk_agent.wire import rpmver
 from conductor.patching.store import RepoState
 
 PARTIAL_APPLY = "Partial-Apply"

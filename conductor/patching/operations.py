@@ -246,7 +246,7 @@ class PatchOperations:
 
     def _superseded(self, closure: list[str]) -> list[tuple]:
         """(store path, repo path) of every RPM a higher version in ``closure`` replaces."""
-        from ramdisk_agent.host.rpmver import label_compare
+        from ramdisk_agent.wire.rpmver import label_compare
         best: dict[tuple, tuple] = {}
         for pid in closure:
             meta = self.patches[pid].meta

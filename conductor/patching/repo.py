@@ -64,7 +64,7 @@ def base_packages(feed: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
     File names are trusted here (the feed is the operator's own installed load),
     as StarlingX's BasePackageData does; patch RPMs are read from their headers.
     """
-    from ramdisk_agent.host.rpmver import label_compare
+    from ramdisk_agent.wire.rpmver import label_compare
     result: dict[tuple[str, str], tuple[str, str, str]] = {}
     for path in feed.rglob("*.rpm"):
         try:

@@ -6,7 +6,7 @@ operations (applied in place, they cost a read and a hash, no write), all-zero
 blocks become ``zero``, everything else ``replace`` with zlib-compressed data.
 Runs of one kind merge into one operation of at most MAX_OP bytes, so the agent
 can hash large unchanged runs on several cores. The format is
-ramdisk_agent/delta/format.py; keys are Ed25519 (conductor/updates/keys.py).
+ramdisk_agent/wire/delta_format.py; keys are Ed25519 (conductor/updates/keys.py).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-from ramdisk_agent.delta import format as fmt
+from ramdisk_agent.wire import delta_format as fmt
 
 BLOCK = 4096
 #: Largest operation: bounds the memory of one replace and spreads hashing.

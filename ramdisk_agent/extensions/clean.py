@@ -18,7 +18,7 @@ from typing import Callable
 from ramdisk_agent import validate
 from ramdisk_agent.commands import Extension, async_command, sync_command
 from ramdisk_agent.errors import InvalidContent
-from ramdisk_agent.imagewrite import CHUNK, DiskTarget
+from ramdisk_agent.ramdisk.imagewrite import CHUNK, DiskTarget
 
 LOG = logging.getLogger(__name__)
 

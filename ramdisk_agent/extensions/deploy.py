@@ -6,21 +6,23 @@ disk's first MiB is wiped on any failure so the node stays deployable), optional
 reads it back (``--verify-write`` or step arg ``verify: true``) and writes the
 config drive when one is given. With ``image_info["delta"]`` it applies a signed
 delta payload in place instead (fields and failure policy:
-ramdisk_agent/delta/deploy.py); the full-image fields must still be valid, since
+ramdisk_agent/ramdisk/delta/deploy.py); the full-image fields must still be valid, since
 the conductor falls back to them when the delta fails.
 """
 from __future__ import annotations
 
 import logging
 
-from ramdisk_agent import configdrive, hints, validate
+from ramdisk_agent import validate
+from ramdisk_agent.ramdisk import configdrive
+from ramdisk_agent.ramdisk import hints
 from ramdisk_agent.commands import Extension, async_command, sync_command
-from ramdisk_agent.download import DownloadOptions
+from ramdisk_agent.ramdisk.download import DownloadOptions
 from ramdisk_agent.errors import AgentError, InvalidContent
 from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION, Step,
                                             check_step, erase_devices_metadata, run_step,
                                             step_entry)
-from ramdisk_agent.imagewrite import ImageSpec, write_image
+from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
 
 LOG = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def check_write_image(args: dict, params: dict) -> None:
     ImageSpec.from_image_info(image_info)
     if image_info.get("delta") is not None:
         # Imported only for a delta: it pulls in cryptography (see _write_delta).
-        from ramdisk_agent.delta.deploy import DeltaSpec
+        from ramdisk_agent.ramdisk.delta.deploy import DeltaSpec
         try:
             DeltaSpec.from_image_info(image_info)
         except AgentError as exc:   # an unreadable public key is a bad parameter too
@@ -75,10 +77,10 @@ def _write_full(agent, spec: ImageSpec, disk: str, options, args) -> dict:
 
 
 def _write_delta(agent, image_info: dict, disk: str, options) -> dict:
-    """Apply ``image_info["delta"]`` in place (ramdisk_agent/delta/deploy.py)."""
+    """Apply ``image_info["delta"]`` in place (ramdisk_agent/ramdisk/delta/deploy.py)."""
     # Imported here: the delta code (and cryptography) would add to every agent's
     # start-up, and most deploys write a full image.
-    from ramdisk_agent.delta.deploy import write_delta
+    from ramdisk_agent.ramdisk.delta.deploy import write_delta
     LOG.info("Node %s: applying delta %s to %s", agent.node_uuid,
              (image_info.get("delta") or {}).get("url"), disk)
     delta = write_delta(image_info, disk, options, agent.node_uuid,

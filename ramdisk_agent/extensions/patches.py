@@ -1,7 +1,7 @@
 """``deploy.install_patches``: bring the freshly written root up to the Applied patches.
 
 The conductor calls it after ``write_image`` when patches are Applied (or
-Committed) for the node's release (conductor/deploy_patches.py), so the host's
+Committed) for the node's release (conductor/drivers/deploy/patches.py), so the host's
 first boot is already patch-current: no extra install, no extra reboot
 (specs/starlingx-patching.md §4.6, done in the ramdisk instead of at init).
 

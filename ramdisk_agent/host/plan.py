@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ramdisk_agent.host.rpmver import label_compare
+from ramdisk_agent.wire.rpmver import label_compare
 
 #: rpm's pseudo-packages for imported GPG keys are never in a repo and never erased.
 IGNORED = frozenset({"gpg-pubkey"})

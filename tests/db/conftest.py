@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conductor.db.api import Store
+from conductor.db.queries import Store
 from conductor.db.engine import make_engine
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 
-from conductor.db.api import utcnow
+from conductor.db.queries import utcnow
 
 
 def _removal(uuid, **values):

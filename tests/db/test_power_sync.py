@@ -12,13 +12,15 @@ import time
 
 import pytest
 
-from conductor import errors, hardware, power_sync
+from conductor import errors
+from conductor.drivers import registry as hardware
+from conductor.engine import power_sync
 from conductor.config import Settings
 from conductor.drivers import base
 from conductor.drivers.base import PowerState
 from conductor.drivers.context import DriverContext
-from conductor.power_sync import Outcome
-from conductor.workers import Workers
+from conductor.engine.power_sync import Outcome
+from conductor.engine.workers import Workers
 
 HOST = "host-a"
 ON, OFF = PowerState.ON.value, PowerState.OFF.value
@@ -97,7 +99,7 @@ def test_mismatch_is_recorded_with_a_warning(store, make_node, lab, sweep, caplo
     changed = _node(make_node, "changed", power=ON)
     same = _node(make_node, "same", power=OFF)
     lab.power[changed.uuid] = PowerState.OFF
-    with caplog.at_level(logging.WARNING, logger="conductor.power_sync"):
+    with caplog.at_level(logging.WARNING, logger="conductor.engine.power_sync"):
         summary = sweep()
     assert summary.outcomes == {changed.uuid: Outcome.RECORDED, same.uuid: Outcome.IN_SYNC}
     assert store.get_node(changed.uuid).power_state == OFF
@@ -112,7 +114,7 @@ def test_mismatch_is_recorded_with_a_warning(store, make_node, lab, sweep, caplo
 def test_unknown_recorded_state_is_filled_in_silently(store, make_node, lab, sweep, caplog):
     node = _node(make_node, "unknown", power=None)
     lab.power[node.uuid] = PowerState.ON
-    with caplog.at_level(logging.WARNING, logger="conductor.power_sync"):
+    with caplog.at_level(logging.WARNING, logger="conductor.engine.power_sync"):
         assert sweep().outcomes == {node.uuid: Outcome.RECORDED}
     assert store.get_node(node.uuid).power_state == ON
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -5,9 +5,9 @@ import datetime
 
 import pytest
 
-from conductor import workers
+from conductor.engine import workers
 from conductor.config import Settings
-from conductor.db.api import utcnow
+from conductor.db.queries import utcnow
 
 
 def _reserved(store, make_node, host, **values):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conductor.db import migrate
-from conductor.db.api import Store
+from conductor.db.queries import Store
 from conductor.db.engine import make_engine
 from tests.functional.tools import require  # noqa: F401 (re-exported)
 

@@ -14,11 +14,12 @@ import subprocess
 
 import pytest
 
-from ramdisk_agent import configdrive, gpt
-from ramdisk_agent.download import DownloadOptions
+from ramdisk_agent import gpt
+from ramdisk_agent.ramdisk import configdrive
+from ramdisk_agent.ramdisk.download import DownloadOptions
 from ramdisk_agent.errors import (ImageChecksumError, ImageDownloadError, ImageWriteError,
                                   InvalidContent)
-from ramdisk_agent.imagewrite import ImageSpec, write_image
+from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
 from tests.functional.tools import require
 from virtlab.imageserver import ImageServer
 

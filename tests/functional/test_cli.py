@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conductor import config
-from metalcast_cli import main as cli
-from metalcast_cli.server import Server
+from cli import main as cli
+from api.server import Server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conductor import config, errors
-from conductor.drivers import dhcp, dhcp_dnsmasq
+from conductor.netboot import dhcp
+from conductor.netboot import dnsmasq as dhcp_dnsmasq
 from virtlab.process import stop
 from tests.functional.dhcp_peers import (RANGE, SERVER_IP, DhcpLab, ExternalDnsmasq,
                                          require, wait_for)

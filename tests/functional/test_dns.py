@@ -1,6 +1,6 @@
 """DNS registration against a real BIND 9 on 127.0.0.1 (tests/functional/dns_peers.py).
 
-The adapter tests drive ``conductor.drivers.dns`` directly and read the result back
+The adapter tests drive ``conductor.dns.rfc2136`` directly and read the result back
 with ``dig``; the end-to-end tests run ``metalcast serve`` with a ``[dns]`` section
 and deploy fake-hardware nodes through the API.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from conductor import errors
 from conductor.config import Settings
-from conductor.drivers import dns
+from conductor.dns import rfc2136 as dns
 from tests.functional.conftest import BIN_DIR, start_server, stop_server
 from tests.functional.dhcp_peers import DhcpLab, ExternalDnsmasq
 from tests.functional.dns_peers import KEY_NAME, LOCKED_ZONE, REVERSE_V4, ZONE, Named
@@ -236,7 +236,7 @@ def test_dns_outage_never_fails_a_deploy_and_is_retried(named, tmp_path):
             "dns_pending", {}).get("attempts", 0) >= 2, "retried")["driver_internal_info"]
         assert pending["dns_pending"]["action"] == "register"
         assert "did not answer within 2s" in pending["dns_pending"]["error"]
-        _wait_log(server, f"WARNING conductor.dns_registration: Node {uuid}: DNS "
+        _wait_log(server, f"WARNING conductor.dns.registration: Node {uuid}: DNS "
                   f"registration of {fqdn(name)} -> 10.77.3.3 failed (attempt 1; retried "
                   "every 1s): Driver error: DNS server 127.0.0.1")
         named.start()

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from conductor.db.api import Store
-from conductor.dns_removals import ALARM_AFTER, ALARM_ID
+from conductor.db.queries import Store
+from conductor.dns.removals import ALARM_AFTER, ALARM_ID
 from conductor.db.engine import make_engine
 from tests.functional.conftest import BIN_DIR, start_server, stop_server
 from tests.functional.dns_peers import LOCKED_ZONE, Named
@@ -88,7 +88,7 @@ def test_removal_survives_a_dns_outage_and_a_restart(named, tmp_path):
         (row,) = _wait_pending(data_dir, uuid, lambda rows: rows and rows[0]["attempts"],
                                "failed once")
         assert f"did not answer within {DNS_TIMEOUT}s" in row["last_error"]
-        _wait_log(server, f"WARNING conductor.dns_removals: Node {uuid} (deleted): DNS "
+        _wait_log(server, f"WARNING conductor.dns.removals: Node {uuid} (deleted): DNS "
                   f"removal of {fqdn(name)} -> {V4}, {V6} failed (attempt 1; next in 1s)")
         stop_server(server.process)
 
@@ -99,7 +99,7 @@ def test_removal_survives_a_dns_outage_and_a_restart(named, tmp_path):
         server = _serve(named, data_dir)   # the restarted conductor finds the row
         _wait_records(named, name, {"A": [], "AAAA": [], V4: [], V6: []})
         _wait_pending(data_dir, uuid, lambda rows: rows == [], "went away")
-        _wait_log(server, f"INFO conductor.dns_removals: Node {uuid} (deleted): DNS "
+        _wait_log(server, f"INFO conductor.dns.removals: Node {uuid} (deleted): DNS "
                   f"records removed: {fqdn(name)} -> {V4}, {V6}")
         assert named.secret not in server.output()
     finally:

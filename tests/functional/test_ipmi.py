@@ -17,7 +17,7 @@ from conductor import errors
 from conductor.config import Settings
 from conductor.drivers.base import BootDevice, PowerState
 from conductor.drivers.context import DriverContext
-from conductor.task import Task
+from conductor.engine.task import Task
 from tests.functional.ipmi_peers import (PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok,
                                          make_store)
 

@@ -13,7 +13,7 @@ import pytest
 
 from conductor import errors
 from conductor.config import Settings
-from conductor.drivers.ipmi_client import BmcAddress, BmcChannels
+from conductor.drivers.ipmi.client import BmcAddress, BmcChannels
 from tests.functional.ipmi_peers import ipmitool, ipmitool_ok, require
 from virtlab.launcher import start_bmcs, stop_bmcs
 

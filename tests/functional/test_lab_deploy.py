@@ -24,8 +24,8 @@ import time
 
 import pytest
 
-from metalcast_cli import demo_lab
-from metalcast_cli.client import Client
+from virtlab.demo import lab as demo_lab
+from cli.client import Client
 from tests.functional.helpers import mac
 from tests.functional.ipmi_peers import require
 from tests.functional.test_virtlab_machine import require_image_tools

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ramdisk_agent.host.rpmver import label_compare, split_evr, vercmp
+from ramdisk_agent.wire.rpmver import label_compare, split_evr, vercmp
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 PARTS = ["1", "2", "10", "01", "a", "b", "rc1", "~rc1", "~", "^post", "^", "0", "9",

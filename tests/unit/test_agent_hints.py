@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ramdisk_agent.errors import DeviceNotFound, InvalidContent
-from ramdisk_agent.hints import select_root_disk
+from ramdisk_agent.ramdisk.hints import select_root_disk
 from ramdisk_agent.inventory import Disk
 
 GIB = 1 << 30

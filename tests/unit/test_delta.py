@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from conductor.updates import delta_build, keys
-from ramdisk_agent.delta import apply as delta_apply
-from ramdisk_agent.delta import format as fmt
+from ramdisk_agent.ramdisk.delta import apply as delta_apply
+from ramdisk_agent.wire import delta_format as fmt
 
 SIZE = 4 << 20
 BLOCK = 4096

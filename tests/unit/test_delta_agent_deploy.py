@@ -1,4 +1,4 @@
-"""The agent's delta deploy (ramdisk_agent/delta/deploy.py): fetch over HTTP (an
+"""The agent's delta deploy (ramdisk_agent/ramdisk/delta/deploy.py): fetch over HTTP (an
 in-process virtlab.imageserver on loopback), apply in place, and the failure policy:
 untouched disk before the first write, first MiB wiped after writes began."""
 from __future__ import annotations
@@ -8,10 +8,10 @@ import random
 import pytest
 
 from conductor.updates import delta_build, keys
-from ramdisk_agent.delta import apply as delta_apply
-from ramdisk_agent.delta import deploy as delta_deploy
-from ramdisk_agent.delta import format as fmt
-from ramdisk_agent.download import DownloadOptions
+from ramdisk_agent.ramdisk.delta import apply as delta_apply
+from ramdisk_agent.ramdisk.delta import deploy as delta_deploy
+from ramdisk_agent.wire import delta_format as fmt
+from ramdisk_agent.ramdisk.download import DownloadOptions
 from ramdisk_agent.errors import InvalidContent
 from virtlab.imageserver import ImageServer
 

@@ -1,4 +1,4 @@
-"""Source verification of delta payloads (ramdisk_agent/delta/source.py): batching of
+"""Source verification of delta payloads (ramdisk_agent/ramdisk/delta/source.py): batching of
 copy ranges into aligned reads, and every range still checked on its own."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from ramdisk_agent.delta import format as fmt
-from ramdisk_agent.delta import source
+from ramdisk_agent.wire import delta_format as fmt
+from ramdisk_agent.ramdisk.delta import source
 
 KIB = 1024
 

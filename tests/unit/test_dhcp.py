@@ -11,7 +11,9 @@ import types
 import pytest
 
 from conductor import config, errors
-from conductor.drivers import dhcp, dhcp_dnsmasq, pxe
+from conductor.netboot import dhcp
+from conductor.netboot import dnsmasq as dhcp_dnsmasq
+from conductor.drivers.boot import pxe
 from conductor.drivers.context import DriverContext
 
 NODE = "8b1c4c38-8c68-4f7a-9f5e-3a2b1c0d9e8f"
@@ -91,7 +93,7 @@ def test_remove_releases_only_that_nodes_macs(tmp_path):
 
 
 def test_task_and_boot_options_callers(tmp_path):
-    """The boot interfaces pass a Task, or their DhcpBootOptions (conductor.drivers.pxe)."""
+    """The boot interfaces pass a Task, or their DhcpBootOptions (conductor.drivers.boot.pxe)."""
     provider = dhcp.HostsDirDhcp(tmp_path)
     task = types.SimpleNamespace(node=types.SimpleNamespace(uuid=NODE))
     options = pxe.DhcpBootOptions(node_uuid=NODE, macs=(MAC1,), boot_mode="uefi",

@@ -2,10 +2,12 @@
 against the agent's own parser), clean step selection, agent command results."""
 import pytest
 
-from conductor import agent_clean, config, deploy, errors
-from conductor.agent_client import CommandResult
-from conductor.objects import Node
-from ramdisk_agent.imagewrite import ImageSpec
+from conductor import config, errors
+from conductor.drivers.deploy import clean as agent_clean
+from conductor.drivers.deploy import direct as deploy
+from conductor.drivers.deploy.client import CommandResult
+from conductor.db.records import Node
+from ramdisk_agent.ramdisk.imagewrite import ImageSpec
 
 SHA256 = "ab" * 32
 

@@ -6,15 +6,15 @@ import dataclasses
 
 import pytest
 
-from conductor import dns_registration as reg
+from conductor.dns import registration as reg
 from conductor import errors
 from conductor.config import Settings
 from conductor.db import migrate
-from conductor.db.api import Store
+from conductor.db.queries import Store
 from conductor.db.engine import make_engine
-from conductor.drivers import dns
+from conductor.dns import rfc2136 as dns
 from conductor.drivers.context import DriverContext
-from conductor.task import Task
+from conductor.engine.task import Task
 
 SECRET = "N6WA9fS3/DT3j8koXn6cFulLCTHh6lrQN9TX/Qx1nYo="
 

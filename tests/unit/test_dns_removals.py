@@ -1,4 +1,4 @@
-"""DNS removals of deleted nodes (conductor/dns_removals.py): queue, backoff, bad rows,
+"""DNS removals of deleted nodes (conductor/dns/removals.py): queue, backoff, bad rows,
 alarms, the claim between conductors. The DNS server is the recording twin of
 tests/unit/test_dns.py; tests/functional/test_dns_removals.py runs a real BIND."""
 from __future__ import annotations
@@ -9,16 +9,16 @@ import threading
 
 import pytest
 
-from conductor import dns_registration as reg
-from conductor import dns_removals as rem
+from conductor.dns import registration as reg
+from conductor.dns import removals as rem
 from conductor.alarms import AlarmTable
 from conductor.config import Settings
 from conductor.db import migrate
-from conductor.db.api import Store, utcnow
+from conductor.db.queries import Store, utcnow
 from conductor.db.engine import make_engine
 from conductor.drivers.context import DriverContext
-from conductor.service import Service
-from conductor.workers import Workers
+from conductor.service.facade import Service
+from conductor.engine.workers import Workers
 from tests.unit.test_dns import RecordingDns, _settings
 
 INTERVAL = 10.0
@@ -94,7 +94,7 @@ def test_delete_queues_the_removal_with_the_node_row(store):
 
 
 def test_removal_deletes_the_row_and_uses_the_stored_fqdn(store, caplog):
-    caplog.set_level(logging.INFO, logger="conductor.dns_removals")
+    caplog.set_level(logging.INFO, logger="conductor.dns.removals")
     client = RecordingDns()
     uuid, _ = _deleted(store, "web", "10.0.0.1")
     assert _retry(store, client).sweep() == {uuid: True}

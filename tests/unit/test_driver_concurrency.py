@@ -11,8 +11,8 @@ import requests
 
 from conductor import errors
 from conductor.config import Settings
-from conductor.drivers import ipmi_client
-from conductor.drivers.ipmi_client import BmcAddress, BmcChannels
+from conductor.drivers.ipmi import client as ipmi_client
+from conductor.drivers.ipmi.client import BmcAddress, BmcChannels
 from conductor.drivers.redfish import client as redfish_client
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conductor import errors
-from metalcast_cli import enroll
+from cli import enroll
 
 
 def test_yaml_baremetal_create_format(tmp_path):

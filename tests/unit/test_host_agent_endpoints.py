@@ -1,4 +1,4 @@
-"""Host-mode lookup and heartbeat (conductor/host_agent.py) through Flask's test client,
+"""Host-mode lookup and heartbeat (conductor/patching/host_channel.py) through Flask's test client,
 over a real SQLite store: active nodes only, the separate one-time token, a new token
 for a new stay in active, reports reaching the patch controller under the node name,
 and refusals that record nothing."""

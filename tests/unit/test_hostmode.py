@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ramdisk_agent import hostmode
+from ramdisk_agent.host import mode as hostmode
 from ramdisk_agent.commands import FAILED, SUCCEEDED, CommandRunner
 from ramdisk_agent.errors import InvalidCommandParams
 from ramdisk_agent.extensions.patching import PatchingExtension

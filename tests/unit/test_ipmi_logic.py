@@ -5,9 +5,10 @@ import pytest
 from pyghmi import exceptions as pyghmi_exc
 
 from conductor import errors
-from conductor.drivers import ipmi, ipmi_client
+from conductor.drivers.ipmi import interfaces as ipmi
+from conductor.drivers.ipmi import client as ipmi_client
 from conductor.drivers.base import BootDevice
-from conductor.drivers.ipmi_client import BmcAddress
+from conductor.drivers.ipmi.client import BmcAddress
 from virtlab import bmc as vbmc
 from virtlab import rmcp_server
 from virtlab.state import BootOverride, MachineState, StateFile

@@ -3,7 +3,7 @@ import pytest
 
 from conductor import errors
 from conductor.config import Settings
-from conductor.drivers import pxe
+from conductor.drivers.boot import pxe
 from conductor.drivers.context import DriverContext
 from conductor.netboot.services import NetbootServices
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from conductor.drivers import dhcp
-from conductor.task import Task
+from conductor.netboot import dhcp
+from conductor.engine.task import Task
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 MAC_A, MAC_B, MAC_C = "52:54:00:70:00:0a", "52:54:00:70:00:0b", "52:54:00:70:00:0c"

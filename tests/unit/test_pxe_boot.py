@@ -6,14 +6,15 @@ import shutil
 
 import pytest
 
-from conductor import errors, hardware
+from conductor import errors
+from conductor.drivers import registry as hardware
 from conductor.config import Settings
 from conductor.db import migrate
-from conductor.db.api import Store
+from conductor.db.queries import Store
 from conductor.db.engine import make_engine
-from conductor.drivers import pxe
+from conductor.drivers.boot import pxe
 from conductor.drivers.context import DriverContext
-from conductor.task import Task
+from conductor.engine.task import Task
 
 MACS = ("52:54:00:00:00:0a", "52:54:00:00:00:0b")
 

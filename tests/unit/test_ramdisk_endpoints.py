@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conductor import workers
+from conductor.engine import workers
 from ramdisk_agent.commands import CommandRunner
 from ramdisk_agent.extensions.deploy import DeployExtension
 from ramdisk_agent.extensions.standby import StandbyExtension

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conductor import deploy_patches, errors
+from conductor import errors
+from conductor.drivers.deploy import patches as deploy_patches
 from conductor.patching.store import RepoState
 from ramdisk_agent import gpt
 from ramdisk_agent.commands import CommandRunner

@@ -3,7 +3,8 @@ import types
 
 import pytest
 
-from conductor import errors, hardware
+from conductor import errors
+from conductor.drivers import registry as hardware
 from conductor.drivers.redfish import RedfishManagement, RedfishPower
 from conductor.drivers.redfish.info import parse
 

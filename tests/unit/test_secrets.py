@@ -8,7 +8,7 @@ import threading
 import pytest
 from cryptography.fernet import Fernet
 
-from api import views
+from api.v1 import views
 from conductor import errors, secrets
 from conductor.config import Settings
 

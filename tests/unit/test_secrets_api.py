@@ -12,7 +12,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from api import create_app
-from conductor import config, errors, hardware, secrets
+from conductor import config, errors, secrets
+from conductor.drivers import registry as hardware
 from conductor.appliance import Appliance
 from conductor.drivers import fake
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from metalcast_cli import sw_patch
+from cli import sw_patch
 
 
 class FakeApi:

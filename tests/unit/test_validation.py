@@ -1,7 +1,8 @@
 """Input parsing: MACs, names, UUIDs, create bodies and RFC 6902 patches."""
 import pytest
 
-from conductor import errors, validation
+from conductor import errors
+from conductor.service import validation
 
 
 @pytest.mark.parametrize("raw,expected", [

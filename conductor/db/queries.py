@@ -1,0 +1,326 @@
+"""Every query the conductor runs. Database errors become domain errors here, once."""
+from __future__ import annotations
+
+import datetime
+import uuid as uuidlib
+from typing import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from conductor import errors
+from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
+from conductor.db.records import NODE_COLUMNS, PORT_COLUMNS, DnsRemoval, Node, Port
+
+#: Non-null columns only, so keyset pagination needs no NULL ordering rules.
+SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
+
+
+#: Filters that are not plain column equality.
+NODE_FILTERS = {
+    "associated": lambda v: (nodes.c.instance_uuid.is_not(None) if v
+                             else nodes.c.instance_uuid.is_(None)),
+    "description_contains": lambda v: nodes.c.description.icontains(v, autoescape=True),
+}
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def is_uuid_like(value) -> bool:
+    try:
+        return str(uuidlib.UUID(str(value))) == str(value).lower()
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def _duplicate(exc: IntegrityError, values: dict) -> errors.MetalcastError:
+    # Only the first line names the constraint; PostgreSQL's DETAIL line quotes the
+    # offending value, and a node named "mac-address-1" must not read as a MAC clash.
+    text = (str(exc.orig).splitlines() or [""])[0].lower()
+    if "address" in text:
+        return errors.MACAlreadyExists(mac=values.get("address"))
+    if "name" in text:
+        return errors.DuplicateName(name=values.get("name"))
+    if "instance_uuid" in text:
+        return errors.Conflict(f"Instance {values.get('instance_uuid')} is already "
+                               "associated with a node.")
+    if "uuid" in text:
+        return errors.Conflict(f"A resource with UUID {values.get('uuid')} already exists.")
+    return errors.Conflict(f"Conflict: {exc.orig}")
+
+
+class Store:
+    """Queries over one engine. Thread-safe: every call uses its own connection."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    # -- nodes -------------------------------------------------------------
+    def create_node(self, values: dict) -> Node:
+        values = dict(values, created_at=utcnow())
+        values.setdefault("uuid", str(uuidlib.uuid4()))
+        try:
+            with self.engine.begin() as conn:
+                node_id = conn.execute(nodes.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+        return self.get_node_by_id(node_id)
+
+    def get_node_by_id(self, node_id: int) -> Node:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(nodes).where(nodes.c.id == node_id)).first()
+        if row is None:
+            raise errors.NodeNotFound(node=node_id)
+        return Node(*row)
+
+    def get_node(self, ident: str) -> Node:
+        """Find a node by UUID or by name."""
+        col = nodes.c.uuid if is_uuid_like(ident) else nodes.c.name
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(nodes).where(col == ident)).first()
+        if row is None:
+            raise errors.NodeNotFound(node=ident)
+        return Node(*row)
+
+    def list_nodes(self, filters: dict | None = None, limit: int | None = None,
+                   marker: str | None = None, sort_key: str = "id", sort_dir: str = "asc",
+                   columns: Iterable[str] | None = None) -> list[Node]:
+        """Nodes matching ``filters`` (column -> value, or a key of NODE_FILTERS)."""
+        cols = [nodes.c[name] for name in (columns or NODE_COLUMNS)]
+        query = sa.select(*cols)
+        for key, value in (filters or {}).items():
+            special = NODE_FILTERS.get(key)
+            query = query.where(special(value) if special else nodes.c[key] == value)
+        query = _paginate(query, nodes, self._marker_row(marker), sort_key, sort_dir, limit)
+        names = [c.name for c in cols]
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not columns:  # every column, in table order: 20x cheaper than 66 keywords
+            return [Node(*row) for row in rows]
+        return [Node(**dict(zip(names, row))) for row in rows]
+
+    def _marker_row(self, marker):
+        if marker is None:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(nodes).where(nodes.c.uuid == marker)).first()
+        if row is None:
+            raise errors.InvalidParameter(f"The marker {marker} could not be found.")
+        return row
+
+    def update_node(self, node_id: int, values: dict, expect: dict | None = None) -> bool:
+        """UPDATE one node; with ``expect``, only if those columns still hold those values."""
+        query = nodes.update().where(nodes.c.id == node_id)
+        for key, value in (expect or {}).items():
+            col = nodes.c[key]
+            query = query.where(col.is_(None) if value is None else col == value)
+        values = dict(values, updated_at=utcnow())
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(query.values(**values)).rowcount == 1
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+
+    def reserve(self, node: Node, host: str, values: dict | None = None,
+                expect: dict | None = None) -> None:
+        """Take the node's exclusive lock (a conditional UPDATE); NodeLocked if lost."""
+        expect = dict(expect or {}, reservation=None)
+        if not self.update_node(node.id, dict(values or {}, reservation=host), expect):
+            current = self.get_node_by_id(node.id)
+            if current.reservation:
+                raise errors.NodeLocked(node=node.uuid, host=current.reservation)
+            raise errors.Conflict(f"Node {node.uuid} changed while the request was "
+                                  "processed; please retry.")
+
+    def release(self, node_id: int, host: str, values: dict | None = None) -> bool:
+        return self.update_node(node_id, dict(values or {}, reservation=None),
+                                expect={"reservation": host})
+
+    def delete_node(self, node_id: int, dns_removal: dict | None = None) -> None:
+        """Delete a node and its ports. ``dns_removal`` (dns_pending_removals values)
+        is queued in the same transaction: the node cannot go without it."""
+        with self.engine.begin() as conn:
+            if dns_removal is not None:
+                now = utcnow()
+                values = dict({"attempts": 0, "next_attempt_at": now}, **dns_removal)
+                conn.execute(dns_pending_removals.insert().values(created_at=now, **values))
+            conn.execute(ports.delete().where(ports.c.node_id == node_id))
+            conn.execute(nodes.delete().where(nodes.c.id == node_id))
+
+    def count_nodes(self, states: Iterable[str]) -> int:
+        query = sa.select(sa.func.count()).where(nodes.c.provision_state.in_(list(states)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def nodes_in_states(self, states: Iterable[str], updated_before=None,
+                        unreserved: bool = False, affinity: str | None = None) -> list[Node]:
+        query = sa.select(nodes).where(nodes.c.provision_state.in_(list(states)))
+        if updated_before is not None:
+            query = query.where(nodes.c.provision_updated_at < updated_before)
+        if unreserved:
+            query = query.where(nodes.c.reservation.is_(None))
+        if affinity is not None:
+            query = query.where(nodes.c.conductor_affinity == affinity)
+        with self.engine.connect() as conn:
+            return [Node(*row) for row in conn.execute(query)]
+
+    def nodes_for_power_sync(self, host: str, drivers: Iterable[str],
+                             excluded_states: Iterable[str], fault: str) -> list[Node]:
+        """Unlocked nodes ``host`` may sync: its own or unclaimed, of ``drivers``, no
+        pending power action, not in ``excluded_states``, out of maintenance unless
+        the maintenance is for ``fault``."""
+        query = sa.select(nodes).where(
+            sa.or_(nodes.c.conductor_affinity == host, nodes.c.conductor_affinity.is_(None)),
+            nodes.c.driver.in_(list(drivers)),
+            nodes.c.reservation.is_(None), nodes.c.target_power_state.is_(None),
+            sa.or_(nodes.c.provision_state.is_(None),
+                   nodes.c.provision_state.not_in(list(excluded_states))),
+            sa.or_(nodes.c.maintenance.is_(False), nodes.c.fault == fault),
+        ).order_by(nodes.c.id)
+        with self.engine.connect() as conn:
+            return [Node(*row) for row in conn.execute(query)]
+
+    def release_all(self, host: str) -> list[str]:
+        """Drop every lock ``host`` holds; returns the UUIDs that were locked."""
+        with self.engine.begin() as conn:
+            uuids = conn.execute(sa.select(nodes.c.uuid)
+                                 .where(nodes.c.reservation == host)).scalars().all()
+            conn.execute(nodes.update().where(nodes.c.reservation == host)
+                         .values(reservation=None, target_power_state=None))
+        return list(uuids)
+
+    # -- DNS removals of deleted nodes ---------------------------------------
+    def list_dns_removals(self, due_at: datetime.datetime | None = None) -> list[DnsRemoval]:
+        """Pending removals, fewest attempts first; with ``due_at``, those due by then."""
+        table = dns_pending_removals
+        query = sa.select(table).order_by(table.c.attempts, table.c.id)
+        if due_at is not None:
+            query = query.where(table.c.next_attempt_at <= due_at)
+        with self.engine.connect() as conn:
+            return [DnsRemoval(*row) for row in conn.execute(query)]
+
+    def claim_dns_removal(self, removal_id: int, now: datetime.datetime,
+                          until: datetime.datetime) -> bool:
+        """Take a due removal for one attempt: it is not due again before ``until``.
+
+        A conditional UPDATE, as ``reserve``: of two conductors (or the periodic
+        sweep and the one right after a delete) only one wins; a conductor that dies
+        mid-attempt leaves the row due again at ``until``.
+        """
+        table = dns_pending_removals
+        query = table.update().where(table.c.id == removal_id,
+                                     table.c.next_attempt_at <= now)
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(next_attempt_at=until)).rowcount == 1
+
+    def update_dns_removal(self, removal_id: int, values: dict) -> None:
+        table = dns_pending_removals
+        with self.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.id == removal_id)
+                         .values(updated_at=utcnow(), **values))
+
+    def delete_dns_removal(self, removal_id: int) -> bool:
+        table = dns_pending_removals
+        with self.engine.begin() as conn:
+            return conn.execute(table.delete().where(table.c.id == removal_id)).rowcount == 1
+
+    # -- ports -------------------------------------------------------------
+    _PORT_SELECT = sa.select(*[ports.c[c] for c in PORT_COLUMNS], nodes.c.uuid).join(
+        nodes, nodes.c.id == ports.c.node_id)
+
+    def create_port(self, values: dict) -> Port:
+        values = dict(values, created_at=utcnow())
+        values.setdefault("uuid", str(uuidlib.uuid4()))
+        try:
+            with self.engine.begin() as conn:
+                port_id = conn.execute(ports.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+        return self._one_port(ports.c.id == port_id, port_id)
+
+    def _one_port(self, clause, ident) -> Port:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._PORT_SELECT.where(clause)).first()
+        if row is None:
+            raise errors.PortNotFound(port=ident)
+        return Port(*row)
+
+    def get_port(self, port_uuid: str) -> Port:
+        if not is_uuid_like(port_uuid):
+            raise errors.PortNotFound(port=port_uuid)
+        return self._one_port(ports.c.uuid == port_uuid, port_uuid)
+
+    def list_ports(self, filters: dict | None = None, limit: int | None = None,
+                   marker: str | None = None) -> list[Port]:
+        query = self._PORT_SELECT
+        for key, value in (filters or {}).items():
+            col = nodes.c.uuid if key == "node_uuid" else ports.c[key]
+            query = query.where(col == value)
+        marker_row = None
+        if marker is not None:
+            with self.engine.connect() as conn:
+                marker_row = conn.execute(sa.select(ports).where(ports.c.uuid == marker)).first()
+            if marker_row is None:
+                raise errors.InvalidParameter(f"The marker {marker} could not be found.")
+        query = _paginate(query, ports, marker_row, "id", "asc", limit)
+        with self.engine.connect() as conn:
+            return [Port(*row) for row in conn.execute(query)]
+
+    def update_port(self, port_id: int, values: dict) -> None:
+        values = dict(values, updated_at=utcnow())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(ports.update().where(ports.c.id == port_id).values(**values))
+        except IntegrityError as exc:
+            raise _duplicate(exc, values) from None
+
+    def delete_port(self, port_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ports.delete().where(ports.c.id == port_id))
+
+    # -- conductors --------------------------------------------------------
+    def register_conductor(self, host: str, hardware_types: list[str], group: str = "") -> None:
+        now = utcnow()
+        values = dict(online=True, hardware_types=hardware_types, conductor_group=group,
+                      updated_at=now)
+        update = conductors.update().where(conductors.c.hostname == host).values(**values)
+        with self.engine.begin() as conn:
+            if conn.execute(update).rowcount:
+                return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(conductors.insert().values(hostname=host, created_at=now, **values))
+        except IntegrityError:  # another process registered the same name meanwhile
+            with self.engine.begin() as conn:
+                conn.execute(update)
+
+    def online_conductors(self) -> list[tuple[str, list[str]]]:
+        """(hostname, hardware types) of every conductor that is marked online."""
+        query = sa.select(conductors.c.hostname, conductors.c.hardware_types).where(
+            conductors.c.online.is_(True)).order_by(conductors.c.hostname)
+        with self.engine.connect() as conn:
+            return [(host, types or []) for host, types in conn.execute(query)]
+
+    def touch_conductor(self, host: str, online: bool = True) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(conductors.update().where(conductors.c.hostname == host)
+                         .values(updated_at=utcnow(), online=online))
+
+
+def _paginate(query, table, marker_row, sort_key, sort_dir, limit):
+    """Keyset pagination: rows strictly after ``marker_row`` in (sort_key, id) order."""
+    col, id_col = table.c[sort_key], table.c.id
+    order = (sa.desc if sort_dir == "desc" else sa.asc)
+    if marker_row is not None:
+        mval, mid = getattr(marker_row, sort_key), marker_row.id
+        after = (lambda a, b: a < b) if sort_dir == "desc" else (lambda a, b: a > b)
+        if sort_key == "id":
+            query = query.where(after(id_col, mid))
+        else:
+            query = query.where(sa.or_(after(col, mval),
+                                       sa.and_(col == mval, after(id_col, mid))))
+    query = query.order_by(order(col), order(id_col)) if sort_key != "id" else \
+        query.order_by(order(id_col))
+    return query.limit(limit) if limit else query

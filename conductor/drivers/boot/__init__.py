@@ -1,0 +1,1 @@
+"""conductor.drivers.boot."""

@@ -1,0 +1,278 @@
+"""The ``direct`` deploy interface: the ramdisk agent writes the image (Ironic's
+AgentDeploy), driven by the agent's heartbeats.
+
+deploy(): node rebooted into the ramdisk -> "wait call-back". Then, one heartbeat
+at a time (each handled by a worker holding the node lock):
+  1. ``deploy.get_deploy_steps`` (wait) -> ``deploy.execute_deploy_step`` write_image
+     (async) -> back to "wait call-back";
+  2. later heartbeats poll ``GET /v1/commands/`` until write_image has finished;
+  3. ``standby.get_partition_uuids`` -> ``image.install_bootloader`` (UEFI partition
+     images only) -> ``standby.power_off`` (forced off if it does not happen) ->
+     PXE config removed, boot device disk, power on -> "active".
+Cleaning (agent_clean.py) is the same dance with clean steps. A delta deploy
+(instance_info.image_delta_url) tries write_image with the delta first and, when
+that step fails, runs it again with the full image (conductor/drivers/deploy/delta.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+import re
+import time
+from urllib.parse import urlparse
+
+import requests
+
+from conductor import errors, states
+from conductor.drivers.deploy import common as agent_base
+from conductor.drivers.deploy import clean as agent_clean
+from conductor.drivers.deploy import delta as deploy_delta
+from conductor.drivers.deploy import patches as deploy_patches
+from conductor.drivers import base
+from conductor.drivers.base import PowerState
+
+if TYPE_CHECKING:
+    from conductor.engine.task import Task
+
+LOG = logging.getLogger(__name__)
+S = states.State
+
+IMAGE_SCHEMES = ("http", "https", "file")
+#: Hex digest length -> hash algorithm, for a bare ``image_checksum``.
+DIGEST_ALGOS = {32: "md5", 64: "sha256", 96: "sha384", 128: "sha512"}
+HASH_ALGOS = frozenset({"sha256", "sha384", "sha512"})
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+#: The deploy steps this interface runs, with Ironic's priorities.
+STEPS = {name: {"interface": "deploy", "step": name, "priority": prio, "args": {},
+                "reboot_requested": False, "abortable": False}
+         for name, prio in (("deploy", 100), ("write_image", 80),
+                            ("prepare_instance_boot", 60), ("tear_down_agent", 40),
+                            ("boot_instance", 20))}
+#: Polling of the power state while the agent powers itself off: first pause, cap.
+POWER_OFF_POLL_FIRST, POWER_OFF_POLL_MAX = 0.1, 1.0
+PARTITION_FIELDS = ("root_gb", "root_mb", "swap_mb", "ephemeral_mb", "ephemeral_format",
+                    "preserve_ephemeral", "kernel", "ramdisk")
+
+
+def checksum_fields(info: dict) -> dict:
+    """image_info's os_hash_algo/os_hash_value from instance_info; 400 when unusable."""
+    algo, value = info.get("image_os_hash_algo"), info.get("image_os_hash_value")
+    if not (algo and value) and info.get("image_checksum"):
+        value = str(info["image_checksum"]).strip()
+        algo, sep, digest = value.partition(":")
+        if sep:
+            value = digest
+        else:
+            algo = DIGEST_ALGOS.get(len(value))
+    if not algo or not value:
+        raise errors.InvalidParameter(
+            "instance_info needs the image checksum: image_os_hash_algo + "
+            "image_os_hash_value, or image_checksum (sha256/sha384/sha512 hex digest).")
+    algo = str(algo).lower()
+    if algo not in HASH_ALGOS or not _HEX.match(str(value)):
+        raise errors.InvalidParameter(
+            f"Unsupported image checksum {algo}:{str(value)[:16]}...; use a sha256, "
+            "sha384 or sha512 hex digest (MD5 is not accepted).")
+    return {"os_hash_algo": algo, "os_hash_value": str(value).lower()}
+
+
+def image_type(info: dict) -> str:
+    explicit = info.get("image_type")
+    if explicit:
+        return explicit
+    return "partition" if info.get("kernel") and info.get("ramdisk") else "whole-disk"
+
+
+def boot_mode(node) -> str:
+    info = node.instance_info or {}
+    caps = str((node.properties or {}).get("capabilities", ""))
+    from_caps = dict(p.split(":", 1) for p in caps.split(",") if ":" in p).get("boot_mode")
+    return node.boot_mode or info.get("deploy_boot_mode") or from_caps or "uefi"
+
+
+def image_info(node) -> dict:
+    """The ``image_info`` argument of write_image (Ironic's agent.py layout)."""
+    info = node.instance_info or {}
+    source = info.get("image_source")
+    if not source or urlparse(str(source)).scheme not in IMAGE_SCHEMES:
+        raise errors.InvalidParameter(
+            f"instance_info.image_source must be an http, https or file URL, not "
+            f"{source!r}.")
+    result = {"id": source, "urls": [source], "node_uuid": node.uuid,
+              "disk_format": info.get("image_disk_format"),
+              "container_format": info.get("image_container_format", "bare"),
+              "stream_raw_images": True, "image_type": image_type(info)}
+    result.update(checksum_fields(info))
+    if result["image_type"] == "partition":
+        if not info.get("root_gb"):
+            raise errors.InvalidParameter("A partition image needs instance_info.root_gb.")
+        result.update({k: info[k] for k in PARTITION_FIELDS if k in info})
+        result.update(deploy_boot_mode=boot_mode(node), boot_option="local",
+                      disk_label="gpt" if boot_mode(node) == "uefi" else "msdos")
+    return result
+
+
+def check_image(url: str, timeout: float) -> None:
+    """HEAD an http(s) image so a wrong URL fails before the node reboots."""
+    if urlparse(url).scheme not in ("http", "https"):
+        return
+    try:
+        response = requests.head(url, timeout=timeout, allow_redirects=True)
+    except requests.RequestException as exc:
+        raise errors.DriverError(reason=f"validation of image href {url} failed: "
+                                        f"{type(exc).__name__}: {exc}") from None
+    if response.status_code >= 400:
+        raise errors.DriverError(reason=f"validation of image href {url} failed: HTTP "
+                                        f"{response.status_code}")
+
+
+class AgentDeploy(base.DeployInterface):
+    """``direct``: works with any power/management/boot interface, fake ones included."""
+
+    def validate(self, task: Task) -> None:
+        image_info(task.node)
+        deploy_delta.validate(task.node)
+
+    def deploy(self, task: Task) -> str:
+        settings = agent_base.settings_of(task)
+        check_image(image_info(task.node)["urls"][0], settings.agent_image_head_timeout)
+        task.update(deploy_step=STEPS["deploy"])
+        agent_base.set_power(task, PowerState.REBOOT)
+        LOG.info("Node %s: rebooted into the agent ramdisk, waiting for its call-back",
+                 task.node.uuid)
+        return "wait"
+
+    def tear_down(self, task: Task) -> None:
+        agent_base.wipe_agent(task)
+
+    def clean(self, task: Task, steps: list[dict] | None) -> str:
+        return agent_clean.start(task, steps)
+
+    def heartbeat(self, task: Task) -> None:
+        """Continue deploy or clean after a heartbeat (called by a worker, node locked)."""
+        flow = HEARTBEAT_FLOWS.get(task.node.provision_state)
+        if flow is None:
+            return
+        what, step_field, run = flow
+        try:
+            run(task)
+        except Exception as exc:  # noqa: BLE001 - every failure must land in last_error
+            name = (getattr(task.node, step_field) or {}).get("step") or "agent call-back"
+            if not isinstance(exc, errors.MetalcastError):
+                LOG.exception("Node %s: unexpected error in %s", task.node.uuid, name)
+            agent_base.fail(task, f"{what} step {name}", exc)
+
+
+def continue_deploy(task: Task) -> None:
+    """One heartbeat in "wait call-back": start, poll or finish write_image."""
+    agent = agent_base.client(task)
+    step = (task.node.deploy_step or {}).get("step")
+    if step in (None, "deploy"):
+        deploy_delta.begin(task)
+        return _start_write(task, agent)
+    if step != "write_image":
+        return
+    try:
+        if not agent_base.step_finished(agent, "deploy", task.node.deploy_step):
+            return  # still writing: this heartbeat only kept the node fresh
+    except errors.AgentCommandError as exc:
+        if not deploy_delta.fall_back(task, exc):  # the delta failed: full image now
+            raise
+        return _start_write(task, agent)
+    agent_base.advance(task, "resume")
+    _finish(task, agent)
+
+
+def _start_write(task: Task, agent) -> None:
+    found = agent.command("deploy.get_deploy_steps", _params(task), wait=True)
+    offered = (found.result or {}).get("deploy_steps") or {}
+    names = {s.get("step") for steps in offered.values() if isinstance(steps, list)
+             for s in steps if isinstance(s, dict)}
+    if "write_image" not in names:
+        raise errors.AgentCommandError(reason="the agent does not offer the write_image "
+                                              f"deploy step (offers {sorted(names)})")
+    agent_base.advance(task, "resume")
+    task.update(deploy_step=STEPS["write_image"])
+    version = (found.result or {}).get("hardware_manager_version")
+    try:
+        started = _execute_write(task, agent, version)
+    except errors.AgentCommandError as exc:
+        if not deploy_delta.fall_back(task, exc):
+            raise
+        started = _execute_write(task, agent, version)
+    if started.running:
+        LOG.info("Node %s: write_image started on the agent", task.node.uuid)
+        agent_base.advance(task, "wait")
+        return
+    _finish(task, agent)
+
+
+def _execute_write(task: Task, agent, version):
+    """Start write_image (with the delta while one is being tried)."""
+    args = {"image_info": deploy_delta.add_to(task, image_info(task.node)),
+            "configdrive": (task.node.instance_info or {}).get("configdrive")}
+    params = dict(_params(task), step=dict(STEPS["write_image"], args=args),
+                  deploy_version=version)
+    return agent.command("deploy.execute_deploy_step", params, wait=False)
+
+
+def _finish(task: Task, agent) -> None:
+    """prepare_instance_boot, tear_down_agent, boot_instance: node becomes active."""
+    deploy_delta.finished(task, checksum_fields(task.node.instance_info or {}), agent)
+    deploy_patches.install(task, agent)  # Applied patches into the new root, if any
+    _prepare_instance_boot(task, agent)
+    task.update(deploy_step=STEPS["tear_down_agent"])
+    _power_off_agent(task, agent)
+    task.update(deploy_step=STEPS["boot_instance"])
+    from conductor.engine import actions as provisioning  # imports the task machinery that imports us
+    # Ramdisk config removed, instance boot prepared, boot device disk, power on, active.
+    provisioning.finish_deploy(task)
+    LOG.info("Node %s: deployed by the agent, now active", task.node.uuid)
+
+
+def _prepare_instance_boot(task: Task, agent) -> None:
+    task.update(deploy_step=STEPS["prepare_instance_boot"])
+    uuids = agent.command("standby.get_partition_uuids", {}, wait=True).result or {}
+    info = dict(task.node.driver_internal_info or {})
+    info["root_uuid_or_disk_id"] = uuids.get("root uuid")
+    task.update(driver_internal_info=info)
+    node_info = task.node.instance_info or {}
+    if image_type(node_info) != "partition" or boot_mode(task.node) != "uefi":
+        return  # whole-disk images carry their own bootloader
+    agent.command("image.install_bootloader", {
+        "root_uuid": uuids.get("root uuid"),
+        "efi_system_part_uuid": uuids.get("efi system partition uuid"),
+        "prep_boot_part_uuid": uuids.get("PReP Boot partition uuid"),
+        "target_boot_mode": "uefi"}, wait=False)
+    agent.wait_done("image.install_bootloader")
+
+
+def _power_off_agent(task: Task, agent) -> None:
+    """Ask the agent to power off (it syncs disks first), then make sure it is off."""
+    try:
+        agent.command("standby.power_off", {}, wait=False)
+    except errors.MetalcastError as exc:
+        LOG.warning("Node %s: soft power off through the agent failed (%s); forcing it",
+                    task.node.uuid, exc)
+    wait = agent_base.settings_of(task).agent_post_deploy_power_off_wait
+    deadline, pause = time.monotonic() + wait, POWER_OFF_POLL_FIRST
+    while time.monotonic() < deadline:
+        if task.power.get_power_state(task) is PowerState.OFF:
+            break
+        # Short first polls (an agent is usually off within a second), backing off
+        # to POWER_OFF_POLL_MAX so a slow machine costs few BMC requests.
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        pause = min(pause * 2, POWER_OFF_POLL_MAX)
+    agent_base.set_power(task, PowerState.OFF)
+
+
+def _params(task: Task) -> dict:
+    return {"node": agent_base.node_payload(task.node),
+            "ports": agent_base.ports_payload(task)}
+
+
+#: Wait state -> (what the operator reads, the node's step field, the continuation).
+HEARTBEAT_FLOWS = {
+    S.DEPLOYWAIT.value: ("Deploy", "deploy_step", continue_deploy),
+    S.CLEAN_WAIT.value: ("Cleaning", "clean_step", agent_clean.continue_clean),
+}

@@ -1,0 +1,124 @@
+"""The long-running actions a worker performs on a locked node.
+
+Each function starts with the node already in its transient state (the service
+facade moved it there when it took the lock) and ends it in a stable, wait or
+failed state. Any exception becomes the 'fail' event with ``last_error`` set.
+"""
+from __future__ import annotations
+
+import logging
+
+from conductor import states
+from conductor.drivers.deploy import common as agent_base
+from conductor.dns import registration as dns_registration
+from conductor.drivers.base import BootDevice, PowerState
+from conductor.engine.task import Task
+
+LOG = logging.getLogger(__name__)
+S = states.State
+
+
+def verify(task: Task) -> None:
+    """enroll -> verifying -> manageable: the BMC must answer with our credentials."""
+    task.power.validate(task)
+    task.management.validate(task)
+    power = task.power.get_power_state(task)
+    task.process_event("done", power_state=power.value, last_error=None)
+
+
+def clean(task: Task, steps: list[dict] | None = None, manual: bool = False) -> None:
+    """cleaning -> available (automated) or manageable (manual steps)."""
+    automated = task.node.automated_clean
+    if not manual and automated is False:
+        LOG.info("Node %s: automated cleaning disabled, skipping", task.node.uuid)
+    elif task.deploy.clean(task, steps) == "wait":
+        task.process_event("wait", target=S.MANAGEABLE if manual else None)
+        return
+    set_power(task, PowerState.OFF)
+    task.process_event("manage" if manual else "done", last_error=None, clean_step={})
+
+
+def deploy(task: Task) -> None:
+    """deploying -> wait call-back (agent deploys) or active (already written)."""
+    task.boot.prepare_ramdisk(task)
+    if task.deploy.deploy(task) == "wait":
+        task.process_event("wait")
+        return
+    finish_deploy(task)
+
+
+def finish_deploy(task: Task) -> None:
+    """Boot the written instance and mark the node active."""
+    task.boot.clean_up_ramdisk(task)
+    task.boot.prepare_instance(task)
+    task.management.set_boot_device(task, BootDevice.DISK, persistent=True)
+    set_power(task, PowerState.ON)
+    # DNS before "done": that UPDATE also drops the node lock the records are kept under.
+    dns_registration.on_active(task)
+    task.process_event("done", last_error=None, deploy_step={})
+
+
+def tear_down(task: Task) -> None:
+    """deleting -> cleaning -> available: remove the instance, then clean."""
+    task.deploy.tear_down(task)
+    task.boot.clean_up_instance(task)
+    set_power(task, PowerState.OFF)
+    dns_registration.on_undeploy(task)
+    task.process_event("clean", instance_info={}, instance_uuid=None)
+    clean(task)
+
+
+def inspect(task: Task) -> None:
+    if task.iface("inspect").run(task, "inspect") == "wait":
+        task.process_event("wait")
+    else:
+        task.process_event("done", last_error=None)
+
+
+def adopt(task: Task) -> None:
+    """manageable -> adopting -> active without touching the disks."""
+    task.boot.validate(task)
+    task.boot.prepare_instance(task)
+    dns_registration.on_active(task)
+    task.process_event("done", last_error=None)
+
+
+def rescue(task: Task) -> None:
+    if task.iface("rescue").run(task, "rescue") == "wait":
+        task.process_event("wait")
+    else:
+        task.process_event("done", last_error=None)
+
+
+def unrescue(task: Task) -> None:
+    task.iface("rescue").run(task, "unrescue")
+    task.process_event("done", last_error=None)
+
+
+def service(task: Task, steps: list[dict] | None = None) -> None:
+    task.process_event("done", last_error=None, service_step={})
+
+
+def set_power(task: Task, target: PowerState, timeout: int | None = None) -> None:
+    """Drive the power interface and record the state the BMC then reports."""
+    if target in (PowerState.REBOOT, PowerState.SOFT_REBOOT):
+        task.power.reboot(task, timeout)
+    else:
+        task.power.set_power_state(task, target, timeout)
+    task.update(power_state=task.power.get_power_state(task).value, target_power_state=None)
+    if target is not PowerState.ON:
+        agent_base.wipe_agent(task)  # that boot's agent is gone: its token must not work
+
+
+def change_power(task: Task, target: PowerState, timeout: int | None = None) -> None:
+    """The user's PUT states/power: errors land in last_error, state unchanged."""
+    set_power(task, target, timeout)
+    task.update(last_error=None)
+
+
+#: Verb (machine event) -> action run by a worker after the first transition.
+ACTIONS = {
+    "manage": verify, "provide": clean, "clean": clean, "deploy": deploy,
+    "rebuild": deploy, "delete": tear_down, "inspect": inspect, "adopt": adopt,
+    "rescue": rescue, "unrescue": unrescue, "service": service,
+}

@@ -1,0 +1,186 @@
+"""Worker pool, per-node locks held across a worker's life, and periodic tasks.
+
+The API thread takes the node lock (a conditional UPDATE) and moves the node into
+its transient state; a worker thread inherits the lock, runs the action and
+always releases it. A conductor that starts again releases its own stale locks
+and fails the transient states it owned, so no node stays locked or stuck.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from conductor import errors, states
+from conductor.drivers.deploy import common as agent_base
+from conductor.dns import registration as dns_registration
+from conductor.engine import power_sync
+from conductor.config import Settings
+from conductor.db.queries import Store, utcnow
+from conductor.engine.task import Task
+
+LOG = logging.getLogger(__name__)
+S = states.State
+
+#: Wait state -> the Settings attribute holding its timeout (seconds).
+WAIT_TIMEOUTS = {
+    S.DEPLOYWAIT: "conductor_deploy_callback_timeout",
+    S.CLEAN_WAIT: "conductor_clean_callback_timeout",
+    S.INSPECT_WAIT: "conductor_inspect_wait_timeout",
+    S.RESCUEWAIT: "conductor_rescue_callback_timeout",
+    S.SERVICE_WAIT: "conductor_service_callback_timeout",
+}
+
+
+def error_text(exc: BaseException) -> str:
+    """The message an operator sees in last_error."""
+    if isinstance(exc, errors.MetalcastError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Workers:
+    """A bounded pool; ``spawn`` refuses work (503) instead of queueing without end."""
+
+    def __init__(self, store: Store, settings: Settings, context=None):
+        self.store = store
+        self.settings = settings
+        #: DriverContext shared by every task this pool runs.
+        self.context = context
+        self.host = settings.conductor_host
+        self._pool = ThreadPoolExecutor(settings.conductor_workers, "metalcast-worker")
+        self._capacity = threading.BoundedSemaphore(
+            settings.conductor_workers + settings.conductor_max_queued)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        #: The power-state sync, on its own small pool (None when disabled).
+        self.power_sync = (power_sync.PowerSync(store, settings, context)
+                           if settings.conductor_sync_power_state_interval > 0 else None)
+        #: Retries of failed DNS updates (None when [dns] server is not set).
+        self.dns_retry = dns_registration.DnsRetry.for_settings(store, settings, context)
+
+    # -- work --------------------------------------------------------------
+    def claim_slot(self) -> None:
+        """Take a pool slot for the spawn() that follows, or raise 503; call before locking.
+
+        Claiming first means a node already moved into its transient state always
+        gets its worker: a 503 after that move would leave it stuck there.
+        """
+        if not self._capacity.acquire(blocking=False):
+            raise errors.NoFreeConductorWorker()
+
+    def release_slot(self) -> None:
+        """Give back a claimed slot when the request fails before spawn()."""
+        self._capacity.release()
+
+    def spawn(self, task: Task, action, *args) -> None:
+        """Run ``action(task, *args)`` on the claimed slot; the worker always unlocks."""
+        self._pool.submit(self._run, task, action, args)
+
+    def _run(self, task: Task, action, args) -> None:
+        try:
+            action(task, *args)
+        except Exception as exc:  # noqa: BLE001 - every failure must land in last_error
+            LOG.exception("Node %s: %s failed", task.node.uuid, action.__name__)
+            fail(task, error_text(exc))
+        finally:
+            try:
+                task.release()
+            finally:
+                self._capacity.release()
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        """Register, recover what a previous run of this conductor left, start periodics."""
+        self.store.register_conductor(self.host, self.settings.hardware_types)
+        recover(self.store, self.host)
+        self._periodic(self.settings.conductor_heartbeat_interval,
+                       lambda: self.store.touch_conductor(self.host))
+        self._periodic(self.settings.conductor_check_provision_state_interval,
+                       lambda: check_wait_timeouts(self.store, self.settings))
+        if self.power_sync is not None:
+            self._periodic(self.settings.conductor_sync_power_state_interval,
+                           self.power_sync.sweep)
+        if self.dns_retry is not None:
+            self._periodic(self.settings.dns_retry_interval, self.dns_retry.sweep)
+
+    def _periodic(self, interval: float, func) -> None:
+        def loop():
+            while not self._stop.wait(interval):
+                try:
+                    func()
+                except Exception:  # noqa: BLE001 - a periodic task must survive errors
+                    LOG.exception("Periodic task %s failed", func)
+        thread = threading.Thread(target=loop, name="metalcast-periodic", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, wait: bool = True) -> None:
+        self._stop.set()
+        if self.power_sync is not None:
+            self.power_sync.close(wait)
+        if self.dns_retry is not None:
+            self.dns_retry.close(wait)
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        try:
+            self.store.touch_conductor(self.host, online=False)
+        except Exception:  # noqa: BLE001 - the database may be gone at shutdown
+            LOG.warning("Could not mark conductor %s offline", self.host)
+
+
+def fail(task: Task, message: str) -> None:
+    """Move the node to the failed state of its current transient state."""
+    state = task.node.provision_state
+    try:
+        # The agent of a failed deploy/clean (timeout included) loses its token: only
+        # the agent of the next boot, after a fresh lookup, may call back.
+        task.process_event("fail", last_error=message, **agent_base.forget_agent(task))
+    except states.InvalidTransition:
+        # Power actions fail without a state change; the error still shows.
+        task.update(last_error=message, target_power_state=None)
+    LOG.error("Node %s: %s (was %s)", task.node.uuid, message, state)
+
+
+def recover(store: Store, host: str) -> None:
+    """Release this conductor's stale locks and fail the work it can no longer resume."""
+    released = store.release_all(host)
+    if released:
+        LOG.warning("Conductor %s released stale locks on %d node(s): %s",
+                    host, len(released), ", ".join(released))
+    stuck = store.nodes_in_states([s.value for s in states.WORKING_STATES],
+                                  unreserved=True, affinity=host)
+    for node in stuck:
+        _fail_locked(store, node, host, (
+            f"Conductor {host} restarted while node was in state {node.provision_state!r}; "
+            "the operation cannot be resumed. Retry the action."))
+
+
+def check_wait_timeouts(store: Store, settings: Settings, now=None) -> int:
+    """Fail nodes that waited too long for an agent; returns how many failed."""
+    now = now or utcnow()
+    failed = 0
+    for state, option in WAIT_TIMEOUTS.items():
+        timeout = getattr(settings, option)
+        cutoff = now - datetime.timedelta(seconds=timeout)
+        for node in store.nodes_in_states([state.value], updated_before=cutoff,
+                                          unreserved=True):
+            if node.conductor_affinity not in (None, settings.conductor_host):
+                continue
+            failed += _fail_locked(store, node, settings.conductor_host, (
+                f"Timeout reached while waiting for callback in state {state.value!r} "
+                f"after {timeout} seconds ({option.split('_', 1)[1]})."))
+    return failed
+
+
+def _fail_locked(store: Store, node, host: str, message: str) -> int:
+    try:
+        store.reserve(node, host, expect={"provision_state": node.provision_state})
+    except errors.Conflict:
+        return 0  # someone else is acting on it now; they own the outcome
+    task = Task(store, node, host)
+    try:
+        fail(task, message)
+    finally:
+        task.release()
+    return 1

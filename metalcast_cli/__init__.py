@@ -1,1 +1,0 @@
-"""The ``metalcast`` command line: the service commands and a thin REST client."""

@@ -1,0 +1,1 @@
+"""ramdisk_agent.ramdisk."""

@@ -1,9 +1,14 @@
 """One settings object, read from a config file, the environment and flags.
 
-Precedence (lowest first): built-in defaults, the INI file (``--config-file``,
-``$METALCAST_CONFIG`` or ``<data-dir>/metalcast.conf``), environment variables
-``METALCAST_<SECTION>_<KEY>`` (plus the short ``METALCAST_HOST``,
-``METALCAST_PORT``, ``METALCAST_DATA_DIR``), then explicit overrides (CLI flags).
+Each INI section is a dataclass (``[api]`` is :class:`ApiSettings`) and one attribute of
+:class:`Settings` (``settings.api.host`` is ``[api] host``); ``data_dir`` is the one
+``[DEFAULT]`` key. Precedence (lowest first): built-in defaults, the INI file
+(``--config-file``, ``$METALCAST_CONFIG`` or ``<data-dir>/metalcast.conf``), environment
+variables ``METALCAST_<SECTION>_<KEY>`` (plus the short ``METALCAST_HOST``,
+``METALCAST_PORT``, ``METALCAST_DATA_DIR``), then explicit overrides (CLI flags) named
+``section.key`` (``"api.port"``) or ``data_dir``. Text from the file and the environment
+is converted by the field's declared type; a bad value is refused with its section, key
+and expected type.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import dataclasses
 import ipaddress
 import os
 import socket
+import typing
 from pathlib import Path
 
 from conductor.errors import ConfigError
@@ -23,132 +29,226 @@ ENV_ALIASES = {"METALCAST_HOST": ("api", "host"), "METALCAST_PORT": ("api", "por
                "METALCAST_DATA_DIR": ("DEFAULT", "data_dir")}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the REST API server."""
+
+    host: str = "127.0.0.1"
+    port: int = 6385
+    auth_strategy: str = "none"          # none | http_basic
+    htpasswd_file: str = ""              # default: <data_dir>/htpasswd
+    max_limit: int = 1000
+    public_endpoint: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseSettings:
+    """``[database]``: where the node records live."""
+
+    connection: str = ""                 # default: sqlite in data_dir
+    auto_upgrade: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ConductorSettings:
+    """``[conductor]``: workers, limits, timeouts and periodic tasks."""
+
+    host: str = dataclasses.field(default_factory=socket.gethostname)
+    workers: int = 16
+    max_queued: int = 256
+    max_concurrent_deploy: int = 250
+    max_concurrent_clean: int = 50
+    deploy_callback_timeout: int = 1800
+    clean_callback_timeout: int = 1800
+    inspect_wait_timeout: int = 1800
+    rescue_callback_timeout: int = 1800
+    service_callback_timeout: int = 1800
+    check_provision_state_interval: int = 60
+    heartbeat_interval: int = 10
+    automated_clean: bool = True
+    enabled_hardware_types: str = "fake-hardware,ipmi,redfish"
+    allow_deleting_available_nodes: bool = True
+    # Power-state sync (Ironic's [conductor] options; conductor/engine/power_sync.py).
+    sync_power_state_interval: float = 60    # seconds between sweeps; 0 disables
+    sync_power_state_workers: int = 8        # BMCs queried in parallel per sweep
+    force_power_state_during_sync: bool = False  # push the recorded state instead
+    power_state_sync_max_retries: int = 3    # failed sweeps before maintenance
+
+    @property
+    def hardware_types(self) -> list[str]:
+        """``enabled_hardware_types`` as a list."""
+        return [h.strip() for h in self.enabled_hardware_types.split(",") if h.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretsSettings:
+    """``[secrets]``: the key that encrypts BMC passwords at rest."""
+
+    key_file: str = ""                   # default: <data_dir>/keys/secrets.key
+
+
+@dataclasses.dataclass(frozen=True)
+class RedfishSettings:
+    """``[redfish]``: the Redfish (sushy) driver, Ironic's [redfish] options, with bounds
+    that keep a dead BMC from holding a worker for minutes."""
+
+    power_state_change_timeout: int = 60   # seconds to wait for On/Off to show
+    power_poll_interval: float = 0.5         # seconds between power state reads
+    connect_timeout: float = 10.0            # TCP connect timeout per request
+    read_timeout: float = 60.0               # response timeout per request
+    connection_attempts: int = 3             # tries on connection errors / GET 5xx
+    connection_retry_interval: float = 2.0   # seconds between those tries
+    auth_type: str = "auto"                  # default for driver_info.redfish_auth_type
+    connection_cache_size: int = 1000        # cached sushy sessions per process
+
+
+@dataclasses.dataclass(frozen=True)
+class IpmiSettings:
+    """``[ipmi]``: the IPMI (pyghmi) driver, Ironic's [ipmi] options.
+
+    Commands to one BMC are serialised and spaced; Ironic's 5 s spacing protects BMCs
+    from a new ipmitool session per command, while pyghmi keeps one session open, so 1 s
+    is enough here.
+    """
+
+    min_command_interval: float = 1.0    # seconds between two commands to one BMC
+    command_timeout: float = 20.0        # hard bound on one IPMI exchange (incl. login)
+    login_timeout: float = 10.0          # bound on an RMCP+ login (capped by the above)
+    max_concurrent_logins: int = 8       # RMCP+ logins in flight at once; others queue
+    command_retry_timeout: float = 60.0  # retrying busy/timeout errors stops after this
+    power_state_timeout: float = 60.0    # wait for the BMC to report the new power state
+
+
+@dataclasses.dataclass(frozen=True)
+class DnsSettings:
+    """``[dns]``: DNS registration (conductor/dns/rfc2136.py, conductor/dns/registration.py),
+    RFC 2136 UPDATE of A/AAAA + PTR when a node becomes active, removed on undeploy."""
+
+    server: str = ""                      # IP or host name of the primary; empty disables
+    port: int = 53
+    zone: str = ""                        # forward zone; host = <node name label>.<zone>
+    reverse_zone_v4: str = ""             # empty: the server's zone cut (SOA query) decides
+    reverse_zone_v6: str = ""             # likewise, under ip6.arpa
+    tsig_key_name: str = ""               # empty (with no secret): unsigned updates
+    tsig_secret: str = dataclasses.field(default="", repr=False)  # base64; never logged
+    tsig_algorithm: str = "hmac-sha256"
+    ttl: int = 300
+    timeout: float = 5.0                  # seconds per DNS exchange
+    protocol: str = "udp"                 # udp (TCP on truncation) | tcp
+    retry_interval: float = 60.0          # seconds between retries of failed updates
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+    """``[agent]``: the `direct` deploy interface and the ramdisk endpoints (Ironic's
+    [agent] and [api] ramdisk options; conductor/service/ramdisk.py, agent_client.py,
+    deploy.py)."""
+
+    require_tls: bool = True            # refuse plain-http agent callback URLs
+    heartbeat_timeout: int = 300        # told to the agent at lookup; it beats every 30-60 %
+    command_timeout: float = 60.0       # one HTTP request to the agent's command API
+    max_command_attempts: int = 3       # tries on connection errors (not on HTTP errors)
+    command_wait_interval: float = 2.0  # polling of synchronous waits (install_bootloader)
+    command_wait_attempts: int = 100    # ... up to this many polls
+    post_deploy_power_off_wait: float = 30.0  # wait for the agent's own power-off, then force it
+    image_head_timeout: float = 10.0    # HEAD on an http(s) image_source before deploying
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploySettings:
+    """``[deploy]``: automated-clean priorities of the agent's steps (Ironic's [deploy]
+    options); 0 skips. A full erase_devices shreds whole disks (hours), so it runs only
+    when asked."""
+
+    erase_devices_priority: int = 0
+    erase_devices_metadata_priority: int = 99
+
+
+@dataclasses.dataclass(frozen=True)
+class PxeSettings:
+    """``[pxe]``: network boot (conductor/netboot/, drivers/pxe.py), the TFTP + HTTP boot
+    servers and the per-MAC iPXE/PXELINUX/GRUB configs of the pxe and ipxe boot
+    interfaces."""
+
+    enabled: bool = True                  # run the TFTP and HTTP boot servers here
+    tftp_root: str = ""                   # default: <data_dir>/tftpboot
+    http_root: str = ""                   # default: <data_dir>/httpboot
+    tftp_host: str = ""                   # default: [api] host
+    tftp_port: int = 69                   # 0: any free port (tests)
+    http_host: str = ""                   # default: [api] host
+    http_port: int = 8080                 # 0: any free port (tests)
+    http_url: str = ""                    # URL machines use for the HTTP root; default host:port
+    api_url: str = ""                     # ipa-api-url for the agent; default: the API's URL
+    deploy_kernel: str = ""               # default driver_info.deploy_kernel: URL or HTTP-root name
+    deploy_ramdisk: str = ""              # likewise for deploy_ramdisk
+    kernel_append_params: str = "nofb vga=normal"  # extra kernel parameters (never secrets)
+    default_boot_mode: str = "bios"       # bios (PXELINUX) | uefi (GRUB) when a node says nothing
+
+
+@dataclasses.dataclass(frozen=True)
+class DhcpSettings:
+    """``[dhcp]``: per-MAC dnsmasq host entries that pick the boot loader
+    (conductor/netboot/dhcp.py); `managed` runs our own dnsmasq on one interface,
+    `hostsdir` only writes the entries into the dhcp-hostsdir of a dnsmasq someone else
+    runs."""
+
+    mode: str = "none"                   # none | managed | hostsdir
+    interface: str = ""                  # managed: the interface dnsmasq serves
+    range: str = ""                      # managed: start,end[,netmask][,lease time]
+    ipv6_ra: str = "auto"                # auto (RA when the interface has IPv6) | on | off
+    hostsdir: str = ""                   # default: <data_dir>/dhcp/hosts.d
+    leasefile: str = ""                  # default: <data_dir>/dhcp/dnsmasq.leases
+    unknown_hosts: str = "ignore"        # ignore | inspect (unknown MACs get the iPXE chain)
+    boot_server: str = ""                # next-server (TFTP) IP; default: dnsmasq's own address
+    ipxe_url: str = ""                   # sent to iPXE; default: <pxe http_url>/boot.ipxe
+    bios_loader: str = "undionly.kpxe"   # ipxe interface, legacy BIOS PXE ROMs
+    uefi_loader: str = "ipxe.efi"        # ipxe interface, UEFI x86-64 (client arch 7/9)
+    pxe_bios_loader: str = "pxelinux.0"  # pxe interface, legacy BIOS
+    pxe_uefi_loader: str = "grubx64.efi"  # pxe interface, UEFI x86-64
+    log_dhcp: bool = False               # managed: dnsmasq logs every DHCP exchange
+    ping: bool = True                    # managed: ping a new address before offering it
+                                         # (~3 s per new lease); false = dnsmasq no-ping
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchingSettings:
+    """``[patching]``: StarlingX sw-patch semantics, /patching/v1 API
+    (conductor/patching/)."""
+
+    enabled: bool = True
+    release: str = "1.0"             # the running software release (sw_version)
+    root: str = ""                   # default: <data_dir>/patching (store, repos, feed)
+    trusted_dir: str = ""            # PEM certificates trusted for signature.v2;
+                                     # default: <patching root>/trusted
+    web_root: str = ""               # updates/rel-V and feed/rel-V served to hosts;
+                                     # default: the [pxe] HTTP root
+    repo_url: str = ""               # URL of that web root as deploy ramdisks see it
+                                     # (conductor/drivers/deploy/patches.py); default: the
+                                     # HTTP boot server's URL
+
+
+def _section(kind: type):
+    return dataclasses.field(default_factory=kind)
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every tunable of one appliance process. Field names are ``section_key``."""
+    """Every tunable of one appliance process: ``data_dir`` and one attribute per
+    INI section."""
 
     data_dir: str = DEFAULT_DATA_DIR
-    api_host: str = "127.0.0.1"
-    api_port: int = 6385
-    api_auth_strategy: str = "none"          # none | http_basic
-    api_htpasswd_file: str = ""              # default: <data_dir>/htpasswd
-    api_max_limit: int = 1000
-    api_public_endpoint: str = ""
-    database_connection: str = ""            # default: sqlite in data_dir
-    database_auto_upgrade: bool = True
-    conductor_host: str = dataclasses.field(default_factory=socket.gethostname)
-    conductor_workers: int = 16
-    conductor_max_queued: int = 256
-    conductor_max_concurrent_deploy: int = 250
-    conductor_max_concurrent_clean: int = 50
-    conductor_deploy_callback_timeout: int = 1800
-    conductor_clean_callback_timeout: int = 1800
-    conductor_inspect_wait_timeout: int = 1800
-    conductor_rescue_callback_timeout: int = 1800
-    conductor_service_callback_timeout: int = 1800
-    conductor_check_provision_state_interval: int = 60
-    conductor_heartbeat_interval: int = 10
-    conductor_automated_clean: bool = True
-    conductor_enabled_hardware_types: str = "fake-hardware,ipmi,redfish"
-    conductor_allow_deleting_available_nodes: bool = True
-    # Power-state sync (Ironic's [conductor] options; conductor/engine/power_sync.py).
-    conductor_sync_power_state_interval: float = 60    # seconds between sweeps; 0 disables
-    conductor_sync_power_state_workers: int = 8        # BMCs queried in parallel per sweep
-    conductor_force_power_state_during_sync: bool = False  # push the recorded state instead
-    conductor_power_state_sync_max_retries: int = 3    # failed sweeps before maintenance
-    secrets_key_file: str = ""               # default: <data_dir>/keys/secrets.key
-    # Redfish (sushy) driver: Ironic's [redfish] options, with bounds that keep a dead
-    # BMC from holding a worker for minutes.
-    redfish_power_state_change_timeout: int = 60   # seconds to wait for On/Off to show
-    redfish_power_poll_interval: float = 0.5         # seconds between power state reads
-    redfish_connect_timeout: float = 10.0            # TCP connect timeout per request
-    redfish_read_timeout: float = 60.0               # response timeout per request
-    redfish_connection_attempts: int = 3             # tries on connection errors / GET 5xx
-    redfish_connection_retry_interval: float = 2.0   # seconds between those tries
-    redfish_auth_type: str = "auto"                  # default for driver_info.redfish_auth_type
-    redfish_connection_cache_size: int = 1000        # cached sushy sessions per process
-    # IPMI (pyghmi) driver: Ironic's [ipmi] options. Commands to one BMC are serialised
-    # and spaced; Ironic's 5 s spacing protects BMCs from a new ipmitool session per
-    # command, while pyghmi keeps one session open, so 1 s is enough here.
-    ipmi_min_command_interval: float = 1.0    # seconds between two commands to one BMC
-    ipmi_command_timeout: float = 20.0        # hard bound on one IPMI exchange (incl. login)
-    ipmi_login_timeout: float = 10.0          # bound on an RMCP+ login (capped by the above)
-    ipmi_max_concurrent_logins: int = 8       # RMCP+ logins in flight at once; others queue
-    ipmi_command_retry_timeout: float = 60.0  # retrying busy/timeout errors stops after this
-    ipmi_power_state_timeout: float = 60.0    # wait for the BMC to report the new power state
-    # DNS registration (conductor/dns/rfc2136.py, conductor/dns/registration.py): RFC 2136
-    # UPDATE of A/AAAA + PTR when a node becomes active, removed on undeploy.
-    dns_server: str = ""                      # IP or host name of the primary; empty disables
-    dns_port: int = 53
-    dns_zone: str = ""                        # forward zone; host = <node name label>.<zone>
-    dns_reverse_zone_v4: str = ""             # empty: the server's zone cut (SOA query) decides
-    dns_reverse_zone_v6: str = ""             # likewise, under ip6.arpa
-    dns_tsig_key_name: str = ""               # empty (with no secret): unsigned updates
-    dns_tsig_secret: str = dataclasses.field(default="", repr=False)  # base64; never logged
-    dns_tsig_algorithm: str = "hmac-sha256"
-    dns_ttl: int = 300
-    dns_timeout: float = 5.0                  # seconds per DNS exchange
-    dns_protocol: str = "udp"                 # udp (TCP on truncation) | tcp
-    dns_retry_interval: float = 60.0          # seconds between retries of failed updates
-    # Agent: the `direct` deploy interface and the ramdisk endpoints (Ironic's [agent]
-    # and [api] ramdisk options; conductor/service/ramdisk.py, agent_client.py, deploy.py).
-    agent_require_tls: bool = True            # refuse plain-http agent callback URLs
-    agent_heartbeat_timeout: int = 300        # told to the agent at lookup; it beats every 30-60 %
-    agent_command_timeout: float = 60.0       # one HTTP request to the agent's command API
-    agent_max_command_attempts: int = 3       # tries on connection errors (not on HTTP errors)
-    agent_command_wait_interval: float = 2.0  # polling of synchronous waits (install_bootloader)
-    agent_command_wait_attempts: int = 100    # ... up to this many polls
-    agent_post_deploy_power_off_wait: float = 30.0  # wait for the agent's own power-off, then force it
-    agent_image_head_timeout: float = 10.0    # HEAD on an http(s) image_source before deploying
-    # Automated-clean priorities of the agent's steps (Ironic's [deploy] options); 0 skips.
-    # A full erase_devices shreds whole disks (hours), so it runs only when asked.
-    deploy_erase_devices_priority: int = 0
-    deploy_erase_devices_metadata_priority: int = 99
-    # Network boot (conductor/netboot/, drivers/pxe.py): TFTP + HTTP boot servers and the
-    # per-MAC iPXE/PXELINUX/GRUB configs of the pxe and ipxe boot interfaces.
-    pxe_enabled: bool = True                  # run the TFTP and HTTP boot servers here
-    pxe_tftp_root: str = ""                   # default: <data_dir>/tftpboot
-    pxe_http_root: str = ""                   # default: <data_dir>/httpboot
-    pxe_tftp_host: str = ""                   # default: [api] host
-    pxe_tftp_port: int = 69                   # 0: any free port (tests)
-    pxe_http_host: str = ""                   # default: [api] host
-    pxe_http_port: int = 8080                 # 0: any free port (tests)
-    pxe_http_url: str = ""                    # URL machines use for the HTTP root; default host:port
-    pxe_api_url: str = ""                     # ipa-api-url for the agent; default: the API's URL
-    pxe_deploy_kernel: str = ""               # default driver_info.deploy_kernel: URL or HTTP-root name
-    pxe_deploy_ramdisk: str = ""              # likewise for deploy_ramdisk
-    pxe_kernel_append_params: str = "nofb vga=normal"  # extra kernel parameters (never secrets)
-    pxe_default_boot_mode: str = "bios"       # bios (PXELINUX) | uefi (GRUB) when a node says nothing
-    # DHCP (conductor/netboot/dhcp.py): per-MAC dnsmasq host entries that pick the boot
-    # loader; `managed` runs our own dnsmasq on one interface, `hostsdir` only writes the
-    # entries into the dhcp-hostsdir of a dnsmasq someone else runs.
-    dhcp_mode: str = "none"                   # none | managed | hostsdir
-    dhcp_interface: str = ""                  # managed: the interface dnsmasq serves
-    dhcp_range: str = ""                      # managed: start,end[,netmask][,lease time]
-    dhcp_ipv6_ra: str = "auto"                # auto (RA when the interface has IPv6) | on | off
-    dhcp_hostsdir: str = ""                   # default: <data_dir>/dhcp/hosts.d
-    dhcp_leasefile: str = ""                  # default: <data_dir>/dhcp/dnsmasq.leases
-    dhcp_unknown_hosts: str = "ignore"        # ignore | inspect (unknown MACs get the iPXE chain)
-    dhcp_boot_server: str = ""                # next-server (TFTP) IP; default: dnsmasq's own address
-    dhcp_ipxe_url: str = ""                   # sent to iPXE; default: <pxe http_url>/boot.ipxe
-    dhcp_bios_loader: str = "undionly.kpxe"   # ipxe interface, legacy BIOS PXE ROMs
-    dhcp_uefi_loader: str = "ipxe.efi"        # ipxe interface, UEFI x86-64 (client arch 7/9)
-    dhcp_pxe_bios_loader: str = "pxelinux.0"  # pxe interface, legacy BIOS
-    dhcp_pxe_uefi_loader: str = "grubx64.efi"  # pxe interface, UEFI x86-64
-    dhcp_log_dhcp: bool = False               # managed: dnsmasq logs every DHCP exchange
-    dhcp_ping: bool = True                    # managed: ping a new address before offering it
-                                              # (~3 s per new lease); false = dnsmasq no-ping
-    # Patching (conductor/patching/): StarlingX sw-patch semantics, /patching/v1 API.
-    patching_enabled: bool = True
-    patching_release: str = "1.0"             # the running software release (sw_version)
-    patching_root: str = ""                   # default: <data_dir>/patching (store, repos, feed)
-    patching_trusted_dir: str = ""            # PEM certificates trusted for signature.v2;
-                                              # default: <patching root>/trusted
-    patching_web_root: str = ""               # updates/rel-V and feed/rel-V served to hosts;
-                                              # default: the [pxe] HTTP root
-    patching_repo_url: str = ""               # URL of that web root as deploy ramdisks see it
-                                              # (conductor/drivers/deploy/patches.py); default: the
-                                              # HTTP boot server's URL
+    api: ApiSettings = _section(ApiSettings)
+    database: DatabaseSettings = _section(DatabaseSettings)
+    conductor: ConductorSettings = _section(ConductorSettings)
+    secrets: SecretsSettings = _section(SecretsSettings)
+    redfish: RedfishSettings = _section(RedfishSettings)
+    ipmi: IpmiSettings = _section(IpmiSettings)
+    dns: DnsSettings = _section(DnsSettings)
+    agent: AgentSettings = _section(AgentSettings)
+    deploy: DeploySettings = _section(DeploySettings)
+    pxe: PxeSettings = _section(PxeSettings)
+    dhcp: DhcpSettings = _section(DhcpSettings)
+    patching: PatchingSettings = _section(PatchingSettings)
 
     @property
     def data_path(self) -> Path:
@@ -156,29 +256,26 @@ class Settings:
 
     @property
     def db_url(self) -> str:
-        if self.database_connection:
-            return self.database_connection
+        if self.database.connection:
+            return self.database.connection
         return f"sqlite:///{self.data_path / 'metalcast.sqlite'}"
 
     @property
     def htpasswd_path(self) -> Path:
-        return Path(self.api_htpasswd_file or self.data_path / "htpasswd")
-
-    @property
-    def hardware_types(self) -> list[str]:
-        return [h.strip() for h in self.conductor_enabled_hardware_types.split(",") if h.strip()]
+        return Path(self.api.htpasswd_file or self.data_path / "htpasswd")
 
     def check(self) -> None:
         """Refuse combinations that would be unsafe or unusable."""
-        if self.api_auth_strategy not in ("none", "http_basic"):
+        api = self.api
+        if api.auth_strategy not in ("none", "http_basic"):
             raise ConfigError(reason=f"api.auth_strategy must be 'none' or 'http_basic', "
-                                     f"not {self.api_auth_strategy!r}")
-        if self.api_auth_strategy == "none" and not is_loopback(self.api_host):
+                                     f"not {api.auth_strategy!r}")
+        if api.auth_strategy == "none" and not is_loopback(api.host):
             raise ConfigError(reason=(
-                f"refusing to serve without authentication on {self.api_host}: set "
+                f"refusing to serve without authentication on {api.host}: set "
                 "auth_strategy = http_basic in [api] (with an htpasswd file) or bind "
                 "to 127.0.0.1"))
-        if self.api_auth_strategy == "http_basic" and not self.htpasswd_path.is_file():
+        if api.auth_strategy == "http_basic" and not self.htpasswd_path.is_file():
             raise ConfigError(reason=f"htpasswd file {self.htpasswd_path} not found; create "
                                      "it with `htpasswd -B -c FILE USER`")
 
@@ -193,35 +290,71 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(Settings)}
+# -- conversion -----------------------------------------------------------------
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
 
 
-def _coerce(name: str, raw: str):
-    field = _fields()[name]
-    kind = field.type
-    if kind == "bool":
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(reason=f"{name}: expected a boolean, got {raw!r}")
-    if kind == "int":
+def _boolean(raw: str) -> bool:
+    try:
+        return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(raw) from None
+
+
+#: Declared field type -> (parser of INI/environment text, what an error says it expects).
+PARSERS: dict[type, tuple[typing.Callable[[str], object], str]] = {
+    bool: (_boolean, "a boolean (true/false, yes/no, on/off, 1/0)"),
+    int: (int, "an integer"),
+    float: (float, "a number"),
+    str: (str, "a string"),
+}
+
+
+def _option_types() -> dict[tuple[str, str], type]:
+    types: dict[tuple[str, str], type] = {("DEFAULT", "data_dir"): str}
+    for section, kind in typing.get_type_hints(Settings).items():
+        if section != "data_dir":
+            for key, declared in typing.get_type_hints(kind).items():
+                types[(section, key)] = declared
+    return types
+
+
+#: (section, key) -> declared type of every option; ``data_dir`` is in DEFAULT.
+OPTION_TYPES = _option_types()
+SECTIONS = frozenset(section for section, _ in OPTION_TYPES)
+
+
+def _declared(section: str, key: str, where: str = "") -> type:
+    """The declared type of ``[section] key``; a ConfigError naming them if unknown."""
+    declared = OPTION_TYPES.get((section, key))
+    if declared is None:
+        what = "option" if section in SECTIONS else "section"
+        raise ConfigError(reason=f"{where}unknown {what} [{section}] {key}")
+    return declared
+
+
+def convert(section: str, key: str, value, source: str = ""):
+    """``value`` as the declared type of ``[section] key``: text is parsed, a value of
+    the right type passes (an int for a float too); anything else is a ConfigError
+    naming ``source`` (file, variable), the option and the expected type."""
+    where = f"{source}: " if source else ""
+    declared = _declared(section, key, where)
+    parse, expected = PARSERS[declared]
+    if isinstance(value, str):
         try:
-            return int(raw)
+            return parse(value)
         except ValueError:
-            raise ConfigError(reason=f"{name}: expected an integer, got {raw!r}") from None
-    if kind == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(reason=f"{name}: expected a number, got {raw!r}") from None
-    return raw
+            pass
+    elif isinstance(value, declared) and not (declared is int and isinstance(value, bool)):
+        return value
+    elif declared is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(reason=f"{where}[{section}] {key}: expected {expected}, got {value!r}")
 
 
-def _key(section: str, key: str) -> str:
-    return key if section == "DEFAULT" else f"{section}_{key}"
-
+# -- sources --------------------------------------------------------------------
 
 def _from_file(path: Path) -> dict:
     parser = configparser.ConfigParser()
@@ -235,32 +368,69 @@ def _from_file(path: Path) -> dict:
         for key, raw in items.items():
             if section != "DEFAULT" and key in parser.defaults():
                 continue
-            name = _key(section, key)
-            if name not in _fields():
-                raise ConfigError(reason=f"{path}: unknown option [{section}] {key}")
-            values[name] = _coerce(name, raw)
+            values[(section, key)] = convert(section, key, raw, str(path))
     return values
+
+
+def env_var(section: str, key: str) -> str:
+    """The environment variable of ``[section] key`` (``METALCAST_DATA_DIR`` for DEFAULT)."""
+    name = key if section == "DEFAULT" else f"{section}_{key}"
+    return "METALCAST_" + name.upper()
 
 
 def _from_env(env) -> dict:
     values = {}
-    for var, (section, key) in ENV_ALIASES.items():
+    names = list(ENV_ALIASES.items()) + [(env_var(*option), option) for option in OPTION_TYPES]
+    for var, option in names:   # the full names come last and win over the shortcuts
         if var in env:
-            values[_key(section, key)] = _coerce(_key(section, key), env[var])
-    for name in _fields():
-        var = "METALCAST_" + name.upper()
-        if var in env:
-            values[name] = _coerce(name, env[var])
+            values[option] = convert(*option, env[var], f"${var}")
     return values
+
+
+def _from_options(options: typing.Mapping[str, object]) -> dict:
+    """``{"api.port": 7002, "data_dir": ...}`` -> {(section, key): value}; None is unset
+    (a flag not given), but its name must still be an option."""
+    values = {}
+    for name, value in options.items():
+        section, _, key = name.rpartition(".")
+        option = (section or "DEFAULT", key)
+        _declared(*option)
+        if value is not None:
+            values[option] = convert(*option, value)
+    return values
+
+
+def _build(values: dict, base: Settings) -> Settings:
+    """``base`` with ``{(section, key): typed value}`` replaced."""
+    sections: dict[str, dict] = {}
+    for (section, key), value in values.items():
+        sections.setdefault(section, {})[key] = value
+    data_dir = sections.pop("DEFAULT", {}).get("data_dir", base.data_dir)
+    return dataclasses.replace(
+        base, data_dir=data_dir,
+        **{name: dataclasses.replace(getattr(base, name), **keys)
+           for name, keys in sections.items()})
+
+
+def from_options(options: typing.Mapping[str, object], base: Settings | None = None) -> Settings:
+    """``base`` (default: the built-in defaults) with ``options`` applied, no file and no
+    environment read. ``options`` names each option ``section.key`` (``"api.port"``) or
+    ``data_dir``, as :func:`load`'s overrides: ``{"conductor.workers": 4}``. Values are
+    converted and checked like those of the file."""
+    return _build(_from_options(options), base or Settings())
 
 
 def load(config_file: str | None = None, overrides: dict | None = None,
          env=None) -> Settings:
-    """Build the settings from defaults, file, environment and ``overrides``."""
+    """Build the settings from defaults, file, environment and ``overrides``.
+
+    ``overrides`` names options ``section.key`` (``{"api.port": 7002}``), or ``data_dir``.
+    """
     env = os.environ if env is None else env
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    from_flags = _from_options(overrides or {})
     from_env = _from_env(env)
-    data_dir = overrides.get("data_dir") or from_env.get("data_dir") or DEFAULT_DATA_DIR
+    data_dir = (from_flags.get(("DEFAULT", "data_dir")) or from_env.get(("DEFAULT", "data_dir"))
+                or DEFAULT_DATA_DIR)
     path = config_file or env.get("METALCAST_CONFIG")
     if path and not Path(path).is_file():
         raise ConfigError(reason=f"config file {path} does not exist")
@@ -268,5 +438,5 @@ def load(config_file: str | None = None, overrides: dict | None = None,
     file_path = Path(path) if path else (default_path if default_path.is_file() else None)
     values = _from_file(file_path) if file_path else {}
     values.update(from_env)
-    values.update(overrides)
-    return Settings(**values)
+    values.update(from_flags)
+    return _build(values, Settings())

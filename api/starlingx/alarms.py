@@ -10,5 +10,5 @@ bp = flask.Blueprint("alarms", __name__, url_prefix="/fm/v1")
 def list_alarms():
     service = flask.current_app.extensions["metalcast.service"]
     if getattr(service, "patching", None) is not None:
-        service.patching.refresh_alarms()  # a condition can change on disk (trust store)
+        service.patching.reevaluate_alarms()  # other conductors, the trust store on disk
     return {"alarms": [alarm.as_dict() for alarm in service.alarms.list()]}

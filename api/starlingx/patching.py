@@ -61,9 +61,7 @@ def upload():
     if upload_file is None or not upload_file.filename:
         return {"info": "", "warning": "", "error": "No file was uploaded\n"}
     name = os.path.basename(upload_file.filename.replace("\\", "/"))
-    scratch = controller.store.root / "scratch"
-    scratch.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch) as work:
+    with tempfile.TemporaryDirectory(dir=controller.scratch_dir()) as work:
         path = Path(work) / name
         upload_file.save(path)
         return controller.upload([path]).as_dict()
@@ -168,11 +166,9 @@ def query_app_dependencies():
 
 @bp.post("/v1/init_release/<release>")
 def init_release(release):
-    from conductor.patching import releases
-    return releases.init_release(_ctl(), release).as_dict()
+    return _ctl().init_release(release).as_dict()
 
 
 @bp.post("/v1/del_release/<release>")
 def del_release(release):
-    from conductor.patching import releases
-    return releases.del_release(_ctl(), release).as_dict()
+    return _ctl().del_release(release).as_dict()

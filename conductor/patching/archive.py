@@ -19,6 +19,7 @@ import io
 import tarfile
 import time
 from pathlib import Path
+from typing import IO
 
 from conductor.patching import metadata as md
 from conductor.patching import signing
@@ -64,8 +65,15 @@ def _check_member(member: tarfile.TarInfo, allowed, what: str) -> None:
         raise PatchFormatError(reason=f"{what}: unexpected member {name!r}")
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
     source = tar.extractfile(member)
+    if source is None:  # _check_member lets only regular files through
+        raise PatchFormatError(reason=f"{member.name!r} is not a regular file")
+    return source
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    source = _member_file(tar, member)
     with open(dest, "wb") as out:
         remaining = member.size
         while remaining:
@@ -140,7 +148,7 @@ def _metadata(data: bytes) -> md.PatchMetadata:
         if len(members) != 1:
             raise PatchFormatError(reason="metadata.tar must hold exactly metadata.xml")
         _check_member(members[0], ("metadata.xml",), "metadata.tar")
-        return md.parse(tar.extractfile(members[0]).read())
+        return md.parse(_member_file(tar, members[0]).read())
 
 
 def _software(path: Path, dest: Path, meta: md.PatchMetadata, limits: Limits) -> dict:
@@ -176,7 +184,7 @@ def _semantics(path: Path | None, meta: md.PatchMetadata) -> dict[str, bytes]:
                 if member.isdir() and member.name in SEMANTIC_ACTIONS:
                     continue
                 _check_member(member, allowed, "semantics.tar")
-                scripts[member.name.split("/")[0]] = tar.extractfile(member).read()
+                scripts[member.name.split("/")[0]] = _member_file(tar, member).read()
     if sorted(scripts) != sorted(meta.semantics):
         raise PatchFormatError(reason="semantics.tar does not match the <semantics> "
                                "actions of metadata.xml")

@@ -5,7 +5,9 @@ Semantics and messages are StarlingX sw-patch's (specs/starlingx-patching.md §1
 (not alphabetical), delete refuses a patch another patch requires, and a failed
 upload leaves the store and the repo exactly as they were. Every operation
 returns a ``Result`` (``info``/``warning``/``error`` text, as the REST API and
-``sw-patch`` show it); the host side (reports, states) is hosts.HostTable.
+``sw-patch`` show it); the host side (reports, states) is host_states.HostStates,
+kept in the database so every conductor shows the same hosts. This class is the
+facade the API calls (api/starlingx/patching.py) and the host channel reports to.
 """
 from __future__ import annotations
 
@@ -14,36 +16,32 @@ import logging
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any, Protocol
 
 from conductor.alarms import AlarmTable
+from conductor.db.patch_hosts import PatchHostRows
+from conductor.errors import PatchOpError
 from conductor.patching import alarms as patch_alarms
-from conductor.patching import archive, hosts, repo, signing
+from conductor.patching import archive, hosts, releases, repo, signing
 from conductor.patching import metadata as md
+from conductor.patching.host_states import HostStates
 from conductor.patching.metadata import PatchFormatError
 from conductor.patching.operations import PatchOperations
-from ramdisk_agent.wire import rpmver
+from conductor.patching.results import Result
 from conductor.patching.store import PatchStore, RepoState
+from ramdisk_agent.wire import rpmver
 
 LOG = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class Result:
-    """info / warning / error text of one operation (each line newline-terminated)."""
+class HostChannel(Protocol):
+    """How the controller reaches host agents (host_channel.HostCommands)."""
 
-    info: str = ""
-    warning: str = ""
-    error: str = ""
+    def install(self, hostname: str, force: bool, request_id: str) -> None:
+        """Send an install request; raises with the reason when it cannot."""
 
-    def add(self, kind: str, line: str) -> None:
-        setattr(self, kind, getattr(self, kind) + line + "\n")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class PatchOpError(Exception):
-    """An operation stops here; the text goes into ``error``."""
+    def notify_all(self) -> None:
+        """Ask every host agent to report now (StarlingX's HELLO_AGENT)."""
 
 
 @dataclasses.dataclass
@@ -53,27 +51,29 @@ class Patch:
 
 
 class PatchController(PatchOperations):
-    """All patch state of one appliance, behind one lock (operations are short)."""
+    """All patch state of one appliance, behind one lock (operations are short).
 
-    def __init__(self, root: Path, trusted_dir: Path, running_release: str,
-                 semantic_timeout: float = 60.0, alarm_table: AlarmTable | None = None,
-                 web_root: Path | None = None):
+    ``host_rows`` holds the hosts' states (the database); ``host_channel`` sends
+    install requests and HELLO_AGENT to host agents (None: host-install answers that
+    no channel is configured); ``alarm_table`` receives the patching alarms.
+    """
+
+    def __init__(self, root: Path, trusted_dir: Path, running_release: str, *,
+                 host_rows: PatchHostRows, host_channel: HostChannel | None = None,
+                 alarm_table: AlarmTable | None = None, web_root: Path | None = None,
+                 semantic_timeout: float = 60.0):
         self.store = PatchStore(root, web_root)
         self.trusted_dir = Path(trusted_dir)
         self.running_release = running_release
         self.semantic_timeout = semantic_timeout
-        self.hosts = hosts.HostTable()
+        self.hosts = HostStates(host_rows)
+        self.channel = host_channel
         self.lock = threading.RLock()
         self.patches: dict[str, Patch] = {}
         self.op_counter = 1
-        #: Sends an install request to a host agent: ``installer(hostname, force)``.
-        #: Set by the appliance (the host agent channel); None means not wired.
-        self.installer = None
-        #: Called (no arguments) after apply/remove/delete/commit so host agents
-        #: re-report at once; set by the appliance (conductor/patching/host_channel.py).
-        self.notifier = None
         #: Active alarms (conductor/alarms.py); patching owns patch_alarms.IDS in it.
         self.alarms = alarm_table or AlarmTable()
+        self._repo_checked = False
         self.reload()
 
     # -- loading and derived state ----------------------------------------------------
@@ -82,6 +82,7 @@ class PatchController(PatchOperations):
             self.patches = {pid: Patch(meta, state)
                             for pid, (meta, state) in self.store.load_all().items()}
             self._sync_hosts()
+            self.hosts.sync()
             self.refresh_alarms()
 
     def _sync_hosts(self) -> None:
@@ -93,6 +94,8 @@ class PatchController(PatchOperations):
             for p in self.patches.values()])
 
     def patch_state(self, patch_id: str) -> str:
+        """The §2.2 state as of the last read (query, show and operations re-read
+        the hosts other conductors recorded; reports to this one count at once)."""
         return self.hosts.patch_state(patch_id)
 
     def _get(self, patch_id: str) -> Patch:
@@ -108,13 +111,54 @@ class PatchController(PatchOperations):
     def refresh_alarms(self) -> None:
         self.alarms.set_active(patch_alarms.IDS, patch_alarms.evaluate(self))
 
-    def report_host(self, report: hosts.HostReport) -> None:
-        """A host agent's report: O(its packages) state update, then the alarms."""
+    def reevaluate_alarms(self) -> None:
+        """Re-read what can change behind this conductor (hosts other conductors
+        recorded, the trust store on disk), then the alarms: for the alarm list."""
         with self.lock:
-            self.hosts.report(report)
+            self.hosts.sync()
             self.refresh_alarms()
 
+    def report_host(self, report: hosts.HostReport, answered: str | None = None) -> None:
+        """A host agent's report (``answered``: the install request it answers):
+        O(its packages) state update, a row write only if something changed, alarms."""
+        with self.lock:
+            self.hosts.report(report, answered)
+            self.refresh_alarms()
+
+    def agent_restarted(self, hostname: str) -> None:
+        """The host's agent came back with a new URL: no install request is running."""
+        with self.lock:
+            self.hosts.forget_install(hostname)
+
+    def ensure_update_repo(self) -> None:
+        """An empty update repo for the running release, as a StarlingX install has,
+        so hosts can report before the first apply."""
+        if self._repo_checked:
+            return
+        directory = self.store.repo_dir(self.running_release)
+        with self.lock:
+            if not (directory / "repodata").exists():
+                try:
+                    repo.UpdateRepo(directory).regenerate({})
+                except (OSError, repo.PatchingError) as exc:
+                    LOG.error("Cannot create the update repo %s: %s", directory, exc)
+                    return
+        self._repo_checked = True
+
+    # -- releases (§3 init_release / del_release) ----------------------------------------
+    def init_release(self, release: str) -> Result:
+        return releases.init_release(self, release)
+
+    def del_release(self, release: str) -> Result:
+        return releases.del_release(self, release)
+
     # -- upload (§1.5) ------------------------------------------------------------------
+    def scratch_dir(self) -> Path:
+        """Where the API may stream an uploaded file before ``upload`` imports it."""
+        scratch = self.store.root / "scratch"
+        scratch.mkdir(exist_ok=True)
+        return scratch
+
     def upload(self, paths: list[Path]) -> Result:
         result = Result()
         with self.lock:
@@ -247,6 +291,11 @@ class PatchController(PatchOperations):
 
     # -- queries ----------------------------------------------------------------------
     def query(self, show: str = "all", release: str | None = None) -> dict:
+        with self.lock:
+            self.hosts.sync()
+            return self._query(show, release)
+
+    def _query(self, show: str = "all", release: str | None = None) -> dict:
         wanted = {"available": ("Available",), "applied": ("Applied",),
                   "committed": ("Committed",)}.get(show)
         with self.lock:
@@ -263,17 +312,28 @@ class PatchController(PatchOperations):
 
     def show(self, ids: list[str]) -> dict:
         with self.lock:
-            data = {"metadata": {}, "contents": {}, "error": ""}
+            self.hosts.sync()
+            data: dict[str, Any] = {"metadata": {}, "contents": {}, "error": ""}
+            every = self._query()["pd"]
             for pid in ids:
                 if pid not in self.patches:
                     data["error"] += f"{pid} is unrecognized\n"
                     continue
-                entry = self.query()["pd"][pid]
+                entry = every[pid]
                 data["metadata"][pid] = entry
                 data["contents"][pid] = list(self.patches[pid].meta.contents)
             return data
 
+    def installed_patch_ids(self, release: str) -> list[str]:
+        """IDs of the patches of ``release`` whose RPMs are in its update repo
+        (Applied or Committed): what a deploy installs into a new root."""
+        with self.lock:
+            return sorted(pid for pid, patch in self.patches.items()
+                          if patch.meta.sw_version == release and patch.repostate in
+                          (RepoState.APPLIED, RepoState.COMMITTED))
+
     def is_in_state(self, ids: list[str], state: str) -> bool:
         with self.lock:
+            self.hosts.sync()
             return bool(ids) and all(pid in self.patches and self.patch_state(pid) == state
                                      for pid in ids)

@@ -24,14 +24,20 @@ instead (specs/starlingx-patching.md §4.1 replaced by api/v1/ramdisk.py):
   (the IP). A host agent may come back with a new URL and certificate (it
   restarted or the host rebooted): its token authenticates it, so the new ones
   replace the old ones.
-* **Commands** go to the agent's HTTPS command API, pinned to the certificate of
-  its last heartbeat: ``patching.install {"force", "locked", "request_id"}``
-  (``locked`` = the node is in maintenance, metalcast's StarlingX ``host-lock``)
-  and ``patching.query`` (re-report now; StarlingX's HELLO_AGENT after apply and
-  remove). Until the report that answers an install request arrives (it carries
-  ``install_request`` = that ``request_id``), the host shows ``installing``, so
-  ``sw-patch host-install`` never mistakes a report sent before the install for
-  its result.
+* **Commands** (``HostCommands``, the patch controller's host channel) go to the
+  agent's HTTPS command API, pinned to the certificate of its last heartbeat:
+  ``patching.install {"force", "locked", "request_id"}`` (``locked`` = the node is
+  in maintenance, metalcast's StarlingX ``host-lock``) and ``patching.query``
+  (re-report now; StarlingX's HELLO_AGENT after apply and remove). Until the
+  report that answers an install request arrives (it carries ``install_request`` =
+  that ``request_id``), the host shows ``installing`` (recorded in the database by
+  conductor/patching/host_states.py, so whichever conductor takes the report knows
+  it), and ``sw-patch host-install`` never mistakes a report sent before the
+  install for its result.
+
+The objects are built in this order, each with its collaborators: ``HostCommands``,
+then the PatchController (given it as ``host_channel``), then ``HostAgents``
+(given the controller).
 """
 from __future__ import annotations
 
@@ -40,15 +46,19 @@ import hmac
 import logging
 import secrets as pysecrets
 import threading
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 from conductor import errors, states
 from conductor.drivers.deploy.client import AgentClient, ca_file
-from conductor.service.ramdisk import (TOKEN_ERROR, Heartbeat, check_callback_url, check_pem_certificate)
+from conductor.drivers.deploy.heartbeat import (
+    TOKEN_ERROR,
+    Heartbeat,
+    check_callback_url,
+    check_pem_certificate,
+)
+from conductor.patching.hosts import HostReport
 from conductor.secrets import MASK
 
 LOG = logging.getLogger(__name__)
@@ -58,16 +68,15 @@ ACTIVE = states.State.ACTIVE.value
 TOKEN_KEY, URL_KEY, CA_KEY, VERSION_KEY, SINCE_KEY = (
     "host_agent_token", "host_agent_url", "host_agent_verify_ca", "host_agent_version",
     "host_agent_since")
-#: An install request nobody answered stops showing "installing" after this long.
-INSTALL_PENDING_LIMIT = 3600.0
 #: patching.query (HELLO_AGENT) fan-out: parallel requests, seconds each.
 NOTIFY_WORKERS, NOTIFY_TIMEOUT = 8, 5.0
 #: Report field -> the type it must have (HostReport's fields; hostname/ip are ours).
-REPORT_TYPES = {"nodetype": str, "subfunctions": list, "sw_version": str,
-                "out_of_date": bool, "installed": dict, "to_remove": list,
-                "missing_pkgs": list, "duplicated_pkgs": dict, "state": str,
-                "node_is_patched": bool, "patch_failed": bool,
-                "install_request": (str, type(None))}
+REPORT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "nodetype": str, "subfunctions": list, "sw_version": str,
+    "out_of_date": bool, "installed": dict, "to_remove": list,
+    "missing_pkgs": list, "duplicated_pkgs": dict, "state": str,
+    "node_is_patched": bool, "patch_failed": bool,
+    "install_request": (str, type(None))}
 
 
 class HostAgentClient(AgentClient):
@@ -101,16 +110,56 @@ def check_report(report) -> dict:
     return report
 
 
+class HostCommands:
+    """Commands to host agents: what the patch controller sends (its host channel)."""
+
+    def __init__(self, store, settings):
+        self.store, self.settings = store, settings
+
+    def install(self, hostname: str, force: bool, request_id: str) -> None:
+        """Send ``patching.install`` to the host's agent; its reports carry
+        ``install_request`` = ``request_id`` once the install has run."""
+        node = self.store.get_node(hostname)
+        if node.provision_state != ACTIVE:
+            raise errors.Conflict(f"host {hostname} is {node.provision_state}, not active")
+        HostAgentClient(node, self.settings).command(
+            "patching.install", {"force": bool(force), "locked": bool(node.maintenance),
+                                 "request_id": request_id}, wait=False)
+        LOG.info("Node %s: install request %s sent to host %s (force %s, locked %s)",
+                 node.uuid, request_id, hostname, force, node.maintenance)
+
+    def notify_all(self) -> None:
+        """Ask every host agent to report now (HELLO_AGENT), in the background."""
+        threading.Thread(target=self._notify, name="hello-agents", daemon=True).start()
+
+    def _notify(self) -> None:
+        # One attempt and a short timeout each, a few at a time: a dead agent must not
+        # delay the others, and the next heartbeat reports anyway.
+        agent = dataclasses.replace(self.settings.agent, max_command_attempts=1,
+                                    command_timeout=min(
+                                        NOTIFY_TIMEOUT, self.settings.agent.command_timeout))
+        quick = dataclasses.replace(self.settings, agent=agent)
+        nodes = [node for node in self.store.list_nodes({"provision_state": ACTIVE})
+                 if (node.driver_internal_info or {}).get(URL_KEY)]
+        with ThreadPoolExecutor(NOTIFY_WORKERS, thread_name_prefix="hello-agent") as pool:
+            for node in nodes:
+                pool.submit(self._query, node, quick)
+
+    @staticmethod
+    def _query(node, settings) -> None:
+        try:
+            HostAgentClient(node, settings).command("patching.query", {})
+        except errors.MetalcastError as exc:   # best effort: the heartbeat follows
+            LOG.info("Node %s: patching.query not delivered: %s", node.uuid, exc)
+
+
 class HostAgents:
-    """Lookup, heartbeat and commands of host-mode agents for one appliance."""
+    """Lookup and heartbeat of host-mode agents; reports go to ``patching`` (the
+    PatchController, None when patching is disabled)."""
 
     def __init__(self, store, settings, patching=None):
         self.store, self.settings, self.patching = store, settings, patching
-        self.host = settings.conductor_host
-        self._lock = threading.Lock()
-        #: hostname -> (request id, callback URL, monotonic time) of a sent install.
-        self._pending: dict[str, tuple[str, str, float]] = {}
-        self._repo_checked = False
+        self.host = settings.conductor.host
 
     # -- lookup -----------------------------------------------------------------
     def lookup(self, node):
@@ -119,7 +168,8 @@ class HostAgents:
             LOG.error("Host-mode lookup refused for node %s in provision state %s",
                       node.uuid, node.provision_state)
             raise errors.NotFound()
-        self._ensure_update_repo()
+        if self.patching is not None:
+            self.patching.ensure_update_repo()
         if _token(node):
             LOG.warning("Node %s: repeat host-mode lookup, the token is not sent again",
                         node.uuid)
@@ -146,22 +196,6 @@ class HostAgents:
             raise
         self.store.release(node.id, self.host, {"driver_internal_info": info})
         LOG.info("Node %s: host agent token reset by the operator", node.uuid)
-
-    def _ensure_update_repo(self) -> None:
-        """An empty update repo for the running release, as a StarlingX install has,
-        so hosts can report before the first apply."""
-        if self._repo_checked or self.patching is None:
-            return
-        from conductor.patching import repo
-        directory = self.patching.store.repo_dir(self.patching.running_release)
-        with self.patching.lock:
-            if not (directory / "repodata").exists():
-                try:
-                    repo.UpdateRepo(directory).regenerate({})
-                except (OSError, repo.PatchingError) as exc:
-                    LOG.error("Cannot create the update repo %s: %s", directory, exc)
-                    return
-        self._repo_checked = True
 
     def _update_info(self, node, values: dict, only_if=None):
         """Merge ``values`` into driver_internal_info under the node lock."""
@@ -191,19 +225,15 @@ class HostAgents:
             LOG.info("Node %s: host agent at %s (version %s)", node.uuid,
                      beat.callback_url, beat.agent_version)
             node = self._update_info(node, changed)
-            if URL_KEY in changed:
-                with self._lock:      # the agent restarted: no install is running
-                    self._pending.pop(node.name, None)
-        if parsed is None or self.patching is None:
+            if URL_KEY in changed and self.patching is not None:
+                self.patching.agent_restarted(node.name)   # no install is running
+        if parsed is None or report is None or self.patching is None:
             return
-        if self._still_installing(node.name, report.get("install_request")):
-            parsed.state = "installing"
-        self.patching.report_host(parsed)
+        self.patching.report_host(parsed, report.get("install_request"))
 
     @staticmethod
     def _parse(node, host: str, report):
         """The HostReport of a heartbeat's ``patching`` dict (400 when malformed)."""
-        from conductor.patching.hosts import HostReport
         check_report(report)
         try:
             return HostReport.from_dict(dict(report, hostname=node.name, ip=host))
@@ -224,79 +254,10 @@ class HostAgents:
                                           "node name is its hostname; set one.")
         if not beat.agent_version:
             raise errors.InvalidParameter('Field "agent_version" is required in a heartbeat.')
-        parsed = check_callback_url(beat.callback_url, self.settings.agent_require_tls)
+        parsed = check_callback_url(beat.callback_url, self.settings.agent.require_tls)
         if beat.agent_verify_ca is not None:
             check_pem_certificate(beat.agent_verify_ca)
-        return parsed.hostname
-
-    def _still_installing(self, hostname: str, answered: str | None) -> bool:
-        with self._lock:
-            pending = self._pending.get(hostname)
-            if pending is None:
-                return False
-            if answered == pending[0] or \
-                    time.monotonic() - pending[2] > INSTALL_PENDING_LIMIT:
-                del self._pending[hostname]
-                return False
-            return True
-
-    # -- commands ---------------------------------------------------------------
-    def install(self, hostname: str, force: bool) -> None:
-        """PatchController.installer: send ``patching.install`` to the host's agent."""
-        node = self.store.get_node(hostname)
-        if node.provision_state != ACTIVE:
-            raise errors.Conflict(f"host {hostname} is {node.provision_state}, not active")
-        client = HostAgentClient(node, self.settings)
-        request_id = uuid.uuid4().hex
-        previous = self._mark(hostname, "installing")
-        with self._lock:
-            self._pending[hostname] = (request_id, node.driver_internal_info[URL_KEY],
-                                       time.monotonic())
-        try:
-            client.command("patching.install", {"force": bool(force),
-                                                "locked": bool(node.maintenance),
-                                                "request_id": request_id}, wait=False)
-        except Exception:
-            with self._lock:
-                self._pending.pop(hostname, None)
-            self._mark(hostname, previous)
-            raise
-        LOG.info("Node %s: install request %s sent to host %s (force %s, locked %s)",
-                 node.uuid, request_id, hostname, force, node.maintenance)
-
-    def _mark(self, hostname: str, state: str | None) -> str | None:
-        """Set the host's shown state (before its agent reports); the previous one."""
-        if self.patching is None or state is None:
-            return None
-        with self.patching.lock:
-            host = self.patching.hosts.hosts.get(hostname)
-            if host is None:
-                return None
-            previous, host.state = host.state, state
-            return previous
-
-    def notify_all(self) -> None:
-        """Ask every host agent to report now (HELLO_AGENT), in the background."""
-        threading.Thread(target=self._notify, name="hello-agents", daemon=True).start()
-
-    def _notify(self) -> None:
-        # One attempt and a short timeout each, a few at a time: a dead agent must not
-        # delay the others, and the next heartbeat reports anyway.
-        quick = dataclasses.replace(self.settings, agent_max_command_attempts=1,
-                                    agent_command_timeout=min(
-                                        NOTIFY_TIMEOUT, self.settings.agent_command_timeout))
-        nodes = [node for node in self.store.list_nodes({"provision_state": ACTIVE})
-                 if (node.driver_internal_info or {}).get(URL_KEY)]
-        with ThreadPoolExecutor(NOTIFY_WORKERS, thread_name_prefix="hello-agent") as pool:
-            for node in nodes:
-                pool.submit(self._query, node, quick)
-
-    @staticmethod
-    def _query(node, settings) -> None:
-        try:
-            HostAgentClient(node, settings).command("patching.query", {})
-        except errors.MetalcastError as exc:   # best effort: the heartbeat follows
-            LOG.info("Node %s: patching.query not delivered: %s", node.uuid, exc)
+        return parsed.hostname or ""
 
 
 def _since(node) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from ramdisk_agent.wire import rpmver
 from conductor.patching.store import RepoState
+from ramdisk_agent.wire import rpmver
 
 PARTIAL_APPLY = "Partial-Apply"
 PARTIAL_REMOVE = "Partial-Remove"
@@ -41,7 +41,7 @@ class HostReport:
     patch_failed: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HostReport":
+    def from_dict(cls, data: dict) -> HostReport:
         fields = {f.name for f in dataclasses.fields(cls)}
         report = cls(**{k: v for k, v in data.items() if k in fields})
         if report.state not in HOST_STATES:
@@ -67,6 +67,7 @@ class HostTable:
 
     def __init__(self):
         self.hosts: dict[str, HostReport] = {}
+        #: hostname -> wall-clock time of its last report (time.time(): it is stored).
         self.last_report: dict[str, float] = {}
         self.patches: dict[str, PatchInfo] = {}
         self._by_package: dict[tuple[str, str], list[PatchInfo]] = {}
@@ -92,13 +93,26 @@ class HostTable:
     def mark_interim(self, patch_id: str) -> None:
         self.interim[patch_id] = set(self.hosts)
 
+    def interim_of(self, hostname: str) -> list[str]:
+        """The patches ``hostname`` has not reported on since they were applied/removed."""
+        return sorted(pid for pid, names in self.interim.items() if hostname in names)
+
+    def set_interim(self, hostname: str, patch_ids: list[str]) -> None:
+        """Make ``patch_ids`` (the known ones) the interim patches of ``hostname``."""
+        for names in self.interim.values():
+            names.discard(hostname)
+        for pid in patch_ids:
+            if pid in self.patches:
+                self.interim.setdefault(pid, set()).add(hostname)
+
     # -- hosts ----------------------------------------------------------------------
-    def report(self, report: HostReport) -> None:
-        """Take one host's report: O(its packages), not O(fleet)."""
+    def report(self, report: HostReport, seen_at: float | None = None) -> None:
+        """Take one host's report (received at ``seen_at``, default now): O(its
+        packages), not O(fleet)."""
         name = report.hostname
         self._forget(name)
         self.hosts[name] = report
-        self.last_report[name] = time.monotonic()
+        self.last_report[name] = time.time() if seen_at is None else seen_at
         for hosts in self.interim.values():
             hosts.discard(name)
         if report.patch_failed:
@@ -190,7 +204,7 @@ class HostTable:
         interim = any(name in hosts for hosts in self.interim.values())
         return {
             "ip": host.ip, "hostname": name, "patch_current": not host.out_of_date,
-            "secs_since_ack": int(time.monotonic() - self.last_report.get(name, 0)),
+            "secs_since_ack": max(0, int(time.time() - self.last_report.get(name, 0))),
             "patch_failed": host.patch_failed, "stale_details": False,
             "installed": dict(host.installed), "to_remove": list(host.to_remove),
             "missing_pkgs": list(host.missing_pkgs),

@@ -46,7 +46,7 @@ class RpmFile:
     epoch: str = ""
 
     @classmethod
-    def parse(cls, filename: str) -> "RpmFile":
+    def parse(cls, filename: str) -> RpmFile:
         match = RPM_NAME_RE.match(filename)
         if match is None or "/" in filename:
             raise PatchFormatError(reason=f"{filename!r} is not an RPM file name "

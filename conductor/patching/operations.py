@@ -8,38 +8,59 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any
 
+from conductor.errors import PatchOpError
 from conductor.patching import repo
-from conductor.patching.store import RepoState
+from conductor.patching.results import Result
+from conductor.patching.store import PatchStore, RepoState
+from ramdisk_agent.wire.rpmver import label_compare
+
+if TYPE_CHECKING:
+    from conductor.patching.host_states import HostStates
 
 LOG = logging.getLogger(__name__)
-
-
-def _op_error(message: str):
-    from conductor.patching.controller import PatchOpError
-    return PatchOpError(message)
 
 
 class PatchOperations:
     """Mutating operations; every one returns a Result and never raises for the user."""
 
-    def _run(self, func, *args):
-        from conductor.patching.controller import PatchOpError, Result
+    # What the mixin uses of PatchController (which sets and defines these).
+    store: PatchStore
+    hosts: HostStates
+    channel: Any                    # controller.HostChannel | None
+    lock: threading.RLock
+    patches: dict[str, Any]         # patch ID -> controller.Patch
+    running_release: str
+    semantic_timeout: float
+
+    def _get(self, patch_id: str) -> Any: raise NotImplementedError
+    def _changed(self) -> None: raise NotImplementedError
+    def patch_state(self, patch_id: str) -> str: raise NotImplementedError
+    def refresh_alarms(self) -> None: raise NotImplementedError
+    def dependency_order(self, ids: list[str]) -> list[str]: raise NotImplementedError
+    def query_dependencies(self, ids: list[str],
+                           recursive: bool = False) -> dict: raise NotImplementedError
+
+    def _run(self, func, *args) -> Result:
         result = Result()
         with self.lock:
             try:
+                self.hosts.sync()       # the hosts as every conductor recorded them
                 func(result, *args)
             except (PatchOpError, repo.PatchingError) as exc:
                 result.add("error", str(exc))
             finally:
                 self._changed()
-        if self.notifier is not None:   # hosts re-report now (StarlingX's HELLO_AGENT)
-            self.notifier()
+        if self.channel is not None:    # hosts re-report now (StarlingX's HELLO_AGENT)
+            self.channel.notify_all()
         return result
 
     def _refuse_while_installing(self) -> None:
-        if any(h.state == "installing" for h in self.hosts.hosts.values()):
-            raise _op_error("Rejected: One or more nodes are installing patches.")
+        if self.hosts.installing():
+            raise PatchOpError("Rejected: One or more nodes are installing patches.")
 
     # -- apply (§5.1) -------------------------------------------------------------------
     def apply(self, ids: list[str], skip_semantic: bool = False):
@@ -57,7 +78,7 @@ class PatchOperations:
             patch = self._get(pid)
             if patch.meta.apply_active_release_only == "Y" and \
                     patch.meta.sw_version != self.running_release:
-                raise _op_error(f"{pid} cannot be applied in an upgrade")
+                raise PatchOpError(f"{pid} cannot be applied in an upgrade")
         self._check_requires(ids)
         if not skip_semantic:
             self._semantic_checks("pre-apply", ids)
@@ -72,9 +93,10 @@ class PatchOperations:
         for pid in ids:
             self.store.move(pid, old, new)
             self.patches[pid].repostate = new
-            self.hosts.mark_interim(pid)
             result.add("info", info.format(pid))
             LOG.info("Patch %s: %s -> %s", pid, old.value, new.value)
+        if ids:
+            self.hosts.mark_interim(ids)
 
     def _check_requires(self, ids: list[str]) -> None:
         missing: dict[str, list[str]] = {}
@@ -85,7 +107,7 @@ class PatchOperations:
                 if not ok:
                     missing.setdefault(req, []).append(pid)
         if missing:
-            raise _op_error("\n".join(f"{req} is required by: {', '.join(sorted(users))}"
+            raise PatchOpError("\n".join(f"{req} is required by: {', '.join(sorted(users))}"
                                       for req, users in sorted(missing.items())))
 
     def _publish(self, ids: list[str], add: bool) -> None:
@@ -133,9 +155,9 @@ class PatchOperations:
                 proc = subprocess.run(argv, capture_output=True, text=True,
                                       timeout=self.semantic_timeout)
             except (OSError, subprocess.TimeoutExpired) as exc:
-                raise _op_error(f"Semantic check failed for {pid}:\n{exc}") from None
+                raise PatchOpError(f"Semantic check failed for {pid}:\n{exc}") from None
             if proc.returncode != 0:
-                raise _op_error(f"Semantic check failed for {pid}:\n"
+                raise PatchOpError(f"Semantic check failed for {pid}:\n"
                                 f"{(proc.stdout + proc.stderr).strip()}")
 
     # -- remove (§5.2) ------------------------------------------------------------------
@@ -149,10 +171,10 @@ class PatchOperations:
         for pid in ids:
             patch = self._get(pid)
             if patch.repostate is RepoState.COMMITTED:
-                raise _op_error(f"Patch {pid} is committed and cannot be removed")
+                raise PatchOpError(f"Patch {pid} is committed and cannot be removed")
             if patch.meta.unremovable == "Y":
                 if not remove_unremovable:
-                    raise _op_error(f"Patch {pid} is not removable")
+                    raise PatchOpError(f"Patch {pid} is not removable")
                 result.add("warning", f"Patch {pid} is not removable")
         self._check_reverse_requires(ids)
         if not skip_app_check:
@@ -178,7 +200,7 @@ class PatchOperations:
                 if req in ids:
                     users.setdefault(req, []).append(other)
         if users:
-            raise _op_error("\n".join(f"{pid} is required by: {', '.join(sorted(u))}"
+            raise PatchOpError("\n".join(f"{pid} is required by: {', '.join(sorted(u))}"
                                       for pid, u in sorted(users.items())))
 
     def _check_apps(self, ids: list[str]) -> None:
@@ -186,7 +208,7 @@ class PatchOperations:
         for pid in ids:
             apps = sorted(app for app, patches in deps.items() if pid in patches)
             if apps:
-                raise _op_error(f"{pid} is required by application(s): {', '.join(apps)}")
+                raise PatchOpError(f"{pid} is required by application(s): {', '.join(apps)}")
 
     # -- delete (§5.3, plus a reverse-dependency check) --------------------------------
     def delete(self, ids: list[str]):
@@ -198,12 +220,12 @@ class PatchOperations:
             patch = self._get(pid)
             if patch.repostate is not RepoState.AVAILABLE or \
                     self.patch_state(pid) not in ("Available", "n/a"):
-                raise _op_error(f"Patch {pid} not in Available state")
+                raise PatchOpError(f"Patch {pid} not in Available state")
         users = {pid: sorted(o for o, p in self.patches.items()
                              if pid in p.meta.requires and o not in ids) for pid in ids}
         blocked = {pid: u for pid, u in users.items() if u}
         if blocked:  # StarlingX deletes anyway; a dangling "requires" helps nobody
-            raise _op_error("\n".join(f"{pid} is required by: {', '.join(u)}"
+            raise PatchOpError("\n".join(f"{pid} is required by: {', '.join(u)}"
                                       for pid, u in sorted(blocked.items())))
         for pid in ids:
             meta = self.patches.pop(pid).meta
@@ -221,14 +243,14 @@ class PatchOperations:
     def _commit(self, result, ids, dry_run) -> None:
         not_rel = sorted(pid for pid, p in self.patches.items() if p.meta.status != "REL")
         if not_rel:
-            raise _op_error("A commit cannot be performed with non-REL status patches in the "
+            raise PatchOpError("A commit cannot be performed with non-REL status patches in the "
                             f"system:\n    {chr(10).join('    ' + p for p in not_rel).strip()}")
         for pid in ids:
             self._get(pid)
         closure = self.query_dependencies(ids, recursive=True)["patches"]
         for pid in closure:
             if self.patch_state(pid) not in ("Applied", "Committed"):
-                raise _op_error(f"Patch {pid} is not in Applied state")
+                raise PatchOpError(f"Patch {pid} is not in Applied state")
         obsolete = self._superseded(closure)
         freed = sum(path.stat().st_size for path, _ in obsolete if path.exists())
         if dry_run:
@@ -246,7 +268,6 @@ class PatchOperations:
 
     def _superseded(self, closure: list[str]) -> list[tuple]:
         """(store path, repo path) of every RPM a higher version in ``closure`` replaces."""
-        from ramdisk_agent.wire.rpmver import label_compare
         best: dict[tuple, tuple] = {}
         for pid in closure:
             meta = self.patches[pid].meta
@@ -287,35 +308,41 @@ class PatchOperations:
 
     def query_hosts(self) -> list[dict]:
         with self.lock:
-            allow = self.hosts.allow_insvc_patching()
-            return [self.hosts.host_view(name, allow) for name in sorted(self.hosts.hosts)]
+            self.hosts.sync()
+            return self.hosts.views()
 
-    def host_install_async(self, host: str, force: bool = False):
-        """Ask ``host``'s agent to install; forced while no reboot-required patch is partial."""
-        from conductor.patching.controller import Result
+    def host_install_async(self, host: str, force: bool = False) -> Result:
+        """Ask ``host``'s agent to install; forced while no reboot-required patch is
+        partial. The host shows ``installing`` until the report that answers it."""
         result = Result()
         with self.lock:
-            name = next((n for n, h in self.hosts.hosts.items() if host in (n, h.ip)), None)
+            self.hosts.sync()
+            name = self.hosts.find(host) if host else None
             force = force or self.hosts.allow_insvc_patching()
+            request_id = uuid.uuid4().hex
+            if name is not None and self.channel is not None:
+                previous = self.hosts.start_install(name, request_id)
         if not host:
             result.add("error", "Host must be specified for install")
         elif name is None:
             result.add("error", f"Unknown host specified: {host}")
-        elif self.installer is None:
+        elif self.channel is None:
             result.add("error", "No host agent channel is configured on this conductor")
         else:
-            try:
-                self.installer(name, force)
+            try:   # outside the lock: reports keep arriving while the agent is reached
+                self.channel.install(name, force, request_id)
             except Exception as exc:  # noqa: BLE001 - any transport failure is the user's error text
+                with self.lock:
+                    self.hosts.abort_install(name, request_id, previous)
                 result.add("error", f"Failed to send the installation request to {name}: {exc}")
             else:
                 result.add("info", f"Patch installation request sent to {name}.")
         return result
 
-    def drop_host(self, host: str):
-        from conductor.patching.controller import Result
+    def drop_host(self, host: str) -> Result:
         with self.lock:
-            name = next((n for n, h in self.hosts.hosts.items() if host in (n, h.ip)), None)
+            self.hosts.sync()
+            name = self.hosts.find(host)
             result = Result()
             if name is None:
                 result.add("error", f"Unknown host specified: {host}")

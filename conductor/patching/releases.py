@@ -15,6 +15,7 @@ import logging
 import re
 import shutil
 
+from conductor.errors import PatchOpError
 from conductor.patching import repo
 from conductor.patching.store import RepoState
 
@@ -24,7 +25,6 @@ RELEASE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 
 
 def _check(controller, release: str) -> None:
-    from conductor.patching.controller import PatchOpError
     if not RELEASE_RE.match(release) or ".." in release:
         raise PatchOpError(f"Invalid release: {release!r}")
     if release == controller.running_release:

@@ -17,9 +17,10 @@ from pathlib import Path
 from conductor import errors
 from conductor.patching import metadata as md
 from conductor.patching.store import atomic_write
+
 # The host agent's NEVRA record and rpm --qf format: one definition for both sides.
-from ramdisk_agent.host.dnf import QUERY_FORMAT
-from ramdisk_agent.host.plan import Package
+from ramdisk_agent.wire.packages import QUERY_FORMAT, Package
+from ramdisk_agent.wire.rpmver import label_compare
 
 TOOL_TIMEOUT = 300
 
@@ -64,7 +65,6 @@ def base_packages(feed: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
     File names are trusted here (the feed is the operator's own installed load),
     as StarlingX's BasePackageData does; patch RPMs are read from their headers.
     """
-    from ramdisk_agent.wire.rpmver import label_compare
     result: dict[tuple[str, str], tuple[str, str, str]] = {}
     for path in feed.rglob("*.rpm"):
         try:

@@ -89,6 +89,7 @@ def load_trusted(directory: Path) -> list[tuple[str, rsa.RSAPublicKey]]:
     trusted = []
     for path in sorted(Path(directory).glob("*.pem")) if Path(directory).is_dir() else []:
         data = path.read_bytes()
+        key: object
         try:
             if b"BEGIN CERTIFICATE" in data:
                 key = x509.load_pem_x509_certificate(data).public_key()
@@ -129,7 +130,7 @@ def generate(key_dir: Path, cert_dir: Path, name: str = "formal") -> tuple[Path,
         stream.write(pem)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
                                             f"metalcast patch signing ({name})")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))

@@ -1,12 +1,11 @@
 """initial schema: nodes, ports, conductors
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 09:03:38.409462
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None

@@ -16,11 +16,12 @@ import time
 import urllib.parse
 
 from ramdisk_agent import inventory
-from ramdisk_agent.api_client import ApiClient, HeartbeatError, LookupResult
+from ramdisk_agent.api_client import ApiClient, LookupResult
 from ramdisk_agent.cmdline import AgentConfig
 from ramdisk_agent.commands import CommandRunner
+from ramdisk_agent.errors import HeartbeatError
 from ramdisk_agent.extensions import all_extensions
-from ramdisk_agent.server import create_app, make_certificate, serve_https
+from ramdisk_agent.server import HttpsServer, create_app, make_certificate, serve_https
 
 LOG = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.api = ApiClient(config.api_url, config.insecure, config.ca_file)
+        self.api = ApiClient(config.api_url or "", config.insecure, config.ca_file)
         self.lookup: LookupResult | None = None
         self.token: str | None = None
         self.runner = CommandRunner(all_extensions(self), on_finished=self.heartbeat_now)
@@ -41,7 +42,7 @@ class Agent:
         self.exit_code = 0
         self.root_disk: str | None = None      # set by write_image
         self._wake = threading.Event()
-        self._server = None
+        self._server: HttpsServer | None = None
         self.callback_url = ""
         self.verify_ca = ""
 
@@ -82,7 +83,8 @@ class Agent:
             try:
                 self._heartbeat_loop()
             finally:
-                self._server.shutdown()
+                if self._server is not None:
+                    self._server.shutdown()
         LOG.info("Agent for node %s stopped (exit code %s)", self.node_uuid, self.exit_code)
         return self.exit_code
 
@@ -90,18 +92,18 @@ class Agent:
         host = self.config.advertise_host or self._source_address()
         cert, key, self.verify_ca = make_certificate(host, tls_dir)
         app = create_app(self.runner, lambda: self.token)
-        self._server = serve_https(app, self.config.listen_host, self.config.listen_port,
-                                   cert, key)
-        port = self._server.server_port
+        server = self._server = serve_https(app, self.config.listen_host,
+                                            self.config.listen_port, cert, key)
+        port = server.server_port
         url_host = f"[{host}]" if ":" in host else host
         self.callback_url = f"https://{url_host}:{port}"
-        threading.Thread(target=self._server.serve_forever, name="command-api",
+        threading.Thread(target=server.serve_forever, name="command-api",
                          daemon=True).start()
         LOG.info("Command API for node %s listening on %s", self.node_uuid, self.callback_url)
 
     def _source_address(self) -> str:
         """The local address used to reach the API: what the conductor can call back."""
-        parts = urllib.parse.urlsplit(self.config.api_url)
+        parts = urllib.parse.urlsplit(self.config.api_url or "")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -111,7 +113,8 @@ class Agent:
     def heartbeat_interval(self) -> float:
         """heartbeat_timeout x U(0.3, 0.6), as IPA, so agents do not synchronise."""
         timeout = (self.config.heartbeat_timeout
-                   or float(self.lookup.config.get("heartbeat_timeout") or 0)
+                   or float((self.lookup.config if self.lookup else {})
+                            .get("heartbeat_timeout") or 0)
                    or DEFAULT_HEARTBEAT_TIMEOUT)
         return timeout * random.uniform(0.3, 0.6)
 
@@ -127,6 +130,7 @@ class Agent:
     def _heartbeat_once(self) -> float:
         """Send one heartbeat; the delay before the next one."""
         interval = self.heartbeat_interval()
+        assert self.node_uuid is not None and self.token is not None  # set by lookup
         try:
             self.api.heartbeat(self.node_uuid, self.callback_url, self.token, self.verify_ca)
         except HeartbeatError as exc:

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from ramdisk_agent import __version__
-from ramdisk_agent.errors import LookupFailed
+from ramdisk_agent.errors import HeartbeatError, LookupFailed
 
 LOG = logging.getLogger(__name__)
 
@@ -29,14 +29,6 @@ HEARTBEAT_VERSION = (1, 68)
 MIN_LOOKUP_VERSION = (1, 22)
 VERSION_HEADER = "X-OpenStack-Ironic-API-Version"
 MAX_LOOKUP_DELAY = 10.0       # back-off cap between lookups
-
-
-class HeartbeatError(Exception):
-    """The heartbeat was refused; ``conflict`` is True for 409 (node locked)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status, self.conflict = status, status == 409
 
 
 @dataclass
@@ -99,7 +91,7 @@ class ApiClient:
         """Cap lookup/heartbeat versions by the server's default version."""
         try:
             status, body = self._call("GET", "/")
-            server = _version(body["default_version"]["version"])
+            server = _version(body["default_version"]["version"])  # type: ignore[index]
         except (OSError, KeyError, TypeError, ValueError) as exc:
             LOG.warning("API version discovery failed (%s); using %s/%s", exc,
                         LOOKUP_VERSION, HEARTBEAT_VERSION)

@@ -26,8 +26,8 @@ from ramdisk_agent.errors import AgentError
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["host"]:        # installed host: ramdisk_agent/host/mode.py
-        from ramdisk_agent.host import mode as hostmode
+    if argv[:1] == ["host"]:        # installed host: ramdisk_agent/hostmode.py
+        from ramdisk_agent import hostmode
         return hostmode.main(argv[1:])
     try:
         config, args = load(argv)
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.print_inventory:
         try:
-            print(json.dumps(inventory.collect(config.disks, (config.macs or [None])[0]),
+            print(json.dumps(inventory.collect(config.disks, (config.macs or [None])[0]),  # type: ignore[list-item]
                              indent=2))
         except ValueError as exc:
             build_parser().error(str(exc))
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         inventory.list_disks(config.disks)      # bad --disk specs fail before lookup
     except ValueError as exc:
         build_parser().error(str(exc))
-    from ramdisk_agent.agent import Agent     # command API, TLS: only when serving
+    from ramdisk_agent.agent import Agent  # command API, TLS: only when serving
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop(0))
     try:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_PORT = 9999
 POWER_ACTIONS = ("system", "exit")
 
 # kernel argument -> (AgentConfig field, converter)
-KERNEL_ARGS = {
+KERNEL_ARGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "ipa-api-url": ("api_url", str),
     "ipa-insecure": ("insecure", lambda v: v.lower() in ("1", "true", "yes", "")),
     "ipa-lookup-timeout": ("lookup_timeout", float),
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load(argv: list[str] | None = None) -> tuple[AgentConfig, argparse.Namespace]:
     """The merged configuration and the parsed flags."""
     args = build_parser().parse_args(argv)
-    values, boot_macs = {}, []
+    values, boot_macs = dict[str, Any](), list[str]()
     if args.cmdline_file and os.path.exists(args.cmdline_file):
         with open(args.cmdline_file, encoding="utf-8") as f:
             values, boot_macs = parse_kernel_cmdline(f.read())

@@ -20,16 +20,21 @@ import logging
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from ramdisk_agent.errors import (AgentError, AgentIsBusy, InvalidCommand,
-                                  InvalidCommandParams, InvalidContent,
-                                  RequestedObjectNotFound)
+from ramdisk_agent.errors import (
+    AgentError,
+    AgentIsBusy,
+    InvalidCommand,
+    InvalidCommandParams,
+    InvalidContent,
+    RequestedObjectNotFound,
+)
+from ramdisk_agent.wire.statuses import FAILED, RUNNING, SUCCEEDED
 
 LOG = logging.getLogger(__name__)
 
-RUNNING, SUCCEEDED, FAILED = "RUNNING", "SUCCEEDED", "FAILED"
 Validator = Callable[[dict], None]
 
 
@@ -43,7 +48,7 @@ class Command:
 
 def _marker(kind: str, fn: Callable | None, validate: Validator | None):
     def mark(method: Callable) -> Callable:
-        method.agent_command = (kind, validate)
+        method.agent_command = (kind, validate)  # type: ignore[attr-defined]
         return method
     return mark(fn) if fn is not None else mark
 
@@ -167,7 +172,7 @@ class CommandRunner:
         except AgentError as exc:
             LOG.error("Command %s failed: %s", result.command_name, exc.message)
             result.command_error, result.command_status = exc.serialize(), FAILED
-        except Exception as exc:  # an agent bug must still end the command
+        except Exception as exc:  # noqa: BLE001 - an agent bug must still end the command
             LOG.error("Command %s crashed: %s", result.command_name, traceback.format_exc())
             result.command_error = {"type": type(exc).__name__, "code": 500,
                                     "message": f"{type(exc).__name__}: {exc}", "details": ""}

@@ -4,6 +4,9 @@ The command API renders :class:`AgentError` as ``{faultcode, faultstring}`` with
 error's HTTP status; a failing command stores :meth:`AgentError.serialize` in
 ``command_error`` (``{type, code, message, details}``, IPA's shape) so the conductor
 can copy the message into the node's ``last_error``.
+
+Every error the agent defines is here. The shared formats (ramdisk_agent/wire/)
+raise their own ``WireError``s, which the agent turns into these where it calls them.
 """
 from __future__ import annotations
 
@@ -55,6 +58,15 @@ class RequestedObjectNotFound(AgentError):
     faultcode = "Client"
 
 
+class MethodNotAllowed(AgentError):
+    """The path exists but not for this HTTP method."""
+    status_code = 405
+    faultcode = "Client"
+
+    def __init__(self):
+        super().__init__("The method is not allowed for the requested URL.")
+
+
 class AgentIsBusy(AgentError):
     """Another command is still running: one command at a time."""
     status_code = 409
@@ -82,3 +94,24 @@ class DeviceNotFound(AgentError):
 
 class LookupFailed(AgentError):
     """The API never answered the lookup with our node."""
+
+
+class HeartbeatError(AgentError):
+    """The API refused a heartbeat; ``conflict`` is True for 409 (node locked)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.conflict = status, status == 409
+
+
+class DeltaDeployError(AgentError):
+    """The delta could not be fetched, trusted or applied (the step fails and the
+    conductor falls back to the full image)."""
+
+
+class PatchEngineError(AgentError):
+    """Host patching: rpm, dnf or a repo failed; the message says which and why."""
+
+
+class MetadataUnsupported(PatchEngineError):
+    """A repo's metadata uses a compression the stdlib cannot read (fall back to dnf)."""

@@ -126,7 +126,7 @@ def interface_macs() -> list[str]:
 
 
 def cpu_info() -> dict:
-    model, flags, count, mhz = "", [], 0, None
+    model, flags, count, mhz = "", list[str](), 0, None
     for line in _read("/proc/cpuinfo").splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
         if key == "processor":

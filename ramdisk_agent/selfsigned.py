@@ -86,7 +86,7 @@ def certificate(host: str) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     algorithm = _seq(OID_ECDSA_SHA256)
     key_usage = _tlv(0x03, bytes([0x02, 0x84]))     # digitalSignature, keyCertSign
     extensions = _seq(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ramdisk_agent import validate
 from ramdisk_agent.commands import Extension, async_command, sync_command
@@ -36,11 +36,12 @@ def erase_metadata(path: str) -> None:
     """Zero the first and last MiB of ``path``."""
     target = DiskTarget(path)
     try:
+        capacity = int(target.capacity)     # a device: its size, never the growable inf
         zeros = memoryview(mmap.mmap(-1, METADATA_BYTES))
-        length = min(METADATA_BYTES, target.capacity)
+        length = min(METADATA_BYTES, capacity)
         target.write(0, zeros[:length])
-        tail = max(length, target.capacity - METADATA_BYTES)
-        target.write(tail, zeros[:target.capacity - tail])
+        tail = max(length, capacity - METADATA_BYTES)
+        target.write(tail, zeros[:capacity - tail])
     finally:
         target.close()
 
@@ -50,9 +51,9 @@ def erase_all(path: str) -> None:
     target = DiskTarget(path)
     try:
         zeros = memoryview(mmap.mmap(-1, CHUNK))
-        offset = 0
-        while offset < target.capacity:
-            length = min(CHUNK, target.capacity - offset)
+        offset, capacity = 0, int(target.capacity)
+        while offset < capacity:
+            length = min(CHUNK, capacity - offset)
             target.write(offset, zeros[:length])
             offset += length
     finally:

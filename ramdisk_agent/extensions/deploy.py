@@ -14,14 +14,19 @@ from __future__ import annotations
 import logging
 
 from ramdisk_agent import validate
-from ramdisk_agent.ramdisk import configdrive
-from ramdisk_agent.ramdisk import hints
 from ramdisk_agent.commands import Extension, async_command, sync_command
-from ramdisk_agent.ramdisk.download import DownloadOptions
 from ramdisk_agent.errors import AgentError, InvalidContent
-from ramdisk_agent.extensions.clean import (HARDWARE_MANAGER, MANAGER_VERSION, Step,
-                                            check_step, erase_devices_metadata, run_step,
-                                            step_entry)
+from ramdisk_agent.extensions.clean import (
+    HARDWARE_MANAGER,
+    MANAGER_VERSION,
+    Step,
+    check_step,
+    erase_devices_metadata,
+    run_step,
+    step_entry,
+)
+from ramdisk_agent.ramdisk import configdrive, hints
+from ramdisk_agent.ramdisk.download import DownloadOptions
 from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
 
 LOG = logging.getLogger(__name__)

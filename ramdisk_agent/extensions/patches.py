@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ramdisk_agent import gpt
 from ramdisk_agent.commands import Extension, async_command
-from ramdisk_agent.errors import AgentError, InvalidContent
+from ramdisk_agent.errors import AgentError, InvalidContent, PatchEngineError
 
 LOG = logging.getLogger(__name__)
 ROOT_TYPES = ("4f68bce3-e8cd-4db1-96e7-fbcaf984b709",)     # Linux root (x86-64)
@@ -124,7 +124,7 @@ class PatchesExtension(Extension):
         part = root_partition(disk, partition)
         # Imported here, not at the top: the RPM engine is not needed for a plain
         # deploy and would add to every agent's start-up.
-        from ramdisk_agent.host import PatchEngine, PatchEngineError
+        from ramdisk_agent.host import PatchEngine
         LOG.info("Node %s: installing release %s patches into partition %s of %s",
                  agent.node_uuid, sw_version, part.number, disk)
         work = Path(tempfile.mkdtemp(prefix="metalcast-patches-",

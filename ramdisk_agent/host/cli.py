@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
+from ramdisk_agent.errors import PatchEngineError
 from ramdisk_agent.host.engine import PatchEngine
-from ramdisk_agent.host.errors import PatchEngineError
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

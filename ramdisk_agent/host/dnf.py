@@ -19,11 +19,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ramdisk_agent.host.errors import PatchEngineError
-from ramdisk_agent.host.plan import Package
+from ramdisk_agent.errors import PatchEngineError
+from ramdisk_agent.wire.packages import QUERY_FORMAT, Package
 
 LOG = logging.getLogger(__name__)
-QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
 DNF_QUERY_FORMAT = "%{name}\t%{epoch}\t%{version}\t%{release}\t%{arch}"
 TIMEOUT = 1800
 #: dnf's shell mode exits 0 even when the transaction fails; it prints this instead.

@@ -18,9 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from ramdisk_agent.host import plan as planning, repodata
+from ramdisk_agent.errors import MetadataUnsupported, PatchEngineError
+from ramdisk_agent.host import plan as planning
+from ramdisk_agent.host import repodata
 from ramdisk_agent.host.dnf import Repos, RpmDnf
-from ramdisk_agent.host.errors import PatchEngineError
 from ramdisk_agent.host.flags import HostFiles
 
 LOG = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class PatchEngine:
     def _available(self) -> list[planning.Package]:
         try:
             return [pkg for url in self.repos.urls() for pkg in repodata.packages(url)]
-        except repodata.Unsupported:
+        except MetadataUnsupported:
             return self.tools.available()
 
     def _plan(self, installed, available) -> planning.Plan:

@@ -11,43 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from ramdisk_agent.wire.packages import Package
 from ramdisk_agent.wire.rpmver import label_compare
 
 #: rpm's pseudo-packages for imported GPG keys are never in a repo and never erased.
 IGNORED = frozenset({"gpg-pubkey"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Package:
-    """One NEVRA, as rpm and dnf print it."""
-
-    name: str
-    epoch: str
-    version: str
-    release: str
-    arch: str
-
-    @property
-    def evr(self) -> tuple[str, str, str]:
-        return (self.epoch or "0", self.version, self.release)
-
-    @property
-    def nevra(self) -> str:
-        """``name-[epoch:]version-release.arch``, the form dnf accepts for an exact package."""
-        epoch = f"{self.epoch}:" if self.epoch not in ("", "0") else ""
-        return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
-
-    @property
-    def report_version(self) -> str:
-        """``[e:]v-r@arch``: the form of the report's ``installed`` dict (§2.2)."""
-        epoch = f"{self.epoch}:" if self.epoch not in ("", "0") else ""
-        return f"{epoch}{self.version}-{self.release}@{self.arch}"
-
-    @classmethod
-    def parse_line(cls, line: str) -> "Package":
-        """One ``NAME\\tEPOCH\\tVERSION\\tRELEASE\\tARCH`` line (our --qf format)."""
-        name, epoch, version, release, arch = line.split("\t")[:5]
-        return cls(name, "0" if epoch in ("", "(none)") else epoch, version, release, arch)
 
 
 @dataclasses.dataclass
@@ -75,7 +43,7 @@ class Plan:
                 "erase": [pkg.nevra for pkg in self.erase],
                 "install": list(self.missing)}
 
-    def forward_only(self) -> "Plan":
+    def forward_only(self) -> Plan:
         """Upgrades and missing installs only: a fresh image keeps packages the repos lack."""
         return Plan(upgrades=list(self.upgrades), missing=list(self.missing),
                     duplicated=dict(self.duplicated))

@@ -6,7 +6,7 @@ read from the repo itself: ``repodata/repomd.xml`` names the ``group`` (or
 (``primary``) is read the same way for reports: bench/host_patching.py measures
 ~6 ms against ~400 ms for ``dnf repoquery``, which matters for a report sent on
 every heartbeat. Installs still take dnf's own view (``RpmDnf.available``).
-Compressions the stdlib lacks (zstd) raise ``Unsupported`` so the caller can
+Compressions the stdlib lacks (zstd) raise ``MetadataUnsupported`` so the caller can
 fall back to dnf.
 """
 from __future__ import annotations
@@ -18,18 +18,14 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from ramdisk_agent.host.errors import PatchEngineError
-from ramdisk_agent.host.plan import Package
+from ramdisk_agent.errors import MetadataUnsupported, PatchEngineError
+from ramdisk_agent.wire.packages import Package
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
 #: file suffix -> decompressor, for the metadata compressions the stdlib reads.
 DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress,
               ".xml": lambda data: data}
-
-
-class Unsupported(PatchEngineError):
-    """The repo's metadata uses a compression the stdlib cannot read."""
 
 
 TIMEOUT = 30
@@ -49,11 +45,11 @@ def _locations(base: str) -> dict[str, str]:
         root = ET.fromstring(_fetch(f"{base}/repodata/repomd.xml"))
     except ET.ParseError as exc:
         raise PatchEngineError(f"{base}/repodata/repomd.xml is not XML: {exc}") from None
-    hrefs = {}
+    hrefs: dict[str, str] = {}
     for data in root.iter(f"{REPO_NS}data"):
         location = data.find(f"{REPO_NS}location")
         if location is not None:
-            hrefs[data.get("type")] = location.get("href")
+            hrefs[data.get("type", "")] = location.get("href", "")
     return hrefs
 
 
@@ -61,7 +57,7 @@ def _read_xml(base: str, href: str) -> ET.Element:
     decompress = next((fn for suffix, fn in DECOMPRESS.items() if href.endswith(suffix)),
                       None)
     if decompress is None:
-        raise Unsupported(f"{base}/{href}: compression not readable without dnf")
+        raise MetadataUnsupported(f"{base}/{href}: compression not readable without dnf")
     try:
         return ET.fromstring(decompress(_fetch(f"{base}/{href}")))
     except (ET.ParseError, OSError, EOFError, lzma.LZMAError) as exc:
@@ -77,9 +73,11 @@ def packages(repo_url: str) -> list[Package]:
     found = []
     for pkg in _read_xml(base, href).iter(f"{COMMON_NS}package"):
         version = pkg.find(f"{COMMON_NS}version")
-        found.append(Package(pkg.findtext(f"{COMMON_NS}name"), version.get("epoch") or "0",
-                             version.get("ver"), version.get("rel"),
-                             pkg.findtext(f"{COMMON_NS}arch")))
+        if version is None:
+            raise PatchEngineError(f"{base}/{href}: a package without a version element")
+        found.append(Package(pkg.findtext(f"{COMMON_NS}name", ""), version.get("epoch") or "0",
+                             version.get("ver", ""), version.get("rel", ""),
+                             pkg.findtext(f"{COMMON_NS}arch", "")))
     return found
 
 

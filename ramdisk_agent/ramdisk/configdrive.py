@@ -20,8 +20,8 @@ import os
 import subprocess
 
 from ramdisk_agent import gpt
-from ramdisk_agent.ramdisk.download import DownloadOptions, HttpStream
 from ramdisk_agent.errors import AgentError, InvalidContent
+from ramdisk_agent.ramdisk.download import DownloadOptions, HttpStream
 
 LOG = logging.getLogger(__name__)
 

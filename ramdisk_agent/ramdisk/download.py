@@ -50,7 +50,7 @@ class HttpStream:
         self._conn: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
 
-    def __enter__(self) -> "HttpStream":
+    def __enter__(self) -> HttpStream:
         try:
             self._open()
         except RETRYABLE as exc:   # connection refused/reset: same back-off as a resume
@@ -69,6 +69,7 @@ class HttpStream:
         """Fill as much of ``buffer`` as one read gives; 0 only at the real end."""
         failures = 0
         while True:
+            assert self._response is not None, "read after close"
             try:
                 count = self._response.readinto(buffer)
             except RETRYABLE as exc:
@@ -138,8 +139,8 @@ class HttpStream:
             if self.options.insecure:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout,
-                                               context=context)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname, port, timeout=timeout, context=context)
         else:
             conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
         conn.connect()
@@ -173,6 +174,7 @@ class HttpStream:
 
     def _skip(self, count: int) -> None:
         scratch = memoryview(bytearray(1 << 20))
+        assert self._response is not None
         while count:
             got = self._response.readinto(scratch[:min(count, len(scratch))])
             if not got:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import Iterable
+from collections.abc import Callable, Iterable
 
 from ramdisk_agent.errors import DeviceNotFound, InvalidContent
 from ramdisk_agent.inventory import Disk
@@ -95,8 +95,9 @@ def _unsupported(key) -> str:
 
 
 #: Hint name -> how its value is read (raises InvalidContent when it cannot be).
-READERS = {"size": _parse_size, "rotational": _bool, "name": str,
-           **{key: _string_value for key in STRING_HINTS}}
+READERS: dict[str, Callable[[object], object]] = {
+    "size": _parse_size, "rotational": _bool, "name": str,
+    **{key: _string_value for key in STRING_HINTS}}
 
 
 def check(hints) -> None:

@@ -28,7 +28,6 @@ import logging
 import mmap
 import os
 import queue
-import re
 import subprocess
 import tempfile
 import threading
@@ -36,8 +35,10 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from ramdisk_agent.errors import ImageChecksumError, ImageWriteError, InvalidContent
 from ramdisk_agent.ramdisk.download import DownloadOptions, HttpStream
-from ramdisk_agent.errors import (ImageChecksumError, ImageWriteError, InvalidContent)
+from ramdisk_agent.wire import checksum
+from ramdisk_agent.wire.errors import ChecksumError
 
 LOG = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ CHUNK = 4 << 20              # 4 MiB: the size dd and the lab measurements use
 BUFFERS = 4                  # in flight between the reader and the writer
 WIPE_BYTES = 1 << 20
 QCOW2_MAGIC = b"QFI\xfb"
-HASH_LENGTHS = {32: "md5", 64: "sha256", 128: "sha512"}   # legacy `checksum` by length
-ALLOWED_ALGOS = ("md5", "sha1", "sha256", "sha384", "sha512")
-_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 @dataclass
@@ -60,7 +58,7 @@ class ImageSpec:
     hash_value: str
 
     @classmethod
-    def from_image_info(cls, info: dict) -> "ImageSpec":
+    def from_image_info(cls, info: dict) -> ImageSpec:
         urls = info.get("urls") or []
         if not urls or not isinstance(urls, list):
             raise InvalidContent("image_info.urls must list at least one image URL")
@@ -71,28 +69,17 @@ class ImageSpec:
             raise InvalidContent(f"image_info.urls[0] must be an http(s) URL, not {got}")
         if info.get("image_type") == "partition":
             raise InvalidContent("Partition images are not supported; use a whole-disk image")
-        algo, value = _expected_hash(info)
+        try:   # the conductor's policy too (ramdisk_agent/wire/checksum.py)
+            expected = checksum.parse(info.get("os_hash_algo"), info.get("os_hash_value"),
+                                      info.get("checksum"))
+        except ChecksumError as exc:
+            raise InvalidContent(f"image_info: {exc}") from None
         fmt = info.get("disk_format") or "raw"
         fmt = fmt.lower() if isinstance(fmt, str) else fmt
         if fmt not in ("raw", "qcow2"):
             raise InvalidContent(f"disk_format {fmt!r} is not supported (raw, qcow2)")
-        return cls(url=urls[0], disk_format=fmt, hash_algo=algo, hash_value=value.lower())
-
-
-def _expected_hash(info: dict) -> tuple[str, str]:
-    """(algorithm, hex) from ``os_hash_algo``/``os_hash_value`` or legacy ``checksum``."""
-    algo, value = info.get("os_hash_algo"), info.get("os_hash_value")
-    if not (algo and value):
-        value = info.get("checksum") or ""
-        if isinstance(value, str) and ":" in value:
-            algo, value = value.split(":", 1)
-        else:
-            algo = HASH_LENGTHS.get(len(value)) if isinstance(value, str) else None
-    if not (value and isinstance(value, str) and _HEX.fullmatch(value)) or \
-            algo not in ALLOWED_ALGOS:
-        raise InvalidContent("image_info needs os_hash_algo+os_hash_value or a checksum "
-                             f"(md5/sha256/sha512 hex); got algo={algo!r}")
-    return algo, value
+        return cls(url=urls[0], disk_format=fmt, hash_algo=expected.algo,
+                   hash_value=expected.value)
 
 
 @dataclass
@@ -149,6 +136,7 @@ class DiskTarget:
         self.check_fits(offset + len(data))
         aligned = len(data) - len(data) % ALIGN if self.direct_fd is not None else 0
         if aligned:
+            assert self.direct_fd is not None   # aligned > 0 only with O_DIRECT
             try:
                 _pwrite_all(self.direct_fd, data[:aligned], offset)
             except OSError as exc:
@@ -205,7 +193,7 @@ class _Stage(threading.Thread):
             if self.error is None:
                 try:
                     self.work(*job)
-                except BaseException as exc:  # reported to the reader thread
+                except BaseException as exc:  # noqa: BLE001 - reported to the reader thread
                     self.error = exc
             if self.forward is not None:
                 self.forward.put(job)
@@ -385,7 +373,8 @@ def _run(cmd: list[str]) -> str:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     except FileNotFoundError:
-        raise ImageWriteError(f"{cmd[0]} is not installed (Debian package qemu-utils)")
+        raise ImageWriteError(
+            f"{cmd[0]} is not installed (Debian package qemu-utils)") from None
     if done.returncode:
         raise ImageWriteError(f"{' '.join(cmd[:2])} failed: {done.stderr.strip()}")
     return done.stdout

@@ -31,10 +31,14 @@ import hashlib
 import json
 import struct
 import zlib
+from collections.abc import Iterable
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ramdisk_agent.wire.errors import DeltaError
 
 MAGIC = b"MCDELTA1\n"
 FORMAT_VERSION = 1
@@ -43,10 +47,6 @@ SIGNATURE_SIZE = 64
 #: the agent allocate gigabytes.
 MAX_MANIFEST_BYTES = 64 << 20
 _LEN = struct.Struct(">I")
-
-
-class DeltaError(Exception):
-    """A payload that cannot be trusted or applied; the message says why."""
 
 
 class Op(str, enum.Enum):
@@ -69,8 +69,8 @@ class Operation:
     offset: int = 0       #: replace: start in the data section
     size: int = 0         #: replace: compressed size in the data section
 
-    def to_json(self) -> list:
-        row = [self.op.value, self.dst, self.length, self.sha256.hex()]
+    def to_json(self) -> list[str | int]:
+        row: list[str | int] = [self.op.value, self.dst, self.length, self.sha256.hex()]
         if self.op is Op.COPY:
             row.append(self.src)
         elif self.op is Op.REPLACE:
@@ -78,7 +78,7 @@ class Operation:
         return row
 
     @classmethod
-    def from_json(cls, row: list) -> "Operation":
+    def from_json(cls, row: list[Any]) -> Operation:
         try:
             kind, dst, length, digest = Op(row[0]), int(row[1]), int(row[2]), bytes.fromhex(row[3])
             extra = {"src": int(row[4])} if kind is Op.COPY else (
@@ -113,7 +113,7 @@ class Manifest:
         return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 6)
 
     @classmethod
-    def decode(cls, blob: bytes) -> "Manifest":
+    def decode(cls, blob: bytes) -> Manifest:
         try:
             doc = json.loads(zlib.decompressobj().decompress(blob, 256 << 20))
             if doc.get("format") != FORMAT_VERSION:
@@ -147,7 +147,7 @@ class Manifest:
                              f"{self.target_size}")
 
 
-def target_digest(op_digests) -> bytes:
+def target_digest(op_digests: Iterable[bytes]) -> bytes:
     """The whole-target digest: SHA-256 over the per-operation digests in order."""
     digest = hashlib.sha256()
     for value in op_digests:
@@ -155,7 +155,8 @@ def target_digest(op_digests) -> bytes:
     return digest.digest()
 
 
-def write_header(stream, manifest: Manifest, private_key: ed25519.Ed25519PrivateKey) -> int:
+def write_header(stream: BinaryIO, manifest: Manifest,
+                 private_key: ed25519.Ed25519PrivateKey) -> int:
     """Write magic, manifest and signature; returns the header length."""
     blob = manifest.encode()
     signature = private_key.sign(blob)
@@ -163,7 +164,7 @@ def write_header(stream, manifest: Manifest, private_key: ed25519.Ed25519Private
     return len(MAGIC) + _LEN.size + len(blob) + SIGNATURE_SIZE
 
 
-def read_header(stream, public_key: ed25519.Ed25519PublicKey) -> tuple[Manifest, int]:
+def read_header(stream: BinaryIO, public_key: ed25519.Ed25519PublicKey) -> tuple[Manifest, int]:
     """Read and verify the header; returns (manifest, header length).
 
     The signature is checked before the manifest is parsed, so nothing an attacker

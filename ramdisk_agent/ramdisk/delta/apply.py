@@ -24,10 +24,11 @@ import mmap
 import os
 import time
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
-from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.ramdisk.delta import source as source_check
+from ramdisk_agent.wire import delta_format as fmt
+from ramdisk_agent.wire.errors import DeltaError
 
 LOG = logging.getLogger(__name__)
 CHUNK = 8 << 20
@@ -77,10 +78,10 @@ def apply(payload_path: str, source: str, target: str | None, public_key,
     return result
 
 
-def _map_data(stream, header: int, manifest: fmt.Manifest) -> mmap.mmap:
+def _map_data(stream, header: int, manifest: fmt.Manifest) -> _Slice | _EmptyMap:
     size = os.fstat(stream.fileno()).st_size
     if size != header + manifest.data_size:
-        raise fmt.DeltaError(f"payload data section is {size - header} bytes, the manifest "
+        raise DeltaError(f"payload data section is {size - header} bytes, the manifest "
                              f"says {manifest.data_size}: truncated or padded payload")
     if manifest.data_size == 0:
         return _EmptyMap()
@@ -89,7 +90,7 @@ def _map_data(stream, header: int, manifest: fmt.Manifest) -> mmap.mmap:
         matches = hashlib.sha256(section).digest() == manifest.data_sha256
     if not matches:
         data.close()
-        raise fmt.DeltaError("payload data section does not match its signed SHA-256")
+        raise DeltaError("payload data section does not match its signed SHA-256")
     return _Slice(data, header)
 
 
@@ -97,10 +98,10 @@ def _apply(manifest, data, source, target, progress, result: ApplyResult,
            since: float) -> None:
     if target is None and any(op.op is fmt.Op.COPY and op.src != op.dst
                               for op in manifest.operations):
-        raise fmt.DeltaError("this payload moves blocks; it cannot be applied in place")
+        raise DeltaError("this payload moves blocks; it cannot be applied in place")
     _check_size(source, manifest.source_size, "source")
     if fmt.target_digest(op.sha256 for op in manifest.operations) != manifest.target_sha256:
-        raise fmt.DeltaError("operation digests do not add up to the target digest")
+        raise DeltaError("operation digests do not add up to the target digest")
     result.operations = len(manifest.operations)
     result.verified_bytes = _verify_source(manifest, source, progress)
     since = result.lap("verify-source", since)
@@ -119,7 +120,7 @@ def _check_size(path: str, needed: int, what: str) -> None:
     finally:
         os.close(fd)
     if size < needed:
-        raise fmt.DeltaError(f"{what} {path} holds {size} bytes, the payload needs {needed}")
+        raise DeltaError(f"{what} {path} holds {size} bytes, the payload needs {needed}")
 
 
 def _hash_range(fd: int, offset: int, length: int) -> bytes:
@@ -129,7 +130,7 @@ def _hash_range(fd: int, offset: int, length: int) -> bytes:
     while length:
         got = os.preadv(fd, [view[:min(CHUNK, length)]], offset)
         if got <= 0:
-            raise fmt.DeltaError(f"short read at byte {offset}")
+            raise DeltaError(f"short read at byte {offset}")
         digest.update(view[:got])
         offset += got
         length -= got
@@ -153,15 +154,15 @@ def _verify_new_data(manifest, data) -> dict[int, bytes]:
                 raw = zlib.decompressobj().decompress(data[op.offset:op.offset + op.size],
                                                       op.length + 1)
             except zlib.error as exc:
-                raise fmt.DeltaError(f"replace at {op.dst}: corrupt data ({exc})") from None
+                raise DeltaError(f"replace at {op.dst}: corrupt data ({exc})") from None
             if len(raw) != op.length or hashlib.sha256(raw).digest() != op.sha256:
-                raise fmt.DeltaError(f"replace at {op.dst}: data does not match its digest")
+                raise DeltaError(f"replace at {op.dst}: data does not match its digest")
             blobs[op.dst] = raw
         elif op.op is fmt.Op.ZERO:
             if op.length not in zero_digests:
                 zero_digests[op.length] = hashlib.sha256(bytes(op.length)).digest()
             if zero_digests[op.length] != op.sha256:
-                raise fmt.DeltaError(f"zero at {op.dst}: digest is not that of zeros")
+                raise DeltaError(f"zero at {op.dst}: digest is not that of zeros")
     return blobs
 
 
@@ -180,7 +181,7 @@ def _write(manifest, data, blobs, source, dest, copy_too: bool, progress,
             try:
                 os.pwrite(fd, payload, op.dst)
             except OSError as exc:
-                raise fmt.DeltaError(f"write failed at byte {op.dst} ({exc}); the disk is "
+                raise DeltaError(f"write failed at byte {op.dst} ({exc}); the disk is "
                                      "now half-written: deploy the full image") from None
             written += op.length
             progress("write", written, manifest.target_size)
@@ -217,7 +218,7 @@ def _read_back(fd: int, manifest, copies_written: bool) -> None:
         digests = pool.map(lambda op: _hash_range(fd, op.dst, op.length), written)
         for op, digest in zip(written, digests):
             if digest != op.sha256:
-                raise fmt.DeltaError(
+                raise DeltaError(
                     f"read-back of bytes {op.dst}-{op.dst + op.length} does not match: "
                     "the disk is half-written, deploy the full image")
 

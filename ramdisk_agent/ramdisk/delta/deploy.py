@@ -32,11 +32,14 @@ import shutil
 import tempfile
 import time
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ramdisk_agent.errors import AgentError, DeltaDeployError, InvalidContent
 from ramdisk_agent.ramdisk.delta import apply as delta_apply
-from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.ramdisk.download import DownloadOptions, HttpStream
-from ramdisk_agent.errors import AgentError, InvalidContent
 from ramdisk_agent.ramdisk.imagewrite import device_size, wipe_start
+from ramdisk_agent.wire import delta_format as fmt
+from ramdisk_agent.wire.errors import DeltaError
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -44,21 +47,17 @@ CHUNK = 1 << 20
 HEADER_ROOM = fmt.MAX_MANIFEST_BYTES + (1 << 20)
 
 
-class DeltaDeployError(AgentError):
-    """The delta could not be fetched, trusted or applied (the step fails)."""
-
-
 @dataclasses.dataclass
 class DeltaSpec:
     """``image_info["delta"]``, checked once."""
 
     url: str
-    public_key: object
+    public_key: ed25519.Ed25519PublicKey
     size: int | None = None
     version: str | None = None
 
     @classmethod
-    def from_image_info(cls, info: dict) -> "DeltaSpec":
+    def from_image_info(cls, info: dict) -> DeltaSpec:
         delta = info.get("delta")
         if not isinstance(delta, dict) or not isinstance(delta.get("url"), str) or \
                 not delta["url"].startswith(("http://", "https://")):
@@ -71,7 +70,7 @@ class DeltaSpec:
                                  f"not {size!r}")
         try:
             key = fmt.load_public_key(delta["public_key"].encode())
-        except fmt.DeltaError as exc:
+        except DeltaError as exc:
             raise DeltaDeployError(f"delta failed: {exc}") from None
         version = delta.get("version")
         return cls(delta["url"], key, size, None if version in (None, "") else str(version))
@@ -81,7 +80,7 @@ class _Progress:
     """Logs each stage at 0 % and every further 25 % (one line per event)."""
 
     def __init__(self, node_uuid: str):
-        self.node_uuid, self.stage, self.shown = node_uuid, None, -1
+        self.node_uuid, self.stage, self.shown = node_uuid, "", -1
         self.writing = False    #: True once apply() is about to write to the disk
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -131,7 +130,7 @@ def _check_version(spec: DeltaSpec, path: str) -> None:
     with open(path, "rb") as stream:
         manifest, _ = fmt.read_header(stream, spec.public_key)
     if manifest.version != spec.version:
-        raise fmt.DeltaError(f"the payload updates to version {manifest.version!r}, the "
+        raise DeltaError(f"the payload updates to version {manifest.version!r}, the "
                              f"deploy asked for {spec.version!r}")
 
 
@@ -156,7 +155,7 @@ def write_delta(image_info: dict, disk: str, options: DownloadOptions, node_uuid
             raise
         if isinstance(exc, AgentError):     # download errors
             raise DeltaDeployError(f"delta failed: {exc.message}") from None
-        if isinstance(exc, (fmt.DeltaError, OSError)):
+        if isinstance(exc, (DeltaError, OSError)):
             raise DeltaDeployError(f"delta failed: {exc}") from None
         raise
     return {"version": spec.version, "url": spec.url, "payload_bytes": size,

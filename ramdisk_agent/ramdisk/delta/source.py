@@ -20,9 +20,10 @@ import hashlib
 import mmap
 import os
 import queue
-from typing import Callable
+from collections.abc import Callable
 
 from ramdisk_agent.wire import delta_format as fmt
+from ramdisk_agent.wire.errors import DeltaError
 
 ALIGN = 4096            #: O_DIRECT offset/length/buffer alignment (512 and 4K disks)
 BATCH = 8 << 20         #: bytes one read covers
@@ -149,6 +150,6 @@ def verify(path: str, copies: list[fmt.Operation],
 def _compare(batch: Batch, digests: list[bytes]) -> None:
     for op, digest in zip(batch.ops, digests):
         if digest != op.sha256:
-            raise fmt.DeltaError(
+            raise DeltaError(
                 f"source disk differs from the payload's base at bytes {op.src}-"
                 f"{op.src + op.length}: this delta is for another image version")

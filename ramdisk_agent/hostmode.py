@@ -38,9 +38,10 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from ramdisk_agent.api_client import ApiClient, HeartbeatError, LookupResult
-from ramdisk_agent.errors import AgentError, LookupFailed
-from ramdisk_agent.host import PatchEngine, PatchEngineError
+from ramdisk_agent import __version__
+from ramdisk_agent.api_client import ApiClient, LookupResult
+from ramdisk_agent.errors import AgentError, HeartbeatError, LookupFailed, PatchEngineError
+from ramdisk_agent.host import PatchEngine
 from ramdisk_agent.host.cli import add_engine_arguments, engine_from_args
 
 LOG = logging.getLogger("metalcast-agent.host")
@@ -58,8 +59,8 @@ class HostApiClient(ApiClient):
 
     def host_heartbeat(self, node_uuid: str, callback_url: str, token: str,
                        verify_ca: str, report: dict | None) -> None:
-        body = {"callback_url": callback_url, "agent_token": token,
-                "agent_version": _version(), "agent_verify_ca": verify_ca,
+        body: dict[str, object] = {"callback_url": callback_url, "agent_token": token,
+                "agent_version": __version__, "agent_verify_ca": verify_ca,
                 "agent_mode": "host"}
         if report is not None:
             body["patching"] = report
@@ -67,11 +68,6 @@ class HostApiClient(ApiClient):
                                  self.heartbeat_version, body)
         if code != 202:
             raise HeartbeatError(code, str(reply))
-
-
-def _version() -> str:
-    from ramdisk_agent import __version__
-    return __version__
 
 
 class HostAgent:
@@ -205,6 +201,7 @@ class HostAgent:
         except PatchEngineError as exc:
             LOG.warning("No patching report this time: %s", exc)
             report = None
+        assert self.node_uuid is not None and self.token is not None  # set by lookup
         try:
             self.api.host_heartbeat(self.node_uuid, self.callback_url, self.token,
                                     self.verify_ca, report)

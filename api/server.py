@@ -7,12 +7,14 @@ import logging
 import signal
 import sys
 import threading
+from types import ModuleType
 
 from waitress.server import create_server
 
 from api import create_app
 from api.starlingx.patching import MAX_UPLOAD
 from conductor.appliance import Appliance
+from conductor.cmd import command, load_settings
 from conductor.config import Settings
 
 LOG = logging.getLogger(__name__)
@@ -24,12 +26,12 @@ class Server:
     def __init__(self, settings: Settings, threads: int = 8):
         self.appliance = Appliance(settings)
         app = create_app(self.appliance.service, settings)
-        self._wsgi = create_server(app, host=settings.api_host, port=settings.api_port,
+        self._wsgi = create_server(app, host=settings.api.host, port=settings.api.port,
                                    threads=threads, ident="metalcast",
                                    connection_limit=1000, channel_timeout=120,
                                    max_request_body_size=MAX_UPLOAD)
         port = self._wsgi.effective_port
-        host = settings.api_host if ":" not in settings.api_host else f"[{settings.api_host}]"
+        host = settings.api.host if ":" not in settings.api.host else f"[{settings.api.host}]"
         self.url = f"http://{host}:{port}"
         try:  # boot servers bind now too: a failure stops serve before it reports ready
             self.boot_lines = self.appliance.start_boot_services(self.url)
@@ -99,3 +101,12 @@ def run(settings: Settings, on_ready=print) -> None:
         pass
     LOG.info("metalcast stopped")
 
+
+@command
+def main(args, output: ModuleType) -> int:
+    """``metalcast serve``: settings from file, environment and flags, then :func:`run`."""
+    if not args.debug:  # the service logs what it does, one line per event
+        logging.getLogger().setLevel(logging.INFO)
+    settings = load_settings(args, **{"api.host": args.host, "api.port": args.port})
+    run(settings, on_ready=lambda line: print(line, flush=True))
+    return 0

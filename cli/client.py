@@ -11,10 +11,12 @@ import time
 
 import requests
 
+from cli.errors import CliError
+
 RETRY_STATUSES = (409, 503)
 
 
-class ClientError(Exception):
+class ClientError(CliError):
     """An API call failed; ``str()`` is the server's message."""
 
     def __init__(self, status: int, message: str):

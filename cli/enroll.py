@@ -15,9 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from conductor import errors
-from conductor.service.validation import mac_address
 from cli.client import Client, ClientError
+from cli.errors import InvalidInput
 
 #: CSV BMC columns -> driver_info keys, per hardware type.
 BMC_KEYS = {
@@ -25,6 +24,22 @@ BMC_KEYS = {
     "ipmi": ("ipmi_address", "ipmi_username", "ipmi_password"),
 }
 CSV_REQUIRED = ("name", "driver")
+#: The MAC forms the API accepts (conductor.service.validation): six hex pairs
+#: separated by ':', '-' or nothing, any case.
+_MAC_RE = re.compile(r"^([0-9a-f]{2})[:-]?([0-9a-f]{2})[:-]?([0-9a-f]{2})[:-]?"
+                     r"([0-9a-f]{2})[:-]?([0-9a-f]{2})[:-]?([0-9a-f]{2})$")
+
+
+def mac_address(value) -> str:
+    """``value`` in lower-case colon form, as the API stores it; InvalidInput if not a MAC.
+
+    Checked here too so that a bad row is reported with its line before any API call,
+    and so that MACs written differently in the file compare equal.
+    """
+    match = _MAC_RE.match(value.strip().lower()) if isinstance(value, str) else None
+    if not match:
+        raise InvalidInput(f"Expected a MAC address but received {value!r}.")
+    return ":".join(match.groups())
 
 
 class _Loader(yaml.SafeLoader):
@@ -76,19 +91,20 @@ def load(path: Path) -> list[Entry]:
     if path.suffix.lower() == ".csv":
         return _from_csv(text)
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
+        data = (json.loads(text) if path.suffix.lower() == ".json"
+                else yaml.load(text, Loader=_Loader))
     except (ValueError, yaml.YAMLError) as exc:
-        raise errors.InvalidParameter(f"{path}: not valid {path.suffix[1:].upper()}: {exc}")
+        raise InvalidInput(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
     return _from_document(data, path)
 
 
 def _from_document(data, path) -> list[Entry]:
     if not isinstance(data, dict) or not isinstance(data.get("nodes", []), list):
-        raise errors.InvalidParameter(f"{path}: expected a mapping with a 'nodes' list "
-                                      "(the format `baremetal create` accepts)")
+        raise InvalidInput(f"{path}: expected a mapping with a 'nodes' list "
+                           "(the format `baremetal create` accepts)")
     unknown = set(data) - {"nodes", "chassis"}
     if unknown:
-        raise errors.InvalidParameter(f"{path}: unknown top-level keys {sorted(unknown)}")
+        raise InvalidInput(f"{path}: unknown top-level keys {sorted(unknown)}")
     nodes = list(data.get("nodes", []))
     for chassis in data.get("chassis", []) or []:
         nodes.extend(chassis.get("nodes", []))
@@ -109,7 +125,7 @@ def _entry_from_dict(line: str, node) -> Entry:
 def _checked(line: str, body: dict, raw_macs: list) -> Entry:
     try:
         macs = [mac_address(m) for m in raw_macs]
-    except errors.MetalcastError as exc:
+    except InvalidInput as exc:
         return Entry(line, body, [], str(exc))
     if not body.get("driver"):
         return Entry(line, body, macs, "missing 'driver'")
@@ -120,7 +136,7 @@ def _from_csv(text: str) -> list[Entry]:
     reader = csv.DictReader(line for line in text.splitlines() if line.strip())
     missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
-        raise errors.InvalidParameter(
+        raise InvalidInput(
             f"CSV header must include {', '.join(CSV_REQUIRED)} (and optionally "
             "bmc_address, bmc_username, bmc_password, bmc_port, macs, resource_class); "
             f"missing: {', '.join(missing)}")
@@ -130,7 +146,7 @@ def _from_csv(text: str) -> list[Entry]:
         if row.get("resource_class"):
             body["resource_class"] = row["resource_class"].strip()
         info = {}
-        keys = BMC_KEYS.get(body["driver"], BMC_KEYS["ipmi"])
+        keys = BMC_KEYS.get(body["driver"] or "", BMC_KEYS["ipmi"])
         for column, key in zip(("bmc_address", "bmc_username", "bmc_password"), keys):
             if row.get(column):
                 info[key] = row[column].strip()
@@ -221,5 +237,6 @@ def _mark_duplicates(entries: list[Entry]) -> None:
         if dup:
             entry.error = f"MAC {dup[0]} is also listed at {seen_macs[dup[0]]}"
             continue
-        seen_names.setdefault(name, entry.line)
+        if name:
+            seen_names.setdefault(name, entry.line)
         seen_macs.update({m: entry.line for m in entry.macs})

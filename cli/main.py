@@ -1,15 +1,45 @@
-"""``metalcast``: subcommand -> one handler -> client call -> formatter."""
+"""``metalcast``: the one entry point of every command.
+
+A client command is subcommand -> one handler here -> client call -> formatter; it
+talks to the API and imports nothing of the server. A server command (``serve``,
+``db``, ``dns``, ``image``, ``patch``, ``demo``) runs appliance code in this process:
+SERVER_COMMANDS names the function that runs it, imported only when it runs.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from conductor import config as config_mod
-from conductor import errors
 from cli import output
+from cli import parser as parser_mod
 from cli.client import Client, ClientError
+from cli.errors import CliError, InvalidInput, NotInstalled
+
+#: Server commands -> "module:function" that runs them: ``function(args, output)``
+#: with the parsed arguments and this package's formatters (cli.output), returning the
+#: exit status. Each module renders its own domain errors ("Error: ..." on stderr,
+#: exit 1); ``patch build|keygen`` parse their own options (``args.argv``).
+SERVER_COMMANDS = {
+    "serve": "api.server:main",
+    "db upgrade": "conductor.cmd.db:upgrade",
+    "dns pending": "conductor.cmd.dns_pending:cmd_dns_pending",
+    "dns forget": "conductor.cmd.dns_pending:cmd_dns_forget",
+    "image delta": "conductor.cmd.image:delta",
+    "image pubkey": "conductor.cmd.image:pubkey",
+    "patch build": "conductor.cmd.patch_build:build_command",
+    "patch keygen": "conductor.cmd.patch_build:keygen_command",
+    "demo": "virtlab.demo.main:main",
+}
+#: Top-level package of a server module -> how to install it, for when it is missing.
+INSTALL_HINTS = {
+    "virtlab": "the virtual lab is an extra: pip install 'metalcast[lab]' (in a source "
+               "checkout, ./scripts/demo installs it and runs the demo)",
+}
+DEFAULT_INSTALL_HINT = "reinstall metalcast: pip install metalcast"
 
 NODE_LIST_COLUMNS = ["uuid", "name", "instance_uuid", "power_state", "provision_state",
                      "maintenance"]
@@ -26,37 +56,13 @@ def _key_values(pairs: list[str] | None, option: str) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise errors.InvalidParameter(f"{option} expects KEY=VALUE, got {pair!r}")
+            raise InvalidInput(f"{option} expects KEY=VALUE, got {pair!r}")
         result[key] = value
     return result
 
 
 def _client(args) -> Client:
     return Client(args.url, args.username, args.password)
-
-
-# -- service commands ---------------------------------------------------------
-def _settings(args) -> config_mod.Settings:
-    overrides = {"data_dir": args.data_dir, "api_host": getattr(args, "host", None),
-                 "api_port": getattr(args, "port", None)}
-    return config_mod.load(args.config_file, overrides)
-
-
-def cmd_serve(args) -> int:
-    from api import server
-    settings = _settings(args)
-    server.run(settings, on_ready=lambda msg: print(msg, flush=True))
-    return 0
-
-
-def cmd_db_upgrade(args) -> int:
-    from conductor.db import migrate
-    from conductor.db.engine import make_engine
-    settings = _settings(args)
-    engine = make_engine(settings.db_url)
-    migrate.upgrade(engine)
-    print(f"Database at revision {migrate.current(engine)} (head {migrate.head()})")
-    return 0
 
 
 # -- node commands ------------------------------------------------------------
@@ -127,7 +133,7 @@ def cmd_node_delete(args) -> int:
 
 
 def cmd_node_enroll(args) -> int:
-    from cli import enroll
+    from cli import enroll  # here: YAML and the file parsers cost every command ~25 ms
     entries = enroll.load(Path(args.file))
     progress = output.Progress(len(entries), "enrolling")
     results = enroll.Enroller(lambda: _client(args), workers=args.workers).run(
@@ -161,31 +167,6 @@ def cmd_port_delete(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from virtlab.demo import main as demo
-    return demo.run(nodes=args.nodes, data_dir=args.data_dir, keep=args.keep)
-
-
-def cmd_image_delta(args) -> int:
-    from conductor.cmd import image
-    return image.delta(args)
-
-
-def cmd_image_pubkey(args) -> int:
-    from conductor.cmd import image
-    return image.pubkey(args)
-
-
-def cmd_patch_build(args) -> int:
-    from conductor.cmd import patch_build
-    return patch_build.run_build(args)
-
-
-def cmd_patch_keygen(args) -> int:
-    from conductor.cmd import patch_build
-    return patch_build.run_keygen(args)
-
-
 ALARM_COLUMNS = ["uuid", "alarm_id", "reason_text", "entity_instance_id", "severity",
                  "timestamp"]
 
@@ -196,34 +177,42 @@ def cmd_alarm_list(args) -> int:
     return 0
 
 
-def cmd_dns_pending(args) -> int:
-    from conductor.cmd import dns_pending
-    return dns_pending.cmd_dns_pending(args)
+def server_function(command: str) -> Callable[..., int]:
+    """The function that runs server command ``command``, imported now.
 
-
-def cmd_dns_forget(args) -> int:
-    from conductor.cmd import dns_pending
-    return dns_pending.cmd_dns_forget(args)
+    NotInstalled when its module (or one it needs) is missing, naming what to install.
+    """
+    module_name, _, function = SERVER_COMMANDS[command].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        hint = INSTALL_HINTS.get(module_name.partition(".")[0], DEFAULT_INSTALL_HINT)
+        raise NotInstalled(f"`metalcast {command}` needs the module {exc.name}, which is "
+                           f"not installed; {hint}") from None
+    return getattr(module, function)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import parser as parser_mod
     return parser_mod.build(globals())
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "pass_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    command = getattr(args, "server_command", None)
+    if command is None and not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    # The service logs what it does (one line per event, with the node UUID);
-    # client commands stay quiet unless asked.
-    quiet = logging.INFO if args.handler is cmd_serve else logging.WARNING
-    logging.basicConfig(level=logging.DEBUG if args.debug else quiet,
+    args.argv = rest
+    # Client commands stay quiet unless asked; `serve` raises this to INFO.
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if command:
+            return server_function(command)(args, output)
         return args.handler(args)
-    except (ClientError, errors.MetalcastError) as exc:
+    except CliError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

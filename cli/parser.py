@@ -1,4 +1,9 @@
-"""The argparse tree of ``metalcast``; handlers live in cli.main."""
+"""The argparse tree of ``metalcast``.
+
+A client command's parser names its handler in cli.main (``handler``); a server
+command's names the command (``server_command``), which cli.main.SERVER_COMMANDS maps to
+the server function that runs it. Nothing here imports the server.
+"""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +34,12 @@ def _service_options(p, serve: bool = False):
         p.add_argument("--host", help="address to listen on (env METALCAST_HOST; default "
                        "127.0.0.1; anything else requires auth_strategy = http_basic)")
         p.add_argument("--port", type=int, help="port (env METALCAST_PORT; default 6385)")
+
+
+def _server(p, command: str, pass_through: bool = False) -> None:
+    """``p`` runs server command ``command``; with ``pass_through`` the words after it
+    are handed to the server function unparsed (``args.argv``): it owns their options."""
+    p.set_defaults(server_command=command, pass_through=pass_through)
 
 
 def _node_commands(sub, h):
@@ -100,7 +111,7 @@ def _port_commands(sub, h):
     p.set_defaults(handler=h["cmd_port_delete"])
 
 
-def _image_commands(sub, h):
+def _image_commands(sub):
     image = sub.add_parser("image", help="disk images and update payloads").add_subparsers(
         metavar="COMMAND")
     p = image.add_parser("delta", help="build a signed delta payload that turns raw image "
@@ -113,24 +124,24 @@ def _image_commands(sub, h):
     p.add_argument("--data-dir", help="where the default key lives (env METALCAST_DATA_DIR)")
     p.add_argument("--image-version", default="", help="version text stored in the manifest")
     _fmt(p)
-    p.set_defaults(handler=h["cmd_image_delta"])
+    _server(p, "image delta")
     p = image.add_parser("pubkey", help="print the public key agents verify payloads with")
     p.add_argument("--key", help="signing key (default DATA_DIR/keys/delta_ed25519.key)")
     p.add_argument("--data-dir", help="where the default key lives (env METALCAST_DATA_DIR)")
-    p.set_defaults(handler=h["cmd_image_pubkey"])
+    _server(p, "image pubkey")
 
 
-def _patch_commands(sub, h):
-    from conductor.cmd import patch_build
+def _patch_commands(sub):
+    # StarlingX patch_build's options (personalities, statuses) belong to the patching
+    # code: conductor.cmd.patch_build parses them, and prints their --help.
     patch = sub.add_parser("patch", help="build and sign StarlingX-format patches").\
         add_subparsers(metavar="COMMAND")
-    p = patch.add_parser("build", help="build a signed ID.patch from RPM files "
-                         "(patch_build's options)")
-    patch_build.add_build_arguments(p)
-    p.set_defaults(handler=h["cmd_patch_build"])
-    p = patch.add_parser("keygen", help="create an RSA-2048 patch signing key and trust it")
-    patch_build.add_keygen_arguments(p)
-    p.set_defaults(handler=h["cmd_patch_keygen"])
+    p = patch.add_parser("build", add_help=False, help="build a signed ID.patch from RPM "
+                         "files (patch_build's options)")
+    _server(p, "patch build", pass_through=True)
+    p = patch.add_parser("keygen", add_help=False,
+                         help="create an RSA-2048 patch signing key and trust it")
+    _server(p, "patch keygen", pass_through=True)
 
 
 def _alarm_commands(sub, h):
@@ -141,18 +152,18 @@ def _alarm_commands(sub, h):
     p.set_defaults(handler=h["cmd_alarm_list"])
 
 
-def _dns_commands(sub, h):
+def _dns_commands(sub):
     dns = sub.add_parser("dns", help="DNS registration: removals still to be done").\
         add_subparsers(metavar="COMMAND")
     p = dns.add_parser("pending", help="list DNS records of deleted nodes that are "
                        "still to be removed (read from the database)")
     _service_options(p)
     _fmt(p)
-    p.set_defaults(handler=h["cmd_dns_pending"])
+    _server(p, "dns pending")
     p = dns.add_parser("forget", help="drop pending removals (records removed by hand)")
     p.add_argument("ids", nargs="+", type=int, metavar="id", help="id from `dns pending`")
     _service_options(p)
-    p.set_defaults(handler=h["cmd_dns_forget"])
+    _server(p, "dns forget")
 
 
 def build(h: dict) -> argparse.ArgumentParser:
@@ -168,22 +179,22 @@ def build(h: dict) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
     p = sub.add_parser("serve", help="run the API and conductor")
     _service_options(p, serve=True)
-    p.set_defaults(handler=h["cmd_serve"])
+    _server(p, "serve")
     db = sub.add_parser("db", help="database maintenance").add_subparsers(metavar="COMMAND")
     p = db.add_parser("upgrade", help="apply schema migrations")
     _service_options(p)
-    p.set_defaults(handler=h["cmd_db_upgrade"])
+    _server(p, "db upgrade")
     _node_commands(sub, h)
     _port_commands(sub, h)
-    _image_commands(sub, h)
-    _patch_commands(sub, h)
+    _image_commands(sub)
+    _patch_commands(sub)
     _alarm_commands(sub, h)
-    _dns_commands(sub, h)
+    _dns_commands(sub)
     p = sub.add_parser("demo", help="deploy a virtual lab of machines (real IPMI, iPXE, "
                                     "agent) and delta-update one")
     p.add_argument("--nodes", type=int, default=3,
                    help="how many lab machines (default 3, at most 64)")
     p.add_argument("--data-dir", help="keep state here (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep serving after the demo")
-    p.set_defaults(handler=h["cmd_demo"])
+    _server(p, "demo")
     return parser

@@ -39,7 +39,8 @@ class Api:
             response = self.client.session.request(method, url, timeout=600, **kwargs)
         except requests.ConnectionError:
             raise SystemExit(f"Failed to connect to the patching API at {self.client.url}: "
-                             "is `metalcast serve` running? (set --url or METALCAST_URL)")
+                             "is `metalcast serve` running? (set --url or METALCAST_URL)"
+                             ) from None
         if self.debug:
             print(response.text)
         if response.status_code == 401:
@@ -115,11 +116,13 @@ def cmd_query(api, args) -> int:
     params = {"show": args.state}
     if args.release:
         params["release"] = args.release
-    return _emit(args, *api.call("GET", "query", params=params), printer=out.print_query)
+    status, data = api.call("GET", "query", params=params)
+    return _emit(args, status, data, printer=out.print_query)
 
 
 def cmd_show(api, args) -> int:
-    return _emit(args, *api.call("POST", f"show/{_ids(args.patches)}"), printer=out.print_show)
+    status, data = api.call("POST", f"show/{_ids(args.patches)}")
+    return _emit(args, status, data, printer=out.print_show)
 
 
 def cmd_query_hosts(api, args) -> int:
@@ -300,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--format", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="output format (default: sw-patch's tables)")
     add_parser = sub.add_parser
-    sub.add_parser = lambda *a, **kw: add_parser(*a, parents=[common], **kw)
+    sub.add_parser = (  # type: ignore[method-assign]
+        lambda *a, **kw: add_parser(*a, parents=[common], **kw))
     p = sub.add_parser("upload", help="upload patch files")
     p.add_argument("patches", nargs="+", metavar="PATCH_FILE")
     p.set_defaults(handler=cmd_upload)

@@ -62,6 +62,7 @@ def build_agent_initramfs(kernel: Kernel, cache: Path | None = None) -> Path:
     with open(partial, "wb") as out:
         zstd = subprocess.Popen(["zstd", "-3", "-T0", "-q", "-c"], stdin=subprocess.PIPE,
                                 stdout=out)
+        assert zstd.stdin is not None  # stdin=PIPE
         try:
             _write_archive(zstd.stdin, files, kernel)
         finally:

@@ -101,6 +101,7 @@ def _pxe(mac: str, disk_path: str, pxe: PxeConfig | None, events) -> Outcome | N
     if result.action != "boot":
         events.append(("pxe", "iPXE script exited: next boot device"))
         return None
+    assert result.kernel is not None  # action "boot" is set by the boot command only
     detail = f"kernel {result.kernel.url} ({result.kernel.size} bytes) " + \
              " ".join(f"initrd {i.url} ({i.size} bytes)" for i in result.initrds)
     events.append(("pxe", detail))

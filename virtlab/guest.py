@@ -128,12 +128,15 @@ def _download_extract(package: str, abi: str, work: Path, staging: Path) -> None
     (staging / "modules").mkdir(parents=True)
     dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
                             stdout=subprocess.PIPE)
+    assert dpkg.stdout is not None  # stdout=PIPE
     try:
         with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tar:
             for member in tar:
                 destination = wanted.get(member.name) or _module_target(member, staging)
                 if destination is not None and member.isfile():
-                    with tar.extractfile(member) as source, open(destination, "wb") as out:
+                    source = tar.extractfile(member)
+                    assert source is not None  # a regular file
+                    with source, open(destination, "wb") as out:
                         shutil.copyfileobj(source, out)
     finally:
         dpkg.stdout.close()

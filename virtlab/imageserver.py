@@ -26,7 +26,7 @@ RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 class ImageHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "ImageServer"
+    server: ImageServer
 
     def log_message(self, fmt, *args):  # quiet: the tests read the request log instead
         pass
@@ -136,6 +136,7 @@ class ImageServer(http.server.ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)
         return f"{self.scheme}://{host}:{port}"
 
     def record(self, method: str, path: str, range_header: str | None) -> None:

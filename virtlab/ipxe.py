@@ -71,7 +71,8 @@ def fetch(url: str, timeout: float = HTTP_TIMEOUT) -> bytes:
     parts = urllib.parse.urlsplit(url)
     try:
         if parts.scheme == "tftp":
-            return _tftp_get(parts.hostname, parts.port or 69, parts.path.lstrip("/"), timeout)
+            return _tftp_get(parts.hostname or "", parts.port or 69, parts.path.lstrip("/"),
+                             timeout)
         if parts.scheme in ("http", "https"):
             # Firmware talks to the boot servers directly, never via the host's http_proxy.
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -150,7 +151,7 @@ class Script:
     # -- one line: commands joined by || and && ------------------------------
     def _line(self, line: str) -> bool:
         words = line.split()
-        status, op, command = True, None, []
+        status, op, command = True, None, list[str]()
         for word in words + [None]:
             if word in ("||", "&&", None):
                 if op is None:
@@ -199,7 +200,7 @@ class Script:
 
     def _inc(self, args: list[str]) -> bool:
         current = self.vars.get(args[0], 0) or 0
-        self.vars[args[0]] = int(current) + (int(args[1]) if len(args) > 1 else 1)
+        self.vars[args[0]] = int(str(current)) + (int(args[1]) if len(args) > 1 else 1)
         return True
 
     def _goto(self, args: list[str]) -> bool:
@@ -263,7 +264,7 @@ class Script:
 
 def _strip_options(args: list[str]) -> list[str]:
     """Drop ``--autofree``, ``--name NAME`` and the like; at least one word must remain."""
-    out, skip = [], False
+    out, skip = list[str](), False
     for arg in args:
         if out:
             out.append(arg)      # after the URL: kernel parameters, kept verbatim

@@ -137,7 +137,7 @@ class Lab:
             for machine in self.machines:
                 try:
                     machine.tick()
-                except Exception:  # noqa: BLE001 - one machine must not stop the lab
+                except Exception:  # one machine must not stop the lab
                     LOG.exception("Machine %s: supervision failed", machine.spec.name)
             stop.wait(self.config.tick)
 

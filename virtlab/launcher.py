@@ -59,5 +59,5 @@ def stop_bmcs(pid: int | BmcProcess, process: subprocess.Popen | None = None,
               timeout: float = STOP_TIMEOUT) -> None:
     """Stop the BMC process by PID (see virtlab.process.stop)."""
     if isinstance(pid, BmcProcess):
-        pid, process = pid.pid, pid.process
+        process, pid = pid.process, pid.pid
     vproc.stop(pid, process, timeout)

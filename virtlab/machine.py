@@ -160,12 +160,13 @@ class Machine:
             firmware.boot, device, self.spec.mac, self.spec.disk, self.pxe))
 
     def _finish_boot(self) -> None:
+        assert self.boot_pending is not None
         (generation, future), self.boot_pending = self.boot_pending, None
         if generation != self.boot_generation:
             return                      # a power cut or reset overtook this boot
         try:
             outcome = future.result()
-        except Exception as exc:  # noqa: BLE001 - a firmware bug must not stop the lab
+        except Exception as exc:  # a firmware bug must not stop the lab
             LOG.exception("Machine %s: firmware failed", self.spec.name)
             outcome = firmware.Outcome("no-boot", f"firmware error: {exc}")
         for source, detail in outcome.events:
@@ -173,6 +174,7 @@ class Machine:
         HANDLERS[outcome.kind](self, outcome)
 
     def _booted_disk(self, outcome: firmware.Outcome) -> None:
+        assert outcome.os is not None  # set for kind "disk"
         self.booted_os = outcome.os.to_dict()
         self._set_phase("booted-disk", outcome.detail)
 
@@ -184,6 +186,7 @@ class Machine:
 
     # -- the agent -------------------------------------------------------------
     def _start_agent(self, outcome: firmware.Outcome) -> None:
+        assert outcome.kernel is not None  # set for kind "agent"
         cmdline = self.workdir / "cmdline"
         cmdline.write_text(outcome.cmdline + "\n")
         power_file = self.workdir / "agent-power.json"
@@ -207,6 +210,7 @@ class Machine:
                                  f"with kernel command line: {outcome.cmdline}")
 
     def _agent_exited(self) -> None:
+        assert self.agent is not None and self.agent_info is not None
         code, self.agent = self.agent.returncode, None
         event = self._read_power_event()
         self.last_agent = {"pid": self.agent_info["pid"], "exit_code": code,

@@ -56,7 +56,7 @@ class TimedLog:
 
     def _pump(self, stream) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        fd, text, marks, pending = stream.fileno(), "", [], ""
+        fd, text, marks, pending = stream.fileno(), "", list[tuple[int, float]](), ""
         while chunk := os.read(fd, 65536):
             now = time.monotonic()
             data, pending = _hold_partial_escape(pending + decoder.decode(chunk))
@@ -135,7 +135,7 @@ class NetLab:
         self._processes: list[subprocess.Popen] = []
         self._created = False
 
-    def __enter__(self) -> "NetLab":
+    def __enter__(self) -> NetLab:
         self.create()
         return self
 

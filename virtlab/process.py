@@ -17,7 +17,7 @@ def start_ready(cmd: list[str], ready_prefix: str, timeout: float,
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     log: list[str] = []
-    ready, found = threading.Event(), []
+    ready, found = threading.Event(), list[dict]()
 
     def pump():
         for line in process.stdout:

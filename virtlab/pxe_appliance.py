@@ -52,7 +52,7 @@ class ApplianceLab:
         self.process: subprocess.Popen | None = None
         self.log: TimedLog | None = None
 
-    def __enter__(self) -> "ApplianceLab":
+    def __enter__(self) -> ApplianceLab:
         self.start()
         return self
 
@@ -97,8 +97,9 @@ class ApplianceLab:
         metalcast = Path(sys.executable).with_name("metalcast")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("METALCAST_", "OS_"))}
         self.process = self.lab.start(
-            [metalcast, "--debug", "serve", "--host", self.lab.address, "--port", API_PORT,
-             "--data-dir", self.data, "--config-file", config], env=env)
+            [str(metalcast), "--debug", "serve", "--host", self.lab.address,
+             "--port", str(API_PORT), "--data-dir", str(self.data), "--config-file", str(config)],
+            env=env)
         self.log = TimedLog(self.process.stdout)
         if not self.log.wait_for(r"metalcast API listening on", START_TIMEOUT):
             self.stop()

@@ -75,7 +75,7 @@ class QemuMachine:
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="qemu-machine", daemon=True)
 
-    def __enter__(self) -> "QemuMachine":
+    def __enter__(self) -> QemuMachine:
         self._thread.start()
         return self
 
@@ -119,7 +119,7 @@ class QemuMachine:
         while not self._stop.wait(POLL):
             try:
                 self._tick()
-            except Exception:  # noqa: BLE001 - the hardware must keep running
+            except Exception:  # the hardware must keep running
                 LOG.exception("QEMU machine %s: supervisor step failed", self.mac)
 
     def _tick(self) -> None:

@@ -224,7 +224,7 @@ def stop_emulator(pid: int | RedfishEmulator, process: subprocess.Popen | None =
                   timeout: float = STOP_TIMEOUT) -> None:
     """Stop the emulator by PID (see virtlab.process.stop)."""
     if isinstance(pid, RedfishEmulator):
-        pid, process = pid.pid, pid.process
+        process, pid = pid.process, pid.pid
     vproc.stop(pid, process, timeout)
 
 

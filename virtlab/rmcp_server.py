@@ -42,8 +42,7 @@ import socket
 import struct
 import threading
 
-from pyghmi.ipmi.private import constants
-from pyghmi.ipmi.private import serversession
+from pyghmi.ipmi.private import constants, serversession
 from pyghmi.ipmi.private import session as ipmisession
 
 LOG = logging.getLogger(__name__)
@@ -74,18 +73,18 @@ BATCH = 64
 RECV_SIZE = 3000
 
 
-def is_rmcp_ipmi(data: bytes) -> bool:
+def is_rmcp_ipmi(data: bytes | bytearray) -> bool:
     """An RMCP packet of class IPMI (what every IPMI-over-LAN packet is)."""
     return len(data) >= 16 and data[0] == 6 and data[2:4] == b"\xff\x07"
 
 
-def is_open_session_request(data: bytes) -> bool:
+def is_open_session_request(data: bytes | bytearray) -> bool:
     """An RMCP+ Open Session Request (IPMI 2.0 payload type 0x10), sessionless."""
     return (len(data) >= 22 and is_rmcp_ipmi(data) and data[4] == 6
             and data[5] == OPEN_SESSION_REQUEST)
 
 
-def is_sessionless(data: bytes) -> bool:
+def is_sessionless(data: bytes | bytearray) -> bool:
     """Outside any session: every IPMI 1.5 packet we answer (channel authentication
     capabilities), or an unauthenticated IPMI 2.0 IPMI message (cipher suites)."""
     if data[4] != 6:
@@ -235,13 +234,13 @@ def route(bmc, data: bytes, clientaddr) -> None:
     """Hand one datagram to the BMC (sessionless, new session) or its session."""
     if not is_rmcp_ipmi(data):
         return
-    data = bytearray(data)
+    packet = bytearray(data)
     session = bmc.sessions.get(clientaddr)
-    if session is not None and not is_sessionless(data) \
-            and not _starts_new_session(session, data):
-        session.receive(data)
+    if session is not None and not is_sessionless(packet) \
+            and not _starts_new_session(session, packet):
+        session.receive(packet)
         return
-    bmc.sessionless_data(data, clientaddr)
+    bmc.sessionless_data(packet, clientaddr)
 
 
 def _starts_new_session(session: RmcpSession, data: bytearray) -> bool:
@@ -295,5 +294,5 @@ class PacketLoop:
                 return
             try:
                 route(bmc, data, clientaddr)
-            except Exception:  # noqa: BLE001 - one bad packet must not stop every BMC
+            except Exception:  # one bad packet must not stop every BMC
                 LOG.exception("BMC %s: packet from %s failed", bmc.port, clientaddr)

@@ -48,7 +48,7 @@ class MachineState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "MachineState":
+    def from_dict(cls, raw: dict) -> MachineState:
         raw = dict(raw)
         boot = BootOverride(**raw.pop("boot", {}))
         known = {f.name for f in dataclasses.fields(cls)}

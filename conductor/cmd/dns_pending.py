@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from types import ModuleType
+
+import sqlalchemy as sa
 
 from conductor import config as config_mod
 from conductor import errors
-from cli import output
+from conductor.cmd import command
+from conductor.db import migrate
+from conductor.db.engine import make_engine
+from conductor.db.queries import Store
 
 COLUMNS = ["id", "node_uuid", "node_name", "records", "attempts", "last_error",
            "next_attempt_at", "created_at"]
@@ -20,10 +26,6 @@ COLUMNS = ["id", "node_uuid", "node_name", "records", "attempts", "last_error",
 
 def _store(args):
     """The Store of the configured database; ConfigError when there is none at head."""
-    import sqlalchemy as sa  # here: every other command starts without the database stack
-    from conductor.db import migrate
-    from conductor.db.queries import Store
-    from conductor.db.engine import make_engine
     settings = config_mod.load(args.config_file, {"data_dir": args.data_dir})
     url = settings.db_url
     shown = sa.engine.make_url(url).render_as_string(hide_password=True)
@@ -45,12 +47,13 @@ def _row(removal) -> dict:
     for key in ("next_attempt_at", "created_at"):
         stamp = values[key]
         if stamp is not None and stamp.tzinfo is None:  # SQLite drops the zone: UTC
-            stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+            stamp = stamp.replace(tzinfo=datetime.UTC)
         values[key] = stamp.isoformat(timespec="seconds") if stamp is not None else None
     return values
 
 
-def cmd_dns_pending(args) -> int:
+@command
+def cmd_dns_pending(args, output: ModuleType) -> int:
     store = _store(args)
     try:
         rows = [_row(removal) for removal in store.list_dns_removals()]
@@ -60,7 +63,8 @@ def cmd_dns_pending(args) -> int:
     return 0
 
 
-def cmd_dns_forget(args) -> int:
+@command
+def cmd_dns_forget(args, output: ModuleType) -> int:
     store = _store(args)
     try:
         known = {removal.id: removal for removal in store.list_dns_removals()}

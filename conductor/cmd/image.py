@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from conductor import config as config_mod
 from conductor import errors
+from conductor.cmd import command
 from conductor.updates import delta_build, keys
-from cli import output
 
 
 def _key_path(args) -> Path:
@@ -19,7 +20,8 @@ def _key_path(args) -> Path:
     return keys.default_path(Path(os.path.expanduser(data_dir)))
 
 
-def delta(args) -> int:
+@command
+def delta(args, output: ModuleType) -> int:
     old, new = Path(args.old), Path(args.new)
     for path in (old, new):
         if not path.is_file():
@@ -47,7 +49,8 @@ def delta(args) -> int:
     return 0
 
 
-def pubkey(args) -> int:
+@command
+def pubkey(args, output: ModuleType) -> int:
     path = _key_path(args)
     key = keys.load_private(path) if path.exists() else keys.load_or_create(path)
     sys.stdout.write(keys.public_pem(key).decode())

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
+from types import ModuleType
 
 from conductor import config as config_mod
 from conductor import errors
+from conductor.cmd import command
 from conductor.patching import build, metadata, signing
 
 PERSONALITY_OPTIONS = {f"--{p}": p for p in metadata.PERSONALITIES}
@@ -88,14 +89,28 @@ def run_keygen(args) -> int:
     return 0
 
 
+# ``metalcast patch build|keygen`` pass the words after the command through unparsed
+# (``args.argv``): these options, --help included, are parsed here, next to the code
+# that knows the personalities and statuses.
+@command
+def build_command(args, output: ModuleType) -> int:
+    """``metalcast patch build``."""
+    parser = argparse.ArgumentParser(prog="metalcast patch build")
+    add_build_arguments(parser)
+    return run_build(parser.parse_args(args.argv))
+
+
+@command
+def keygen_command(args, output: ModuleType) -> int:
+    """``metalcast patch keygen``."""
+    parser = argparse.ArgumentParser(prog="metalcast patch keygen")
+    add_keygen_arguments(parser)
+    return run_keygen(parser.parse_args(args.argv))
+
+
 def main(argv=None) -> int:
     """``sw-patch-build``: the same options as ``metalcast patch build``."""
     parser = argparse.ArgumentParser(prog="sw-patch-build",
                                      description="Build a signed StarlingX-format patch.")
     add_build_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_build(args)
-    except errors.MetalcastError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
+    return command(run_build)(parser.parse_args(argv))

@@ -129,8 +129,8 @@ def start_appliance(data_dir: Path, extra: dict | None = None,
         vproc.stop(process.pid, process)
         raise RuntimeError(f"metalcast serve did not start (or has no boot servers) "
                            f"within {timeout}s; output:\n{''.join(log)}")
-    appliance = ApplianceProcess(process, found[0].group(1), found[1].group(1),
-                                 found[2].group(1), data_dir, log)
+    api_url, tftp, http = (m.group(1) for m in found if m is not None)
+    appliance = ApplianceProcess(process, api_url, tftp, http, data_dir, log)
     write_placeholder_agent(appliance.httpboot)
     return appliance
 

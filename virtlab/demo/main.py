@@ -27,14 +27,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
-from conductor.netboot import render
-from conductor.updates import delta_build, keys
-from virtlab.demo import lab as demo_lab
 from cli import output
 from cli.client import Client, ClientError
-from virtlab.demo.watch import Watcher
+from conductor.cmd import command
+from conductor.netboot import render
+from conductor.updates import delta_build, keys
 from virtlab import images
+from virtlab.demo import lab as demo_lab
+from virtlab.demo.watch import Watcher
 from virtlab.lab import LabProcess, start_lab, stop_lab
 
 IMAGE_MIB = 64
@@ -209,7 +211,7 @@ def run(nodes: int = 3, data_dir: str | None = None, keep: bool = False) -> int:
               "them when run as root", file=sys.stderr)
         return 2
     tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="metalcast-demo-")
-    root = Path(data_dir or tmp.name)
+    root = Path(tmp.name if tmp is not None else str(data_dir))
     started: list = []
     code = 0
     began = time.monotonic()
@@ -229,3 +231,9 @@ def run(nodes: int = 3, data_dir: str | None = None, keep: bool = False) -> int:
             tmp.cleanup()
     _say(f"demo {'finished' if code == 0 else 'FAILED'} in {time.monotonic() - began:.1f}s")
     return code
+
+
+@command
+def main(args, output: ModuleType) -> int:
+    """``metalcast demo`` (installed with the ``lab`` extra)."""
+    return run(nodes=args.nodes, data_dir=args.data_dir, keep=args.keep)

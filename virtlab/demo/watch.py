@@ -40,7 +40,7 @@ class Watcher:
         """Record when each node first shows provision state ``target`` (in ``reached``)."""
         self.target, self.reached = target, {}
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True, name="demo-watch")
         self._thread.start()
@@ -48,7 +48,8 @@ class Watcher:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread is not None:
+            self._thread.join(10)
         self.poll()              # the final states, printed once
 
     def say(self, name: str, text: str) -> None:

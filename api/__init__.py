@@ -8,15 +8,10 @@ from __future__ import annotations
 import flask
 
 from api import auth, common, errors
-from api.v1 import ramdisk as agent
-from api.starlingx import alarms
-from api.v1 import drivers
-from api.v1 import microversion
-from api.v1 import nodes
-from api.starlingx import patching
-from api.v1 import ports
-from api.v1 import root
 from api.json_provider import OrjsonProvider
+from api.starlingx import alarms, patching
+from api.v1 import drivers, microversion, nodes, ports, root
+from api.v1 import ramdisk as agent
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
@@ -37,15 +32,15 @@ def create_app(service, settings=None) -> flask.Flask:
     """Build the WSGI app around a conductor ``service`` (see conductor.service.facade)."""
     settings = settings or service.settings
     app = flask.Flask("metalcast", static_folder=None)  # no /static: it served $CWD/static
-    app.config.update(MAX_LIMIT=settings.api_max_limit,
-                      PUBLIC_ENDPOINT=settings.api_public_endpoint or None,
+    app.config.update(MAX_LIMIT=settings.api.max_limit,
+                      PUBLIC_ENDPOINT=settings.api.public_endpoint or None,
                       MAX_CONTENT_LENGTH=128 * 1024 * 1024)
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     app.json.compact = True
     app.extensions["metalcast.service"] = service
     app.url_map.strict_slashes = False
-    auth.init_app(app, settings.api_auth_strategy, settings.htpasswd_path)
+    auth.init_app(app, settings.api.auth_strategy, settings.htpasswd_path)
     app.before_request(common.refuse_nul)  # before any lookup: PostgreSQL 500s on NUL
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)

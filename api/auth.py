@@ -33,7 +33,7 @@ class HtpasswdAuth:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._mtime = None
+        self._mtime: int | None = None
         self._users: dict[str, bytes] = {}
         self._verified: set[bytes] = set()
 
@@ -80,7 +80,7 @@ def _parse_basic(header: str | None) -> tuple[str, str]:
     return user, password
 
 
-def init_app(app: flask.Flask, strategy: str, htpasswd: Path | None) -> None:
+def init_app(app: flask.Flask, strategy: str, htpasswd: Path) -> None:
     if strategy != "http_basic":
         return
     checker = HtpasswdAuth(htpasswd)

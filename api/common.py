@@ -16,7 +16,8 @@ def service():
 
 
 #: What a JSON body must be, by the type the route expects -> how to say it.
-_DOCUMENT_NAMES = {dict: "a JSON object", list: "a JSON array (a JSON patch)"}
+_DOCUMENT_NAMES: dict[type, str] = {dict: "a JSON object",
+                                     list: "a JSON array (a JSON patch)"}
 
 
 def _refuse_constant(name: str):
@@ -133,7 +134,7 @@ def next_link(base: str, path: str, limit: int, items: list, marker_of) -> dict:
     """Ironic's ``next`` URL when this page is full (the SDK follows it)."""
     if not items or len(items) < limit:
         return {}
-    args = {k: v for k, v in flask.request.args.items() if k != "marker"}
+    args: dict[str, object] = {k: v for k, v in flask.request.args.items() if k != "marker"}
     args.update(limit=limit, marker=marker_of(items[-1]))
     # openstacksdk's nodes(details=True) pages through /v1/nodes/detail by
     # following ``next`` verbatim: the link must stay on the detail route.

@@ -1,4 +1,5 @@
-"""One error handler: every error becomes Ironic's ``error_message`` body."""
+"""One error handler: every error becomes Ironic's ``error_message`` body, except a
+refused patch operation on StarlingX's patching API, which gets StarlingX's body."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,17 @@ def _body(status: int, payload: dict) -> flask.Response:
     return response
 
 
+def _starlingx_body(exc: errors.PatchOpError) -> flask.Response:
+    # StarlingX answers a refused operation with HTTP 200 and the reason in "error":
+    # sw-patch decides by that text (specs/starlingx-patching.md §3).
+    return flask.current_app.response_class(
+        json.dumps({"info": "", "warning": "", "error": f"{exc}\n"}), status=200,
+        mimetype="application/json")
+
+
 def render(exc: errors.MetalcastError) -> flask.Response:
+    if isinstance(exc, errors.PatchOpError) and flask.request.path.startswith("/patching"):
+        return _starlingx_body(exc)
     if isinstance(exc, errors.NotAcceptable):
         return _body(406, {"code": 406, "title": "Not Acceptable", "description": str(exc)})
     response = _body(exc.status_code, exc.to_dict())

@@ -26,7 +26,7 @@ class Alarm:
     reason_text: str
     uuid: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: str = dataclasses.field(default_factory=lambda: datetime.datetime.now(
-        datetime.timezone.utc).isoformat(timespec="microseconds"))
+        datetime.UTC).isoformat(timespec="microseconds"))
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

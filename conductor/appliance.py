@@ -1,79 +1,104 @@
-"""Wires one appliance process together: database, workers, service facade."""
+"""Builds one appliance process: every object gets its collaborators when it is made.
+
+The order below is the dependency order: database, then the services drivers use
+(boot servers, DHCP, DNS, patching), then the driver context and registry, the
+engine (workers and periodic tasks), and last the service facade the API calls.
+Nothing is attached to an object after it is built.
+"""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from conductor import secrets
 from conductor.alarms import AlarmTable
 from conductor.config import Settings
 from conductor.db import migrate
-from conductor.db.queries import Store
 from conductor.db.engine import make_engine
+from conductor.db.patch_hosts import PatchHostRows
+from conductor.db.queries import Store
+from conductor.db.records import Node
+from conductor.dns import rfc2136
+from conductor.dns.registration import DnsRetry
+from conductor.drivers.context import DriverContext
+from conductor.drivers.registry import DriverRegistry, Factory
+from conductor.engine.power_sync import PowerSync
+from conductor.engine.task import Task
+from conductor.engine.workers import Workers
 from conductor.netboot import dhcp
 from conductor.netboot import dnsmasq as dhcp_dnsmasq
-from conductor.drivers.context import DriverContext
-from conductor.patching.host_channel import HostAgents
 from conductor.netboot.services import NetbootServices
+from conductor.patching.controller import PatchController
+from conductor.patching.host_channel import HostAgents, HostCommands
 from conductor.service.facade import Service
-from conductor.engine.workers import Workers
+from conductor.service.ramdisk import AgentService
 
 LOG = logging.getLogger(__name__)
 
 
 class Appliance:
-    """Everything ``metalcast serve`` runs besides the HTTP server itself."""
+    """Everything ``metalcast serve`` runs besides the HTTP server itself.
 
-    def __init__(self, settings: Settings):
+    ``driver_overrides`` replaces interface implementations ((kind, name) ->
+    factory) for this appliance only: tests use it for recording or simulated
+    hardware.
+    """
+
+    def __init__(self, settings: Settings,
+                 driver_overrides: Mapping[tuple[str, str], Factory] | None = None):
         settings.check()
         settings.data_path.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         #: Encrypts BMC secrets at rest; the key lives in the data dir (conductor.secrets).
         self.cipher = secrets.Cipher.from_settings(settings)
         self.engine = make_engine(settings.db_url)
-        if settings.database_auto_upgrade:
+        if settings.database.auto_upgrade:
             migrate.upgrade(self.engine)
         self.store = Store(self.engine)
         secrets.encrypt_stored(self.store, self.cipher)
-        self.drivers = DriverContext(settings, self.cipher)
+        #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
+        self.alarms = AlarmTable()
         #: TFTP/HTTP boot servers and boot config rendering (the pxe/ipxe boot interfaces).
         self.netboot = NetbootServices(settings)
-        self.drivers.shared("netboot", lambda: self.netboot)
-        #: DHCP host entries per MAC (conductor/netboot/dhcp.py, context key "dhcp");
-        #: bad [dhcp] settings stop start-up here. The dnsmasq starts with the boot servers.
-        self.dhcp = dhcp.provider(self.drivers)
+        #: DHCP host entries per MAC; bad [dhcp] settings stop start-up here. The
+        #: dnsmasq process starts with the boot servers (start_boot_services).
+        self.dhcp = dhcp.make_provider(settings)
         self.dhcp_service: dhcp_dnsmasq.DhcpService | None = None
-        self.workers = Workers(self.store, settings, self.drivers)
-        self.service = Service(self.store, settings, self.workers)
-        #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
-        self.service.alarms = AlarmTable()
-        if self.workers.dns_retry is not None:  # deleted nodes' DNS removals that keep failing
-            self.workers.dns_retry.removals.alarms = self.service.alarms
-        #: The patch controller (/patching/v1); None when [patching] enabled = false.
-        self.service.patching = self._patching(settings, self.service.alarms)
-        # Deploys install Applied patches through the ramdisk (conductor/drivers/deploy/patches.py).
-        self.drivers.shared("patching", lambda: self.service.patching)
-        #: Installed hosts' agents (``metalcast-agent host``): lookup, heartbeat with
-        #: patching reports, and the install/query commands of the patch controller.
-        self.service.agent.host_agents = HostAgents(self.store, settings,
-                                                    self.service.patching)
-        if self.service.patching is not None:
-            self.service.patching.installer = self.service.agent.host_agents.install
-            self.service.patching.notifier = self.service.agent.host_agents.notify_all
+        self.patching, host_agents = self._patching(settings)
+        self.context = DriverContext.create(
+            settings, cipher=self.cipher, netboot=self.netboot, dhcp=self.dhcp,
+            dns=rfc2136.build(settings), patching=self.patching)
+        self.drivers = DriverRegistry(self.context, driver_overrides)
+        power_sync = PowerSync.for_settings(self.store, settings, self.drivers)
+        dns_retry = DnsRetry.for_settings(self.store, settings, self.context.dns,
+                                          self._task_opener(), self.alarms)
+        self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry)
+        agent = AgentService(self.store, settings, self.workers, host_agents)
+        self.service = Service(self.store, settings, self.workers, agent, self.alarms,
+                               self.patching)
 
-    @staticmethod
-    def _patching(settings: Settings, alarm_table: AlarmTable):
-        if not settings.patching_enabled:
-            return None
-        from conductor.patching.controller import PatchController
-        root = Path(settings.patching_root or settings.data_path / "patching")
-        trusted = Path(settings.patching_trusted_dir or root / "trusted")
+    def _task_opener(self) -> Callable[[Node], Task]:
+        """Wraps a node that this conductor has locked into a Task with its drivers."""
+        host = self.settings.conductor.host
+        return lambda node: Task(self.store, node, host, self.drivers)
+
+    def _patching(self, settings: Settings) -> tuple[PatchController | None, HostAgents]:
+        """The patch controller (None when [patching] enabled = false) and the channel
+        to installed hosts' agents (``metalcast-agent host``)."""
+        if not settings.patching.enabled:
+            return None, HostAgents(self.store, settings, None)
+        root = Path(settings.patching.root or settings.data_path / "patching")
+        trusted = Path(settings.patching.trusted_dir or root / "trusted")
         # Hosts fetch the update and base repos over HTTP: they live in the web root
         # (the HTTP boot root unless set), as /www/pages/{updates,feed} on StarlingX.
-        web_root = Path(settings.patching_web_root or settings.pxe_http_root or
+        web_root = Path(settings.patching.web_root or settings.pxe.http_root or
                         settings.data_path / "httpboot")
-        return PatchController(root, trusted, settings.patching_release,
-                               alarm_table=alarm_table, web_root=web_root)
+        controller = PatchController(root, trusted, settings.patching.release,
+                                     host_rows=PatchHostRows(self.engine),
+                                     host_channel=HostCommands(self.store, settings),
+                                     alarm_table=self.alarms, web_root=web_root)
+        return controller, HostAgents(self.store, settings, controller)
 
     def start_boot_services(self, api_url: str | None = None) -> list[str]:
         """Bind the boot servers, check the templates (idempotent); lines to print.
@@ -89,13 +114,13 @@ class Appliance:
     def start(self) -> None:
         self.start_boot_services()
         self.workers.start()
-        LOG.info("Conductor %s started (hardware types: %s)", self.settings.conductor_host,
-                 ", ".join(self.settings.hardware_types))
+        LOG.info("Conductor %s started (hardware types: %s)", self.settings.conductor.host,
+                 ", ".join(self.settings.conductor.hardware_types))
 
     def stop(self) -> None:
         self.workers.stop()
         self.netboot.stop()
         if self.dhcp_service is not None:
             self.dhcp_service.stop()
-        self.drivers.close()
+        self.context.close()
         self.engine.dispose()

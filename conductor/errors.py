@@ -1,7 +1,9 @@
 """One error hierarchy for the whole appliance.
 
 Every domain error carries an HTTP status and a message template; the API layer
-renders it once, in the body shape each client expects.
+renders it once, in the body shape each client expects. The formats shared with the
+agent (ramdisk_agent/wire/) raise their own ``WireError``s, which the conductor
+turns into these where it calls them (an unusable image checksum: InvalidParameter).
 """
 from __future__ import annotations
 
@@ -67,6 +69,13 @@ class Conflict(MetalcastError):
     message = "Conflict."
 
 
+class InvalidTransition(Conflict):
+    """The state machine (conductor/states.py) has no such event in this state; Ironic's
+    InvalidState. Callers that start an action turn it into InvalidStateRequested (400)."""
+
+    message = "%(reason)s"
+
+
 class NodeLocked(Conflict):
     message = ("Node %(node)s is locked by host %(host)s, please retry after "
                "the current operation is completed.")
@@ -82,6 +91,13 @@ class MACAlreadyExists(Conflict):
 
 class NodeAssociated(Conflict):
     message = ("Node %(node)s is associated with instance %(instance)s.")
+
+
+class PatchOpError(Conflict):
+    """A patch operation is refused (unknown patch, wrong state, a requirement or a
+    semantic check); the text is what ``sw-patch`` prints (conductor/patching/)."""
+
+    message = "%(reason)s"
 
 
 class ServiceUnavailable(MetalcastError):
@@ -106,6 +122,10 @@ class DriverError(MetalcastError):
     message = "Driver error: %(reason)s"
 
 
+class UnsupportedCommand(DriverError):
+    """The BMC answered that it cannot do this (IPMI: invalid command or data field)."""
+
+
 class AgentConnectionFailed(DriverError):
     """The ramdisk agent's command API could not be reached (conductor/drivers/deploy/client.py)."""
 
@@ -120,3 +140,29 @@ class AgentCommandError(DriverError):
 
 class ConfigError(MetalcastError):
     message = "Configuration error: %(reason)s"
+
+
+class SecretsError(MetalcastError):
+    """A stored secret cannot be decrypted (the key file changed); conductor/secrets.py."""
+
+    message = "%(reason)s"
+
+
+class TftpRefusal(MetalcastError):
+    """A TFTP request refused; answered with a TFTP ERROR packet carrying ``tftp_code``
+    (conductor/netboot/tftp.py), never over HTTP."""
+
+    status_code = 400
+
+    def __init__(self, tftp_code: int, message: str):
+        super().__init__(message)
+        self.tftp_code = tftp_code
+
+
+def error_text(exc: BaseException) -> str:
+    """The message an operator reads in last_error and logs: a domain error's own
+    text, anything else prefixed with its type (an unexpected bug must be findable)."""
+    if isinstance(exc, MetalcastError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+

@@ -36,13 +36,6 @@ KEY_DIR = "keys"
 KEY_NAME = "secrets.key"
 
 
-class SecretsError(errors.MetalcastError):
-    """A stored secret cannot be decrypted (the key file changed)."""
-
-    status_code = 500
-    message = "%(reason)s"
-
-
 def is_secret_key(key: str) -> bool:
     """True when values under ``key`` are secrets."""
     lowered = key.lower()
@@ -55,7 +48,7 @@ def is_encrypted(value) -> bool:
 
 def key_path(settings) -> Path:
     """Where the key lives: ``[secrets] key_file`` or DATA_DIR/keys/secrets.key."""
-    configured = getattr(settings, "secrets_key_file", "")
+    configured = settings.secrets.key_file
     if configured:
         return Path(os.path.expanduser(configured))
     return settings.data_path / KEY_DIR / KEY_NAME
@@ -73,7 +66,7 @@ class Cipher:
         self.path = str(path)
 
     @classmethod
-    def from_settings(cls, settings) -> "Cipher":
+    def from_settings(cls, settings) -> Cipher:
         path = key_path(settings)
         return cls(load_or_create_key(path), path)
 
@@ -100,7 +93,7 @@ class Cipher:
         try:
             return json.loads(self._fernet.decrypt(value[len(TAG):].encode("ascii")))
         except (InvalidToken, UnicodeEncodeError, ValueError):
-            raise SecretsError(reason=(
+            raise errors.SecretsError(reason=(
                 f"Cannot decrypt driver_info.{key} with the key in {self.path}: it was "
                 "encrypted with another key (was the key file replaced, rotated or not "
                 "shared between conductors?). Restore the original key file, or set "

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import enum
 
+from conductor.errors import InvalidTransition
+
 
 class State(str, enum.Enum):
     """Provision states. Stable states wait for the user; the rest are transient."""
@@ -41,10 +43,6 @@ class State(str, enum.Enum):
     SERVICE_WAIT = "service wait"          #: waiting for the agent during servicing
     SERVICE_FAILED = "service failed"      #: a service step failed
     SERVICE_HOLD = "service hold"          #: servicing paused by a hold step
-
-
-class InvalidTransition(Exception):
-    """The event is not allowed in the current state."""
 
 
 S = State
@@ -203,12 +201,13 @@ DEPLOY_STATES = frozenset({S.DEPLOYING, S.DEPLOYWAIT})
 CLEAN_STATES = frozenset({S.CLEANING, S.CLEAN_WAIT})
 
 
-def transition(state: State | str, event: str) -> State:
+def transition(state: State | str | None, event: str) -> State:
     """Return the state ``event`` leads to from ``state``, or raise InvalidTransition."""
     try:
         return TRANSITIONS[(State(state), event)]
     except (KeyError, ValueError):
-        raise InvalidTransition(f"event {event!r} is not allowed in state {state!r}") from None
+        raise InvalidTransition(reason=f"event {event!r} is not allowed in state "
+                                       f"{state!r}") from None
 
 
 def target_of(state: State | str) -> State | None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import flask
 
 from api import common
-from api.v1 import microversion
-from api.v1 import views
+from api.v1 import microversion, views
 from conductor import errors
-from conductor.db.queries import SORTABLE_NODE_KEYS
+from conductor.service.model import SORTABLE_NODE_KEYS
 from conductor.states import VERB_MIN_VERSION
 
 bp = flask.Blueprint("nodes", __name__, url_prefix="/v1/nodes")

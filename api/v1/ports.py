@@ -4,8 +4,7 @@ from __future__ import annotations
 import flask
 
 from api import common
-from api.v1 import microversion
-from api.v1 import views
+from api.v1 import microversion, views
 from conductor import errors
 
 bp = flask.Blueprint("ports", __name__, url_prefix="/v1/ports")

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import flask
 
-from api.v1 import microversion
-from api.v1 import views
+from api.v1 import microversion, views
 
 bp = flask.Blueprint("root", __name__)
 

@@ -5,12 +5,11 @@ import datetime
 import operator
 
 import flask
-import sqlalchemy as sa
 
 from api.v1 import microversion
 from conductor import errors
-from conductor.db.schema import INTERFACES, nodes
 from conductor.secrets import MASK, is_secret_key
+from conductor.service.model import INTERFACES, NODE_TIMESTAMPS
 
 #: Node field -> the minor version that introduced it (Ironic's version history;
 #: entries above 1.72 follow the later history as best known).
@@ -114,7 +113,7 @@ def node_value(node, field: str):
 
 
 #: Node fields whose wire value is not the column value as read (see node_value).
-_TIMESTAMPS = frozenset(c.name for c in nodes.columns if isinstance(c.type, sa.DateTime))
+_TIMESTAMPS = NODE_TIMESTAMPS
 _MASKED = ("driver_info", "driver_internal_info", "instance_info")
 
 

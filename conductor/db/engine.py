@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 
-def _sqlite_pragmas(dbapi_conn, _record):
+def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -15,7 +16,7 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
-def _json_loads(text: str):
+def _json_loads(text: str) -> Any:
     # Most JSON columns of a node hold "{}" (Ironic shows empty dicts, never null);
     # skipping the parser for them saves ~10 ms on a 1000-node detail page.
     return {} if text == "{}" else json.loads(text)

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def _config(connection=None) -> Config:
+def _config(connection: sa.Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -31,4 +31,6 @@ def current(engine: sa.Engine) -> str | None:
 
 
 def head() -> str:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision is not None, "no migration in conductor/db/migrations"
+    return revision

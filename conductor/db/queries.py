@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 import datetime
+import operator
 import uuid as uuidlib
-from typing import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from conductor import errors
-from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
 from conductor.db.records import NODE_COLUMNS, PORT_COLUMNS, DnsRemoval, Node, Port
+from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
 
 #: Non-null columns only, so keyset pagination needs no NULL ordering rules.
 SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
 
 
 #: Filters that are not plain column equality.
-NODE_FILTERS = {
+NODE_FILTERS: dict[str, Callable[[Any], sa.ColumnElement[bool]]] = {
     "associated": lambda v: (nodes.c.instance_uuid.is_not(None) if v
                              else nodes.c.instance_uuid.is_(None)),
     "description_contains": lambda v: nodes.c.description.icontains(v, autoescape=True),
@@ -25,17 +27,17 @@ NODE_FILTERS = {
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
-def is_uuid_like(value) -> bool:
+def is_uuid_like(value: object) -> bool:
     try:
         return str(uuidlib.UUID(str(value))) == str(value).lower()
     except (TypeError, ValueError, AttributeError):
         return False
 
 
-def _duplicate(exc: IntegrityError, values: dict) -> errors.MetalcastError:
+def _duplicate(exc: IntegrityError, values: dict[str, Any]) -> errors.MetalcastError:
     # Only the first line names the constraint; PostgreSQL's DETAIL line quotes the
     # offending value, and a node named "mac-address-1" must not read as a MAC clash.
     text = (str(exc.orig).splitlines() or [""])[0].lower()
@@ -58,15 +60,16 @@ class Store:
         self.engine = engine
 
     # -- nodes -------------------------------------------------------------
-    def create_node(self, values: dict) -> Node:
+    def create_node(self, values: dict[str, Any]) -> Node:
         values = dict(values, created_at=utcnow())
         values.setdefault("uuid", str(uuidlib.uuid4()))
         try:
             with self.engine.begin() as conn:
-                node_id = conn.execute(nodes.insert().values(**values)).inserted_primary_key[0]
+                key = conn.execute(nodes.insert().values(**values)).inserted_primary_key
         except IntegrityError as exc:
             raise _duplicate(exc, values) from None
-        return self.get_node_by_id(node_id)
+        assert key is not None
+        return self.get_node_by_id(key[0])
 
     def get_node_by_id(self, node_id: int) -> Node:
         with self.engine.connect() as conn:
@@ -84,7 +87,7 @@ class Store:
             raise errors.NodeNotFound(node=ident)
         return Node(*row)
 
-    def list_nodes(self, filters: dict | None = None, limit: int | None = None,
+    def list_nodes(self, filters: dict[str, Any] | None = None, limit: int | None = None,
                    marker: str | None = None, sort_key: str = "id", sort_dir: str = "asc",
                    columns: Iterable[str] | None = None) -> list[Node]:
         """Nodes matching ``filters`` (column -> value, or a key of NODE_FILTERS)."""
@@ -101,7 +104,7 @@ class Store:
             return [Node(*row) for row in rows]
         return [Node(**dict(zip(names, row))) for row in rows]
 
-    def _marker_row(self, marker):
+    def _marker_row(self, marker: str | None) -> sa.Row[Any] | None:
         if marker is None:
             return None
         with self.engine.connect() as conn:
@@ -110,7 +113,8 @@ class Store:
             raise errors.InvalidParameter(f"The marker {marker} could not be found.")
         return row
 
-    def update_node(self, node_id: int, values: dict, expect: dict | None = None) -> bool:
+    def update_node(self, node_id: int, values: dict[str, Any],
+                    expect: dict[str, Any] | None = None) -> bool:
         """UPDATE one node; with ``expect``, only if those columns still hold those values."""
         query = nodes.update().where(nodes.c.id == node_id)
         for key, value in (expect or {}).items():
@@ -123,8 +127,8 @@ class Store:
         except IntegrityError as exc:
             raise _duplicate(exc, values) from None
 
-    def reserve(self, node: Node, host: str, values: dict | None = None,
-                expect: dict | None = None) -> None:
+    def reserve(self, node: Node, host: str, values: dict[str, Any] | None = None,
+                expect: dict[str, Any] | None = None) -> None:
         """Take the node's exclusive lock (a conditional UPDATE); NodeLocked if lost."""
         expect = dict(expect or {}, reservation=None)
         if not self.update_node(node.id, dict(values or {}, reservation=host), expect):
@@ -134,11 +138,11 @@ class Store:
             raise errors.Conflict(f"Node {node.uuid} changed while the request was "
                                   "processed; please retry.")
 
-    def release(self, node_id: int, host: str, values: dict | None = None) -> bool:
+    def release(self, node_id: int, host: str, values: dict[str, Any] | None = None) -> bool:
         return self.update_node(node_id, dict(values or {}, reservation=None),
                                 expect={"reservation": host})
 
-    def delete_node(self, node_id: int, dns_removal: dict | None = None) -> None:
+    def delete_node(self, node_id: int, dns_removal: dict[str, Any] | None = None) -> None:
         """Delete a node and its ports. ``dns_removal`` (dns_pending_removals values)
         is queued in the same transaction: the node cannot go without it."""
         with self.engine.begin() as conn:
@@ -154,7 +158,8 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
-    def nodes_in_states(self, states: Iterable[str], updated_before=None,
+    def nodes_in_states(self, states: Iterable[str],
+                        updated_before: datetime.datetime | None = None,
                         unreserved: bool = False, affinity: str | None = None) -> list[Node]:
         query = sa.select(nodes).where(nodes.c.provision_state.in_(list(states)))
         if updated_before is not None:
@@ -215,7 +220,7 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(query.values(next_attempt_at=until)).rowcount == 1
 
-    def update_dns_removal(self, removal_id: int, values: dict) -> None:
+    def update_dns_removal(self, removal_id: int, values: dict[str, Any]) -> None:
         table = dns_pending_removals
         with self.engine.begin() as conn:
             conn.execute(table.update().where(table.c.id == removal_id)
@@ -230,17 +235,18 @@ class Store:
     _PORT_SELECT = sa.select(*[ports.c[c] for c in PORT_COLUMNS], nodes.c.uuid).join(
         nodes, nodes.c.id == ports.c.node_id)
 
-    def create_port(self, values: dict) -> Port:
+    def create_port(self, values: dict[str, Any]) -> Port:
         values = dict(values, created_at=utcnow())
         values.setdefault("uuid", str(uuidlib.uuid4()))
         try:
             with self.engine.begin() as conn:
-                port_id = conn.execute(ports.insert().values(**values)).inserted_primary_key[0]
+                key = conn.execute(ports.insert().values(**values)).inserted_primary_key
         except IntegrityError as exc:
             raise _duplicate(exc, values) from None
-        return self._one_port(ports.c.id == port_id, port_id)
+        assert key is not None
+        return self._one_port(ports.c.id == key[0], key[0])
 
-    def _one_port(self, clause, ident) -> Port:
+    def _one_port(self, clause: sa.ColumnElement[bool], ident: object) -> Port:
         with self.engine.connect() as conn:
             row = conn.execute(self._PORT_SELECT.where(clause)).first()
         if row is None:
@@ -252,7 +258,7 @@ class Store:
             raise errors.PortNotFound(port=port_uuid)
         return self._one_port(ports.c.uuid == port_uuid, port_uuid)
 
-    def list_ports(self, filters: dict | None = None, limit: int | None = None,
+    def list_ports(self, filters: dict[str, Any] | None = None, limit: int | None = None,
                    marker: str | None = None) -> list[Port]:
         query = self._PORT_SELECT
         for key, value in (filters or {}).items():
@@ -268,7 +274,7 @@ class Store:
         with self.engine.connect() as conn:
             return [Port(*row) for row in conn.execute(query)]
 
-    def update_port(self, port_id: int, values: dict) -> None:
+    def update_port(self, port_id: int, values: dict[str, Any]) -> None:
         values = dict(values, updated_at=utcnow())
         try:
             with self.engine.begin() as conn:
@@ -309,13 +315,14 @@ class Store:
                          .values(updated_at=utcnow(), online=online))
 
 
-def _paginate(query, table, marker_row, sort_key, sort_dir, limit):
+def _paginate(query: sa.Select[Any], table: sa.Table, marker_row: sa.Row[Any] | None,
+              sort_key: str, sort_dir: str, limit: int | None) -> sa.Select[Any]:
     """Keyset pagination: rows strictly after ``marker_row`` in (sort_key, id) order."""
     col, id_col = table.c[sort_key], table.c.id
     order = (sa.desc if sort_dir == "desc" else sa.asc)
     if marker_row is not None:
         mval, mid = getattr(marker_row, sort_key), marker_row.id
-        after = (lambda a, b: a < b) if sort_dir == "desc" else (lambda a, b: a > b)
+        after = operator.lt if sort_dir == "desc" else operator.gt
         if sort_key == "id":
             query = query.where(after(id_col, mid))
         else:

@@ -1,6 +1,8 @@
 """Tables. SQLAlchemy Core: the conductor reads rows into typed records (records.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData(naming_convention={
@@ -17,7 +19,7 @@ INTERFACES = ("bios", "boot", "console", "deploy", "firmware", "inspect", "manag
 _TS = sa.DateTime(timezone=True)
 
 
-def _json(name: str) -> sa.Column:
+def _json(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.JSON, nullable=True)
 
 
@@ -109,6 +111,33 @@ dns_pending_removals = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("next_attempt_at", _TS, nullable=False, index=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)
+
+#: Patch state of installed hosts as their agents last reported it, plus what the
+#: controller adds (interim patches, a sent install request): the source of truth of
+#: query-hosts for every conductor, kept across restarts (conductor/patching/host_states.py).
+patch_hosts = sa.Table(
+    "patch_hosts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hostname", sa.String(255), nullable=False, unique=True),
+    sa.Column("ip", sa.String(255), nullable=False, default=""),
+    sa.Column("nodetype", sa.String(64), nullable=False, default="controller"),
+    _json("subfunctions"),
+    sa.Column("sw_version", sa.String(64), nullable=False, default=""),
+    sa.Column("state", sa.String(32), nullable=False, default="idle"),
+    sa.Column("out_of_date", sa.Boolean, nullable=False, default=False),
+    sa.Column("node_is_patched", sa.Boolean, nullable=False, default=False),
+    sa.Column("patch_failed", sa.Boolean, nullable=False, default=False),
+    _json("installed"), _json("to_remove"), _json("missing_pkgs"), _json("duplicated_pkgs"),
+    _json("interim"),     # patch IDs applied or removed since the host's last report
+    sa.Column("install_request", sa.String(64), nullable=True),
+    sa.Column("install_sent_at", _TS, nullable=True),
+    sa.Column("last_seen_at", _TS, nullable=True),
+    # A new random value on every write: a conductor re-reads only rows whose revision
+    # differs from the one it holds, and writes only over the revision it read.
+    sa.Column("revision", sa.String(32), nullable=False),
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=True),
 )

@@ -23,73 +23,45 @@ the wanted records are put in place. Both operations are idempotent in DNS.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from conductor import errors
 from conductor.db.queries import Store
 from conductor.dns import rfc2136 as dns
-from conductor.engine.task import Task
+from conductor.dns.records import PENDING_KEY, RECORDS_KEY, HostRecords, describe
+from conductor.dns.removals import PendingRemovals
+from conductor.netboot.dhcp import lease_addresses
+
+if TYPE_CHECKING:
+    from conductor.alarms import AlarmTable
+    from conductor.drivers.context import DriverContext
+    from conductor.engine.task import Task
 
 LOG = logging.getLogger(__name__)
 
-RECORDS_KEY = "dns_records"
-PENDING_KEY = "dns_pending"
 #: instance_info keys that name a node's addresses explicitly (a string or a list).
 ADDRESS_KEYS = ("ip_address", "ipv6_address")
-
-
-@dataclasses.dataclass(frozen=True)
-class HostRecords:
-    """One host name and the addresses it points to (and that point back to it)."""
-
-    label: str
-    fqdn: str
-    addresses: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "fqdn": self.fqdn, "addresses": list(self.addresses)}
-
-    @classmethod
-    def from_dict(cls, value) -> HostRecords | None:
-        if not isinstance(value, dict) or not value.get("label"):
-            return None
-        return cls(str(value["label"]), str(value.get("fqdn") or value["label"]),
-                   tuple(dns.split_addresses(value.get("addresses"))[0]))
-
-    def without(self, other: HostRecords | None) -> HostRecords | None:
-        """What of these records ``other`` does not cover (None when nothing)."""
-        if other is None or other.fqdn != self.fqdn:
-            return self
-        rest = tuple(a for a in self.addresses if a not in other.addresses)
-        return dataclasses.replace(self, addresses=rest) if rest else None
-
-
-def dns_client(context) -> dns.DnsInterface:
-    """The process's DNS adapter (one per DriverContext); the no-op one without DNS."""
-    settings = getattr(context, "settings", None)
-    if settings is None or not getattr(settings, "dns_server", ""):
-        return dns.NoopDns()
-    return context.shared("dns", lambda: dns.build(settings))
 
 
 # -- hooks (called by provisioning and service with the node lock held) ---------
 def on_active(task: Task) -> None:
     """The node becomes active: register its name and addresses. Never raises."""
-    client = dns_client(task.context)
+    client = task.context.dns
     if client.enabled:
         _guarded(task, client, lambda: wanted_records(task, client))
 
 
 def on_undeploy(task: Task) -> None:
     """The instance goes away: remove what was registered for it. Never raises."""
-    client = dns_client(task.context)
+    client = task.context.dns
     if client.enabled and _has_state(task.node):
         _guarded(task, client, lambda: None)
 
 
-def on_delete(node, context) -> dict | None:
+def on_delete(node, context: DriverContext) -> dict | None:
     """The node row is about to be deleted: what of it to remove from DNS later.
 
     Returns ``dns_pending_removals`` values for ``Store.delete_node`` (None when DNS
@@ -101,14 +73,14 @@ def on_delete(node, context) -> dict | None:
         return None
     LOG.info("Node %s: DNS records queued for removal: %s", node.uuid, describe(stale))
     return {"node_uuid": node.uuid, "node_name": node.name,
-            "zone": dns_client(context).zone or "",
+            "zone": context.dns.zone or "",
             "records": [records.to_dict() for records in stale]}
 
 
 def _guarded(task: Task, client, wanted) -> None:
     try:
         reconcile(task, client, wanted())
-    except Exception:  # noqa: BLE001 - DNS must never fail a deploy or an undeploy
+    except Exception:  # DNS must never fail a deploy or an undeploy
         LOG.exception("Node %s: DNS registration failed unexpectedly", task.node.uuid)
 
 
@@ -145,10 +117,6 @@ def node_addresses(task: Task) -> list[str]:
 
 
 def _lease_addresses(task: Task) -> list[str]:
-    try:  # the DHCP driver is optional: without it only instance_info counts
-        from conductor.netboot.dhcp import lease_addresses
-    except (ImportError, AttributeError):
-        return []
     macs = [port.address for port in task.store.list_ports({"node_uuid": task.node.uuid})]
     if not macs:
         return []
@@ -191,7 +159,8 @@ def reconcile(task: Task, client: dns.DnsInterface, wanted: HostRecords | None) 
 def _stale(info: dict, wanted: HostRecords | None) -> list[HostRecords]:
     """Records that may be in DNS (registered, or half-done by a failed attempt) and
     are not part of ``wanted``."""
-    pending = info.get(PENDING_KEY) if isinstance(info.get(PENDING_KEY), dict) else {}
+    pending = info.get(PENDING_KEY)
+    pending = pending if isinstance(pending, dict) else {}
     candidates = [info.get(RECORDS_KEY), pending.get("wanted"), *(pending.get("stale") or [])]
     stale: list[HostRecords] = []
     for value in candidates:
@@ -203,7 +172,8 @@ def _stale(info: dict, wanted: HostRecords | None) -> list[HostRecords]:
 
 
 def _record_failure(task: Task, info: dict, wanted, stale, exc) -> None:
-    previous = info.get(PENDING_KEY) if isinstance(info.get(PENDING_KEY), dict) else {}
+    previous = info.get(PENDING_KEY)
+    previous = previous if isinstance(previous, dict) else {}
     attempts = int(previous.get("attempts") or 0) + 1
     info[PENDING_KEY] = {
         "action": "register" if wanted is not None else "unregister",
@@ -214,8 +184,7 @@ def _record_failure(task: Task, info: dict, wanted, stale, exc) -> None:
     task.update(driver_internal_info=info)
     what = f"registration of {describe([wanted])}" if wanted else \
         f"removal of {describe(stale)}"
-    settings = getattr(task.context, "settings", None)
-    interval = float(getattr(settings, "dns_retry_interval", 0) or 0)
+    interval = task.context.settings.dns.retry_interval
     LOG.warning("Node %s: DNS %s failed (attempt %d; retried every %gs): %s",
                 task.node.uuid, what, attempts, interval, exc)
 
@@ -228,10 +197,6 @@ def _has_state(node) -> bool:
 def _pending(node) -> dict | None:
     value = (node.driver_internal_info or {}).get(PENDING_KEY)
     return value if isinstance(value, dict) else None
-
-
-def describe(records) -> str:
-    return "; ".join(f"{r.fqdn} -> {', '.join(r.addresses)}" for r in records) or "none"
 
 
 def _log_notes(uuid: str, notes: list[str]) -> None:
@@ -251,34 +216,32 @@ class DnsRetry:
     COLUMNS = ("id", "uuid", "driver_internal_info", "reservation", "conductor_affinity",
                "provision_state")
 
-    def __init__(self, store: Store, settings, context=None):
+    def __init__(self, store: Store, settings, client: dns.DnsInterface,
+                 open_task: Callable[[Any], Task], removals: PendingRemovals):
         self.store = store
         self.settings = settings
-        self.context = context
-        self.host = settings.conductor_host
-        from conductor.dns import removals as dns_removals  # it builds on this module's records
-        #: Deleted nodes' removals; ``removals.alarms`` is set by the appliance.
-        self.removals = dns_removals.PendingRemovals(store, settings, self.client)
+        self.client = client
+        #: Wraps a node this sweep has locked into a Task (conductor.engine.task).
+        self.open_task = open_task
+        self.host = settings.conductor.host
+        #: Deleted nodes' removals (conductor.dns.removals).
+        self.removals = removals
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._again = self._closed = False
 
-    def client(self) -> dns.DnsInterface:
-        return dns_client(self.context) if self.context else dns.build(self.settings)
-
     @classmethod
-    def for_settings(cls, store: Store, settings, context=None) -> DnsRetry | None:
-        """The retry task when DNS is configured (the config is checked here, at
-        start-up, so a wrong [dns] section stops the server at once); else None."""
-        if not settings.dns_server.strip():
+    def for_settings(cls, store: Store, settings, client: dns.DnsInterface,
+                     open_task: Callable[[Any], Task],
+                     alarms: AlarmTable | None) -> DnsRetry | None:
+        """The retry task when DNS is configured; else None. ``alarms`` receives the
+        alarm of deleted nodes' removals that keep failing."""
+        if not settings.dns.server.strip():
             return None
-        if settings.dns_retry_interval <= 0:
+        if settings.dns.retry_interval <= 0:
             raise errors.ConfigError(reason="dns.retry_interval must be > 0")
-        if context is not None:
-            dns_client(context)
-        else:
-            dns.build(settings)
-        return cls(store, settings, context)
+        removals = PendingRemovals(store, settings, client, alarms)
+        return cls(store, settings, client, open_task, removals)
 
     def sweep(self) -> dict[str, bool]:
         """One pass over the pending nodes: node UUID -> in step now.
@@ -291,7 +254,7 @@ class DnsRetry:
         nodes = [node for node in self.store.list_nodes(columns=self.COLUMNS)
                  if _pending(node) is not None and node.reservation is None
                  and node.conductor_affinity in (None, self.host)]
-        nodes.sort(key=lambda node: (int(_pending(node).get("attempts") or 0), node.id))
+        nodes.sort(key=lambda node: (int((_pending(node) or {}).get("attempts") or 0), node.id))
         done = {}
         for node in nodes:
             outcome = self.retry_node(node)
@@ -320,7 +283,7 @@ class DnsRetry:
                 self._again = False
             try:
                 self.removals.sweep()
-            except Exception:  # noqa: BLE001 - the periodic sweep tries again
+            except Exception:  # the periodic sweep tries again
                 LOG.exception("DNS removal of deleted nodes failed unexpectedly")
 
     def close(self, wait: bool = True) -> None:
@@ -338,12 +301,12 @@ class DnsRetry:
                                expect={"provision_state": node.provision_state})
         except (errors.Conflict, errors.NotFound):
             return None  # someone is acting on it; they or the next sweep finish it
-        task = Task(self.store, self.store.get_node_by_id(node.id), self.host, self.context)
+        task = self.open_task(self.store.get_node_by_id(node.id))
         try:
             pending = _pending(task.node)
             if pending is None:
                 return None
-            client = self.client()
+            client = self.client
             wanted = HostRecords.from_dict(pending.get("wanted"))
             return reconcile(task, client, wanted)
         finally:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from typing import Callable
 
 from conductor import errors
-from conductor.alarms import Alarm
+from conductor.alarms import Alarm, AlarmTable
 from conductor.db.queries import Store, utcnow
-from conductor.dns.registration import PENDING_KEY, RECORDS_KEY, HostRecords, describe
+from conductor.dns.records import PENDING_KEY, RECORDS_KEY, HostRecords, describe
+from conductor.dns.rfc2136 import DnsInterface
 
 LOG = logging.getLogger(__name__)
 
@@ -75,11 +75,12 @@ class Removal:
 
 def claimed_records(store: Store) -> set[tuple[str, str]]:
     """(FQDN, address) pairs that live nodes have registered or are registering."""
-    pairs = set()
+    pairs: set[tuple[str, str]] = set()
     for node in store.list_nodes(columns=("id", "uuid", "driver_internal_info")):
         info = node.driver_internal_info if isinstance(node.driver_internal_info, dict) \
             else {}
-        pending = info.get(PENDING_KEY) if isinstance(info.get(PENDING_KEY), dict) else {}
+        pending = info.get(PENDING_KEY)
+        pending = pending if isinstance(pending, dict) else {}
         for value in (info.get(RECORDS_KEY), pending.get("wanted")):
             records = HostRecords.from_dict(value)
             if records is not None:
@@ -88,14 +89,15 @@ def claimed_records(store: Store) -> set[tuple[str, str]]:
 
 
 class PendingRemovals:
-    """Attempts due removals; ``client`` returns the process's DNS adapter."""
+    """Attempts due removals through ``client``, the process's DNS adapter."""
 
-    def __init__(self, store: Store, settings, client: Callable, alarms=None):
+    def __init__(self, store: Store, settings, client: DnsInterface,
+                 alarms: AlarmTable | None = None):
         self.store = store
-        self.interval = float(settings.dns_retry_interval)
-        self.lease = max(MIN_LEASE, 20 * float(settings.dns_timeout))
+        self.interval = float(settings.dns.retry_interval)
+        self.lease = max(MIN_LEASE, 20 * float(settings.dns.timeout))
         self.client = client
-        #: conductor.alarms.AlarmTable (the appliance's); None: no alarms.
+        #: conductor.alarms.AlarmTable (the appliance's); None: no alarms (tests).
         self.alarms = alarms
 
     def sweep(self) -> dict[str, bool]:
@@ -133,7 +135,7 @@ class PendingRemovals:
         return True
 
     def _remove(self, removal: Removal, claimed: set[tuple[str, str]]) -> None:
-        client = self.client()
+        client = self.client
         if not client.enabled:
             raise errors.ConfigError(reason="DNS registration is off ([dns] server is "
                                             "empty); nothing can remove the records")

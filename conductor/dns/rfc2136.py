@@ -137,26 +137,26 @@ class DnsConfig:
     @classmethod
     def from_settings(cls, settings) -> DnsConfig:
         """Parse the dns_* settings; ConfigError naming the option when one is wrong."""
-        key, secret = settings.dns_tsig_key_name.strip(), settings.dns_tsig_secret.strip()
-        algorithm = settings.dns_tsig_algorithm.strip().lower()
-        _check(settings.dns_zone.strip(), "dns.zone is required when dns.server is set")
+        key, secret = settings.dns.tsig_key_name.strip(), settings.dns.tsig_secret.strip()
+        algorithm = settings.dns.tsig_algorithm.strip().lower()
+        _check(settings.dns.zone.strip(), "dns.zone is required when dns.server is set")
         _check(bool(key) == bool(secret), "dns.tsig_key_name and dns.tsig_secret must be "
                "set together (or both left empty for unsigned updates)")
         _check(algorithm in TSIG_ALGORITHMS, f"dns.tsig_algorithm must be one of "
                f"{', '.join(TSIG_ALGORITHMS)}, not {algorithm!r}")
         _check(not secret or _is_base64(secret), "dns.tsig_secret is not valid base64 "
                "(use the secret line of `tsig-keygen`)")
-        _check(1 <= settings.dns_port <= 65535, "dns.port must be between 1 and 65535")
-        _check(0 <= settings.dns_ttl <= 2**31 - 1, "dns.ttl must be >= 0")
-        _check(settings.dns_timeout > 0, "dns.timeout must be > 0")
-        protocol = settings.dns_protocol.strip().lower()
+        _check(1 <= settings.dns.port <= 65535, "dns.port must be between 1 and 65535")
+        _check(0 <= settings.dns.ttl <= 2**31 - 1, "dns.ttl must be >= 0")
+        _check(settings.dns.timeout > 0, "dns.timeout must be > 0")
+        protocol = settings.dns.protocol.strip().lower()
         _check(protocol in PROTOCOLS, "dns.protocol must be 'udp' or 'tcp'")
-        return cls(server=settings.dns_server.strip(), port=settings.dns_port,
-                   zone=_zone(settings.dns_zone, "dns.zone"),
-                   reverse_zone_v4=_reverse_zone(settings.dns_reverse_zone_v4, 4),
-                   reverse_zone_v6=_reverse_zone(settings.dns_reverse_zone_v6, 6),
+        return cls(server=settings.dns.server.strip(), port=settings.dns.port,
+                   zone=_zone(settings.dns.zone, "dns.zone"),
+                   reverse_zone_v4=_reverse_zone(settings.dns.reverse_zone_v4, 4),
+                   reverse_zone_v6=_reverse_zone(settings.dns.reverse_zone_v6, 6),
                    key_name=key, secret=secret, algorithm=algorithm,
-                   ttl=settings.dns_ttl, timeout=float(settings.dns_timeout),
+                   ttl=settings.dns.ttl, timeout=float(settings.dns.timeout),
                    protocol=protocol)
 
 
@@ -379,7 +379,7 @@ class Rfc2136Dns(DnsInterface):
             pass
         try:
             found = socket.getaddrinfo(server, self.config.port, proto=socket.IPPROTO_UDP)
-            return found[0][4][0]
+            return str(found[0][4][0])
         except (OSError, IndexError) as exc:
             raise self._error(f"cannot be resolved: {exc}") from None
 
@@ -397,7 +397,7 @@ def _forward_type(address: str) -> str:
 
 def build(settings) -> DnsInterface:
     """The implementation the settings ask for: RFC 2136 when dns.server is set."""
-    if settings is None or not getattr(settings, "dns_server", "").strip():
+    if settings is None or not settings.dns.server.strip():
         return NoopDns()
     client = Rfc2136Dns(DnsConfig.from_settings(settings))
     client.validate()

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import abc
 import enum
+from typing import TYPE_CHECKING
+
+from conductor import errors
+
+if TYPE_CHECKING:
+    from conductor.drivers.context import DriverContext
 
 
 class PowerState(str, enum.Enum):
@@ -29,13 +35,13 @@ class BootDevice(str, enum.Enum):
     BIOS = "bios"
 
 
-class Interface(abc.ABC):
+class Interface(abc.ABC):  # noqa: B024 - abstract through its subclasses' methods
     """Base of every interface: ``validate`` raises Invalid with the reason."""
 
     kind: str = ""
 
-    def __init__(self, context=None):
-        #: The process's DriverContext (shared sessions, limits, cipher); None in fakes.
+    def __init__(self, context: DriverContext):
+        #: The process's DriverContext: shared sessions, limits, cipher, services.
         self.context = context
 
     def validate(self, task) -> None:  # noqa: B027 - most interfaces need nothing
@@ -85,7 +91,7 @@ class BootInterface(Interface):
     @abc.abstractmethod
     def clean_up_instance(self, task) -> None: ...
 
-    def ports_changed(self, task, old_macs) -> None:  # noqa: B027 - nothing keyed by MAC
+    def ports_changed(self, task, old_macs) -> None:  # nothing keyed by MAC
         """The node's ports were deleted, re-addressed, moved or had pxe_enabled changed;
         ``old_macs`` are the MACs it had before. Interfaces that key boot files or DHCP
         entries by MAC drop those of MACs it lost (conductor/service/ports.py)."""
@@ -106,6 +112,10 @@ class DeployInterface(Interface):
     @abc.abstractmethod
     def clean(self, task, steps: list[dict] | None) -> str | None: ...
 
+    def heartbeat(self, task, finish_deploy) -> None:  # no agent, no steps: nothing to do
+        """An agent called back; an agent-driven interface continues its deploy or clean
+        steps here and calls ``finish_deploy(task)`` once the instance is written."""
+
 
 class StepsInterface(Interface):
     """Interfaces whose only job here is to validate and run one action
@@ -113,7 +123,6 @@ class StepsInterface(Interface):
 
     def run(self, task, action: str) -> str | None:
         """Run ``action`` (e.g. "inspect", "rescue", "unrescue"); "wait" or None."""
-        from conductor import errors
         raise errors.InvalidParameter(
             f"The {self.kind} interface {task.interface_name(self.kind)!r} of node "
             f"{task.node.uuid} does not support {action!r}.")

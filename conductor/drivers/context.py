@@ -1,42 +1,66 @@
-"""State that driver instances of one process share, passed explicitly.
+"""What the interface implementations of one process share, built once and passed in.
 
-Interfaces are built per task; what must outlive a task (BMC sessions, per-BMC
-rate limits, the secrets cipher) lives here, created once by the appliance.
+Interfaces are built per task; what must outlive a task (BMC sessions and per-BMC
+rate limits, Redfish sessions, the agent HTTP session, the secrets cipher) and the
+services some interfaces drive (boot servers, DHCP, DNS, the patch controller) are
+fields of one DriverContext that the appliance builds with everything in it. Each
+field is typed and named: there is no lookup by string and no object created
+behind a caller's back.
 """
 from __future__ import annotations
 
-import threading
-from typing import Callable, TypeVar
+import dataclasses
+from typing import TYPE_CHECKING
 
-T = TypeVar("T")
+import requests
+
+from conductor.dns.rfc2136 import DnsInterface, NoopDns
+from conductor.drivers.ipmi.client import BmcChannels
+from conductor.drivers.redfish.client import SessionCache
+from conductor.netboot.dhcp import DhcpProvider, NoopDhcp
+
+if TYPE_CHECKING:
+    from conductor.config import Settings
+    from conductor.netboot.services import NetbootServices
+    from conductor.patching.controller import PatchController
+    from conductor.secrets import Cipher
 
 
+@dataclasses.dataclass
 class DriverContext:
-    """Per-process driver resources: settings plus lazily created shared objects."""
+    """The process's driver resources. Build it with :meth:`create`."""
 
-    def __init__(self, settings=None, cipher=None):
-        self.settings = settings
-        self.cipher = cipher
-        self._shared: dict[str, object] = {}
-        self._lock = threading.Lock()
+    settings: Settings
+    #: Decrypts driver_info secrets for the task holding the node (Task.driver_info).
+    cipher: Cipher | None
+    #: IPMI sessions, one channel per BMC address (conductor/drivers/ipmi/client.py).
+    bmc_channels: BmcChannels
+    #: sushy sessions by address and credentials (conductor/drivers/redfish/client.py).
+    redfish_sessions: SessionCache
+    #: Keep-alive HTTP session to the agents' command APIs.
+    agent_session: requests.Session
+    #: TFTP/HTTP boot servers and config rendering; None where [pxe] is off.
+    netboot: NetbootServices | None
+    #: Per-MAC DHCP host entries (the no-op provider when [dhcp] mode = none).
+    dhcp: DhcpProvider
+    #: RFC 2136 client (the no-op one when [dns] server is not set).
+    dns: DnsInterface
+    #: Applied patches that deploys install into the new root; None when off.
+    patching: PatchController | None
 
-    def shared(self, key: str, factory: Callable[[], T]) -> T:
-        """The object stored under ``key``, created by ``factory`` on first use."""
-        with self._lock:
-            if key not in self._shared:
-                self._shared[key] = factory()
-            return self._shared[key]  # type: ignore[return-value]
-
-    def get(self, key: str):
-        """The object stored under ``key`` if something created it, else None."""
-        with self._lock:
-            return self._shared.get(key)
+    @classmethod
+    def create(cls, settings: Settings, *, cipher: Cipher | None = None,
+               netboot: NetbootServices | None = None,
+               dhcp: DhcpProvider | None = None, dns: DnsInterface | None = None,
+               patching: PatchController | None = None) -> DriverContext:
+        """A context whose sessions are new; services not given are the no-op ones."""
+        return cls(settings=settings, cipher=cipher, bmc_channels=BmcChannels(settings),
+                   redfish_sessions=SessionCache(settings),
+                   agent_session=requests.Session(), netboot=netboot,
+                   dhcp=dhcp or NoopDhcp(), dns=dns or NoopDns(), patching=patching)
 
     def close(self) -> None:
-        """Close shared objects that can be closed (sessions, pools)."""
-        with self._lock:
-            for value in self._shared.values():
-                close = getattr(value, "close", None)
-                if callable(close):
-                    close()
-            self._shared.clear()
+        """Log out of BMCs and close pooled connections (the services stop elsewhere)."""
+        self.bmc_channels.close()
+        self.redfish_sessions.close()
+        self.agent_session.close()

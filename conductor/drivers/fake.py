@@ -16,7 +16,8 @@ def _delay(task) -> None:
     try:
         seconds = float((task.node.driver_info or {}).get("fake_delay", 0))
     except (TypeError, ValueError):
-        raise errors.InvalidParameter("driver_info.fake_delay must be a number of seconds")
+        raise errors.InvalidParameter(
+            "driver_info.fake_delay must be a number of seconds") from None
     if seconds > 0:
         time.sleep(seconds)
 
@@ -84,13 +85,14 @@ def _delay_value_ok(task) -> None:
     try:
         float((task.node.driver_info or {}).get("fake_delay", 0))
     except (TypeError, ValueError):
-        raise errors.InvalidParameter("driver_info.fake_delay must be a number of seconds")
+        raise errors.InvalidParameter(
+            "driver_info.fake_delay must be a number of seconds") from None
 
 
 class FakeSteps(base.StepsInterface):
     """Fake inspect / rescue / bios / ...: every action succeeds at once."""
 
-    def __init__(self, kind: str, context=None):
+    def __init__(self, kind: str, context):
         super().__init__(context)
         self.kind = kind
 
@@ -102,6 +104,6 @@ class FakeSteps(base.StepsInterface):
 class NoSteps(base.StepsInterface):
     """``no-*`` / ``noop`` implementations: validate passes, actions are refused."""
 
-    def __init__(self, kind: str, context=None):
+    def __init__(self, kind: str, context):
         super().__init__(context)
         self.kind = kind

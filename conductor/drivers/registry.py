@@ -5,12 +5,16 @@ interface; unset interfaces take the type's default (the first listed).
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+
 from conductor import errors
-from conductor.drivers.deploy import direct as deploy
 from conductor.db.schema import INTERFACES
 from conductor.drivers import fake, redfish
-from conductor.drivers.ipmi import interfaces as ipmi
 from conductor.drivers.boot import pxe
+from conductor.drivers.context import DriverContext
+from conductor.drivers.deploy import direct
+from conductor.drivers.ipmi import interfaces as ipmi
 
 #: hardware type -> interface kind -> supported implementations (default first).
 HARDWARE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -37,24 +41,53 @@ HARDWARE_TYPES["redfish"] = dict(_REAL, power=("redfish", "fake"),
 HARDWARE_TYPES["ipmi"] = dict(_REAL, power=("ipmitool", "fake"),
                               management=("ipmitool", "fake"))
 
-#: (kind, implementation name) -> factory of the interface object.
-IMPLEMENTATIONS = {
-    ("power", "fake"): fake.FakePower,
-    ("management", "fake"): fake.FakeManagement,
-    ("boot", "fake"): fake.FakeBoot,
-    ("deploy", "fake"): fake.FakeDeploy,
-    ("deploy", "direct"): lambda ctx: deploy.AgentDeploy(ctx),
-    ("boot", "pxe"): pxe.PXEBoot,
-    ("boot", "ipxe"): pxe.IPXEBoot,
-    ("power", "redfish"): redfish.RedfishPower,
-    ("management", "redfish"): redfish.RedfishManagement,
-    ("power", "ipmitool"): ipmi.IPMIPower,
-    ("management", "ipmitool"): ipmi.IPMIManagement,
-}
-for _kind in INTERFACES:
-    IMPLEMENTATIONS.setdefault((_kind, "fake"), lambda ctx, k=_kind: fake.FakeSteps(k, ctx))
-    for _name in ("no-" + _kind, "noop", "flat"):
-        IMPLEMENTATIONS.setdefault((_kind, _name), lambda ctx, k=_kind: fake.NoSteps(k, ctx))
+#: Builds one interface object for a task from the process's DriverContext.
+Factory = Callable[[DriverContext], object]
+
+
+def default_implementations() -> dict[tuple[str, str], Factory]:
+    """(kind, implementation name) -> factory: every implementation metalcast ships."""
+    table: dict[tuple[str, str], Factory] = {
+        ("power", "fake"): fake.FakePower,
+        ("management", "fake"): fake.FakeManagement,
+        ("boot", "fake"): fake.FakeBoot,
+        ("deploy", "fake"): fake.FakeDeploy,
+        ("deploy", "direct"): direct.AgentDeploy,
+        ("boot", "pxe"): pxe.PXEBoot,
+        ("boot", "ipxe"): pxe.IPXEBoot,
+        ("power", "redfish"): redfish.RedfishPower,
+        ("management", "redfish"): redfish.RedfishManagement,
+        ("power", "ipmitool"): ipmi.IPMIPower,
+        ("management", "ipmitool"): ipmi.IPMIManagement,
+    }
+    for kind in INTERFACES:
+        table.setdefault((kind, "fake"), functools.partial(fake.FakeSteps, kind))
+        for name in ("no-" + kind, "noop", "flat"):
+            table.setdefault((kind, name), functools.partial(fake.NoSteps, kind))
+    return table
+
+
+class DriverRegistry:
+    """Builds a node's interface objects, all sharing one DriverContext.
+
+    The appliance makes one with :func:`default_implementations`; a test that
+    needs a recording or simulated interface passes its own factories in
+    ``overrides`` instead of patching a module table.
+    """
+
+    def __init__(self, context: DriverContext,
+                 overrides: Mapping[tuple[str, str], Factory] | None = None):
+        self.context = context
+        self._factories = default_implementations()
+        self._factories.update(overrides or {})
+
+    def build(self, kind: str, name: str) -> object:
+        """Instantiate the implementation ``name`` of interface ``kind``."""
+        try:
+            factory = self._factories[(kind, name)]
+        except KeyError:
+            raise errors.InvalidParameter(f"Unknown {kind} interface {name!r}.") from None
+        return factory(self.context)
 
 
 def check_driver(driver: str, enabled: list[str]) -> dict[str, tuple[str, ...]]:
@@ -81,11 +114,3 @@ def resolve_interfaces(driver: str, chosen: dict[str, str | None],
                 f"{driver}; supported: {', '.join(table[kind])}.")
         result[f"{kind}_interface"] = name
     return result
-
-
-def build(kind: str, name: str, context=None):
-    """Instantiate the implementation ``name`` of interface ``kind``."""
-    try:
-        return IMPLEMENTATIONS[(kind, name)](context)
-    except KeyError:
-        raise errors.InvalidParameter(f"Unknown {kind} interface {name!r}.") from None

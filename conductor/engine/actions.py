@@ -7,11 +7,12 @@ failed state. Any exception becomes the 'fail' event with ``last_error`` set.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from conductor import states
-from conductor.drivers.deploy import common as agent_base
 from conductor.dns import registration as dns_registration
 from conductor.drivers.base import BootDevice, PowerState
+from conductor.drivers.power import set_power
 from conductor.engine.task import Task
 
 LOG = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def verify(task: Task) -> None:
     task.process_event("done", power_state=power.value, last_error=None)
 
 
-def clean(task: Task, steps: list[dict] | None = None, manual: bool = False) -> None:
+def clean(task: Task, steps: list[dict[str, Any]] | None = None, manual: bool = False) -> None:
     """cleaning -> available (automated) or manageable (manual steps)."""
     automated = task.node.automated_clean
     if not manual and automated is False:
@@ -95,19 +96,14 @@ def unrescue(task: Task) -> None:
     task.process_event("done", last_error=None)
 
 
-def service(task: Task, steps: list[dict] | None = None) -> None:
+def heartbeat(task: Task) -> None:
+    """An agent called back: the deploy interface continues its steps, ending with
+    :func:`finish_deploy` when the instance is written."""
+    task.deploy.heartbeat(task, finish_deploy)
+
+
+def service(task: Task, steps: list[dict[str, Any]] | None = None) -> None:
     task.process_event("done", last_error=None, service_step={})
-
-
-def set_power(task: Task, target: PowerState, timeout: int | None = None) -> None:
-    """Drive the power interface and record the state the BMC then reports."""
-    if target in (PowerState.REBOOT, PowerState.SOFT_REBOOT):
-        task.power.reboot(task, timeout)
-    else:
-        task.power.set_power_state(task, target, timeout)
-    task.update(power_state=task.power.get_power_state(task).value, target_power_state=None)
-    if target is not PowerState.ON:
-        agent_base.wipe_agent(task)  # that boot's agent is gone: its token must not work
 
 
 def change_power(task: Task, target: PowerState, timeout: int | None = None) -> None:

@@ -23,11 +23,17 @@ import logging
 import threading
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from conductor import errors, states
 from conductor.db.queries import Store
+from conductor.db.records import Node
 from conductor.drivers.base import PowerState
 from conductor.engine.task import Task
+
+if TYPE_CHECKING:
+    from conductor.config import Settings
+    from conductor.drivers.registry import DriverRegistry
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -71,33 +77,35 @@ class SyncSummary:
         return f"{len(self.outcomes)} node(s) in {self.seconds:.2f}s: {parts}"
 
 
-def check_settings(settings) -> None:
+def check_settings(settings: Settings) -> None:
     """Refuse sync settings that would break the loop (a pool of 0, no retries)."""
-    if settings.conductor_sync_power_state_workers < 1:
+    if settings.conductor.sync_power_state_workers < 1:
         raise errors.ConfigError(reason="conductor.sync_power_state_workers must be >= 1")
-    if settings.conductor_power_state_sync_max_retries < 1:
+    if settings.conductor.power_state_sync_max_retries < 1:
         raise errors.ConfigError(reason="conductor.power_state_sync_max_retries must be >= 1")
 
 
-def sync_power_states(store: Store, settings, context=None, host: str | None = None,
+def sync_power_states(store: Store, settings: Settings, drivers: DriverRegistry,
+                      host: str | None = None,
                       pool: ThreadPoolExecutor | None = None) -> SyncSummary:
     """Run one sweep; with no ``pool``, one of ``sync_power_state_workers`` threads."""
     check_settings(settings)
     if pool is not None:
-        return _sweep(store, settings, context, host or settings.conductor_host, pool)
-    with ThreadPoolExecutor(settings.conductor_sync_power_state_workers,
+        return _sweep(store, settings, drivers, host or settings.conductor.host, pool)
+    with ThreadPoolExecutor(settings.conductor.sync_power_state_workers,
                             "metalcast-power-sync") as own:
-        return _sweep(store, settings, context, host or settings.conductor_host, own)
+        return _sweep(store, settings, drivers, host or settings.conductor.host, own)
 
 
-def _sweep(store: Store, settings, context, host: str, pool) -> SyncSummary:
+def _sweep(store: Store, settings: Settings, drivers: DriverRegistry, host: str,
+           pool: ThreadPoolExecutor) -> SyncSummary:
     started = time.monotonic()
-    nodes = store.nodes_for_power_sync(host, settings.hardware_types,
+    nodes = store.nodes_for_power_sync(host, settings.conductor.hardware_types,
                                        [s.value for s in EXCLUDED_STATES], POWER_FAILURE)
     # Failing nodes first (Ironic queues them first too): a BMC that recovered is
     # noticed at the start of a sweep, not after every healthy node.
     nodes.sort(key=lambda n: (not _failing(n), n.id))
-    futures = [(node, pool.submit(check_node, store, node, host, settings, context))
+    futures = [(node, pool.submit(check_node, store, node, host, settings, drivers))
                for node in nodes]
     summary = SyncSummary()
     for node, future in futures:
@@ -105,26 +113,27 @@ def _sweep(store: Store, settings, context, host: str, pool) -> SyncSummary:
             summary.outcomes[node.uuid] = future.result()
         except CancelledError:  # the conductor is stopping
             summary.outcomes[node.uuid] = Outcome.SKIPPED
-        except Exception:  # noqa: BLE001 - e.g. the database failed at release
+        except Exception:  # e.g. the database failed at release
             LOG.exception("Node %s: power state sync failed", node.uuid)
             summary.outcomes[node.uuid] = Outcome.FAILED
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _failing(node) -> bool:
+def _failing(node: Node) -> bool:
     return bool(node.fault == POWER_FAILURE or (node.driver_internal_info or {}).get(
         FAILURES_KEY))
 
 
-def check_node(store: Store, node, host: str, settings, context=None) -> Outcome:
+def check_node(store: Store, node: Node, host: str, settings: Settings,
+               drivers: DriverRegistry) -> Outcome:
     """Check one node; never raises (a sweep must cover every node).
 
     Like Ironic's shared lock: a healthy node whose BMC agrees with the record is
     read without locking and costs no database write; the exclusive lock is taken
     only when something must be written (mismatch, failure count, recovery).
     """
-    if _agrees_without_lock(store, node, host, context):
+    if _agrees_without_lock(store, node, host, drivers):
         return Outcome.IN_SYNC
     try:
         store.reserve(node, host, expect={"provision_state": node.provision_state,
@@ -135,30 +144,31 @@ def check_node(store: Store, node, host: str, settings, context=None) -> Outcome
     except errors.Conflict:
         LOG.debug("Node %s: locked or changed, power sync skips it this time", node.uuid)
         return Outcome.SKIPPED
-    task = Task(store, node, host, context)
+    task = Task(store, node, host, drivers)
     try:
         # Re-read under the lock: driver_info or driver_internal_info may have
         # changed since the sweep listed the node, and we write the latter.
         task.node = store.get_node_by_id(node.id)
         return _sync(task, settings)
-    except Exception:  # noqa: BLE001 - one node's bug must not end the sweep
+    except Exception:  # one node's bug must not end the sweep
         LOG.exception("Node %s: power state sync failed unexpectedly", node.uuid)
         return Outcome.FAILED
     finally:
         task.release()
 
 
-def _agrees_without_lock(store: Store, node, host: str, context) -> bool:
+def _agrees_without_lock(store: Store, node: Node, host: str,
+                         drivers: DriverRegistry) -> bool:
     if node.maintenance or _failing(node) or node.power_state is None:
         return False
-    task = Task(store, node, host, context)
+    task = Task(store, node, host, drivers)
     try:
-        return task.power.get_power_state(task).value == node.power_state
+        return bool(task.power.get_power_state(task).value == node.power_state)
     except Exception:  # noqa: BLE001 - the locked path retries and counts the failure
         return False
 
 
-def _sync(task: Task, settings) -> Outcome:
+def _sync(task: Task, settings: Settings) -> Outcome:
     node = task.node
     try:
         actual = task.power.get_power_state(task)
@@ -173,7 +183,7 @@ def _sync(task: Task, settings) -> Outcome:
         if _failures(node):
             task.update(driver_internal_info=_with_failures(node, 0))
         return Outcome.IN_SYNC
-    if settings.conductor_force_power_state_during_sync and _forceable(node):
+    if settings.conductor.force_power_state_during_sync and _forceable(node):
         return _force(task, settings, actual)
     if recorded is not None:
         LOG.warning("Node %s: power state changed outside metalcast: recorded %r, the BMC "
@@ -183,18 +193,18 @@ def _sync(task: Task, settings) -> Outcome:
     return Outcome.RECORDED
 
 
-def _forceable(node) -> bool:
+def _forceable(node: Node) -> bool:
     if node.power_state not in {p.value for p in FORCEABLE}:
         return False  # nothing sensible to push (never read, or "error")
     # A node that must never be powered off is never forced off.
     return not (node.power_state == PowerState.OFF.value and node.disable_power_off)
 
 
-def _force(task: Task, settings, actual: PowerState) -> Outcome:
+def _force(task: Task, settings: Settings, actual: PowerState) -> Outcome:
     """Push the recorded state; each push counts until a sweep finds the states equal."""
     node = task.node
     attempt = _failures(node) + 1
-    limit = settings.conductor_power_state_sync_max_retries
+    limit = settings.conductor.power_state_sync_max_retries
     if attempt > limit:
         return _to_maintenance(task, actual, (
             f"Power state sync pushed {node.power_state!r} to the hardware {limit} "
@@ -207,25 +217,25 @@ def _force(task: Task, settings, actual: PowerState) -> Outcome:
         task.power.set_power_state(task, PowerState(node.power_state))
     except Exception as exc:  # noqa: BLE001 - a failed push is one more failed attempt
         LOG.error("Node %s: pushing power state %r failed (attempt %d of %d): %s",
-                  node.uuid, node.power_state, attempt, limit, _text(exc))
+                  node.uuid, node.power_state, attempt, limit, errors.error_text(exc))
     task.update(driver_internal_info=_with_failures(node, attempt))
     return Outcome.FORCED
 
 
-def _failed(task: Task, settings, exc: BaseException) -> Outcome:
+def _failed(task: Task, settings: Settings, exc: BaseException) -> Outcome:
     node = task.node
     if node.maintenance:  # already a power failure: stay there, nothing new to write
-        LOG.debug("Node %s: BMC still not answering: %s", node.uuid, _text(exc))
+        LOG.debug("Node %s: BMC still not answering: %s", node.uuid, errors.error_text(exc))
         return Outcome.FAILED
     count = _failures(node) + 1
-    limit = settings.conductor_power_state_sync_max_retries
+    limit = settings.conductor.power_state_sync_max_retries
     if count >= limit:
         return _to_maintenance(task, None, (
             f"Power state sync could not get the power state {count} time(s) in a row "
-            f"(power_state_sync_max_retries = {limit}): {_text(exc).rstrip('.')}. The "
+            f"(power_state_sync_max_retries = {limit}): {errors.error_text(exc).rstrip('.')}. The "
             "node leaves maintenance by itself once its BMC answers again."), count)
     LOG.warning("Node %s: could not get the power state (attempt %d of %d): %s",
-                node.uuid, count, limit, _text(exc))
+                node.uuid, count, limit, errors.error_text(exc))
     task.update(driver_internal_info=_with_failures(node, count))
     return Outcome.FAILED
 
@@ -252,14 +262,14 @@ def _recovered(task: Task, actual: PowerState) -> Outcome:
     return Outcome.RECOVERED
 
 
-def _failures(node) -> int:
+def _failures(node: Node) -> int:
     try:
         return int((node.driver_internal_info or {}).get(FAILURES_KEY) or 0)
     except (TypeError, ValueError):
         return 0
 
 
-def _with_failures(node, count: int) -> dict:
+def _with_failures(node: Node, count: int) -> dict[str, Any]:
     info = dict(node.driver_internal_info or {})
     if count:
         info[FAILURES_KEY] = count
@@ -268,34 +278,38 @@ def _with_failures(node, count: int) -> dict:
     return info
 
 
-def _text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, errors.MetalcastError) else \
-        f"{type(exc).__name__}: {exc}"
-
 
 class PowerSync:
     """The periodic task: one sweep per call, on its own small bounded pool."""
 
-    def __init__(self, store: Store, settings, context=None):
+    def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry):
         check_settings(settings)
         self.store = store
         self.settings = settings
-        self.context = context
-        self._pool = ThreadPoolExecutor(settings.conductor_sync_power_state_workers,
+        self.drivers = drivers
+        self._pool = ThreadPoolExecutor(settings.conductor.sync_power_state_workers,
                                         "metalcast-power-sync")
         self._closed = threading.Event()
+
+    @classmethod
+    def for_settings(cls, store: Store, settings: Settings,
+                     drivers: DriverRegistry) -> PowerSync | None:
+        """The periodic sync, or None when [conductor] sync_power_state_interval is 0."""
+        if settings.conductor.sync_power_state_interval <= 0:
+            return None
+        return cls(store, settings, drivers)
 
     def sweep(self) -> SyncSummary | None:
         if self._closed.is_set():
             return None
         try:
-            summary = _sweep(self.store, self.settings, self.context,
-                             self.settings.conductor_host, self._pool)
+            summary = _sweep(self.store, self.settings, self.drivers,
+                             self.settings.conductor.host, self._pool)
         except RuntimeError:
             if self._closed.is_set():  # submit() after close(): the conductor is stopping
                 return None
             raise
-        interval = self.settings.conductor_sync_power_state_interval
+        interval = self.settings.conductor.sync_power_state_interval
         if summary.seconds > 3 * interval:
             LOG.warning("Power state sync took %.1fs, more than 3 x its interval (%ss): "
                         "raise conductor.sync_power_state_workers or the interval",

@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any, cast
 
 from conductor import states
-from conductor.drivers import registry as hardware
 from conductor.db.queries import Store, utcnow
+from conductor.db.records import Node
+
+if TYPE_CHECKING:
+    from conductor.drivers.base import (
+        BootInterface,
+        DeployInterface,
+        ManagementInterface,
+        PowerInterface,
+    )
+    from conductor.drivers.context import DriverContext
+    from conductor.drivers.registry import DriverRegistry
 
 LOG = logging.getLogger(__name__)
 
@@ -13,53 +24,61 @@ LOG = logging.getLogger(__name__)
 class Task:
     """Holds the lock on ``node``; every change goes to the database at once."""
 
-    def __init__(self, store: Store, node, host: str, context=None):
+    def __init__(self, store: Store, node: Node, host: str, drivers: DriverRegistry):
         self.store = store
         self.node = node
         self.host = host
-        self.context = context
-        self._interfaces: dict[str, object] = {}
+        #: Builds the node's interfaces; they share ``drivers.context``.
+        self.drivers = drivers
+        self._interfaces: dict[str, Any] = {}
         self.released = False
 
     @property
-    def driver_info(self) -> dict:
+    def context(self) -> DriverContext:
+        """The process's driver resources (settings, sessions, boot and DNS services)."""
+        return self.drivers.context
+
+    @property
+    def driver_info(self) -> dict[str, Any]:
         """The node's driver_info with secrets decrypted: drivers read credentials here."""
         info = self.node.driver_info or {}
-        cipher = getattr(self.context, "cipher", None)
-        return cipher.decrypt_dict(info) if cipher else dict(info)
+        cipher = self.context.cipher
+        return dict(cipher.decrypt_dict(info)) if cipher else dict(info)
 
     def interface_name(self, kind: str) -> str:
-        return getattr(self.node, f"{kind}_interface")
+        name: str = getattr(self.node, f"{kind}_interface")
+        return name
 
-    def iface(self, kind: str):
+    def iface(self, kind: str) -> Any:
+        """The node's implementation of interface ``kind`` (built once per task)."""
         if kind not in self._interfaces:
-            self._interfaces[kind] = hardware.build(kind, self.interface_name(kind),
-                                                    self.context)
+            self._interfaces[kind] = self.drivers.build(kind, self.interface_name(kind))
         return self._interfaces[kind]
 
     @property
-    def power(self):
-        return self.iface("power")
+    def power(self) -> PowerInterface:
+        return cast("PowerInterface", self.iface("power"))
 
     @property
-    def management(self):
-        return self.iface("management")
+    def management(self) -> ManagementInterface:
+        return cast("ManagementInterface", self.iface("management"))
 
     @property
-    def boot(self):
-        return self.iface("boot")
+    def boot(self) -> BootInterface:
+        return cast("BootInterface", self.iface("boot"))
 
     @property
-    def deploy(self):
-        return self.iface("deploy")
+    def deploy(self) -> DeployInterface:
+        return cast("DeployInterface", self.iface("deploy"))
 
-    def update(self, **values) -> None:
+    def update(self, **values: Any) -> None:
         """Write ``values`` to the node row and to ``self.node``."""
         self.store.update_node(self.node.id, values)
         for key, value in values.items():
             setattr(self.node, key, value)
 
-    def process_event(self, event: str, target: str | None = None, **values) -> None:
+    def process_event(self, event: str, target: str | states.State | None = None,
+                      **values: Any) -> None:
         """Advance the state machine by ``event`` and persist the new state."""
         new = states.transition(self.node.provision_state, event)
         if target is None:
@@ -75,7 +94,7 @@ class Task:
                     target_provision_state=getattr(target, "value", target),
                     provision_updated_at=utcnow(), **values)
 
-    def release(self, **values) -> None:
+    def release(self, **values: Any) -> None:
         """Drop the lock unless the final state change already did."""
         if self.released:
             return

@@ -10,55 +10,54 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from conductor import errors, states
-from conductor.drivers.deploy import common as agent_base
-from conductor.dns import registration as dns_registration
-from conductor.engine import power_sync
 from conductor.config import Settings
 from conductor.db.queries import Store, utcnow
+from conductor.db.records import Node
+from conductor.drivers.power import forget_agent
 from conductor.engine.task import Task
+
+if TYPE_CHECKING:
+    from conductor.dns.registration import DnsRetry
+    from conductor.drivers.registry import DriverRegistry
+    from conductor.engine.power_sync import PowerSync
 
 LOG = logging.getLogger(__name__)
 S = states.State
 
-#: Wait state -> the Settings attribute holding its timeout (seconds).
+#: Wait state -> the [conductor] key holding its timeout (seconds).
 WAIT_TIMEOUTS = {
-    S.DEPLOYWAIT: "conductor_deploy_callback_timeout",
-    S.CLEAN_WAIT: "conductor_clean_callback_timeout",
-    S.INSPECT_WAIT: "conductor_inspect_wait_timeout",
-    S.RESCUEWAIT: "conductor_rescue_callback_timeout",
-    S.SERVICE_WAIT: "conductor_service_callback_timeout",
+    S.DEPLOYWAIT: "deploy_callback_timeout",
+    S.CLEAN_WAIT: "clean_callback_timeout",
+    S.INSPECT_WAIT: "inspect_wait_timeout",
+    S.RESCUEWAIT: "rescue_callback_timeout",
+    S.SERVICE_WAIT: "service_callback_timeout",
 }
-
-
-def error_text(exc: BaseException) -> str:
-    """The message an operator sees in last_error."""
-    if isinstance(exc, errors.MetalcastError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 class Workers:
     """A bounded pool; ``spawn`` refuses work (503) instead of queueing without end."""
 
-    def __init__(self, store: Store, settings: Settings, context=None):
+    def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
+                 power_sync: PowerSync | None = None, dns_retry: DnsRetry | None = None):
         self.store = store
         self.settings = settings
-        #: DriverContext shared by every task this pool runs.
-        self.context = context
-        self.host = settings.conductor_host
-        self._pool = ThreadPoolExecutor(settings.conductor_workers, "metalcast-worker")
+        #: Builds the interfaces of every task this pool runs.
+        self.drivers = drivers
+        self.host = settings.conductor.host
+        self._pool = ThreadPoolExecutor(settings.conductor.workers, "metalcast-worker")
         self._capacity = threading.BoundedSemaphore(
-            settings.conductor_workers + settings.conductor_max_queued)
+            settings.conductor.workers + settings.conductor.max_queued)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         #: The power-state sync, on its own small pool (None when disabled).
-        self.power_sync = (power_sync.PowerSync(store, settings, context)
-                           if settings.conductor_sync_power_state_interval > 0 else None)
+        self.power_sync = power_sync
         #: Retries of failed DNS updates (None when [dns] server is not set).
-        self.dns_retry = dns_registration.DnsRetry.for_settings(store, settings, context)
+        self.dns_retry = dns_retry
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -74,16 +73,16 @@ class Workers:
         """Give back a claimed slot when the request fails before spawn()."""
         self._capacity.release()
 
-    def spawn(self, task: Task, action, *args) -> None:
+    def spawn(self, task: Task, action: Callable[..., object], *args: Any) -> None:
         """Run ``action(task, *args)`` on the claimed slot; the worker always unlocks."""
         self._pool.submit(self._run, task, action, args)
 
-    def _run(self, task: Task, action, args) -> None:
+    def _run(self, task: Task, action: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
             action(task, *args)
-        except Exception as exc:  # noqa: BLE001 - every failure must land in last_error
+        except Exception as exc:  # every failure must land in last_error
             LOG.exception("Node %s: %s failed", task.node.uuid, action.__name__)
-            fail(task, error_text(exc))
+            fail(task, errors.error_text(exc))
         finally:
             try:
                 task.release()
@@ -93,24 +92,24 @@ class Workers:
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         """Register, recover what a previous run of this conductor left, start periodics."""
-        self.store.register_conductor(self.host, self.settings.hardware_types)
-        recover(self.store, self.host)
-        self._periodic(self.settings.conductor_heartbeat_interval,
+        self.store.register_conductor(self.host, self.settings.conductor.hardware_types)
+        recover(self.store, self.host, self.drivers)
+        self._periodic(self.settings.conductor.heartbeat_interval,
                        lambda: self.store.touch_conductor(self.host))
-        self._periodic(self.settings.conductor_check_provision_state_interval,
-                       lambda: check_wait_timeouts(self.store, self.settings))
+        self._periodic(self.settings.conductor.check_provision_state_interval,
+                       lambda: check_wait_timeouts(self.store, self.settings, self.drivers))
         if self.power_sync is not None:
-            self._periodic(self.settings.conductor_sync_power_state_interval,
+            self._periodic(self.settings.conductor.sync_power_state_interval,
                            self.power_sync.sweep)
         if self.dns_retry is not None:
-            self._periodic(self.settings.dns_retry_interval, self.dns_retry.sweep)
+            self._periodic(self.settings.dns.retry_interval, self.dns_retry.sweep)
 
-    def _periodic(self, interval: float, func) -> None:
-        def loop():
+    def _periodic(self, interval: float, func: Callable[[], object]) -> None:
+        def loop() -> None:
             while not self._stop.wait(interval):
                 try:
                     func()
-                except Exception:  # noqa: BLE001 - a periodic task must survive errors
+                except Exception:  # a periodic task must survive errors
                     LOG.exception("Periodic task %s failed", func)
         thread = threading.Thread(target=loop, name="metalcast-periodic", daemon=True)
         thread.start()
@@ -135,14 +134,14 @@ def fail(task: Task, message: str) -> None:
     try:
         # The agent of a failed deploy/clean (timeout included) loses its token: only
         # the agent of the next boot, after a fresh lookup, may call back.
-        task.process_event("fail", last_error=message, **agent_base.forget_agent(task))
-    except states.InvalidTransition:
+        task.process_event("fail", last_error=message, **forget_agent(task))
+    except errors.InvalidTransition:
         # Power actions fail without a state change; the error still shows.
         task.update(last_error=message, target_power_state=None)
     LOG.error("Node %s: %s (was %s)", task.node.uuid, message, state)
 
 
-def recover(store: Store, host: str) -> None:
+def recover(store: Store, host: str, drivers: DriverRegistry) -> None:
     """Release this conductor's stale locks and fail the work it can no longer resume."""
     released = store.release_all(host)
     if released:
@@ -151,34 +150,36 @@ def recover(store: Store, host: str) -> None:
     stuck = store.nodes_in_states([s.value for s in states.WORKING_STATES],
                                   unreserved=True, affinity=host)
     for node in stuck:
-        _fail_locked(store, node, host, (
+        _fail_locked(store, drivers, node, host, (
             f"Conductor {host} restarted while node was in state {node.provision_state!r}; "
             "the operation cannot be resumed. Retry the action."))
 
 
-def check_wait_timeouts(store: Store, settings: Settings, now=None) -> int:
+def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistry,
+                        now: datetime.datetime | None = None) -> int:
     """Fail nodes that waited too long for an agent; returns how many failed."""
     now = now or utcnow()
     failed = 0
     for state, option in WAIT_TIMEOUTS.items():
-        timeout = getattr(settings, option)
+        timeout = getattr(settings.conductor, option)
         cutoff = now - datetime.timedelta(seconds=timeout)
         for node in store.nodes_in_states([state.value], updated_before=cutoff,
                                           unreserved=True):
-            if node.conductor_affinity not in (None, settings.conductor_host):
+            if node.conductor_affinity not in (None, settings.conductor.host):
                 continue
-            failed += _fail_locked(store, node, settings.conductor_host, (
+            failed += _fail_locked(store, drivers, node, settings.conductor.host, (
                 f"Timeout reached while waiting for callback in state {state.value!r} "
-                f"after {timeout} seconds ({option.split('_', 1)[1]})."))
+                f"after {timeout} seconds ({option})."))
     return failed
 
 
-def _fail_locked(store: Store, node, host: str, message: str) -> int:
+def _fail_locked(store: Store, drivers: DriverRegistry, node: Node, host: str,
+                 message: str) -> int:
     try:
         store.reserve(node, host, expect={"provision_state": node.provision_state})
     except errors.Conflict:
         return 0  # someone else is acting on it now; they own the outcome
-    task = Task(store, node, host)
+    task = Task(store, node, host, drivers)
     try:
         fail(task, message)
     finally:

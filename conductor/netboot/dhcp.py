@@ -109,59 +109,59 @@ def parse_range(text: str) -> DhcpRange:
 
 
 def hostsdir(settings) -> Path:
-    return Path(settings.dhcp_hostsdir or settings.data_path / "dhcp" / "hosts.d").expanduser()
+    return Path(settings.dhcp.hostsdir or settings.data_path / "dhcp" / "hosts.d").expanduser()
 
 
 def leasefile(settings) -> Path:
-    return Path(settings.dhcp_leasefile
+    return Path(settings.dhcp.leasefile
                 or settings.data_path / "dhcp" / "dnsmasq.leases").expanduser()
 
 
 def ipxe_url(settings, http_url: str = "") -> str:
     """The URL iPXE clients are sent: ``[dhcp] ipxe_url``, else <boot HTTP root>/boot.ipxe
     (``http_url`` is the running boot server's URL, else ``[pxe] http_url``/host/port)."""
-    url = settings.dhcp_ipxe_url
+    url = settings.dhcp.ipxe_url
     if not url:
-        base = http_url or getattr(settings, "pxe_http_url", "")
+        base = http_url or settings.pxe.http_url
         if not base:
-            host = settings.dhcp_boot_server or getattr(settings, "pxe_http_host", "")
-            port = getattr(settings, "pxe_http_port", 8080)
+            host = settings.dhcp.boot_server or settings.pxe.http_host
+            port = settings.pxe.http_port
             if not host or not port:
                 raise errors.ConfigError(reason="[dhcp] cannot tell iPXE where boot.ipxe is: "
                                                 "set [dhcp] ipxe_url or [pxe] http_url")
             base = f"http://{host}:{port}"
         url = base.rstrip("/") + "/boot.ipxe"
     if not _URL_RE.match(url):
-        raise errors.ConfigError(reason=f"[dhcp] ipxe_url {url!r} is not a plain http(s) or tftp URL "
-                                        "(no commas, spaces, queries)")
+        raise errors.ConfigError(reason=f"[dhcp] ipxe_url {url!r} is not a plain http(s) or "
+                                        "tftp URL (no commas, spaces, queries)")
     return url
 
 
 def check_settings(settings) -> None:
     """Refuse bad ``[dhcp]`` values at start-up, before anything is written."""
-    checks = [("mode", settings.dhcp_mode, MODES),
-              ("unknown_hosts", settings.dhcp_unknown_hosts, UNKNOWN_HOSTS),
-              ("ipv6_ra", settings.dhcp_ipv6_ra, RA_CHOICES)]
+    checks = [("mode", settings.dhcp.mode, MODES),
+              ("unknown_hosts", settings.dhcp.unknown_hosts, UNKNOWN_HOSTS),
+              ("ipv6_ra", settings.dhcp.ipv6_ra, RA_CHOICES)]
     for key, value, allowed in checks:
         if value not in allowed:
             raise errors.ConfigError(reason=f"[dhcp] {key} must be one of "
                                             f"{', '.join(allowed)}, not {value!r}")
-    if settings.dhcp_mode == "none":
+    if settings.dhcp.mode == "none":
         return
     for key in ("bios_loader", "uefi_loader", "pxe_bios_loader", "pxe_uefi_loader"):
-        value = getattr(settings, f"dhcp_{key}")
+        value = getattr(settings.dhcp, key)
         if not _LOADER_RE.match(value) or ".." in value:
             raise errors.ConfigError(reason=f"[dhcp] {key} {value!r} is not a file name")
-    if settings.dhcp_boot_server:
+    if settings.dhcp.boot_server:
         try:
-            ipaddress.IPv4Address(settings.dhcp_boot_server)
+            ipaddress.IPv4Address(settings.dhcp.boot_server)
         except ValueError:
-            raise errors.ConfigError(reason=f"[dhcp] boot_server {settings.dhcp_boot_server!r}"
+            raise errors.ConfigError(reason=f"[dhcp] boot_server {settings.dhcp.boot_server!r}"
                                             " is not an IPv4 address") from None
-    if settings.dhcp_mode == "managed":
-        if not settings.dhcp_interface:
+    if settings.dhcp.mode == "managed":
+        if not settings.dhcp.interface:
             raise errors.ConfigError(reason="[dhcp] mode = managed needs [dhcp] interface")
-        parse_range(settings.dhcp_range)
+        parse_range(settings.dhcp.range)
 
 
 def boot_rules(settings, boot_server: str = "", http_url: str = "") -> list[str]:
@@ -170,7 +170,7 @@ def boot_rules(settings, boot_server: str = "", http_url: str = "") -> list[str]
     Shared by the managed dnsmasq and the snippet written for an existing dnsmasq.
     Every rule carries a negated tag for each alternative, so exactly one matches.
     """
-    server = boot_server or settings.dhcp_boot_server
+    server = boot_server or settings.dhcp.boot_server
     tail = f",,{server}" if server else ""
     url = ipxe_url(settings, http_url)
     lines = ["dhcp-match=set:ipxe,175", "dhcp-userclass=set:ipxe,iPXE",
@@ -179,14 +179,14 @@ def boot_rules(settings, boot_server: str = "", http_url: str = "") -> list[str]
              "dhcp-option=tag:ipxe,encap:175,176,1b"]
     lines += [f"dhcp-match=set:efi64,option:client-arch,{arch}" for arch in UEFI_ARCHES]
     ipxe_rules = [("ipxe", url, ""),
-                  ("!ipxe,tag:!efi64", settings.dhcp_bios_loader, tail),
-                  ("!ipxe,tag:efi64", settings.dhcp_uefi_loader, tail)]
+                  ("!ipxe,tag:!efi64", settings.dhcp.bios_loader, tail),
+                  ("!ipxe,tag:efi64", settings.dhcp.uefi_loader, tail)]
     lines += [f"dhcp-boot=tag:{TAG},tag:!metalcast-pxe,tag:{t},{f}{s}" for t, f, s in ipxe_rules]
     lines += [f"dhcp-boot=tag:{TAG},tag:metalcast-pxe,tag:!efi64,"
-              f"{settings.dhcp_pxe_bios_loader}{tail}",
+              f"{settings.dhcp.pxe_bios_loader}{tail}",
               f"dhcp-boot=tag:{TAG},tag:metalcast-pxe,tag:efi64,"
-              f"{settings.dhcp_pxe_uefi_loader}{tail}"]
-    if settings.dhcp_unknown_hosts == "inspect":
+              f"{settings.dhcp.pxe_uefi_loader}{tail}"]
+    if settings.dhcp.unknown_hosts == "inspect":
         # Unknown and released MACs get the iPXE chain; the HTTP side has no per-MAC
         # script for them, which is where an inspection ramdisk hooks in.
         lines += [f"dhcp-boot=tag:!{TAG},tag:{t},{f}{s}" for t, f, s in ipxe_rules]
@@ -208,7 +208,7 @@ class DhcpProvider(abc.ABC):
     def remove(self, node, macs=None) -> None:
         """Stop serving the node's MACs (all it has entries for when ``macs`` is None)."""
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027 - most providers need no check
         """Raise ConfigError when the provider cannot work."""
 
     def clean(self, task) -> None:
@@ -341,16 +341,11 @@ def _read(path: Path) -> str:
 def make_provider(settings) -> DhcpProvider:
     """The provider ``[dhcp] mode`` asks for (validated)."""
     check_settings(settings)
-    if settings.dhcp_mode == "none":
+    if settings.dhcp.mode == "none":
         return NoopDhcp()
     provider = HostsDirDhcp(hostsdir(settings))
     provider.validate()
     return provider
-
-
-def provider(context) -> DhcpProvider:
-    """The process's provider, shared through the driver context (key ``"dhcp"``)."""
-    return context.shared("dhcp", lambda: make_provider(context.settings))
 
 
 def write_snippet(settings, http_url: str = "") -> Path:

@@ -44,7 +44,7 @@ class InterfaceInfo:
     ipv6: tuple[ipaddress.IPv6Interface, ...] = ()   # global scope only
 
     @classmethod
-    def from_ip_json(cls, name: str, data: list) -> "InterfaceInfo":
+    def from_ip_json(cls, name: str, data: list) -> InterfaceInfo:
         v4, v6 = [], []
         for link in data:
             for addr in link.get("addr_info", []):
@@ -77,10 +77,10 @@ def read_interface(name: str, netns: str | None = None) -> InterfaceInfo:
 
 
 def _ipv6_ra(settings, iface: InterfaceInfo) -> bool:
-    if settings.dhcp_ipv6_ra == "on" and not iface.ipv6:
+    if settings.dhcp.ipv6_ra == "on" and not iface.ipv6:
         raise errors.ConfigError(reason=f"[dhcp] ipv6_ra = on but {iface.name} has no global "
                                         "IPv6 address to advertise")
-    return settings.dhcp_ipv6_ra == "on" or (settings.dhcp_ipv6_ra == "auto"
+    return settings.dhcp.ipv6_ra == "on" or (settings.dhcp.ipv6_ra == "auto"
                                              and bool(iface.ipv6))
 
 
@@ -88,7 +88,7 @@ def boot_server(settings, iface: InterfaceInfo, rng: dhcp.DhcpRange) -> str:
     """``[dhcp] boot_server``, else the interface address on the range's subnet."""
     for addr in iface.ipv4:
         if rng.start in addr.network and rng.end in addr.network:
-            return settings.dhcp_boot_server or str(addr.ip)
+            return settings.dhcp.boot_server or str(addr.ip)
     subnets = ", ".join(str(a.network) for a in iface.ipv4) or "no IPv4 address"
     raise errors.ConfigError(reason=f"[dhcp] range {rng.start}-{rng.end} is not on a subnet "
                                     f"of {iface.name} ({subnets})")
@@ -97,7 +97,7 @@ def boot_server(settings, iface: InterfaceInfo, rng: dhcp.DhcpRange) -> str:
 def dnsmasq_conf(settings, iface: InterfaceInfo, http_url: str = "") -> str:
     """The whole dnsmasq.conf of the managed process."""
     dhcp.check_settings(settings)
-    rng = dhcp.parse_range(settings.dhcp_range)
+    rng = dhcp.parse_range(settings.dhcp.range)
     server = boot_server(settings, iface, rng)
     data = settings.data_path / "dhcp"
     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -109,9 +109,9 @@ def dnsmasq_conf(settings, iface: InterfaceInfo, http_url: str = "") -> str:
              f"pid-file={data / 'dnsmasq.pid'}", "log-facility=-"]
     if _ipv6_ra(settings, iface):
         lines += ["enable-ra", f"dhcp-range=::,constructor:{iface.name},ra-only"]
-    if settings.dhcp_log_dhcp:
+    if settings.dhcp.log_dhcp:
         lines.append("log-dhcp")
-    if not settings.dhcp_ping:  # the ping check delays every new lease by ~3 s (measured)
+    if not settings.dhcp.ping:  # the ping check delays every new lease by ~3 s (measured)
         lines.append("no-ping")
     lines += dhcp.boot_rules(settings, server, http_url)
     return "\n".join(lines) + "\n"
@@ -125,7 +125,7 @@ def command_line(settings, netns: str | None = None, http_url: str = "") -> list
     if binary is None:
         raise errors.ConfigError(reason="[dhcp] mode = managed needs dnsmasq: install the "
                                         "Debian package dnsmasq-base")
-    conf = dnsmasq_conf(settings, read_interface(settings.dhcp_interface, netns), http_url)
+    conf = dnsmasq_conf(settings, read_interface(settings.dhcp.interface, netns), http_url)
     path = settings.data_path / "dhcp" / "dnsmasq.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
     dhcp.leasefile(settings).parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ class ManagedDnsmasq:
         while time.monotonic() < deadline and self.process.poll() is None:
             if self._pidfile_pid() == self.process.pid:
                 LOG.info("dnsmasq (pid %s) serves DHCP on %s", self.process.pid,
-                         self.settings.dhcp_interface)
+                         self.settings.dhcp.interface)
                 return
             time.sleep(0.05)
         code = self.process.poll()
@@ -191,6 +191,7 @@ class ManagedDnsmasq:
 
     def _pump(self) -> None:
         process = self.process
+        assert process is not None and process.stdout is not None  # started with a pipe
         for line in process.stdout:
             (self.head if len(self.head) < 100 else self.lines).append(line)
             LOG.info("dnsmasq: %s", line.rstrip())
@@ -248,13 +249,13 @@ def start_service(settings, http_url: str = "") -> DhcpService:
     ``hostsdir``: the boot-rule snippet for the operator's dnsmasq; ``none``: nothing.
     """
     dhcp.check_settings(settings)
-    if settings.dhcp_mode == "managed":
+    if settings.dhcp.mode == "managed":
         dnsmasq = ManagedDnsmasq(settings, http_url=http_url)
         dnsmasq.start()
         return DhcpService([f"metalcast DHCP: dnsmasq pid {dnsmasq.pid} on "
-                            f"{settings.dhcp_interface} (iPXE gets "
+                            f"{settings.dhcp.interface} (iPXE gets "
                             f"{dhcp.ipxe_url(settings, http_url)})"], dnsmasq)
-    if settings.dhcp_mode == "hostsdir":
+    if settings.dhcp.mode == "hostsdir":
         path = dhcp.write_snippet(settings, http_url)
         return DhcpService([f"metalcast DHCP: host entries in {dhcp.hostsdir(settings)}; "
                             f"add conf-file={path} to your dnsmasq"])

@@ -80,10 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self._serve(send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve(send_body=False)
 
     def log_message(self, fmt, *args) -> None:
@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Zero-copy body: socket.sendfile uses os.sendfile and honours the timeout."""
         try:
             self.connection.sendfile(handle, offset, count)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (curl -C resumes later)
 
 

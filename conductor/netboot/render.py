@@ -211,15 +211,17 @@ class Renderer:
                 self._templates[name] = self.env.get_template(name)
                 self._render(name, sample, sample.macs[0])
             except (jinja2.TemplateError, errors.MetalcastError) as exc:
-                where = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+                line = getattr(exc, "lineno", None)
+                where = f" line {line}" if line else ""
+                folder = getattr(self.env.loader, "searchpath", ["?"])[0]
                 raise errors.ConfigError(
-                    reason=f"boot template {self.env.loader.searchpath[0]}/{name}{where}: "
-                           f"{exc}") from None
+                    reason=f"boot template {folder}/{name}{where}: {exc}") from None
 
     def _render(self, name: str, boot: NodeBoot | None, mac: str | None) -> str:
         template = self._templates.get(name) or self.env.get_template(name)
         values = {"http_url": self.http_url, "retries": RETRIES}
         if boot is not None:
+            assert mac is not None  # a node's config is rendered for one of its MACs
             params = list(boot.params)
             if boot.loader != "pxelinux":  # PXELINUX adds BOOTIF itself (IPAPPEND 2)
                 params.append(Checked(f"BOOTIF=01-{hexhyp(mac)}"))
@@ -232,8 +234,8 @@ class Renderer:
         """Create the roots, write the generic configs and copy the boot loaders."""
         for root in self.roots.values():
             root.mkdir(parents=True, exist_ok=True)
-        for root, path, template in STATIC_FILES:
-            write_atomic(self.roots[root] / path, self._render(template, None, None))
+        for root_name, path, template in STATIC_FILES:
+            write_atomic(self.roots[root_name] / path, self._render(template, None, None))
         for name, sources in LOADER_SOURCES.items():
             source = next((Path(s) for s in sources if Path(s).is_file()), None)
             if source is None:

@@ -1,7 +1,7 @@
 """The network boot side of one appliance: boot roots, templates, TFTP and HTTP servers.
 
 Created by the appliance and shared with the boot interfaces through the
-DriverContext (key ``"netboot"``). ``start()`` binds the servers (when
+DriverContext (``context.netboot``). ``start()`` binds the servers (when
 ``[pxe] enabled``), checks every template and installs the generic files, so a
 broken template or a port that cannot be bound stops ``metalcast serve`` before
 it reports ready.
@@ -15,6 +15,7 @@ from pathlib import Path
 from conductor import errors
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.render import Renderer, checked_url
+from conductor.netboot.tftp import TftpServer
 
 LOG = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ class NetbootServices:
 
     def __init__(self, settings):
         self.settings = settings
-        if settings.pxe_default_boot_mode not in BOOT_MODES:
+        if settings.pxe.default_boot_mode not in BOOT_MODES:
             raise errors.ConfigError(reason=f"[pxe] default_boot_mode must be bios or uefi, "
-                                            f"not {settings.pxe_default_boot_mode!r}")
+                                            f"not {settings.pxe.default_boot_mode!r}")
         data = settings.data_path
-        self.tftp_root = Path(settings.pxe_tftp_root or data / "tftpboot").expanduser()
-        self.http_root = Path(settings.pxe_http_root or data / "httpboot").expanduser()
+        self.tftp_root = Path(settings.pxe.tftp_root or data / "tftpboot").expanduser()
+        self.http_root = Path(settings.pxe.http_root or data / "httpboot").expanduser()
         self.renderer: Renderer | None = None
         self.http_url = ""
         self.api_url = ""
@@ -56,7 +57,7 @@ class NetbootServices:
         if not self._started:
             self._api_url = api_url or self._api_url
             try:
-                if self.settings.pxe_enabled:
+                if self.settings.pxe.enabled:
                     self._bind()
                     self.prepare()
                 else:  # rendering may still serve someone else's TFTP/HTTP servers
@@ -80,7 +81,7 @@ class NetbootServices:
     def describe(self) -> list[str]:
         lines = []
         if self.tftp is not None:
-            host = _url_host(self.settings.pxe_tftp_host or self.settings.api_host)
+            host = _url_host(self.settings.pxe.tftp_host or self.settings.api.host)
             lines.append(f"metalcast TFTP boot server on tftp://{host}:{self.tftp.port}/ "
                          f"(root {self.tftp_root})")
         if self.http is not None:
@@ -102,39 +103,35 @@ class NetbootServices:
     def _agent_api_url(self) -> str:
         """``ipa-api-url``: [pxe] api_url, [api] public_endpoint, or where the API listens."""
         settings = self.settings
-        url = settings.pxe_api_url or settings.api_public_endpoint
+        url = settings.pxe.api_url or settings.api.public_endpoint
         if not url:
-            if settings.api_host in _UNSPECIFIED:
-                raise errors.ConfigError(reason=f"[api] host is {settings.api_host!r}: "
+            if settings.api.host in _UNSPECIFIED:
+                raise errors.ConfigError(reason=f"[api] host is {settings.api.host!r}: "
                                                 "agents cannot call that; set [pxe] api_url")
-            url = self._api_url or f"http://{_url_host(settings.api_host)}:{settings.api_port}"
+            url = self._api_url or f"http://{_url_host(settings.api.host)}:{settings.api.port}"
         return checked_url(url, "[pxe] api_url")
 
     def _http_url(self) -> str:
         settings = self.settings
-        if settings.pxe_http_url:
-            return checked_url(settings.pxe_http_url, "[pxe] http_url", ("http",))
-        host = settings.pxe_http_host or settings.api_host
+        if settings.pxe.http_url:
+            return checked_url(settings.pxe.http_url, "[pxe] http_url", ("http",))
+        host = settings.pxe.http_host or settings.api.host
         if host in _UNSPECIFIED:
             raise errors.ConfigError(reason=f"[pxe] http_host is {host!r}: machines cannot "
                                             "reach that; set [pxe] http_url to the URL they use")
-        port = self.http.port if self.http is not None else settings.pxe_http_port
+        port = self.http.port if self.http is not None else settings.pxe.http_port
         return f"http://{_url_host(host)}:{port}"
 
     def _bind(self) -> None:
         settings = self.settings
-        host = settings.pxe_http_host or settings.api_host
-        self.http = BootHttpServer(self.http_root, host, settings.pxe_http_port)
+        host = settings.pxe.http_host or settings.api.host
+        self.http = BootHttpServer(self.http_root, host, settings.pxe.http_port)
         self.http_root.mkdir(parents=True, exist_ok=True)
         self.tftp_root.mkdir(parents=True, exist_ok=True)
-        _bind_or_explain(self.http.start, "HTTP", host, settings.pxe_http_port, "http_port")
-        tftp_class = _tftp_server_class()
-        if tftp_class is None:
-            LOG.warning("No TFTP server module (conductor.netboot.tftp); serving HTTP only")
-            return
-        tftp_host = settings.pxe_tftp_host or settings.api_host
-        self.tftp = tftp_class(self.tftp_root, tftp_host, settings.pxe_tftp_port)
-        _bind_or_explain(self.tftp.start, "TFTP", tftp_host, settings.pxe_tftp_port,
+        _bind_or_explain(self.http.start, "HTTP", host, settings.pxe.http_port, "http_port")
+        tftp_host = settings.pxe.tftp_host or settings.api.host
+        self.tftp = TftpServer(self.tftp_root, tftp_host, settings.pxe.tftp_port)
+        _bind_or_explain(self.tftp.start, "TFTP", tftp_host, settings.pxe.tftp_port,
                          "tftp_port")
 
     def stop(self) -> None:
@@ -142,19 +139,10 @@ class NetbootServices:
             if server is not None:
                 try:
                     server.stop()
-                except Exception:  # noqa: BLE001 - stopping must go on for the others
+                except Exception:  # stopping must go on for the others
                     LOG.exception("Stopping %s failed", server)
         self.tftp = self.http = None
         self._started = False
-
-
-def _tftp_server_class():
-    """The TFTP server class (conductor.netboot.tftp.TftpServer), None if not installed."""
-    try:
-        from conductor.netboot.tftp import TftpServer
-    except ImportError:
-        return None
-    return TftpServer
 
 
 def _bind_or_explain(start, what: str, host: str, port: int, option: str) -> None:
@@ -162,7 +150,7 @@ def _bind_or_explain(start, what: str, host: str, port: int, option: str) -> Non
     try:
         start()
     except OSError as exc:
-        hint = BIND_HINTS.get(exc.errno, exc.strerror or str(exc))
+        hint = BIND_HINTS.get(exc.errno or 0, exc.strerror or str(exc))
         raise errors.ConfigError(reason=(
             f"cannot listen for {what} boot on {host} port {port}: {hint} ({exc.strerror}). "
             f"Set [pxe] {option} (or METALCAST_PXE_{option.upper()}) to a free port, or "

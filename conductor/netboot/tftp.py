@@ -55,10 +55,11 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from conductor.errors import TftpRefusal
 from conductor.netboot import tftp_request as req
 
 LOG = logging.getLogger(__name__)
@@ -88,8 +89,8 @@ def _set_timeout(sock: socket.socket, seconds: float) -> None:
 class _Session:
     """One read transfer: OACK handshake, then DATA/ACK lock-step until a short block."""
 
-    def __init__(self, server: "TftpServer", sock: socket.socket, client: tuple,
-                 name: str, source: "_Source", options: req.Negotiated):
+    def __init__(self, server: TftpServer, sock: socket.socket, client: tuple,
+                 name: str, source: _Source, options: req.Negotiated):
         self.server, self.sock, self.client, self.name = server, sock, client, name
         self.read, self.fd, self.options = source.read, source.fd, options
         self.timeout = options.timeout or server.timeout
@@ -200,12 +201,12 @@ class _Source:
     fd: int | None = None  # closed when the session ends
 
     @classmethod
-    def from_file(cls, fd: int, size: int) -> "_Source":
+    def from_file(cls, fd: int, size: int) -> _Source:
         # FileIO.readinto is one read(2) into the session's buffer, no copy.
         return cls(io.FileIO(fd, closefd=False).readinto, size, fd)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "_Source":
+    def from_bytes(cls, data: bytes) -> _Source:
         source, offset = memoryview(data), [0]
 
         def read(buffer) -> int:
@@ -271,9 +272,11 @@ class TftpServer:
             self._sock = None
 
     def _listen(self) -> None:
+        sock = self._sock
+        assert sock is not None  # started by start(), which binds it first
         while not self._stopping.is_set():
             try:
-                datagram, ancillary, _, client = self._sock.recvmsg(65536, 64)
+                datagram, ancillary, _, client = sock.recvmsg(65536, 64)
             except TimeoutError:
                 continue
             except OSError as exc:
@@ -285,7 +288,7 @@ class TftpServer:
                     local = socket.inet_ntoa(data[8:12])  # ipi_addr: where it was sent
             try:
                 self._accept(datagram, client, local)
-            except Exception:  # noqa: BLE001 - the listener must outlive any request
+            except Exception:  # the listener must outlive any request
                 LOG.exception("TFTP request from %s failed", client)
 
     def _accept(self, datagram: bytes, client: tuple, local: str) -> None:
@@ -295,15 +298,15 @@ class TftpServer:
             sock.bind((local, 0))
             sock.connect(client)
             session = self._open(datagram, client, sock)
-        except req.TftpRefusal as refusal:
+        except TftpRefusal as refusal:
             LOG.info("TFTP refused request from %s:%s: %s", client[0], client[1],
-                     refusal.message)
+                     refusal)
             self._send_error(sock, refusal)
             sock.close()
             return
         except Exception:  # e.g. a resolver bug: answer, log, keep serving
             LOG.exception("TFTP request from %s:%s failed", client[0], client[1])
-            self._send_error(sock, req.TftpRefusal(req.NOT_DEFINED, "Internal error"))
+            self._send_error(sock, TftpRefusal(req.NOT_DEFINED, "Internal error"))
             sock.close()
             return
         thread = threading.Thread(target=session.run, name=f"tftp-{client[0]}:{client[1]}",
@@ -315,12 +318,12 @@ class TftpServer:
     def _open(self, datagram: bytes, client: tuple, sock: socket.socket) -> _Session:
         request = req.parse_request(datagram)
         if request.opcode == req.OPCODE_WRQ:
-            raise req.TftpRefusal(req.ACCESS_VIOLATION, "Access violation")
+            raise TftpRefusal(req.ACCESS_VIOLATION, "Access violation")
         if request.mode not in req.MODES:
-            raise req.TftpRefusal(req.ILLEGAL_OPERATION, f"Unsupported mode {request.mode}")
+            raise TftpRefusal(req.ILLEGAL_OPERATION, f"Unsupported mode {request.mode}")
         with self._lock:
             if len(self._sessions) >= MAX_SESSIONS:
-                raise req.TftpRefusal(req.NOT_DEFINED, "Server busy")
+                raise TftpRefusal(req.NOT_DEFINED, "Server busy")
         name = req.relative_name(request.filename)
         source = self._source(name, client, request.mode)
         options = req.negotiate(request.options, source.size)
@@ -335,7 +338,7 @@ class TftpServer:
                 return _Source.from_file(fd, size)
             try:
                 if size > req.MAX_NETASCII_SIZE:
-                    raise req.TftpRefusal(req.NOT_DEFINED, "File too large for netascii")
+                    raise TftpRefusal(req.NOT_DEFINED, "File too large for netascii")
                 data = os.read(fd, size + 1)
             finally:
                 os.close(fd)
@@ -351,9 +354,9 @@ class TftpServer:
             self._sessions.pop(session, None)
 
     @staticmethod
-    def _send_error(sock: socket.socket, refusal: req.TftpRefusal) -> None:
+    def _send_error(sock: socket.socket, refusal: TftpRefusal) -> None:
         try:
-            sock.send(req.error_packet(refusal.code, refusal.message))
+            sock.send(req.error_packet(refusal.tftp_code, str(refusal)))
         except OSError:
             pass
 

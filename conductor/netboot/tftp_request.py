@@ -20,6 +20,8 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketOACK
 from tftpy.TftpShared import TftpException
 
+from conductor.errors import TftpRefusal
+
 #: TFTP error codes (RFC 1350 section 5, RFC 2347 for 8).
 NOT_DEFINED, FILE_NOT_FOUND, ACCESS_VIOLATION, ILLEGAL_OPERATION = 0, 1, 2, 4
 BAD_OPTIONS = 8
@@ -37,15 +39,6 @@ MAX_VALUE_DIGITS = 20
 #: netascii is converted in memory; PXE firmware always asks for octet.
 MAX_NETASCII_SIZE = 16 * 1024 * 1024
 MODES = ("octet", "netascii")
-
-
-class TftpRefusal(Exception):
-    """A request we answer with a TFTP ERROR packet (code + message)."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass

@@ -6,20 +6,25 @@ into its transient state in one conditional UPDATE, then a worker finishes them.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from conductor import errors, secrets, states
-from conductor.dns import registration as dns_registration
-from conductor.drivers import registry as hardware
-from conductor.engine import actions as provisioning
-from conductor.service import validation
-from conductor.service.ramdisk import AgentService
+from conductor.alarms import AlarmTable
 from conductor.config import Settings
 from conductor.db.queries import Store, is_uuid_like, utcnow
 from conductor.db.schema import INTERFACES
+from conductor.dns import registration as dns_registration
+from conductor.drivers import registry as hardware
 from conductor.drivers.base import PowerState
-from conductor.service.ports import PortChanges
+from conductor.engine import actions as provisioning
 from conductor.engine.task import Task
 from conductor.engine.workers import Workers
+from conductor.service import validation
+from conductor.service.ports import PortChanges
+from conductor.service.ramdisk import AgentService
+
+if TYPE_CHECKING:
+    from conductor.patching.controller import PatchController
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -28,13 +33,13 @@ S = states.State
 POWER_TARGETS = {p.value: p for p in (PowerState.ON, PowerState.OFF, PowerState.REBOOT,
                                       PowerState.SOFT_OFF, PowerState.SOFT_REBOOT)}
 
-#: event -> (Settings attribute with the limit, states counted, task type name)
+#: event -> ([conductor] key with the limit, states counted, task type name)
 CONCURRENCY_LIMITS = {
-    "deploy": ("conductor_max_concurrent_deploy", states.DEPLOY_STATES, "deploy"),
-    "rebuild": ("conductor_max_concurrent_deploy", states.DEPLOY_STATES, "deploy"),
-    "provide": ("conductor_max_concurrent_clean", states.CLEAN_STATES, "clean"),
-    "clean": ("conductor_max_concurrent_clean", states.CLEAN_STATES, "clean"),
-    "delete": ("conductor_max_concurrent_clean", states.CLEAN_STATES, "clean"),
+    "deploy": ("max_concurrent_deploy", states.DEPLOY_STATES, "deploy"),
+    "rebuild": ("max_concurrent_deploy", states.DEPLOY_STATES, "deploy"),
+    "provide": ("max_concurrent_clean", states.CLEAN_STATES, "clean"),
+    "clean": ("max_concurrent_clean", states.CLEAN_STATES, "clean"),
+    "delete": ("max_concurrent_clean", states.CLEAN_STATES, "clean"),
 }
 
 
@@ -48,15 +53,21 @@ PORT_DICT_FIELDS = ("local_link_connection", "extra", "internal_info")
 class Service:
     """One per process; holds the store, the settings and the worker pool."""
 
-    def __init__(self, store: Store, settings: Settings, workers: Workers):
+    def __init__(self, store: Store, settings: Settings, workers: Workers,
+                 agent: AgentService, alarms: AlarmTable,
+                 patching: PatchController | None):
         self.store = store
         self.settings = settings
         self.workers = workers
-        self.host = settings.conductor_host
+        self.host = settings.conductor.host
         #: Encrypts driver_info secrets before they reach the database.
-        self.cipher = getattr(workers.context, "cipher", None)
+        self.cipher = workers.drivers.context.cipher
         #: The ramdisk endpoints (lookup, heartbeat): conductor/service/ramdisk.py.
-        self.agent = AgentService(store, settings, workers)
+        self.agent = agent
+        #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
+        self.alarms = alarms
+        #: The patch controller (/patch/...); None when [patching] enabled = false.
+        self.patching = patching
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):
@@ -64,7 +75,7 @@ class Service:
                                          mandatory=validation.NODE_MANDATORY,
                                          forbidden=validation.NODE_PATCH_ONLY)
         values.update(hardware.resolve_interfaces(values["driver"], values,
-                                                  self.settings.hardware_types))
+                                                  self.settings.conductor.hardware_types))
         values.setdefault("conductor_group", "")
         values["driver_info"] = self._seal(None, values.get("driver_info") or {})
         for key in DICT_FIELDS:
@@ -115,8 +126,9 @@ class Service:
             chosen = {} if "driver" in changes else {
                 f"{i}_interface": getattr(node, f"{i}_interface") for i in INTERFACES}
             chosen.update({k: v for k, v in changes.items() if k.endswith("_interface")})
-            changes.update(hardware.resolve_interfaces(changes.get("driver", node.driver),
-                                                       chosen, self.settings.hardware_types))
+            changes.update(hardware.resolve_interfaces(
+                changes.get("driver", node.driver), chosen,
+                self.settings.conductor.hardware_types))
         if changes.get("protected") and node.provision_state != S.ACTIVE.value:
             raise errors.InvalidParameter("Protected can only be set in state active.")
         if "protected" in changes and not changes["protected"]:
@@ -130,7 +142,7 @@ class Service:
             raise errors.InvalidParameter(f"Node {node.uuid} is protected and cannot be "
                                           "deleted; unset protected first.")
         allowed = {s.value for s in states.DELETE_ALLOWED}
-        if not self.settings.conductor_allow_deleting_available_nodes:
+        if not self.settings.conductor.allow_deleting_available_nodes:
             allowed.discard(S.AVAILABLE.value)
         if node.provision_state is not None and node.provision_state not in allowed \
                 and not node.maintenance:
@@ -143,7 +155,7 @@ class Service:
         self.store.reserve(node, self.host)
         # Queued with the delete, in one transaction; removed from DNS (with retries)
         # off this thread, so a DNS server that is down neither slows nor fails this.
-        dns_removal = dns_registration.on_delete(node, self.workers.context)
+        dns_removal = dns_registration.on_delete(node, self.workers.drivers.context)
         self._forget_boot_config(node)
         self.store.delete_node(node.id, dns_removal=dns_removal)
         LOG.info("Node %s deleted", node.uuid)
@@ -152,7 +164,7 @@ class Service:
 
     def _forget_boot_config(self, node) -> None:
         """Remove the node's per-MAC boot files (pxe/ipxe) while its ports still exist."""
-        task = Task(self.store, node, self.host, self.workers.context)
+        task = Task(self.store, node, self.host, self.workers.drivers)
         try:
             task.boot.clean_up_instance(task)
         except errors.MetalcastError as exc:
@@ -167,8 +179,8 @@ class Service:
 
     def validate_node(self, ident: str) -> dict[str, dict]:
         node = self.store.get_node(ident)
-        task = Task(self.store, node, self.host, self.workers.context)
-        result = {}
+        task = Task(self.store, node, self.host, self.workers.drivers)
+        result: dict[str, dict] = {}
         for kind in ("bios", "boot", "console", "deploy", "firmware", "inspect",
                      "management", "network", "power", "raid", "rescue", "storage"):
             try:
@@ -190,7 +202,7 @@ class Service:
         current = node.provision_state or S.AVAILABLE.value
         try:
             new = states.transition(current, event)
-        except states.InvalidTransition:
+        except errors.InvalidTransition:
             raise errors.InvalidStateRequested(action=verb, node=node.uuid,
                                                state=current) from None
         self._check_request(node, event, clean_steps)
@@ -207,7 +219,7 @@ class Service:
         node = self._lock(node, values, expect={"provision_state": node.provision_state})
         LOG.info("Node %s: %s requested, now %s", node.uuid, verb, new.value)
         args = (clean_steps, True) if event == "clean" else ()
-        self.workers.spawn(Task(self.store, node, self.host, self.workers.context), action, *args)
+        self.workers.spawn(Task(self.store, node, self.host, self.workers.drivers), action, *args)
 
     def _lock(self, node, values: dict, expect: dict | None = None):
         """Claim a worker slot, then the node lock with ``values``; the fresh node.
@@ -246,7 +258,7 @@ class Service:
 
     def _validate_interfaces(self, node, kinds) -> None:
         """Refuse the request (400) when an interface says the node cannot do it yet."""
-        task = Task(self.store, node, self.host, self.workers.context)
+        task = Task(self.store, node, self.host, self.workers.drivers)
         for kind in kinds:
             try:
                 task.iface(kind).validate(task)
@@ -273,7 +285,7 @@ class Service:
         if limit is None:
             return
         option, counted, task_type = limit
-        maximum = getattr(self.settings, option)
+        maximum = getattr(self.settings.conductor, option)
         if self.store.count_nodes([s.value for s in counted]) >= maximum:
             raise errors.ConcurrentActionLimit(task_type=task_type, limit=maximum)
 
@@ -302,8 +314,8 @@ class Service:
         node = self._lock(node, {"target_power_state": power.value,
                                  "conductor_affinity": self.host})
         LOG.info("Node %s: power %s requested", node.uuid, power.value)
-        self.workers.spawn(Task(self.store, node, self.host, self.workers.context), provisioning.change_power,
-                           power, timeout)
+        self.workers.spawn(Task(self.store, node, self.host, self.workers.drivers),
+                           provisioning.change_power, power, timeout)
 
     # -- drivers -----------------------------------------------------------
     def list_drivers(self) -> dict[str, list[str]]:
@@ -360,4 +372,4 @@ class Service:
         self._port_changes().delete(port)
 
     def _port_changes(self) -> PortChanges:
-        return PortChanges(self.store, self.host, self.workers.context)
+        return PortChanges(self.store, self.host, self.workers.drivers)

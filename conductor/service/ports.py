@@ -14,10 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from conductor import errors, states
 from conductor.db.queries import Store
 from conductor.engine.task import Task
+
+if TYPE_CHECKING:
+    from conductor.drivers.registry import DriverRegistry
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -37,10 +41,10 @@ VIF_KEYS = {"tenant_vif_port_id": "tenant", "cleaning_vif_port_id": "cleaning",
 class PortChanges:
     """Applies port updates and deletions under the node locks; one per Service."""
 
-    def __init__(self, store: Store, host: str, context=None):
+    def __init__(self, store: Store, host: str, drivers: DriverRegistry):
         self.store = store
         self.host = host
-        self.context = context
+        self.drivers = drivers
 
     def update(self, port, changes: dict) -> None:
         """Write ``changes`` (validated column values) to ``port``; 409 when refused."""
@@ -81,7 +85,7 @@ class PortChanges:
                 self.store.reserve(node, self.host)
                 # Rules are checked on the node as it is under our lock, not as read before.
                 task = Task(self.store, self.store.get_node_by_id(node_id), self.host,
-                            self.context)
+                            self.drivers)
                 tasks.append(task)
             yield tasks
         finally:

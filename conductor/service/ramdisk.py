@@ -8,19 +8,32 @@ at once. Everything here returns quickly; NodeLocked (409) makes the agent retry
 """
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import logging
 import secrets as pysecrets
-from urllib.parse import ParseResult, urlparse
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from conductor import errors, states
-from conductor.service import validation
 from conductor.db.queries import utcnow
-from conductor.secrets import MASK
+from conductor.drivers import internal_info
+from conductor.drivers.deploy.heartbeat import (
+    AGENT_STATUSES,
+    TOKEN_ERROR,
+    Heartbeat,
+    check_callback_url,
+    check_pem_certificate,
+)
+from conductor.drivers.internal_info import AgentBoot
+from conductor.engine import actions
 from conductor.engine.task import Task
+from conductor.secrets import MASK
+from conductor.service import validation
+
+if TYPE_CHECKING:
+    from conductor.config import Settings
+    from conductor.db.queries import Store
+    from conductor.engine.workers import Workers
+    from conductor.patching.host_channel import HostAgents
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -31,32 +44,19 @@ LOOKUP_STATES = frozenset(s.value for s in (
     S.RESCUING, S.RESCUEWAIT, S.SERVICE_WAIT))
 #: Wait states whose heartbeats hand work to the deploy interface.
 DRIVEN_STATES = frozenset({S.DEPLOYWAIT.value, S.CLEAN_WAIT.value})
-AGENT_STATUSES = ("start", "end", "error")
-TOKEN_ERROR = "Invalid or missing agent token received."
-
-
-@dataclasses.dataclass(frozen=True)
-class Heartbeat:
-    """One heartbeat body, as the API parsed it."""
-
-    callback_url: str
-    agent_token: str | None = None
-    agent_version: str | None = None
-    agent_verify_ca: str | None = None
-    agent_status: str | None = None
-    agent_status_message: str | None = None
 
 
 class AgentService:
     """Lookup and heartbeat over the store, settings and worker pool of one process."""
 
-    def __init__(self, store, settings, workers):
+    def __init__(self, store: Store, settings: Settings, workers: Workers,
+                 host_agents: HostAgents | None):
         self.store = store
         self.settings = settings
         self.workers = workers
-        self.host = settings.conductor_host
-        #: Host-mode agents (conductor.patching.host_channel.HostAgents), wired by the appliance.
-        self.host_agents = None
+        self.host = settings.conductor.host
+        #: Host-mode agents (conductor.patching.host_channel.HostAgents); None: refused.
+        self.host_agents = host_agents
 
     # -- lookup -------------------------------------------------------------
     def lookup(self, addresses: list[str], node_uuid: str | None, mode: str | None = None):
@@ -82,7 +82,7 @@ class AgentService:
             LOG.error("Lookup refused for node %s in provision state %s", node.uuid,
                       node.provision_state)
             raise errors.NotFound()
-        if (node.driver_internal_info or {}).get("agent_secret_token"):
+        if AgentBoot.of(node).token:
             LOG.warning("Node %s: repeat lookup, the agent token is not sent again",
                         node.uuid)
             return node, MASK
@@ -108,11 +108,11 @@ class AgentService:
         self.store.reserve(node, self.host, expect={"provision_state": node.provision_state})
         token, values = None, {}
         try:
-            info = dict(self.store.get_node_by_id(node.id).driver_internal_info or {})
-            if not info.get("agent_secret_token"):
+            current = self.store.get_node_by_id(node.id)
+            if not AgentBoot.of(current).token:
                 token = pysecrets.token_urlsafe(32)
-                info["agent_secret_token"] = token
-                values = {"driver_internal_info": info}
+                values = {"driver_internal_info": internal_info.with_token(
+                    current.driver_internal_info, token)}
         finally:
             self.store.release(node.id, self.host, values)
         if token:
@@ -125,7 +125,7 @@ class AgentService:
             "metrics": {"backend": "noop", "prepend_host": False, "prepend_uuid": False,
                         "prepend_host_reverse": True, "global_prefix": None},
             "metrics_statsd": {"statsd_host": "localhost", "statsd_port": 8125},
-            "heartbeat_timeout": self.settings.agent_heartbeat_timeout,
+            "heartbeat_timeout": self.settings.agent.heartbeat_timeout,
             "agent_containers": {"allow_arbitrary_containers": False,
                                  "allowed_containers": []},
             "agent_token": token,
@@ -155,7 +155,7 @@ class AgentService:
                 self.workers.release_slot()
             raise
         task = Task(self.store, self.store.get_node_by_id(node.id), self.host,
-                    self.workers.context)
+                    self.workers.drivers)
         try:
             self._check(task.node, beat)
             self._record(task, beat)
@@ -169,12 +169,12 @@ class AgentService:
             if driven:
                 self.workers.release_slot()
             return
-        self.workers.spawn(task, process_heartbeat)
+        self.workers.spawn(task, actions.heartbeat)
 
     def _check(self, node, beat: Heartbeat) -> None:
         """Every reason to refuse a heartbeat, before anything is stored."""
-        info = node.driver_internal_info or {}
-        stored = info.get("agent_secret_token")
+        agent = AgentBoot.of(node)
+        stored = agent.token
         if not stored or not isinstance(beat.agent_token, str) or not hmac.compare_digest(
                 stored.encode(), beat.agent_token.encode()):
             LOG.error("Node %s: heartbeat with an invalid or missing agent token", node.uuid)
@@ -184,24 +184,22 @@ class AgentService:
         if beat.agent_status is not None and beat.agent_status not in AGENT_STATUSES:
             raise errors.InvalidParameter("Agent status is invalid. Valid states are "
                                           f"{','.join(AGENT_STATUSES)}.")
-        self._check_url(node, info, beat.callback_url)
+        self._check_url(node, agent, beat.callback_url)
         if beat.agent_verify_ca is not None:
-            _check_certificate(node, info, beat.agent_verify_ca)
+            _check_certificate(node, agent, beat.agent_verify_ca)
 
-    def _check_url(self, node, info: dict, url: str) -> None:
-        check_callback_url(url, self.settings.agent_require_tls)
-        if info.get("agent_url") not in (None, url):
+    def _check_url(self, node, agent: AgentBoot, url: str) -> None:
+        check_callback_url(url, self.settings.agent.require_tls)
+        if agent.url not in (None, url):
             LOG.error("Node %s: heartbeat with callback URL %s, expected %s", node.uuid,
-                      url, info["agent_url"])
+                      url, agent.url)
             raise errors.InvalidParameter('Detected change in ramdisk provided "callback_url"')
 
     def _record(self, task: Task, beat: Heartbeat) -> None:
-        info = dict(task.node.driver_internal_info or {}, agent_url=beat.callback_url,
-                    agent_version=beat.agent_version,
-                    agent_last_heartbeat=utcnow().isoformat())
-        if beat.agent_verify_ca:
-            info["agent_verify_ca"] = beat.agent_verify_ca
-        values = {"driver_internal_info": info}
+        info = internal_info.with_heartbeat(
+            task.node.driver_internal_info, beat.callback_url, beat.agent_version,
+            utcnow().isoformat(), beat.agent_verify_ca)
+        values: dict[str, object] = {"driver_internal_info": info}
         if task.node.provision_state in {s.value for s in states.WAIT_STATES}:
             values["provision_updated_at"] = utcnow()  # a live agent is not a timeout
         task.update(**values)
@@ -209,35 +207,9 @@ class AgentService:
                   beat.callback_url, beat.agent_version)
 
 
-def check_callback_url(url: str, require_tls: bool) -> ParseResult:
-    """The parsed ``callback_url`` of a heartbeat (ramdisk or host agent), or InvalidParameter
-    when it is not an http(s) URL with a host, or plain http while TLS is required."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise errors.InvalidParameter('An issue with the supplied "callback_url" has '
-                                      "been detected.")
-    if parsed.scheme != "https" and require_tls:
-        raise errors.InvalidParameter(
-            f"The agent callback URL {url} is not HTTPS and [agent] require_tls is "
-            "enabled; start the agent with TLS (or set require_tls = false).")
-    return parsed
-
-
-def check_pem_certificate(pem: str) -> None:
-    """InvalidParameter unless a heartbeat's ``agent_verify_ca`` is a PEM certificate."""
-    try:
-        x509.load_pem_x509_certificate(pem.encode())
-    except (ValueError, TypeError):
-        raise errors.InvalidParameter('"agent_verify_ca" is not a PEM certificate.') from None
-
-
-def _check_certificate(node, info: dict, pem: str) -> None:
+def _check_certificate(node, agent: AgentBoot, pem: str) -> None:
     check_pem_certificate(pem)
-    if info.get("agent_verify_ca") not in (None, pem):
+    if agent.verify_ca not in (None, pem):
         LOG.error("Node %s: heartbeat with a different agent certificate", node.uuid)
         raise errors.InvalidParameter('Detected change in ramdisk provided "agent_verify_ca"')
 
-
-def process_heartbeat(task: Task) -> None:
-    """Worker action: let the deploy interface continue its steps."""
-    task.deploy.heartbeat(task)

@@ -15,8 +15,8 @@ import hashlib
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ramdisk_agent.wire import delta_format as fmt
 

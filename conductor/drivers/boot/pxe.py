@@ -18,6 +18,7 @@ import os
 from conductor import errors, states
 from conductor.drivers import base
 from conductor.netboot import render
+from conductor.netboot.dhcp import DhcpProvider
 from conductor.netboot.services import BOOT_MODES, NetbootServices
 
 LOG = logging.getLogger(__name__)
@@ -82,10 +83,10 @@ class _NetworkBoot(base.BootInterface):
         raise NotImplementedError
 
     def _services(self) -> NetbootServices:
-        settings = getattr(self.context, "settings", None)
-        if settings is None:
-            raise errors.DriverError("network boot needs the appliance's settings")
-        services = self.context.shared("netboot", lambda: NetbootServices(settings))
+        services = self.context.netboot
+        if services is None:
+            raise errors.DriverError("network boot needs the appliance's boot services "
+                                     "(conductor.netboot), and this process has none")
         services.prepare()
         return services
 
@@ -102,6 +103,7 @@ class _NetworkBoot(base.BootInterface):
         """Write the ramdisk config for the node's pxe-enabled MACs and point DHCP at it."""
         services = self._services()
         boot = self._boot_config(task, services)
+        assert services.renderer is not None  # set by prepare()
         services.renderer.write(boot)
         provider = self._dhcp(task)
         if provider is not None:
@@ -117,6 +119,7 @@ class _NetworkBoot(base.BootInterface):
         existed for one of its MACs), it is rewritten for the MACs it has now.
         """
         renderer = self._services().renderer
+        assert renderer is not None  # set by prepare()
         current = {p.address for p in _ports(task) if p.pxe_enabled}
         gone = sorted(set(old_macs) - current)
         live = task.node.provision_state in RAMDISK_STATES and any(
@@ -146,7 +149,9 @@ class _NetworkBoot(base.BootInterface):
 
     def _remove(self, task) -> None:
         macs = [port.address for port in _ports(task)]
-        removed = self._services().renderer.remove(macs)
+        renderer = self._services().renderer
+        assert renderer is not None  # set by prepare()
+        removed = renderer.remove(macs)
         if removed:
             LOG.info("Node %s: removed boot config %s", task.node.uuid,
                      ", ".join(str(p) for p in removed))
@@ -154,10 +159,9 @@ class _NetworkBoot(base.BootInterface):
         if provider is not None and hasattr(provider, "clean"):
             provider.clean(task)
 
-    def _dhcp(self, task):
-        """The appliance's DHCP provider (``context.shared("dhcp")``), None when it has none."""
-        get = getattr(self.context, "get", None)
-        return get("dhcp") if callable(get) else None
+    def _dhcp(self, task) -> DhcpProvider:
+        """The appliance's DHCP provider (the no-op one without [dhcp])."""
+        return self.context.dhcp
 
     def _boot_config(self, task, services: NetbootServices) -> render.NodeBoot:
         node, settings = task.node, services.settings
@@ -170,9 +174,9 @@ class _NetworkBoot(base.BootInterface):
         info = task.driver_info
         refs = {}
         for key in ("deploy_kernel", "deploy_ramdisk"):
-            value = info.get(key) or getattr(settings, f"pxe_{key}")
+            value = info.get(key) or getattr(settings.pxe, key)
             refs[key] = self._reference(node, key, value, loader, services)
-        append = info.get("kernel_append_params", settings.pxe_kernel_append_params)
+        append = info.get("kernel_append_params", settings.pxe.kernel_append_params)
         params = [render.checked_token(f"ipa-api-url={services.api_url}", "[pxe] api_url")]
         params += [render.checked_token(p, "kernel_append_params")
                    for p in str(append or "").split()]
@@ -197,10 +201,10 @@ class _NetworkBoot(base.BootInterface):
 
     def _dhcp_options(self, task, boot, services) -> DhcpBootOptions:
         settings = services.settings
-        mode = boot_mode(task, settings.pxe_default_boot_mode)
+        mode = boot_mode(task, settings.pxe.default_boot_mode)
         return DhcpBootOptions(
             node_uuid=task.node.uuid, macs=boot.macs, boot_mode=mode,
-            tftp_server=settings.pxe_tftp_host or settings.api_host,
+            tftp_server=settings.pxe.tftp_host or settings.api.host,
             bootfile=DHCP_BOOTFILES[(boot.loader, mode)],
             ipxe_script_url=f"{services.http_url}/boot.ipxe" if boot.loader == "ipxe" else None)
 
@@ -213,7 +217,7 @@ class PXEBoot(_NetworkBoot):
     """PXELINUX (BIOS) or GRUB (UEFI) configs over TFTP."""
 
     def _loader(self, task) -> str:
-        return PXE_LOADERS[boot_mode(task, self._services().settings.pxe_default_boot_mode)]
+        return PXE_LOADERS[boot_mode(task, self._services().settings.pxe.default_boot_mode)]
 
 
 class IPXEBoot(_NetworkBoot):

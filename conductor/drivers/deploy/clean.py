@@ -10,12 +10,15 @@ starts the next. After the last: ramdisk cleaned up, power off (token wiped) ->
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conductor import errors, states
-from conductor.drivers.deploy import common as agent_base
 from conductor.drivers.base import PowerState
+from conductor.drivers.deploy import common as agent_base
+from conductor.drivers.internal_info import CleanRun, without_clean
+from conductor.drivers.power import set_power
 
 if TYPE_CHECKING:
     from conductor.engine.task import Task
@@ -23,10 +26,10 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 S = states.State
 
-#: Agent step name -> the Settings attribute overriding its automated priority.
+#: Agent step name -> the [deploy] key overriding its automated priority.
 PRIORITY_OVERRIDES = {
-    "erase_devices": "deploy_erase_devices_priority",
-    "erase_devices_metadata": "deploy_erase_devices_metadata_priority",
+    "erase_devices": "erase_devices_priority",
+    "erase_devices_metadata": "erase_devices_metadata_priority",
 }
 STEP_KEYS = ("interface", "step", "priority", "reboot_requested", "abortable",
              "requires_ramdisk")
@@ -34,13 +37,12 @@ STEP_KEYS = ("interface", "step", "priority", "reboot_requested", "abortable",
 
 def start(task: Task, requested: list[dict] | None) -> str:
     """Boot the node into the agent for cleaning; "wait" for its heartbeat."""
-    info = {k: v for k, v in (task.node.driver_internal_info or {}).items()
-            if k not in agent_base.CLEAN_KEYS}
+    info = without_clean(task.node.driver_internal_info)
     if requested:
-        info.update(agent_clean_request=requested, agent_clean_manual=True)
+        info = CleanRun(request=requested, manual=True).into(info)
     task.update(driver_internal_info=info, clean_step={})
     task.boot.prepare_ramdisk(task)
-    agent_base.set_power(task, PowerState.REBOOT)
+    set_power(task, PowerState.REBOOT)
     LOG.info("Node %s: rebooted into the agent ramdisk for cleaning", task.node.uuid)
     return "wait"
 
@@ -52,12 +54,12 @@ def continue_clean(task: Task) -> None:
     if not current:
         found = agent.command("clean.get_clean_steps", _params(task), wait=True)
         result = found.result or {}
-        steps = choose_steps(result.get("clean_steps") or {},
-                             (task.node.driver_internal_info or {}).get("agent_clean_request"),
-                             agent_base.settings_of(task))
-        info = dict(task.node.driver_internal_info or {}, agent_clean_steps=steps,
-                    agent_clean_version=result.get("hardware_manager_version"))
-        task.update(driver_internal_info=info)
+        run = CleanRun.of(task.node)
+        steps = choose_steps(result.get("clean_steps") or {}, run.request,
+                             task.context.settings)
+        run = dataclasses.replace(run, steps=steps,
+                                  version=result.get("hardware_manager_version"))
+        task.update(driver_internal_info=run.into(task.node.driver_internal_info))
         LOG.info("Node %s: clean steps %s", task.node.uuid, [s["step"] for s in steps])
         return _next_step(task, agent)
     if agent_base.step_finished(agent, "clean", current):
@@ -66,7 +68,7 @@ def continue_clean(task: Task) -> None:
 
 def choose_steps(offered: dict, requested: list[dict] | None, settings) -> list[dict]:
     """The steps to run, from the agent's ``{manager: [step, ...]}`` answer."""
-    by_name: dict[str, dict] = {}
+    by_name: dict[Any, dict] = {}
     for steps in offered.values():
         for step in steps if isinstance(steps, list) else ():
             if isinstance(step, dict) and step.get("interface", "deploy") == "deploy":
@@ -78,7 +80,7 @@ def choose_steps(offered: dict, requested: list[dict] | None, settings) -> list[
     chosen = []
     for name, step in by_name.items():
         option = PRIORITY_OVERRIDES.get(name)
-        priority = getattr(settings, option) if option else step.get("priority", 0)
+        priority = getattr(settings.deploy, option) if option else step.get("priority", 0)
         if priority and priority > 0:
             chosen.append(dict(_clean(step), priority=priority, args={}))
     return sorted(chosen, key=lambda s: -s["priority"])
@@ -99,12 +101,13 @@ def _clean(step: dict) -> dict:
 def _next_step(task: Task, agent) -> None:
     if task.node.provision_state == S.CLEAN_WAIT.value:
         agent_base.advance(task, "resume")
-    info = dict(task.node.driver_internal_info or {})
-    while info.get("agent_clean_steps"):
-        step, rest = info["agent_clean_steps"][0], info["agent_clean_steps"][1:]
-        info["agent_clean_steps"] = rest
-        task.update(clean_step=step, driver_internal_info=info)
-        params = dict(_params(task), step=step, clean_version=info.get("agent_clean_version"))
+    run = CleanRun.of(task.node)
+    while run.steps:
+        step = run.steps[0]
+        run = dataclasses.replace(run, steps=run.steps[1:])
+        task.update(clean_step=step,
+                    driver_internal_info=run.into(task.node.driver_internal_info))
+        params = dict(_params(task), step=step, clean_version=run.version)
         started = agent.command("clean.execute_clean_step", params, wait=False)
         if started.running:
             LOG.info("Node %s: clean step %s started", task.node.uuid, step["step"])
@@ -114,13 +117,11 @@ def _next_step(task: Task, agent) -> None:
 
 
 def _finish(task: Task) -> None:
-    manual = bool((task.node.driver_internal_info or {}).get("agent_clean_manual"))
+    manual = CleanRun.of(task.node).manual
     task.boot.clean_up_ramdisk(task)
-    agent_base.set_power(task, PowerState.OFF)
-    info = {k: v for k, v in (task.node.driver_internal_info or {}).items()
-            if k not in agent_base.CLEAN_KEYS}
+    set_power(task, PowerState.OFF)
     task.process_event("manage" if manual else "done", last_error=None, clean_step={},
-                       driver_internal_info=info)
+                       driver_internal_info=without_clean(task.node.driver_internal_info))
     LOG.info("Node %s: cleaning by the agent finished", task.node.uuid)
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import requests
 
 from conductor import errors
-# The command statuses are defined once, by the agent that reports them.
-from ramdisk_agent.commands import FAILED, RUNNING, SUCCEEDED
+
+# The command statuses are defined once, in the wire format both sides share.
+from ramdisk_agent.wire.statuses import FAILED, RUNNING, SUCCEEDED
 
 LOG = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class CommandResult:
     id: str | None = None
 
     @classmethod
-    def from_json(cls, data) -> "CommandResult":
+    def from_json(cls, data) -> CommandResult:
         if not isinstance(data, dict) or not isinstance(data.get("command_status"), str):
             raise errors.AgentCommandError(
                 reason=f"the agent answered with something that is not a command result: "
@@ -123,7 +124,7 @@ class AgentClient:
     def wait_done(self, name: str) -> CommandResult:
         """Poll until the last command ``name`` has finished; its final result."""
         short = name.split(".", 1)[-1]
-        for _ in range(max(1, self.settings.agent_command_wait_attempts)):
+        for _ in range(max(1, self.settings.agent.command_wait_attempts)):
             last = self.last_command()
             if last is not None and last.name == short and not last.running:
                 if last.status == FAILED:
@@ -131,19 +132,19 @@ class AgentClient:
                         reason=f"{name} failed on the agent of node {self.node_uuid}: "
                                f"{last.error_text()}")
                 return last
-            time.sleep(self.settings.agent_command_wait_interval)
+            time.sleep(self.settings.agent.command_wait_interval)
         raise errors.AgentCommandError(
             reason=f"{name} on node {self.node_uuid} did not finish after "
-                   f"{self.settings.agent_command_wait_attempts} polls")
+                   f"{self.settings.agent.command_wait_attempts} polls")
 
     def _request(self, method: str, query: dict, body: dict | None):
         params = dict(query, agent_token=self.token)
-        attempts = max(1, self.settings.agent_max_command_attempts)
+        attempts = max(1, self.settings.agent.max_command_attempts)
         for attempt in range(1, attempts + 1):
             try:
                 response = self.session.request(
                     method, self.url, params=params, json=body, verify=self.verify,
-                    timeout=self.settings.agent_command_timeout)
+                    timeout=self.settings.agent.command_timeout)
                 break
             except requests.exceptions.SSLError as exc:
                 raise errors.AgentConnectionFailed(
@@ -153,14 +154,14 @@ class AgentClient:
             except requests.exceptions.Timeout:
                 raise errors.AgentConnectionFailed(
                     reason=f"the agent of node {self.node_uuid} at {self.url} did not "
-                           f"answer within {self.settings.agent_command_timeout} s") from None
+                           f"answer within {self.settings.agent.command_timeout} s") from None
             except requests.exceptions.RequestException as exc:
                 if attempt == attempts:
                     raise errors.AgentConnectionFailed(
                         reason=f"cannot reach the agent of node {self.node_uuid} at "
                                f"{self.url} after {attempts} attempt(s): {_short(exc)}"
                     ) from None
-                time.sleep(min(2.0, self.settings.agent_command_wait_interval))
+                time.sleep(min(2.0, self.settings.agent.command_wait_interval))
         return self._decode(response)
 
     def _decode(self, response: requests.Response):

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from conductor import errors
-from conductor.drivers.deploy import common as agent_base
 from conductor.updates import keys
+from ramdisk_agent.wire import checksum
+from ramdisk_agent.wire.errors import ChecksumError
 
 if TYPE_CHECKING:
     from conductor.engine.task import Task
@@ -45,23 +46,26 @@ LOG = logging.getLogger(__name__)
 
 INFO_KEY = "delta_deploy"
 DEPLOYED_KEY = "deployed_image_checksum"
-_ALGO_BY_LENGTH = {32: "md5", 64: "sha256", 96: "sha384", 128: "sha512"}
 
 
 def validate(node) -> None:
     """400 when the delta fields are unusable (the full-image fields are checked apart)."""
-    url = (node.instance_info or {}).get("image_delta_url")
+    instance = node.instance_info or {}
+    url = instance.get("image_delta_url")
     if url is not None and urlparse(str(url)).scheme not in ("http", "https"):
         raise errors.InvalidParameter(
             f"instance_info.image_delta_url must be an http or https URL, not {url!r}.")
+    if instance.get("image_delta_base_checksum"):
+        normalize_checksum(instance["image_delta_base_checksum"])
 
 
 def normalize_checksum(value) -> str:
-    """"algo:hex" from "algo:hex" or bare hex (algorithm from the length)."""
-    text = str(value or "").strip().lower()
-    if ":" not in text and text:
-        text = f"{_ALGO_BY_LENGTH.get(len(text), 'unknown')}:{text}"
-    return text
+    """"algo:hex" from "algo:hex" or bare hex, by the image checksum policy; 400 when
+    unusable (the form ``deployed_image_checksum`` is kept in)."""
+    try:
+        return str(checksum.parse_text(value, "image_delta_base_checksum"))
+    except ChecksumError as exc:
+        raise errors.InvalidParameter(f"instance_info: {exc}.") from None
 
 
 def begin(task: Task) -> None:
@@ -89,7 +93,7 @@ def add_to(task: Task, image_info: dict) -> dict:
     if state.get("state") != "trying":
         return image_info
     instance = task.node.instance_info or {}
-    settings = agent_base.settings_of(task)
+    settings = task.context.settings
     key = keys.load_or_create(keys.default_path(Path(settings.data_dir)))
     delta = {"url": state["url"], "public_key": keys.public_pem(key).decode()}
     if instance.get("image_delta_version"):
@@ -105,7 +109,7 @@ def fall_back(task: Task, exc: BaseException) -> bool:
     state = dict(info.get(INFO_KEY) or {})
     if state.get("state") != "trying":
         return False
-    reason = agent_base.error_text(exc)
+    reason = errors.error_text(exc)
     state.update(state="failed", error=reason, failed_at=time.time())
     info[INFO_KEY] = state
     task.update(driver_internal_info=info)

@@ -16,20 +16,23 @@ that step fails, runs it again with the full image (conductor/drivers/deploy/del
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-import re
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import requests
 
 from conductor import errors, states
-from conductor.drivers.deploy import common as agent_base
-from conductor.drivers.deploy import clean as agent_clean
-from conductor.drivers.deploy import delta as deploy_delta
-from conductor.drivers.deploy import patches as deploy_patches
 from conductor.drivers import base
 from conductor.drivers.base import PowerState
+from conductor.drivers.deploy import clean as agent_clean
+from conductor.drivers.deploy import common as agent_base
+from conductor.drivers.deploy import delta as deploy_delta
+from conductor.drivers.deploy import patches as deploy_patches
+from conductor.drivers.power import set_power, wipe_agent
+from ramdisk_agent.wire import checksum
+from ramdisk_agent.wire.errors import ChecksumError
 
 if TYPE_CHECKING:
     from conductor.engine.task import Task
@@ -38,10 +41,9 @@ LOG = logging.getLogger(__name__)
 S = states.State
 
 IMAGE_SCHEMES = ("http", "https", "file")
-#: Hex digest length -> hash algorithm, for a bare ``image_checksum``.
-DIGEST_ALGOS = {32: "md5", 64: "sha256", 96: "sha384", 128: "sha512"}
-HASH_ALGOS = frozenset({"sha256", "sha384", "sha512"})
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
+#: instance_info's names for the image checksum fields (the agent's lack ``image_``).
+CHECKSUM_FIELDS = checksum.FieldNames(algo="image_os_hash_algo", value="image_os_hash_value",
+                                      checksum="image_checksum")
 #: The deploy steps this interface runs, with Ironic's priorities.
 STEPS = {name: {"interface": "deploy", "step": name, "priority": prio, "args": {},
                 "reboot_requested": False, "abortable": False}
@@ -55,25 +57,17 @@ PARTITION_FIELDS = ("root_gb", "root_mb", "swap_mb", "ephemeral_mb", "ephemeral_
 
 
 def checksum_fields(info: dict) -> dict:
-    """image_info's os_hash_algo/os_hash_value from instance_info; 400 when unusable."""
-    algo, value = info.get("image_os_hash_algo"), info.get("image_os_hash_value")
-    if not (algo and value) and info.get("image_checksum"):
-        value = str(info["image_checksum"]).strip()
-        algo, sep, digest = value.partition(":")
-        if sep:
-            value = digest
-        else:
-            algo = DIGEST_ALGOS.get(len(value))
-    if not algo or not value:
-        raise errors.InvalidParameter(
-            "instance_info needs the image checksum: image_os_hash_algo + "
-            "image_os_hash_value, or image_checksum (sha256/sha384/sha512 hex digest).")
-    algo = str(algo).lower()
-    if algo not in HASH_ALGOS or not _HEX.match(str(value)):
-        raise errors.InvalidParameter(
-            f"Unsupported image checksum {algo}:{str(value)[:16]}...; use a sha256, "
-            "sha384 or sha512 hex digest (MD5 is not accepted).")
-    return {"os_hash_algo": algo, "os_hash_value": str(value).lower()}
+    """image_info's os_hash_algo/os_hash_value from instance_info; 400 when unusable.
+
+    The policy (which algorithms, which shapes) is the agent's own, shared through
+    ramdisk_agent/wire/checksum.py, so a node the conductor accepts the agent accepts."""
+    try:
+        expected = checksum.parse(info.get("image_os_hash_algo"),
+                                  info.get("image_os_hash_value"),
+                                  info.get("image_checksum"), CHECKSUM_FIELDS)
+    except ChecksumError as exc:
+        raise errors.InvalidParameter(f"instance_info: {exc}.") from None
+    return expected.image_info_fields()
 
 
 def image_type(info: dict) -> str:
@@ -134,42 +128,46 @@ class AgentDeploy(base.DeployInterface):
         deploy_delta.validate(task.node)
 
     def deploy(self, task: Task) -> str:
-        settings = agent_base.settings_of(task)
-        check_image(image_info(task.node)["urls"][0], settings.agent_image_head_timeout)
+        settings = task.context.settings
+        check_image(image_info(task.node)["urls"][0], settings.agent.image_head_timeout)
         task.update(deploy_step=STEPS["deploy"])
-        agent_base.set_power(task, PowerState.REBOOT)
+        set_power(task, PowerState.REBOOT)
         LOG.info("Node %s: rebooted into the agent ramdisk, waiting for its call-back",
                  task.node.uuid)
         return "wait"
 
     def tear_down(self, task: Task) -> None:
-        agent_base.wipe_agent(task)
+        wipe_agent(task)
 
     def clean(self, task: Task, steps: list[dict] | None) -> str:
         return agent_clean.start(task, steps)
 
-    def heartbeat(self, task: Task) -> None:
-        """Continue deploy or clean after a heartbeat (called by a worker, node locked)."""
-        flow = HEARTBEAT_FLOWS.get(task.node.provision_state)
+    def heartbeat(self, task: Task, finish_deploy: Callable[[Task], None]) -> None:
+        """Continue deploy or clean after a heartbeat (called by a worker, node locked).
+
+        ``finish_deploy`` is the engine's last deploy step (boot the written disk,
+        DNS, active); it runs here so that its failure is the deploy's failure.
+        """
+        flow = HEARTBEAT_FLOWS.get(task.node.provision_state or "")
         if flow is None:
             return
         what, step_field, run = flow
         try:
-            run(task)
-        except Exception as exc:  # noqa: BLE001 - every failure must land in last_error
+            run(task, finish_deploy)
+        except Exception as exc:  # every failure must land in last_error
             name = (getattr(task.node, step_field) or {}).get("step") or "agent call-back"
             if not isinstance(exc, errors.MetalcastError):
                 LOG.exception("Node %s: unexpected error in %s", task.node.uuid, name)
             agent_base.fail(task, f"{what} step {name}", exc)
 
 
-def continue_deploy(task: Task) -> None:
+def continue_deploy(task: Task, finish_deploy: Callable[[Task], None]) -> None:
     """One heartbeat in "wait call-back": start, poll or finish write_image."""
     agent = agent_base.client(task)
     step = (task.node.deploy_step or {}).get("step")
     if step in (None, "deploy"):
         deploy_delta.begin(task)
-        return _start_write(task, agent)
+        return _start_write(task, agent, finish_deploy)
     if step != "write_image":
         return
     try:
@@ -178,19 +176,19 @@ def continue_deploy(task: Task) -> None:
     except errors.AgentCommandError as exc:
         if not deploy_delta.fall_back(task, exc):  # the delta failed: full image now
             raise
-        return _start_write(task, agent)
+        return _start_write(task, agent, finish_deploy)
     agent_base.advance(task, "resume")
-    _finish(task, agent)
+    _finish(task, agent, finish_deploy)
 
 
-def _start_write(task: Task, agent) -> None:
+def _start_write(task: Task, agent, finish_deploy: Callable[[Task], None]) -> None:
     found = agent.command("deploy.get_deploy_steps", _params(task), wait=True)
     offered = (found.result or {}).get("deploy_steps") or {}
     names = {s.get("step") for steps in offered.values() if isinstance(steps, list)
              for s in steps if isinstance(s, dict)}
     if "write_image" not in names:
         raise errors.AgentCommandError(reason="the agent does not offer the write_image "
-                                              f"deploy step (offers {sorted(names)})")
+                                              f"deploy step (offers {sorted(map(str, names))})")
     agent_base.advance(task, "resume")
     task.update(deploy_step=STEPS["write_image"])
     version = (found.result or {}).get("hardware_manager_version")
@@ -204,7 +202,7 @@ def _start_write(task: Task, agent) -> None:
         LOG.info("Node %s: write_image started on the agent", task.node.uuid)
         agent_base.advance(task, "wait")
         return
-    _finish(task, agent)
+    _finish(task, agent, finish_deploy)
 
 
 def _execute_write(task: Task, agent, version):
@@ -216,7 +214,7 @@ def _execute_write(task: Task, agent, version):
     return agent.command("deploy.execute_deploy_step", params, wait=False)
 
 
-def _finish(task: Task, agent) -> None:
+def _finish(task: Task, agent, finish_deploy: Callable[[Task], None]) -> None:
     """prepare_instance_boot, tear_down_agent, boot_instance: node becomes active."""
     deploy_delta.finished(task, checksum_fields(task.node.instance_info or {}), agent)
     deploy_patches.install(task, agent)  # Applied patches into the new root, if any
@@ -224,9 +222,8 @@ def _finish(task: Task, agent) -> None:
     task.update(deploy_step=STEPS["tear_down_agent"])
     _power_off_agent(task, agent)
     task.update(deploy_step=STEPS["boot_instance"])
-    from conductor.engine import actions as provisioning  # imports the task machinery that imports us
     # Ramdisk config removed, instance boot prepared, boot device disk, power on, active.
-    provisioning.finish_deploy(task)
+    finish_deploy(task)
     LOG.info("Node %s: deployed by the agent, now active", task.node.uuid)
 
 
@@ -254,7 +251,7 @@ def _power_off_agent(task: Task, agent) -> None:
     except errors.MetalcastError as exc:
         LOG.warning("Node %s: soft power off through the agent failed (%s); forcing it",
                     task.node.uuid, exc)
-    wait = agent_base.settings_of(task).agent_post_deploy_power_off_wait
+    wait = task.context.settings.agent.post_deploy_power_off_wait
     deadline, pause = time.monotonic() + wait, POWER_OFF_POLL_FIRST
     while time.monotonic() < deadline:
         if task.power.get_power_state(task) is PowerState.OFF:
@@ -263,7 +260,7 @@ def _power_off_agent(task: Task, agent) -> None:
         # to POWER_OFF_POLL_MAX so a slow machine costs few BMC requests.
         time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
         pause = min(pause * 2, POWER_OFF_POLL_MAX)
-    agent_base.set_power(task, PowerState.OFF)
+    set_power(task, PowerState.OFF)
 
 
 def _params(task: Task) -> dict:
@@ -274,5 +271,6 @@ def _params(task: Task) -> dict:
 #: Wait state -> (what the operator reads, the node's step field, the continuation).
 HEARTBEAT_FLOWS = {
     S.DEPLOYWAIT.value: ("Deploy", "deploy_step", continue_deploy),
-    S.CLEAN_WAIT.value: ("Cleaning", "clean_step", agent_clean.continue_clean),
+    S.CLEAN_WAIT.value: ("Cleaning", "clean_step",
+                         lambda task, _finish_deploy: agent_clean.continue_clean(task)),
 }

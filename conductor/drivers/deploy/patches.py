@@ -28,22 +28,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from conductor import errors
-from conductor.drivers.deploy import common as agent_base
 
 if TYPE_CHECKING:
     from conductor.engine.task import Task
 
 LOG = logging.getLogger(__name__)
 COMMAND = "deploy.install_patches"
-INSTALLED_STATES = ("Applied", "Committed")
-
-
-def applied_patches(controller, release: str) -> list[str]:
-    """IDs of the patches of ``release`` whose RPMs are in its update repo."""
-    with controller.lock:
-        return sorted(pid for pid, patch in controller.patches.items()
-                      if patch.meta.sw_version == release
-                      and patch.repostate.value in INSTALLED_STATES)
 
 
 def _subfunctions(value, nodetype: str) -> list[str]:
@@ -59,11 +49,11 @@ def _subfunctions(value, nodetype: str) -> list[str]:
 
 
 def _repo_base(task: Task) -> str:
-    settings = agent_base.settings_of(task)
-    url = getattr(settings, "patching_repo_url", "")
-    if not url and task.context is not None:
-        netboot = task.context.get("netboot")
-        url = getattr(netboot, "http_url", "") if netboot is not None else ""
+    settings = task.context.settings
+    url = settings.patching.repo_url
+    netboot = task.context.netboot
+    if not url and netboot is not None:
+        url = netboot.http_url
     if not url:
         raise errors.InvalidParameter(
             "patches are Applied but there is no URL the ramdisk can fetch the update "
@@ -81,7 +71,7 @@ def command_params(task: Task, release: str) -> dict:
     subs = _subfunctions(info.get("patching_subfunctions", props.get("subfunctions")),
                          nodetype)
     base = _repo_base(task)
-    params = {"base_repo_url": f"{base}/feed/rel-{release}",
+    params: dict[str, object] = {"base_repo_url": f"{base}/feed/rel-{release}",
               "updates_repo_url": f"{base}/updates/rel-{release}",
               "sw_version": release, "nodetype": nodetype, "subfunctions": subs}
     partition = info.get("patching_root_partition")
@@ -101,12 +91,12 @@ def install(task: Task, agent) -> dict | None:
     Returns the agent's result (None when there was nothing to do); raises
     (AgentCommandError, InvalidParameter) so the deploy fails with the reason.
     """
-    controller = task.context.get("patching") if task.context is not None else None
+    controller = task.context.patching
     if controller is None:
         return None
     release = str((task.node.instance_info or {}).get("sw_version")
                   or controller.running_release)
-    patch_ids = applied_patches(controller, release)
+    patch_ids = controller.installed_patch_ids(release)
     if not patch_ids:
         return None
     params = command_params(task, release)

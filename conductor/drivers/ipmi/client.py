@@ -1,11 +1,11 @@
 """The one place metalcast talks IPMI: pyghmi sessions behind per-BMC channels.
 
 A ``BmcChannel`` serialises commands to one BMC (address:port), spaces them by
-``ipmi_min_command_interval``, retries busy/timeout answers until
-``ipmi_command_retry_timeout``, and bounds every exchange by
-``ipmi_command_timeout`` even when pyghmi itself blocks. Every pyghmi failure
+``[ipmi] min_command_interval``, retries busy/timeout answers until
+``[ipmi] command_retry_timeout``, and bounds every exchange by
+``[ipmi] command_timeout`` even when pyghmi itself blocks. Every pyghmi failure
 becomes a ``DriverError`` here, phrased so an operator knows what to fix.
-The channels live in the DriverContext (``context.shared``), not in globals.
+The channels live in the DriverContext (``context.bmc_channels``), not in globals.
 """
 from __future__ import annotations
 
@@ -60,10 +60,6 @@ class _Retryable(Exception):
     """A failure worth another attempt; carries the operator-facing reason."""
 
 
-class UnsupportedCommand(errors.DriverError):
-    """The BMC answered that it cannot do this (invalid command or data field)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class BmcAddress:
     """Where and as whom to reach one BMC (parsed from driver_info)."""
@@ -94,28 +90,28 @@ class BmcChannel:
     def call(self, bmc: BmcAddress, what: str, netfn: int, command: int,
              data: tuple = (), node: str = "-") -> bytes:
         """Send one raw IPMI request; the response data, or a DriverError."""
-        deadline = time.monotonic() + self.settings.ipmi_command_retry_timeout
+        deadline = time.monotonic() + self.settings.ipmi.command_retry_timeout
         attempt = 1
         while True:
             try:
                 return self._attempt(bmc, what, netfn, command, data)
             except _Retryable as exc:
-                if time.monotonic() + self.settings.ipmi_min_command_interval >= deadline:
+                if time.monotonic() + self.settings.ipmi.min_command_interval >= deadline:
                     raise errors.DriverError(
                         f"IPMI {what} on BMC {bmc.label} failed after {attempt} attempts "
-                        f"in {self.settings.ipmi_command_retry_timeout:g} s: {exc}") from None
+                        f"in {self.settings.ipmi.command_retry_timeout:g} s: {exc}") from None
                 LOG.warning("Node %s: IPMI %s on BMC %s, attempt %d: %s; retrying",
                             node, what, bmc.label, attempt, exc)
                 attempt += 1
 
     def _attempt(self, bmc: BmcAddress, what, netfn, command, data) -> bytes:
-        budget = self.settings.ipmi_command_timeout
-        if not self._lock.acquire(timeout=budget + self.settings.ipmi_command_retry_timeout):
+        budget = self.settings.ipmi.command_timeout
+        if not self._lock.acquire(timeout=budget + self.settings.ipmi.command_retry_timeout):
             raise errors.DriverError(f"BMC {bmc.label} is busy with other commands from "
                                      f"this conductor; IPMI {what} was not sent")
         try:
             self._wait_inflight(bmc, what, budget)
-            pause = self._last + self.settings.ipmi_min_command_interval - time.monotonic()
+            pause = self._last + self.settings.ipmi.min_command_interval - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             response = self._exchange(bmc, what, netfn, command, data, budget)
@@ -143,10 +139,10 @@ class BmcChannel:
         session, so a cold sweep must not start hundreds of them at once.
         """
         cmd = self._command if _alive(self._command) else None
-        login_budget = min(budget, self.settings.ipmi_login_timeout)
+        login_budget = min(budget, self.settings.ipmi.login_timeout)
         if cmd is None and not self._logins.acquire(timeout=login_budget):
             raise _Retryable(f"{login_concurrency(self.settings)} IPMI logins already in "
-                             f"progress for {login_budget:g} s (ipmi_max_concurrent_logins)")
+                             f"progress for {login_budget:g} s ([ipmi] max_concurrent_logins)")
         outcome: dict = {}
         logged_in = threading.Event()
         if cmd is not None:
@@ -176,14 +172,14 @@ class BmcChannel:
             self._inflight = thread
             raise errors.DriverError(
                 f"IPMI login to BMC {bmc.label} got no answer within {login_budget:g} s "
-                f"(ipmi_login_timeout), IPMI {what} abandoned. Check ipmi_address and "
+                f"([ipmi] login_timeout), IPMI {what} abandoned. Check ipmi_address and "
                 "ipmi_port, and that the BMC is up and reachable over UDP.")
         thread.join(max(0.0, budget - (time.monotonic() - started)))
         if thread.is_alive():
             self._inflight = thread
             raise errors.DriverError(
                 f"IPMI {what} to BMC {bmc.label} got no answer within {budget:g} s "
-                "(ipmi_command_timeout): the BMC is not responding; check ipmi_address "
+                "([ipmi] command_timeout): the BMC is not responding; check ipmi_address "
                 "and ipmi_port, and that the BMC is up and reachable over UDP.")
         if "error" in outcome:
             raise _translate(outcome["error"], bmc, what)
@@ -201,7 +197,7 @@ class BmcChannel:
 
 def login_concurrency(settings) -> int:
     """How many RMCP+ logins one conductor runs at once (at least one)."""
-    return max(1, int(settings.ipmi_max_concurrent_logins))
+    return max(1, int(settings.ipmi.max_concurrent_logins))
 
 
 def _alive(cmd) -> bool:
@@ -224,7 +220,7 @@ def _logout(cmd) -> None:
     try:
         if cmd.ipmi_session.logged:
             cmd.ipmi_session.logout()
-    except Exception:  # noqa: BLE001 - best effort at shutdown
+    except Exception:  # best effort at shutdown
         LOG.debug("IPMI logout failed", exc_info=True)
 
 
@@ -237,7 +233,7 @@ def _check(response: dict, bmc: BmcAddress, what: str) -> bytes:
     if code in RETRYABLE_CODES or detail == "timeout":
         raise _Retryable(f"{RETRYABLE_CODES.get(code, detail)} ({detail})")
     if code in UNSUPPORTED_CODES:
-        raise UnsupportedCommand(
+        raise errors.UnsupportedCommand(
             f"BMC {bmc.label} does not support IPMI {what}: {detail} "
             f"(completion code 0x{code:02x}).")
     if code == CODE_INSUFFICIENT_PRIVILEGE:
@@ -292,7 +288,7 @@ def install_wakeup_fix() -> None:
             timeout = min(timeout, WAKEUP_SLICE)
         return wait(timeout, myaddr, evq)
 
-    sliced.metalcast_sliced = True
+    sliced.metalcast_sliced = True  # type: ignore[attr-defined]
     pyghmi_session._io_wait = sliced
 
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from conductor import errors
 from conductor.config import Settings
 from conductor.drivers import base
 from conductor.drivers.base import BootDevice, PowerState
-from conductor.drivers.ipmi.client import BmcAddress, BmcChannels, UnsupportedCommand
+from conductor.drivers.ipmi.client import BmcAddress, BmcChannels
+
+if TYPE_CHECKING:
+    from conductor.drivers.context import DriverContext
 
 LOG = logging.getLogger(__name__)
 
-SHARED_KEY = "ipmi.channels"
 DEFAULT_PORT = 623
 #: ipmi_priv_level names (Ironic's) -> IPMI privilege level numbers.
 PRIV_LEVELS = {"ADMINISTRATOR": 4, "OPERATOR": 3, "USER": 2, "CALLBACK": 1}
@@ -56,7 +59,7 @@ class ChassisStatus:
     control_fault: bool
 
     @classmethod
-    def parse(cls, data: bytes) -> "ChassisStatus":
+    def parse(cls, data: bytes) -> ChassisStatus:
         if not data:
             raise errors.DriverError("BMC returned an empty chassis status")
         b = data[0]
@@ -132,21 +135,17 @@ def boot_mode(task) -> str:
 class _IpmiInterface:
     """What power and management share: parsing, the channel, the raw calls."""
 
-    context = None
+    context: DriverContext
 
     def validate(self, task) -> None:
         parse_driver_info(task)
 
     @property
     def settings(self) -> Settings:
-        return getattr(self.context, "settings", None) or Settings()
+        return self.context.settings
 
     def _channels(self) -> BmcChannels:
-        if self.context is None:  # no shared state (tests without a context)
-            if getattr(self, "_own_channels", None) is None:
-                self._own_channels = BmcChannels(self.settings)
-            return self._own_channels
-        return self.context.shared(SHARED_KEY, lambda: BmcChannels(self.settings))
+        return self.context.bmc_channels
 
     def _call(self, task, what: str, command: int, data: tuple = ()) -> bytes:
         bmc = parse_driver_info(task)
@@ -164,7 +163,7 @@ class _IpmiInterface:
             # As Ironic and pyghmi: keep the BMC from dropping the flags after 60 s.
             self._call(task, "disable boot flag timeout", CMD_SET_BOOT_OPTIONS,
                        (BOOT_PARAM_VALID_BIT_CLEARING, 0x08))
-        except UnsupportedCommand as exc:
+        except errors.UnsupportedCommand as exc:
             LOG.info("Node %s: BMC keeps its boot flag timeout (%s)", task.node.uuid, exc)
         self._call(task, f"set boot device {device.value}", CMD_SET_BOOT_OPTIONS,
                    (BOOT_PARAM_FLAGS, flags, BOOT_SELECTORS[device] << 2, 0, 0, 0))
@@ -206,7 +205,7 @@ class IPMIPower(_IpmiInterface, base.PowerInterface):
         self._wait_for(task, final, timeout)
 
     def _wait_for(self, task, final: PowerState, timeout) -> None:
-        limit = timeout or self.settings.ipmi_power_state_timeout
+        limit = timeout or self.settings.ipmi.power_state_timeout
         deadline = time.monotonic() + limit
         while True:
             state = self.get_power_state(task)  # channel spacing paces this loop

@@ -8,7 +8,8 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import requests
 import sushy
@@ -17,15 +18,14 @@ from sushy import exceptions as sushy_exc
 from sushy.resources.system.system import System
 
 from conductor import errors
-from conductor.config import Settings
-from conductor.drivers.context import DriverContext
 from conductor.drivers.redfish.info import RedfishInfo, parse
+
+if TYPE_CHECKING:
+    from conductor.config import Settings
+    from conductor.drivers.context import DriverContext
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Key of the session cache in the DriverContext.
-CACHE_KEY = "redfish.sessions"
 
 
 class NoAuth(sushy_auth.AuthBase):
@@ -106,7 +106,7 @@ def _connection_reason(exc: BaseException) -> str:
 
 def translate(exc: Exception, info: RedfishInfo, node: str, action: str):
     """The conductor error an operator sees for a sushy/requests failure."""
-    for cls, error_cls, what, hint in SUSHY_ERRORS:
+    for cls, error_cls, what, hint in SUSHY_ERRORS:  # noqa: B007 - used after the break
         if isinstance(exc, cls):
             what = what.format(
                 user=repr(info.username), status=getattr(exc, "status_code", "?"),
@@ -126,7 +126,7 @@ def translate(exc: Exception, info: RedfishInfo, node: str, action: str):
 class SessionCache:
     """sushy roots keyed by address/credentials/verify/auth type, LRU-bounded.
 
-    Lives in the DriverContext (``context.shared(CACHE_KEY, ...)``); nodes behind
+    Lives in the DriverContext (``redfish_sessions``); nodes behind
     one BMC share a session, and a failed session is dropped so the next call
     logs in afresh.
     """
@@ -148,7 +148,7 @@ class SessionCache:
             if existing is None:
                 self._roots[key] = existing = root
                 root = None
-            while len(self._roots) > max(1, self.settings.redfish_connection_cache_size):
+            while len(self._roots) > max(1, self.settings.redfish.connection_cache_size):
                 _close(self._roots.popitem(last=False)[1])
         if root is not None:
             _close(root)  # another thread connected first
@@ -163,9 +163,9 @@ class SessionCache:
             info.address, root_prefix=info.root_prefix, verify=info.verify, auth=auth,
             # sushy uses one number for both: tries on connection errors, and
             # retries of a GET that got a 5xx.
-            server_side_retries=max(1, s.redfish_connection_attempts),
-            server_side_retries_delay=s.redfish_connection_retry_interval,
-            read_timeout=s.redfish_read_timeout, connect_timeout=s.redfish_connect_timeout)
+            server_side_retries=max(1, s.redfish.connection_attempts),
+            server_side_retries_delay=s.redfish.connection_retry_interval,
+            read_timeout=s.redfish.read_timeout, connect_timeout=s.redfish.connect_timeout)
         _size_pool(root, pool_size(s))
         return root
 
@@ -186,7 +186,7 @@ class SessionCache:
 def pool_size(settings: Settings) -> int:
     """HTTP connections per Redfish endpoint: every thread that may talk to it at
     once (power-sync workers and conductor workers), at least requests' 10."""
-    return max(10, settings.conductor_sync_power_state_workers + settings.conductor_workers)
+    return max(10, settings.conductor.sync_power_state_workers + settings.conductor.workers)
 
 
 def _size_pool(root: sushy.Sushy, size: int) -> None:
@@ -223,12 +223,10 @@ class RedfishClient:
     """One node's Redfish system: cached session, system lookup, translated errors."""
 
     def __init__(self, task, context: DriverContext):
-        self.context = context
-        self.settings = context.settings or Settings()
+        self.settings = context.settings
         self.node = task.node.uuid
-        self.info = parse(task.driver_info, self.settings.redfish_auth_type)
-        self.sessions: SessionCache = context.shared(
-            CACHE_KEY, lambda: SessionCache(self.settings))
+        self.info = parse(task.driver_info, self.settings.redfish.auth_type)
+        self.sessions = context.redfish_sessions
 
     def run(self, action: str, func: Callable[[System], T]) -> T:
         """``func(system)`` with every sushy/requests error translated, once."""
@@ -277,16 +275,11 @@ class RedfishClient:
 class RedfishInterface:
     """Mixin of the redfish interfaces: offline validation and a client per call."""
 
-    context: DriverContext | None
+    context: DriverContext
 
     def validate(self, task) -> None:
         """Check driver_info without talking to the BMC (the API thread calls this)."""
-        settings = getattr(self.context, "settings", None) or Settings()
-        parse(task.driver_info, settings.redfish_auth_type)
+        parse(task.driver_info, self.context.settings.redfish.auth_type)
 
     def client(self, task) -> RedfishClient:
-        if self.context is None:
-            # Built outside an appliance (scripts, ad-hoc use): a private context
-            # that lives as long as this interface object, never a module global.
-            self.context = DriverContext()
         return RedfishClient(task, self.context)

@@ -90,7 +90,7 @@ class RedfishPower(RedfishInterface, base.PowerInterface):
     def _wait(self, client: RedfishClient, task, target: PowerState, timeout) -> None:
         """Poll until the system reports ``target``; DriverError after the timeout."""
         settings = client.settings
-        limit = float(timeout or settings.redfish_power_state_change_timeout)
+        limit = float(timeout or settings.redfish.power_state_change_timeout)
         deadline = time.monotonic() + limit
         started = time.monotonic()
         while True:
@@ -102,7 +102,7 @@ class RedfishPower(RedfishInterface, base.PowerInterface):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            time.sleep(min(settings.redfish_power_poll_interval, remaining))
+            time.sleep(min(settings.redfish.power_poll_interval, remaining))
         shown = getattr(raw, "value", raw)
         raise errors.DriverError(
             f"Timed out after {limit:g} s waiting for node {task.node.uuid} to reach "

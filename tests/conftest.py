@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,40 @@ import sqlalchemy as sa
 
 from conductor.db import migrate
 from conductor.db.engine import make_engine
+from tests.waiting import wait_until
+
+TESTS = Path(__file__).resolve().parent
+
+#: The top-level test directories; each is a tier and its marker (pytest.ini).
+TIERS = ("unit", "integration", "db", "functional")
+#: Functional modules that boot QEMU VMs or a whole virtual lab: marked ``slow``.
+SLOW_MODULES = {"test_qemu_deploy.py", "test_ipxe_qemu.py", "test_lab_deploy.py",
+                "test_demo.py", "test_pxe_boot.py"}
+#: Per-test timeouts (s) by tier; pytest.ini's ``timeout`` (300) is the default. An
+#: explicit ``@pytest.mark.timeout`` on a test wins.
+TIMEOUTS = {"unit": 60, "slow": 1200}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier (by directory), ``slow`` for the QEMU/lab modules,
+    and the tier's timeout."""
+    for item in items:
+        try:
+            parts = item.path.resolve().relative_to(TESTS).parts
+        except ValueError:
+            continue
+        tier = parts[0] if len(parts) > 1 else None
+        if tier not in TIERS:
+            continue
+        item.add_marker(tier)
+        if tier == "functional" and item.path.name in SLOW_MODULES:
+            item.add_marker("slow")
+        if item.get_closest_marker("timeout") is None:
+            for name, seconds in TIMEOUTS.items():
+                if item.get_closest_marker(name) is not None:
+                    item.add_marker(pytest.mark.timeout(seconds))
+                    break
+
 
 #: The Debian package that provides initdb/postgres (scripts/install-system-packages).
 PG_PACKAGE = "postgresql"
@@ -104,21 +137,19 @@ class PostgresServer:
 
     def _wait_ready(self) -> bool:
         """True once it accepts connections; False if it exited (port taken meanwhile)."""
-        deadline = time.monotonic() + PG_START_TIMEOUT
         engine = sa.create_engine(self.url("postgres"), poolclass=sa.pool.NullPool)
+
+        def settled() -> str | None:
+            if self.proc.poll() is not None:
+                return "exited"
+            with engine.connect():
+                return "ready"
         try:
-            while self.proc.poll() is None:
-                try:
-                    with engine.connect():
-                        return True
-                except sa.exc.OperationalError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        pytest.fail(f"PostgreSQL did not accept connections within "
-                                    f"{PG_START_TIMEOUT}s; log {self.log}:\n"
-                                    f"{self._log_tail()}", pytrace=False)
-                    time.sleep(0.1)
-            return False
+            return wait_until(settled, PG_START_TIMEOUT, 0.1, "PostgreSQL to accept "
+                              "connections", ignore=sa.exc.OperationalError) == "ready"
+        except AssertionError as exc:
+            self.stop()
+            pytest.fail(f"{exc}; log {self.log}:\n{self._log_tail()}", pytrace=False)
         finally:
             engine.dispose()
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from conductor.db.queries import Store
 from conductor.db.engine import make_engine
+from conductor.db.queries import Store
 
 
 @pytest.fixture

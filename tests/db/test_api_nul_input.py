@@ -21,8 +21,8 @@ LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 
 @pytest.fixture
 def client(db_url, tmp_path):
-    settings = config.Settings(data_dir=str(tmp_path / "data"), conductor_host="test",
-                               database_connection=db_url, pxe_enabled=False)
+    settings = config.from_options({"data_dir": str(tmp_path / "data"), "conductor.host": "test",
+                                    "database.connection": db_url, "pxe.enabled": False})
     appliance = Appliance(settings)
     appliance.start()
     try:

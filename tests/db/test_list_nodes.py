@@ -25,7 +25,7 @@ def fleet(store, make_node):
     """11 nodes; drivers and created_at values repeat so the id tie-break matters."""
     nodes = [make_node(name=f"node-{i:02d}", driver=("ipmi", "redfish", "fake")[i % 3])
              for i in range(11)]
-    same_time = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    same_time = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     for node in nodes[3:7]:
         store.update_node(node.id, {"created_at": same_time})
     return [store.get_node(n.uuid) for n in nodes]
@@ -35,7 +35,7 @@ def _expected(fleet, sort_key, sort_dir):
     def key(node):
         value = getattr(node, sort_key)
         if isinstance(value, datetime.datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)  # SQLite drops the zone
+            value = value.replace(tzinfo=datetime.UTC)  # SQLite drops the zone
         return (value, node.id)
     ordered = sorted(fleet, key=key, reverse=(sort_dir == "desc"))
     return [n.uuid for n in ordered]

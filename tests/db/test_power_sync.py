@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 
 from conductor import errors
-from conductor.drivers import registry as hardware
-from conductor.engine import power_sync
-from conductor.config import Settings
+from conductor.config import from_options
 from conductor.drivers import base
 from conductor.drivers.base import PowerState
 from conductor.drivers.context import DriverContext
+from conductor.drivers.registry import DriverRegistry
+from conductor.engine import power_sync
 from conductor.engine.power_sync import Outcome
 from conductor.engine.workers import Workers
+from tests.waiting import wait_until
 
 HOST = "host-a"
 ON, OFF = PowerState.ON.value, PowerState.OFF.value
@@ -39,8 +39,12 @@ class Lab:
 
 
 class LabPower(base.PowerInterface):
+    def __init__(self, context, lab: Lab):
+        super().__init__(context)
+        self.lab = lab
+
     def _lab(self) -> Lab:
-        return self.context.shared("lab", Lab)
+        return self.lab
 
     def get_power_state(self, task) -> PowerState:
         lab, uuid = self._lab(), task.node.uuid
@@ -67,26 +71,27 @@ class LabPower(base.PowerInterface):
 
 @pytest.fixture
 def settings():
-    return Settings(conductor_host=HOST, conductor_sync_power_state_workers=4,
-                    conductor_power_state_sync_max_retries=3)
+    return from_options({"conductor.host": HOST, "conductor.sync_power_state_workers": 4,
+                         "conductor.power_state_sync_max_retries": 3})
 
 
 @pytest.fixture
-def context(settings, monkeypatch):
-    monkeypatch.setitem(hardware.IMPLEMENTATIONS, ("power", "fake"), LabPower)
-    return DriverContext(settings)
+def lab():
+    return Lab()
 
 
 @pytest.fixture
-def lab(context):
-    return context.shared("lab", Lab)
+def drivers(settings, lab):
+    """The drivers of these tests: fake power answers from the simulated lab."""
+    return DriverRegistry(DriverContext.create(settings),
+                          {("power", "fake"): lambda ctx: LabPower(ctx, lab)})
 
 
 @pytest.fixture
-def sweep(store, settings, context):
-    def run(**overrides):
-        used = Settings(**dict(vars(settings), **overrides)) if overrides else settings
-        return power_sync.sync_power_states(store, used, context)
+def sweep(store, settings, drivers):
+    def run(options: dict | None = None):
+        used = from_options(options, settings) if options else settings
+        return power_sync.sync_power_states(store, used, drivers)
     return run
 
 
@@ -123,13 +128,13 @@ def test_unknown_recorded_state_is_filled_in_silently(store, make_node, lab, swe
 def test_force_pushes_the_recorded_state_to_the_hardware(store, make_node, lab, sweep):
     node = _node(make_node, "forced", power=ON)
     lab.power[node.uuid] = PowerState.OFF
-    assert sweep(conductor_force_power_state_during_sync=True).outcomes == {
+    assert sweep({"conductor.force_power_state_during_sync": True}).outcomes == {
         node.uuid: Outcome.FORCED}
     assert lab.power[node.uuid] is PowerState.ON
     assert store.get_node(node.uuid).power_state == ON
     assert ("set", node.uuid) in lab.calls
     # The next sweep finds the states equal and forgets the attempt.
-    assert sweep(conductor_force_power_state_during_sync=True).outcomes == {
+    assert sweep({"conductor.force_power_state_during_sync": True}).outcomes == {
         node.uuid: Outcome.IN_SYNC}
     fresh = store.get_node(node.uuid)
     assert power_sync.FAILURES_KEY not in fresh.driver_internal_info
@@ -139,7 +144,7 @@ def test_force_pushes_the_recorded_state_to_the_hardware(store, make_node, lab, 
 def test_force_never_powers_off_a_node_that_must_stay_on(store, make_node, lab, sweep):
     node = _node(make_node, "keep-on", power=OFF, disable_power_off=True)
     lab.power[node.uuid] = PowerState.ON
-    assert sweep(conductor_force_power_state_during_sync=True).outcomes == {
+    assert sweep({"conductor.force_power_state_during_sync": True}).outcomes == {
         node.uuid: Outcome.RECORDED}
     assert lab.power[node.uuid] is PowerState.ON
     assert ("set", node.uuid) not in lab.calls
@@ -150,12 +155,12 @@ def test_force_that_does_not_stick_ends_in_maintenance(store, make_node, lab, sw
     lab.power[node.uuid] = PowerState.OFF
     lab.stubborn.add(node.uuid)
     for attempt in (1, 2, 3):
-        assert sweep(conductor_force_power_state_during_sync=True).outcomes == {
+        assert sweep({"conductor.force_power_state_during_sync": True}).outcomes == {
             node.uuid: Outcome.FORCED}
         fresh = store.get_node(node.uuid)
         assert fresh.driver_internal_info[power_sync.FAILURES_KEY] == attempt
         assert not fresh.maintenance
-    assert sweep(conductor_force_power_state_during_sync=True).outcomes == {
+    assert sweep({"conductor.force_power_state_during_sync": True}).outcomes == {
         node.uuid: Outcome.MAINTENANCE}
     fresh = store.get_node(node.uuid)
     assert (fresh.maintenance, fresh.fault, fresh.power_state) == (True, "power failure", OFF)
@@ -233,7 +238,7 @@ def test_failing_nodes_are_checked_first(store, make_node, lab, sweep):
                            fault="power failure")
     for node in healthy + [failing, in_maintenance]:
         lab.power[node.uuid] = PowerState.ON
-    sweep(conductor_sync_power_state_workers=1)
+    sweep({"conductor.sync_power_state_workers": 1})
     order = [uuid for op, uuid in lab.calls if op == "get"]
     assert set(order[:2]) == {failing.uuid, in_maintenance.uuid}
     assert order[2:] == [n.uuid for n in healthy]
@@ -252,16 +257,16 @@ def test_locked_and_busy_nodes_are_skipped(store, make_node, lab, sweep):
 
 
 def test_node_locked_after_listing_is_read_but_never_written(store, make_node, lab,
-                                                             settings, context):
+                                                             settings, drivers):
     node = _node(make_node, "raced")
     listed = store.get_node(node.uuid)
     store.reserve(node, "host-b")  # someone takes it between the listing and the check
     lab.power[node.uuid] = PowerState.ON
     # The BMC agrees: a lock-free read (Ironic's shared lock) and nothing to write.
-    assert power_sync.check_node(store, listed, HOST, settings, context) is Outcome.IN_SYNC
+    assert power_sync.check_node(store, listed, HOST, settings, drivers) is Outcome.IN_SYNC
     # The BMC disagrees: recording it needs the lock, which host-b holds: skipped.
     lab.power[node.uuid] = PowerState.OFF
-    assert power_sync.check_node(store, listed, HOST, settings, context) is Outcome.SKIPPED
+    assert power_sync.check_node(store, listed, HOST, settings, drivers) is Outcome.SKIPPED
     after = store.get_node(node.uuid)
     assert after.reservation == "host-b" and after.power_state == ON
 
@@ -289,7 +294,7 @@ def test_only_this_conductors_nodes_and_enabled_drivers(store, make_node, lab, s
     unclaimed = _node(make_node, "unclaimed")
     theirs = _node(make_node, "theirs", conductor_affinity="host-b")
     assert set(sweep().outcomes) == {mine.uuid, unclaimed.uuid}
-    assert sweep(conductor_enabled_hardware_types="redfish").outcomes == {}
+    assert sweep({"conductor.enabled_hardware_types": "redfish"}).outcomes == {}
     assert store.get_node(theirs.uuid).power_state == ON
 
 
@@ -297,7 +302,7 @@ def test_parallel_sweep_covers_every_node_once(store, make_node, lab, sweep):
     nodes = [_node(make_node, f"many-{i}", power=ON) for i in range(20)]
     for node in nodes[::2]:
         lab.power[node.uuid] = PowerState.ON
-    summary = sweep(conductor_sync_power_state_workers=8)
+    summary = sweep({"conductor.sync_power_state_workers": 8})
     assert summary.counts == {"in sync": 10, "recorded": 10}
     # nodes that agree are read once, lock-free; the others again under the lock
     reads = [uuid for op, uuid in lab.calls]
@@ -307,32 +312,33 @@ def test_parallel_sweep_covers_every_node_once(store, make_node, lab, sweep):
 
 
 def test_bad_sync_settings_are_refused(store):
-    for option in ("conductor_sync_power_state_workers",
-                   "conductor_power_state_sync_max_retries"):
-        with pytest.raises(errors.ConfigError, match=option.split("_", 1)[1]):
-            power_sync.sync_power_states(store, Settings(**{option: 0}))
+    for option in ("conductor.sync_power_state_workers",
+                   "conductor.power_state_sync_max_retries"):
+        with pytest.raises(errors.ConfigError, match=option):
+            bad = from_options({option: 0})
+            power_sync.sync_power_states(store, bad, DriverRegistry(DriverContext.create(bad)))
 
 
-def test_workers_run_the_sync_periodically(store, make_node, lab, context):
+def test_workers_run_the_sync_periodically(store, make_node, lab, drivers):
     node = _node(make_node, "periodic", power=ON)
     lab.power[node.uuid] = PowerState.OFF
-    settings = Settings(conductor_host=HOST, conductor_sync_power_state_interval=0.05,
-                        conductor_heartbeat_interval=60)
-    pool = Workers(store, settings, context)
+    settings = from_options({"conductor.host": HOST, "conductor.sync_power_state_interval": 0.05,
+                             "conductor.heartbeat_interval": 60})
+    pool = Workers(store, settings, drivers,
+                   power_sync=power_sync.PowerSync.for_settings(store, settings, drivers))
     pool.start()
     try:
-        deadline = time.monotonic() + 30
-        while store.get_node(node.uuid).power_state != OFF:
-            assert time.monotonic() < deadline, "the periodic sync never ran"
-            time.sleep(0.05)
+        wait_until(lambda: store.get_node(node.uuid).power_state == OFF, 30, 0.05,
+                   "the periodic sync to power the node off")
     finally:
         pool.stop()
     assert store.get_node(node.uuid).reservation is None
 
 
-def test_interval_zero_disables_the_sync(store, context):
-    pool = Workers(store, Settings(conductor_host=HOST,
-                                   conductor_sync_power_state_interval=0), context)
-    assert pool.power_sync is None
+def test_interval_zero_disables_the_sync(store, drivers):
+    settings = from_options({"conductor.host": HOST, "conductor.sync_power_state_interval": 0})
+    assert power_sync.PowerSync.for_settings(store, settings, drivers) is None
+    pool = Workers(store, settings, drivers)
     pool.start()
     pool.stop()
+    assert pool.power_sync is None

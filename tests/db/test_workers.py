@@ -5,9 +5,15 @@ import datetime
 
 import pytest
 
-from conductor.engine import workers
-from conductor.config import Settings
+from conductor.config import from_options
 from conductor.db.queries import utcnow
+from conductor.drivers.context import DriverContext
+from conductor.drivers.registry import DriverRegistry
+from conductor.engine import workers
+
+
+def _drivers() -> DriverRegistry:
+    return DriverRegistry(DriverContext.create(from_options({})))
 
 
 def _reserved(store, make_node, host, **values):
@@ -28,7 +34,7 @@ def test_recover_fails_own_working_nodes_and_releases_locks(store, make_node):
     taken_over = _reserved(store, make_node, "host-b", name="taken-over",
                            provision_state="cleaning", conductor_affinity="host-a")
 
-    workers.recover(store, "host-a")
+    workers.recover(store, "host-a", _drivers())
 
     stuck = store.get_node(stuck.uuid)
     assert stuck.provision_state == "deploy failed"
@@ -50,15 +56,15 @@ def test_recover_fails_unlocked_working_nodes_of_this_host_only(store, make_node
     mine = make_node(name="mine", provision_state="cleaning", conductor_affinity="host-a")
     theirs = make_node(name="theirs", provision_state="cleaning",
                        conductor_affinity="host-b")
-    workers.recover(store, "host-a")
+    workers.recover(store, "host-a", _drivers())
     assert store.get_node(mine.uuid).provision_state == "clean failed"
     assert store.get_node(theirs.uuid).provision_state == "cleaning"
 
 
 @pytest.fixture
 def settings():
-    return Settings(conductor_host="host-a", conductor_deploy_callback_timeout=60,
-                    conductor_clean_callback_timeout=600)
+    return from_options({"conductor.host": "host-a", "conductor.deploy_callback_timeout": 60,
+                         "conductor.clean_callback_timeout": 600})
 
 
 def _waiting(store, make_node, name, state, age_seconds, now, **values):
@@ -77,7 +83,7 @@ def test_wait_timeouts_fail_only_nodes_past_their_states_timeout(store, make_nod
     # Older than the deploy timeout but within the clean one: must stay.
     fresh_clean = _waiting(store, make_node, "fresh-clean", "clean wait", 120, now)
 
-    assert workers.check_wait_timeouts(store, settings, now) == 2
+    assert workers.check_wait_timeouts(store, settings, _drivers(), now) == 2
 
     node = store.get_node(late_deploy.uuid)
     assert node.provision_state == "deploy failed"
@@ -98,7 +104,7 @@ def test_wait_timeouts_leave_locked_and_foreign_nodes_alone(store, make_node, se
     store.reserve(locked, "host-b")
     foreign = _waiting(store, make_node, "foreign", "wait call-back", 120, now,
                        conductor_affinity="host-b")
-    assert workers.check_wait_timeouts(store, settings, now) == 0
+    assert workers.check_wait_timeouts(store, settings, _drivers(), now) == 0
     assert store.get_node("locked").provision_state == "wait call-back"
     assert store.get_node("locked").reservation == "host-b"
     assert store.get_node(foreign.uuid).provision_state == "wait call-back"

@@ -43,7 +43,7 @@ def self_signed(ip: str = "127.0.0.1") -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) with the IP in subjectAltName, as IPA's auto-TLS."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))

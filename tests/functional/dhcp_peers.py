@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.functional.tools import require, require_all
+from tests.waiting import wait_until
 from virtlab.process import stop
 
 #: what a DhcpLab runs (tests.functional.tools.TOOLS names their packages).
@@ -109,13 +109,7 @@ class DhcpLab:
 
 
 def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(predicate, timeout, 0.1, what)
 
 
 class ExternalDnsmasq:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.functional.tools import require
+from tests.waiting import wait_until
 from virtlab.process import stop
 
 ZONE = "lab.test"
@@ -104,11 +104,13 @@ class Named:
              "-p", str(self.port)], cwd=self.workdir, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if self.dig(ZONE, "SOA", check=False):
+        try:
+            if wait_until(lambda: "exited" if self.process.poll() is not None
+                          else self.dig(ZONE, "SOA", check=False), START_TIMEOUT, 0.1,
+                          "named to answer") != "exited":
                 return
-            time.sleep(0.1)
+        except AssertionError:
+            pass
         self.stop()
         pytest.fail(f"named did not answer on 127.0.0.1:{self.port}; log:\n{self.log()}")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
+
+from tests.waiting import wait_until
 
 
 def unique(prefix: str) -> str:
@@ -29,26 +30,26 @@ WAIT = 90  # seconds; generous for a shared 2-core machine, never a timing asser
 def api_call(url: str, method: str, path: str, body=None, ok=(200,)):
     """One API call; a 409 (a periodic task holds the node lock for a moment) is
     retried, as the Ironic clients do. Returns the JSON body or None."""
-    for _ in range(50):
-        response = requests.request(method, url + path, json=body, headers=HEADERS,
-                                    timeout=30)
-        if response.status_code != 409 or 409 in ok:
-            break
-        time.sleep(0.2)
+    last = []
+
+    def answered():
+        last[:] = [requests.request(method, url + path, json=body, headers=HEADERS,
+                                    timeout=30)]
+        return last[0].status_code != 409 or 409 in ok
+    wait_until(answered, 10, 0.2, lambda: f"{method} {path} without a 409: {last[0].text}")
+    response = last[0]
     assert response.status_code in ok, response.text
     return response.json() if response.content else None
 
 
 def wait_node(url: str, uuid: str, done, what: str, timeout: float = WAIT) -> dict:
     """Poll the node until ``done(node)``; fail with the node's last view."""
-    deadline = time.monotonic() + timeout
-    while True:
-        node = api_call(url, "GET", f"/v1/nodes/{uuid}")
-        if done(node):
-            return node
-        if time.monotonic() > deadline:
-            raise AssertionError(f"node {uuid} never became {what}: {node}")
-        time.sleep(0.1)
+    seen = {}
+
+    def reached():
+        seen.update(api_call(url, "GET", f"/v1/nodes/{uuid}"))
+        return seen if done(seen) else None
+    return wait_until(reached, timeout, 0.1, lambda: f"node {uuid} to become {what}: {seen}")
 
 
 def provision(url: str, uuid: str, target: str, state: str) -> dict:

@@ -14,15 +14,15 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conductor.db import migrate
-from conductor.db.queries import Store
 from conductor.db.engine import make_engine
-from tests.functional.tools import require  # noqa: F401 (re-exported)
+from conductor.db.queries import Store
+from tests.functional.tools import require  # re-exported
+from tests.waiting import wait_until
 
 USERNAME, PASSWORD = "admin", "password"
 
@@ -115,13 +115,14 @@ class IpmiSim:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if ipmitool(self.port, "mc", "info", cipher=3, timeout=10).returncode == 0:
+        try:
+            if wait_until(lambda: "exited" if self.process.poll() is not None
+                          else ipmitool(self.port, "mc", "info", cipher=3,
+                                        timeout=10).returncode == 0,
+                          timeout, 0.2, "ipmi_sim to answer") != "exited":
                 return
-            time.sleep(0.2)
+        except AssertionError:
+            pass
         self.stop()
         pytest.fail(f"ipmi_sim did not answer on 127.0.0.1:{self.port} (exit code "
                     f"{self.process.poll()}); log:\n{(self.workdir / 'ipmi_sim.log').read_text()}")

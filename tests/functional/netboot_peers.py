@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.tools import require  # noqa: F401 (re-exported)
+from tests.functional.tools import require  # re-exported
 
 #: boot loader file -> Debian package that provides it.
 FILES = {"/usr/lib/ipxe/undionly.kpxe": "ipxe-qemu (or ipxe)",

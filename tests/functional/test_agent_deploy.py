@@ -21,9 +21,16 @@ from pathlib import Path
 import pytest
 
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import (agent_sections, api_call, mac, serve_directory, unique,
-                                      wait_node)
+from tests.functional.helpers import (
+    agent_sections,
+    api_call,
+    mac,
+    serve_directory,
+    unique,
+    wait_node,
+)
 from tests.functional.tools import require
+from tests.waiting import wait_until
 from virtlab.process import start_ready, stop
 
 AGENT = str(Path(sys.executable).parent / "metalcast-agent")
@@ -34,7 +41,9 @@ DEPLOY_TIMEOUT = 15  # the killed agent's node fails after this; live agents kee
 
 class ImageHandler(SimpleHTTPRequestHandler):
     """Serves the image directory; under /slow/ at ~1 MiB/s (an agent can be killed
-    while it writes)."""
+    while it writes). ``slow_sent`` counts the bytes served slowly so far."""
+
+    slow_sent = 0
 
     def log_message(self, *args):
         pass
@@ -47,7 +56,8 @@ class ImageHandler(SimpleHTTPRequestHandler):
             return super().copyfile(source, outputfile)
         while chunk := source.read(64 << 10):
             outputfile.write(chunk)
-            time.sleep(0.06)
+            ImageHandler.slow_sent += len(chunk)
+            time.sleep(0.06)   # the slowness under test, not a wait
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +220,9 @@ def test_agent_killed_mid_write_fails_cleanly_and_redeploy_succeeds(machines, im
     wait_node(machine.url, machine.uuid,
               lambda n: (n["deploy_step"] or {}).get("step") == "write_image"
               and n["provision_state"] == "wait call-back", "writing the image")
-    time.sleep(1)  # well inside the ~8 s slow download
+    sent = ImageHandler.slow_sent
+    wait_until(lambda: ImageHandler.slow_sent >= sent + (1 << 20), 30, 0.05,
+               "the agent to have downloaded 1 MiB (well inside the ~8 s slow download)")
     machine.agent.kill()  # SIGKILL: no goodbye, no more heartbeats
     machine.agent.wait(10)
     machine.agent = None

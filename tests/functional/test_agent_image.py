@@ -15,10 +15,14 @@ import subprocess
 import pytest
 
 from ramdisk_agent import gpt
+from ramdisk_agent.errors import (
+    ImageChecksumError,
+    ImageDownloadError,
+    ImageWriteError,
+    InvalidContent,
+)
 from ramdisk_agent.ramdisk import configdrive
 from ramdisk_agent.ramdisk.download import DownloadOptions
-from ramdisk_agent.errors import (ImageChecksumError, ImageDownloadError, ImageWriteError,
-                                  InvalidContent)
 from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
 from tests.functional.tools import require
 from virtlab.imageserver import ImageServer
@@ -81,10 +85,10 @@ def test_raw_to_file_hash_on_the_fly(tmp_path, image, server, algo):
     assert result.direct_io == direct_supported(disk) and result.resumes == 0
 
 
-def test_legacy_md5_checksum_and_read_back(tmp_path, image, server):
+def test_legacy_checksum_by_length_and_read_back(tmp_path, image, server):
     disk = make_disk(tmp_path / "disk.img")
     info = {"urls": [server.url + "/image.raw"], "disk_format": "raw",
-            "checksum": hashlib.md5(image).hexdigest()}
+            "checksum": hashlib.sha512(image).hexdigest()}
     result = write_image(ImageSpec.from_image_info(info), disk, FAST, verify=True)
     assert result.verified and open(disk, "rb").read(IMAGE_SIZE) == image
 

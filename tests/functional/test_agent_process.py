@@ -25,6 +25,7 @@ import urllib.request
 
 import pytest
 
+from tests.waiting import wait_until
 from virtlab.imageserver import ImageServer
 from virtlab.process import start_ready, stop
 
@@ -106,14 +107,10 @@ def agent_call(agent, method, path, body=None, token=TOKEN):
 
 
 def wait_done(agent, timeout=30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, body = agent_call(agent, "GET", "/v1/commands/")
-        last = body["commands"][-1]
-        if last["command_status"] != "RUNNING":
-            return last
-        time.sleep(0.05)
-    raise AssertionError("command still RUNNING")
+    def ended():
+        last = agent_call(agent, "GET", "/v1/commands/")[1]["commands"][-1]
+        return last if last["command_status"] != "RUNNING" else None
+    return wait_until(ended, timeout, 0.05, "the last command to end (still RUNNING)")
 
 
 def write_step(url, digest):
@@ -161,9 +158,8 @@ def test_agent_lookup_heartbeat_and_commands(lab):
     assert [q for q, _ in api.lookups] == [{"addresses": MAC}] * 2
     assert {v for _, v in api.lookups} == {"1.62"}          # min(1.99, 1.62)
 
-    deadline = time.monotonic() + 20
-    while len(api.heartbeats) < 5 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: len(api.heartbeats) >= 5, 20, 0.1,
+               lambda: "five heartbeats; agent log:\n" + "".join(lab["log"]))
     beats = api.heartbeats[:4]
     assert len(beats) == 4, "".join(lab["log"])
     _, body, version = beats[1]
@@ -178,8 +174,8 @@ def test_agent_lookup_heartbeat_and_commands(lab):
     def scheduled():  # the agent's own schedule, logged just after each heartbeat answer
         return [float(m.group(1)) for line in list(lab["log"])
                 if (m := re.search(r"Heartbeat for node \S+ sent; next in ([\d.]+)s", line))]
-    while len(scheduled()) < 4 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the 4th log line can trail the 4th request under load
+    # The 4th log line can trail the 4th request under load.
+    wait_until(lambda: len(scheduled()) >= 4, 20, 0.1, "four scheduled heartbeats logged")
     planned = scheduled()
     assert len(planned) >= 4 and all(0.6 <= p <= 1.2 for p in planned), planned
     assert len(set(planned)) > 1                             # 2 s x U(0.3, 0.6): jitter
@@ -244,9 +240,8 @@ def test_heartbeat_forced_when_a_command_ends(lab):
     """Regular heartbeats are 12-24 s apart here: one within 3 s must be the forced one."""
     api, ready = lab["api"], lab["ready"]
     agent = {"url": ready["callback_url"], "tls": None}
-    deadline = time.monotonic() + 10
-    while len(api.heartbeats) < 2 and time.monotonic() < deadline:   # 409, then 202
-        time.sleep(0.05)
+    wait_until(lambda: len(api.heartbeats) >= 2, 10, 0.05,   # 409, then 202
+               lambda: "two heartbeats; agent log:\n" + "".join(lab["log"]))
     assert len(api.heartbeats) == 2, "".join(lab["log"])
     agent["tls"] = ssl.create_default_context(cadata=api.heartbeats[-1][1]["agent_verify_ca"])
     step = {"step": "erase_devices_metadata", "priority": 99, "interface": "deploy"}
@@ -254,8 +249,7 @@ def test_heartbeat_forced_when_a_command_ends(lab):
         "name": "clean.execute_clean_step", "params": {"step": step, "node": {}, "ports": []}})
     started = time.monotonic()
     assert status == 200
-    while len(api.heartbeats) == 2 and time.monotonic() < started + 5:
-        time.sleep(0.02)
+    wait_until(lambda: len(api.heartbeats) > 2, 5, 0.02, "the forced heartbeat")
     assert len(api.heartbeats) == 3 and api.heartbeats[2][0] - started < 3.0
     assert wait_done(agent)["command_status"] == "SUCCEEDED"
 

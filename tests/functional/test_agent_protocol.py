@@ -11,8 +11,15 @@ import pytest
 
 from tests.functional.agent_peer import Peer
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import (agent_sections, api_call, mac, provision,
-                                      serve_directory, unique, wait_node)
+from tests.functional.helpers import (
+    agent_sections,
+    api_call,
+    mac,
+    provision,
+    serve_directory,
+    unique,
+    wait_node,
+)
 
 IMAGE_SIZE = 3 * (1 << 20) + 12345  # not a multiple of the 1 MiB chunk
 DEPLOY_TIMEOUT = 8

@@ -1,6 +1,6 @@
 """Bad input through the real stack: curl against ``metalcast serve`` (waitress + Flask).
 
-The unit tests (tests/unit/test_api_bad_input.py) walk every route with Flask's test
+The unit tests (tests/integration/api/test_bad_input.py) walk every route with Flask's test
 client; this checks that the refusals survive the real WSGI server and a real client:
 curl's default form Content-Type, a declared body above MAX_CONTENT_LENGTH, chunked
 bodies, NUL in the URL, deep nesting. Each answer must be Ironic's ``error_message``

@@ -3,15 +3,15 @@ import json
 
 import pytest
 
-from conductor import config
-from cli import main as cli
 from api.server import Server
+from cli import main as cli
+from conductor import config
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     settings = config.load(overrides={"data_dir": str(tmp_path_factory.mktemp("cli")),
-                                      "api_port": 0, "pxe_enabled": False}, env={})
+                                      "api.port": 0, "pxe.enabled": False}, env={})
     srv = Server(settings)
     srv.start_in_thread()
     yield srv
@@ -96,7 +96,8 @@ def test_enroll_reports_bad_rows_and_keeps_good_ones(run, tmp_path):
     assert code == 1
     assert results["c0"]["status"] == "created"
     assert results["c1"]["status"] == "error" and "MAC" in results["c1"]["message"]
-    assert results["c2"]["status"] == "error" and "also listed at line 2" in results["c2"]["message"]
+    assert results["c2"]["status"] == "error"
+    assert "also listed at line 2" in results["c2"]["message"]
     assert results["c3"]["status"] == "error" and "no-such-driver" in results["c3"]["message"]
     names = {n["name"] for n in as_json(run, "node", "list")}
     assert "c0" in names and not names & {"c1", "c2", "c3"}

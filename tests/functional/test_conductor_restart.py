@@ -1,7 +1,6 @@
 """A conductor killed mid-deploy: on restart no node stays locked or stuck."""
 import signal
 
-
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call as _call
 from tests.functional.helpers import provision

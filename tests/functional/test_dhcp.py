@@ -17,9 +17,15 @@ import pytest
 from conductor import config, errors
 from conductor.netboot import dhcp
 from conductor.netboot import dnsmasq as dhcp_dnsmasq
+from tests.functional.dhcp_peers import (
+    RANGE,
+    SERVER_IP,
+    DhcpLab,
+    ExternalDnsmasq,
+    require,
+    wait_for,
+)
 from virtlab.process import stop
-from tests.functional.dhcp_peers import (RANGE, SERVER_IP, DhcpLab, ExternalDnsmasq,
-                                         require, wait_for)
 
 NODE_A = "8b1c4c38-8c68-4f7a-9f5e-3a2b1c0d9e8f"
 NODE_B = "0f3d2c1b-aaaa-4bbb-8ccc-123456789abc"
@@ -34,11 +40,10 @@ BIND_67 = ("import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_D
            "s.bind(('0.0.0.0', 67)); print('bound', flush=True); time.sleep(60)")
 
 
-def settings(data_dir: Path, **values) -> config.Settings:
-    base = {"data_dir": str(data_dir), "dhcp_mode": "managed", "dhcp_interface": "mcs0",
-            "dhcp_range": RANGE, "dhcp_log_dhcp": True, "dhcp_ping": False}
-    base.update(values)
-    return config.Settings(**base)
+def settings(data_dir: Path, options: dict | None = None) -> config.Settings:
+    base = {"data_dir": str(data_dir), "dhcp.mode": "managed", "dhcp.interface": "mcs0",
+            "dhcp.range": RANGE, "dhcp.log_dhcp": True, "dhcp.ping": False}
+    return config.from_options({**base, **(options or {})})
 
 
 @pytest.fixture
@@ -56,9 +61,9 @@ def make_lab(tmp_path_factory):
         close()
 
 
-def start_managed(make_lab, tmp_path: Path, **values):
+def start_managed(make_lab, tmp_path: Path, options: dict | None = None):
     lab = make_lab()
-    dnsmasq = dhcp_dnsmasq.ManagedDnsmasq(settings(tmp_path, **values),
+    dnsmasq = dhcp_dnsmasq.ManagedDnsmasq(settings(tmp_path, options),
                                           netns=lab.server_ns, http_url=HTTP_URL)
     dnsmasq.start()
     make_lab.closers.append(dnsmasq.stop)
@@ -141,8 +146,8 @@ def test_router_advertisement(served):
 
 
 def test_unknown_hosts_inspect(make_lab, tmp_path):
-    lab, dnsmasq, provider = start_managed(make_lab, tmp_path, dhcp_unknown_hosts="inspect",
-                                           dhcp_ipv6_ra="off", dhcp_ping=True)
+    lab, dnsmasq, provider = start_managed(make_lab, tmp_path, {"dhcp.unknown_hosts": "inspect",
+                                           "dhcp.ipv6_ra": "off", "dhcp.ping": True})
     assert "enable-ra" not in (tmp_path / "dhcp" / "dnsmasq.conf").read_text()
     assert boot_file(lab, MAC_UNKNOWN) == "undionly.kpxe"
     assert boot_file(lab, MAC_UNKNOWN, IPXE_USER_CLASS) == IPXE_URL
@@ -154,8 +159,8 @@ def test_unknown_hosts_inspect(make_lab, tmp_path):
 
 def test_hostsdir_mode_feeds_an_existing_dnsmasq(make_lab, tmp_path):
     lab = make_lab()
-    conf = settings(tmp_path, dhcp_mode="hostsdir", dhcp_interface="",
-                    dhcp_boot_server=SERVER_IP)
+    conf = settings(tmp_path, {"dhcp.mode": "hostsdir", "dhcp.interface": "",
+                               "dhcp.boot_server": SERVER_IP})
     snippet = dhcp.write_snippet(conf, HTTP_URL)
     provider = dhcp.make_provider(conf)
     provider.update(NODE_A, [MAC_A], "ipxe")      # read when dnsmasq starts
@@ -172,11 +177,11 @@ def test_hostsdir_mode_feeds_an_existing_dnsmasq(make_lab, tmp_path):
 
 def test_startup_errors_are_clear(make_lab, tmp_path, monkeypatch):
     lab = make_lab()
-    bad_iface = dhcp_dnsmasq.ManagedDnsmasq(settings(tmp_path, dhcp_interface="nope0"),
+    bad_iface = dhcp_dnsmasq.ManagedDnsmasq(settings(tmp_path, {"dhcp.interface": "nope0"}),
                                             netns=lab.server_ns, http_url=HTTP_URL)
     with pytest.raises(errors.ConfigError, match="interface nope0 does not exist"):
         bad_iface.start()
-    off_subnet = settings(tmp_path, dhcp_range="10.99.0.10,10.99.0.20")
+    off_subnet = settings(tmp_path, {"dhcp.range": "10.99.0.10,10.99.0.20"})
     with pytest.raises(errors.ConfigError, match="not on a subnet of mcs0 \\(10.78.0.0/24\\)"):
         dhcp_dnsmasq.ManagedDnsmasq(off_subnet, lab.server_ns, HTTP_URL).start()
     blocker = subprocess.Popen(["ip", "netns", "exec", lab.server_ns, sys.executable, "-c",
@@ -185,7 +190,8 @@ def test_startup_errors_are_clear(make_lab, tmp_path, monkeypatch):
     assert blocker.stdout.readline().strip() == "bound"
     busy = dhcp_dnsmasq.ManagedDnsmasq(settings(tmp_path / "b"), lab.server_ns, HTTP_URL)
     make_lab.closers.append(busy.stop)
-    with pytest.raises(errors.DriverError, match="dnsmasq exited with code 2: .*Address already in use"):
+    with pytest.raises(errors.DriverError,
+                       match="dnsmasq exited with code 2: .*Address already in use"):
         busy.start()
     assert busy.process is None
     monkeypatch.setenv("PATH", str(tmp_path))

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from conductor import errors
-from conductor.config import Settings
+from conductor.config import from_options
 from conductor.dns import rfc2136 as dns
 from tests.functional.conftest import BIN_DIR, start_server, stop_server
 from tests.functional.dhcp_peers import DhcpLab, ExternalDnsmasq
 from tests.functional.dns_peers import KEY_NAME, LOCKED_ZONE, REVERSE_V4, ZONE, Named
 from tests.functional.helpers import api_call, provision, unique, wait_node
+from tests.waiting import wait_until
 
 V4, V4_OTHER, V6 = "10.77.0.5", "10.77.1.9", "fd77::5"
 
@@ -33,7 +34,7 @@ def named(tmp_path_factory):
 
 def client(named: Named, **overrides) -> dns.Rfc2136Dns:
     section = named.settings(**overrides)
-    return dns.build(Settings(**{f"dns_{key}": value for key, value in section.items()}))
+    return dns.build(from_options({f"dns.{key}": value for key, value in section.items()}))
 
 
 def fqdn(label: str) -> str:
@@ -154,13 +155,10 @@ def _internal(url: str, uuid: str) -> dict:
 
 
 def _wait_records(named: Named, name: str, expected: dict, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
     addresses = [k for k in expected if k not in ("A", "AAAA")]
-    while named.records(fqdn(name), *addresses) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{fqdn(name)}: BIND serves "
-                                 f"{named.records(fqdn(name), *addresses)}, not {expected}")
-        time.sleep(0.2)
+    wait_until(lambda: named.records(fqdn(name), *addresses) == expected, timeout, 0.2,
+               lambda: f"BIND to serve {expected} for {fqdn(name)}; it serves "
+               f"{named.records(fqdn(name), *addresses)}")
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +202,9 @@ def test_deleting_an_active_node_removes_its_records(named, dns_server):
 
 def _wait_log(server, fragment: str, timeout: float = 30) -> str:
     """The server's log line containing ``fragment`` (its output arrives by a pipe)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [line for line in server.output().splitlines() if fragment in line]
-        if lines:
-            return lines[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no log line with {fragment!r}:\n{server.output()}")
+    return wait_until(lambda: [line for line in server.output().splitlines()
+                               if fragment in line], timeout, 0.1,
+                      lambda: f"a log line with {fragment!r}:\n{server.output()}")[0]
 
 
 def test_node_without_address_or_usable_name_still_deploys(named, dns_server):

@@ -13,13 +13,14 @@ import time
 
 import pytest
 
+from conductor.db.engine import make_engine
 from conductor.db.queries import Store
 from conductor.dns.removals import ALARM_AFTER, ALARM_ID
-from conductor.db.engine import make_engine
 from tests.functional.conftest import BIN_DIR, start_server, stop_server
 from tests.functional.dns_peers import LOCKED_ZONE, Named
 from tests.functional.helpers import api_call, unique
 from tests.functional.test_dns import _active_node, _wait_log, _wait_records, fqdn
+from tests.waiting import wait_until
 
 V4, V6 = "10.77.6.6", "fd77::6:6"
 #: DNS timeout of these servers: a delete that waited on DNS would take at least this.
@@ -53,14 +54,14 @@ def _pending(data_dir, uuid: str) -> list[dict]:
 
 
 def _wait_pending(data_dir, uuid: str, check, what: str, timeout: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = _pending(data_dir, uuid)
-        if check(rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"pending removal of {uuid} never {what}: {rows}")
-        time.sleep(0.3)
+    seen: list = []
+
+    def matched() -> bool:
+        seen[:] = [_pending(data_dir, uuid)]
+        return bool(check(seen[0]))
+    wait_until(matched, timeout, 0.3, lambda: f"pending removal of {uuid} to be {what}: "
+               f"{seen[0]}")
+    return seen[0]
 
 
 def test_removal_survives_a_dns_outage_and_a_restart(named, tmp_path):
@@ -121,13 +122,10 @@ def test_refused_removal_stays_listed_and_raises_an_alarm(named, tmp_path):
         api_call(server.url, "PUT", f"/v1/nodes/{uuid}/maintenance", {"reason": "gone"},
                  ok=(202,))
         api_call(server.url, "DELETE", f"/v1/nodes/{uuid}", ok=(204,))
-        deadline = time.monotonic() + 60
-        while not [a for a in api_call(server.url, "GET", "/fm/v1/alarms")["alarms"]
-                   if a["entity_instance_id"] == f"node={uuid}"]:
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.3)
-        (alarm,) = [a for a in api_call(server.url, "GET", "/fm/v1/alarms")["alarms"]
-                    if a["entity_instance_id"] == f"node={uuid}"]
+        (alarm,) = wait_until(lambda: [
+            a for a in api_call(server.url, "GET", "/fm/v1/alarms")["alarms"]
+            if a["entity_instance_id"] == f"node={uuid}"], 60, 0.3,
+            lambda: f"the alarm of node {uuid}; server output:\n{server.output()}")
         assert (alarm["alarm_id"], alarm["severity"]) == (ALARM_ID, "minor")
         assert f"DNS records of deleted node {uuid} not removed" in alarm["reason_text"]
         assert "(REFUSED)" in alarm["reason_text"]

@@ -16,12 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from conductor.db import migrate
+from conductor.db.engine import make_engine
+from conductor.db.patch_hosts import PatchHostRows
 from conductor.patching.controller import PatchController
 from conductor.patching.hosts import HostReport
 from conductor.patching.repo import UpdateRepo
-from ramdisk_agent.host import PatchEngine, PatchEngineError, repodata
-from ramdisk_agent.host.convention import (SCRIPTS_SOURCE, reboot_required_scriptlets,
-                                           restart_script_scriptlets)
+from ramdisk_agent.errors import PatchEngineError
+from ramdisk_agent.host import PatchEngine, repodata
+from ramdisk_agent.host.convention import (
+    SCRIPTS_SOURCE,
+    reboot_required_scriptlets,
+    restart_script_scriptlets,
+)
 from tests.functional.rpm_tools import build_rpm
 from tests.functional.tools import require_all
 from virtlab.imageserver import ImageServer
@@ -332,7 +339,10 @@ def test_controller_patch_lifecycle_seen_by_a_host(lab, tmp_path):
     root = lab.www / "ctl"
     feed = root / "feed" / "rel-1.0"
     shutil.copytree(lab.www / "feed" / "rel-1.0", feed)
-    ctl = PatchController(root, data / "patching" / "trusted", "1.0")
+    engine = make_engine(f"sqlite:///{tmp_path / 'metalcast.sqlite'}")
+    migrate.upgrade(engine)
+    ctl = PatchController(root, data / "patching" / "trusted", "1.0",
+                          host_rows=PatchHostRows(engine))
     assert ctl.upload([tmp_path / "E2E_0001.patch"]).error == ""
     assert ctl.apply(["E2E_0001"]).error == ""
     feed_url, repo_url = (f"{lab.server.url}/{path.relative_to(lab.www)}"
@@ -356,6 +366,7 @@ def test_controller_patch_lifecycle_seen_by_a_host(lab, tmp_path):
     assert report() == "Available"
     # the restart script also ran on removal (%preun copied it): two restarts logged
     assert (host.root / "var/log/svcfix.restarts").read_text() == "restarted\nrestarted\n"
+    engine.dispose()
 
 
 def test_cli_report_and_install(lab, tmp_path):

@@ -14,16 +14,24 @@ import time
 import pytest
 
 from conductor import errors
-from conductor.config import Settings
+from conductor.config import from_options
 from conductor.drivers.base import BootDevice, PowerState
 from conductor.drivers.context import DriverContext
+from conductor.drivers.registry import DriverRegistry
 from conductor.engine.task import Task
-from tests.functional.ipmi_peers import (PASSWORD, USERNAME, IpmiSim, free_port, ipmitool_ok,
-                                         make_store)
+from tests.functional.ipmi_peers import (
+    PASSWORD,
+    USERNAME,
+    IpmiSim,
+    free_port,
+    ipmitool_ok,
+    make_store,
+)
+from tests.waiting import wait_until
 
 #: Small bounds so fault tests end quickly; the defaults are Ironic-like.
-FAST = dict(ipmi_min_command_interval=0.02, ipmi_command_timeout=4.0,
-            ipmi_command_retry_timeout=2.0, ipmi_power_state_timeout=10.0)
+FAST = {"ipmi.min_command_interval": 0.02, "ipmi.command_timeout": 4.0,
+        "ipmi.command_retry_timeout": 2.0, "ipmi.power_state_timeout": 10.0}
 #: Generous outer bound for "fails within bounded time" on a noisy 2-core machine.
 BOUND = 30.0
 
@@ -35,7 +43,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def context():
-    ctx = DriverContext(Settings(**FAST))
+    ctx = DriverContext.create(from_options(FAST))
     yield ctx
     ctx.close()
 
@@ -53,7 +61,7 @@ def make_task(store, context, port, properties=None, **info) -> Task:
     node = store.create_node({"driver": "ipmi", "power_interface": "ipmitool",
                               "management_interface": "ipmitool", "driver_info": driver_info,
                               "properties": properties or {}, "driver_internal_info": {}})
-    return Task(store, node, "test-conductor", context)
+    return Task(store, node, "test-conductor", DriverRegistry(context))
 
 
 def timed(func, *args, **kwargs):
@@ -165,20 +173,16 @@ def test_bmc_that_stops_answering_mid_session(store, context, bmc):
         assert "not responding" in str(exc) and elapsed < BOUND
     finally:
         os.kill(bmc.pid, signal.SIGCONT)
-    deadline = time.monotonic() + BOUND
-    while True:  # once it answers again, commands work again
-        try:
-            task.power.get_power_state(task)
-            break
-        except errors.DriverError:
-            assert time.monotonic() < deadline
+    # Once it answers again, commands work again.
+    wait_until(lambda: task.power.get_power_state(task) or True, BOUND, 0,
+               "the BMC to answer after SIGCONT", ignore=errors.DriverError)
     task.power.set_power_state(task, PowerState.ON)
     assert bmc.state(bmc.ports[0]).power == "on"
 
 
 def test_commands_to_one_bmc_are_serialised_and_spaced(store, bmc):
     interval = 0.2
-    ctx = DriverContext(Settings(**dict(FAST, ipmi_min_command_interval=interval)))
+    ctx = DriverContext.create(from_options({**FAST, "ipmi.min_command_interval": interval}))
     try:
         tasks = [make_task(store, ctx, bmc.ports[0]) for _ in range(5)]
         results, start = [], time.monotonic()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conductor import errors
-from conductor.config import Settings
+from conductor.config import from_options
 from conductor.drivers.ipmi.client import BmcAddress, BmcChannels
 from tests.functional.ipmi_peers import ipmitool, ipmitool_ok, require
 from virtlab.launcher import start_bmcs, stop_bmcs
@@ -165,8 +165,8 @@ def test_pyghmi_sessions_sharing_a_socket_survive_relogins(tmp_path):
     # like a new client); the others then timed out. Freezing the BMC process
     # forces such re-logins; afterwards every session must still answer at once.
     lab = start_bmcs(tmp_path / "bmc", count=16)
-    settings = Settings(ipmi_min_command_interval=0, ipmi_command_timeout=15,
-                        ipmi_command_retry_timeout=30)
+    settings = from_options({"ipmi.min_command_interval": 0, "ipmi.command_timeout": 15,
+                             "ipmi.command_retry_timeout": 30})
     channels = BmcChannels(settings)
 
     def status(port):

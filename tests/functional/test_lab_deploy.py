@@ -24,12 +24,13 @@ import time
 
 import pytest
 
-from virtlab.demo import lab as demo_lab
 from cli.client import Client
 from tests.functional.helpers import mac
 from tests.functional.ipmi_peers import require
 from tests.functional.test_virtlab_machine import require_image_tools
+from tests.waiting import wait_until
 from virtlab import images
+from virtlab.demo import lab as demo_lab
 from virtlab.imageserver import ImageHandler, ImageServer
 from virtlab.lab import start_lab, stop_lab
 
@@ -114,7 +115,7 @@ class SlowHandler(ImageHandler):
             f.seek(start)
             while (left := end - f.tell()) > 0:
                 self.connection.sendall(f.read(min(left, 256 << 10)))
-                time.sleep(0.06)
+                time.sleep(0.06)   # the slowness under test, not a wait
 
 
 @pytest.fixture
@@ -194,11 +195,9 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
     client = Client(appliance.url)
     uuid = _available(client, running, "m0", f"{slow.url}/lab-v1.img", appliance.v1_sha256)
     client.set_provision_state(uuid, "active")
-    deadline = time.monotonic() + WAIT
-    while (client.get_node(uuid).get("deploy_step") or {}).get("step") != "write_image":
-        assert time.monotonic() < deadline, client.get_node(uuid)
-        time.sleep(0.2)
-    writing = client.get_node(uuid)
+    writing = wait_until(lambda: (node := client.get_node(uuid)) and (
+        node.get("deploy_step") or {}).get("step") == "write_image" and node, WAIT, 0.2,
+        lambda: f"write_image to start: {client.get_node(uuid)}")
     agent_url = writing["driver_internal_info"]["agent_url"]
     agent = running.status("m0")["agent"]
     assert running.status("m0")["phase"] == "agent"
@@ -215,7 +214,10 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
     # The agent's own API refuses a wrong token; the machine keeps running the agent.
     assert _agent_command(agent_url, "not-the-token") == 401
     assert _agent_command(agent_url, "") == 401
-    time.sleep(1)
+    # The agent goes on: the conductor accepts its next heartbeat after the refusals.
+    beat = after["driver_internal_info"].get("agent_last_heartbeat")
+    wait_until(lambda: client.get_node(uuid)["driver_internal_info"].get(
+        "agent_last_heartbeat") != beat, 30, 0.2, "a heartbeat after the refused ones")
     status = running.status("m0")
     assert status["phase"] == "agent" and status["agent"]["pid"] == agent["pid"]
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import time
 
 import pytest
 
-from tests.functional.conftest import BIN_DIR, _clean_env, _write_config, start_server, \
-    stop_server
+from tests.functional.conftest import BIN_DIR, _clean_env, _write_config, start_server, stop_server
 from tests.functional.helpers import api_call, mac, provision, unique, wait_node
 from tests.functional.netboot_peers import curl, require, require_file
+from tests.waiting import wait_until
 
 TFTP_RE = re.compile(r"metalcast TFTP boot server on (tftp://\S+)/ ")
 HTTP_RE = re.compile(r"metalcast HTTP boot server on (http://\S+)/ ")
@@ -66,14 +65,12 @@ def wait_active(url, uuid):
 
 
 def wait_for(fetch, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fetch()
-        if result.returncode == 0:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: {result.stderr.decode()}")
-        time.sleep(0.1)
+    last = []
+
+    def fetched():
+        last[:] = [fetch()]
+        return last[0] if last[0].returncode == 0 else None
+    return wait_until(fetched, timeout, 0.1, lambda: f"{what}: {last[0].stderr.decode()}")
 
 
 def test_serve_prints_boot_urls_and_serves_generic_files(boot_server):

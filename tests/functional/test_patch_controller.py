@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from conductor.db import migrate
+from conductor.db.engine import make_engine
+from conductor.db.patch_hosts import PatchHostRows
 from conductor.patching import hosts, signing
 from conductor.patching.controller import PatchController
 from tests.functional.rpm_tools import build_rpm
@@ -44,13 +47,31 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture
-def ctl(lab, tmp_path):
+def sqlite_url(tmp_path):
+    """A migrated SQLite file: the hosts' states live in the database."""
+    url = f"sqlite:///{tmp_path / 'metalcast.sqlite'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def host_rows(sqlite_url):
+    engine = make_engine(sqlite_url)
+    yield PatchHostRows(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def ctl(lab, tmp_path, host_rows):
     root = tmp_path / "patching"
     feed = root / "feed" / "rel-1.0" / "Packages" / "noarch"
     feed.mkdir(parents=True)
     for rpm in lab.base:
         shutil.copy(rpm, feed)
-    return PatchController(root, lab.data / "patching" / "trusted", "1.0")
+    return PatchController(root, lab.data / "patching" / "trusted", "1.0",
+                           host_rows=host_rows)
 
 
 def _tree(path: Path) -> dict:
@@ -145,7 +166,7 @@ def test_commit_dry_run_and_commit(lab, ctl):
     two = lab.patch("COM_0002", [("labtool", "3.1")], "--status", "REL", "--req", "COM_0001")
     ctl.upload([one, two])
     ctl.apply(["--all"])
-    ctl.hosts.report(hosts.HostReport(hostname="controller-0", sw_version="1.0"))
+    ctl.report_host(hosts.HostReport(hostname="controller-0", sw_version="1.0"))
     dry = ctl.commit(["COM_0002"], dry_run=True)
     assert dry.error == "" and "would free" in dry.info
     done = ctl.commit(["COM_0002"])
@@ -160,31 +181,54 @@ def test_commit_dry_run_and_commit(lab, ctl):
 def test_patch_states_follow_host_reports(lab, ctl):
     p = lab.patch("ST_0001", [("labpatch", "4.0")], "--reboot-required", "N")
     ctl.upload([p])
-    ctl.hosts.report(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
+    ctl.report_host(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
     assert ctl.patch_state("ST_0001") == "Available"
     ctl.apply(["ST_0001"])
     assert ctl.patch_state("ST_0001") == "Partial-Apply"          # interim
     behind = hosts.HostReport(hostname="compute-0", sw_version="1.0", out_of_date=True,
                               installed={"labpatch": "1.0-1@noarch"})
-    ctl.hosts.report(behind)
+    ctl.report_host(behind)
     assert ctl.patch_state("ST_0001") == "Partial-Apply"          # host still old
-    ctl.hosts.report(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
+    ctl.report_host(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
     assert ctl.patch_state("ST_0001") == "Applied"
     ctl.remove(["ST_0001"])
     ahead = hosts.HostReport(hostname="compute-0", sw_version="1.0", out_of_date=True,
                              installed={"labpatch": "4.0-1@noarch"})
-    ctl.hosts.report(ahead)
+    ctl.report_host(ahead)
     assert ctl.patch_state("ST_0001") == "Partial-Remove"
     assert ctl.hosts.allow_insvc_patching()
     assert ctl.drop_host("compute-0").info == "compute-0 has been dropped from the host list.\n"
     assert ctl.patch_state("ST_0001") == "n/a"
 
 
-def test_trust_dir_without_keys_refuses(lab, tmp_path):
+def test_a_restarted_controller_keeps_host_and_interim_states(lab, ctl, sqlite_url):
+    """Host states live in the database: a new controller on it (a restart, or a second
+    conductor) shows the same hosts, Pending ones included, and the first one reads
+    back what the second recorded."""
+    ctl.upload([lab.patch("RS_0001", [("labpatch", "4.5")])])
+    ctl.report_host(hosts.HostReport(hostname="compute-0", ip="192.0.2.10", sw_version="1.0"))
+    assert ctl.apply(["RS_0001"]).error == ""
+    engine = make_engine(sqlite_url)
+    try:
+        again = PatchController(ctl.store.root, ctl.trusted_dir, "1.0",
+                                host_rows=PatchHostRows(engine))
+        assert again.query()["pd"]["RS_0001"]["patchstate"] == "Partial-Apply"
+        [host] = again.query_hosts()
+        assert (host["hostname"], host["ip"], host["interim_state"]) == \
+            ("compute-0", "192.0.2.10", True)
+        again.report_host(hosts.HostReport(hostname="compute-0", ip="192.0.2.10",
+                                           sw_version="1.0"))
+        assert ctl.query()["pd"]["RS_0001"]["patchstate"] == "Applied"
+        assert ctl.query_hosts()[0]["interim_state"] is False
+    finally:
+        engine.dispose()
+
+
+def test_trust_dir_without_keys_refuses(lab, tmp_path, host_rows):
     p = lab.patch("TR_0001", [("labtool", "6.0")])
     root = tmp_path / "p"
     (root / "feed" / "rel-1.0").mkdir(parents=True)
-    empty = PatchController(root, tmp_path / "no-trust", "1.0")
+    empty = PatchController(root, tmp_path / "no-trust", "1.0", host_rows=host_rows)
     assert "no trusted patch keys" in empty.upload([p]).error
     assert signing.load_trusted(tmp_path / "no-trust") == []
 

@@ -19,19 +19,21 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from ramdisk_agent.host.convention import (SCRIPTS_SOURCE, reboot_required_scriptlets,
-                                           restart_script_scriptlets)
+from ramdisk_agent.host.convention import (
+    SCRIPTS_SOURCE,
+    reboot_required_scriptlets,
+    restart_script_scriptlets,
+)
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import HEADERS, api_call, provision
 from tests.functional.rpm_tools import build_rpm
-from tests.functional.test_host_patching import (BASE_INSTALL, BASE_SH, installed,
-                                                 require_tools)
+from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH, installed, require_tools
+from tests.waiting import wait_until
 from virtlab.process import start_ready, stop
 
 BIN = Path(sys.executable).parent
@@ -163,14 +165,7 @@ def hosts(lab) -> dict[str, dict[str, str]]:
 
 
 def wait_for(what: str, check, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never {what}")
-        time.sleep(0.3)
+    return wait_until(check, timeout, 0.3, what)
 
 
 def all_hosts(lab, column: str, value: str) -> bool:

@@ -1,12 +1,12 @@
 """``metalcast serve`` on PostgreSQL: migrations at start, the full flow, and
 two conductors sharing the database without stealing each other's locks."""
-import time
 
 import requests
 
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call as _call
 from tests.functional.helpers import provision as _drive
+from tests.waiting import wait_until
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
 
@@ -29,10 +29,8 @@ def test_two_conductors_on_one_postgresql(postgres_url, tmp_path):
         busy = requests.put(f"{second.url}/v1/nodes/{node['uuid']}/states/power",
                             json={"target": "power off"}, headers=HEADERS, timeout=10)
         assert busy.status_code == 409 and "pg-a" in busy.text      # the lock is a row
-        deadline = time.monotonic() + 20
-        while _call(second.url, "GET", f"/v1/nodes/{node['uuid']}")["provision_state"] != "active":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: _call(second.url, "GET", f"/v1/nodes/{node['uuid']}")[
+            "provision_state"] == "active", 20, 0.1, "the deploy to end, seen by pg-b")
         drivers = _call(second.url, "GET", "/v1/drivers")["drivers"]
         assert drivers[0]["hosts"] == ["pg-a", "pg-b"]
         _drive(second.url, node["uuid"], "deleted", "available")

@@ -18,8 +18,8 @@ import requests
 
 from tests.functional.conftest import _serve
 from tests.functional.helpers import api_call as _call
-from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
+from tests.functional.helpers import wait_node as _wait
 from tests.functional.redfish_peers import run_emulator
 
 MAX_RETRIES = 2

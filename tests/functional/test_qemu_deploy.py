@@ -41,6 +41,7 @@ from pathlib import Path
 import pytest
 
 from tests.functional.helpers import unique
+from tests.waiting import wait_until
 from virtlab.agent_initramfs import PYTHON, build_agent_initramfs
 from virtlab.boot_disk import MARKER, MBR_BIN, BootDisk, build_boot_disk
 from virtlab.guest import cache_root, debian_kernel
@@ -180,9 +181,8 @@ def test_image_with_a_wrong_checksum_fails_the_deploy_and_leaves_no_bootable_dis
         node, _ = _deploy(vm, wrong, expect="deploy failed")
         assert "checksum" in (node["last_error"] or "").lower(), node["last_error"]
         assert wrong in node["last_error"] or image.sha256 in node["last_error"]
-        deadline = time.monotonic() + 30
-        while vm.bmc.state(vm.port).power != "off" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: vm.bmc.state(vm.port).power == "off", 30, 0.2,
+                   "the conductor to power the VM off")
         assert [(b.device, b.stopped_by) for b in vm.machine.boots] == [("pxe", "bmc")]
         with open(vm.disk, "rb") as handle:
             assert handle.read(1 << 20) == bytes(1 << 20), "the disk start was not wiped"
@@ -220,20 +220,22 @@ def _wait_for(appliance: DeployAppliance, machine: QemuMachine, uuid: str,
               expect: str) -> dict:
     """Poll the node until it is in ``expect``; stop early when the ramdisk reports
     an error or the agent ended by itself (the conductor would only time out later)."""
-    deadline = time.monotonic() + DEPLOY_TIMEOUT
-    while True:
-        node = appliance.node(uuid)
-        if node["provision_state"] == expect and node["reservation"] is None:
-            return node
+    seen: dict = {}
+
+    def settled():
+        seen.update(appliance.node(uuid))
+        if seen["provision_state"] == expect and seen["reservation"] is None:
+            return dict(seen)
         broken = [b.number for b in machine.boots if re.search(
             r"METALCAST-RAMDISK (error|agent exited)", b.console.text())]
-        if (broken or time.monotonic() > deadline
-                or (node["provision_state"].endswith("failed")
-                    and node["provision_state"] != expect)):
-            raise AssertionError(f"node {uuid} is {node['provision_state']}, not {expect} "
-                                 f"({node.get('last_error')}); ramdisk failed in boots "
+        if broken or (seen["provision_state"].endswith("failed")
+                      and seen["provision_state"] != expect):
+            raise AssertionError(f"node {uuid} is {seen['provision_state']}, not {expect} "
+                                 f"({seen.get('last_error')}); ramdisk failed in boots "
                                  f"{broken}")
-        time.sleep(0.5)
+        return None
+    return wait_until(settled, DEPLOY_TIMEOUT, 0.5, lambda: f"node {uuid} to be {expect}; "
+                      f"it is {seen.get('provision_state')} ({seen.get('last_error')})")
 
 
 def _check(vm: VmLab, node: dict, image: BootDisk, stages: dict, build_times: dict) -> None:

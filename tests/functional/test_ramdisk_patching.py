@@ -27,12 +27,18 @@ import pytest
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call, mac, provision, wait_node
 from tests.functional.rpm_tools import build_rpm
-from tests.functional.tools import require, require_all
 from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH, installed
 from tests.functional.test_patch_walkthrough import HTTP_RE, hosts, wait_for
-from tests.functional.test_virtlab_machine import (TFTP_RE, _enrol, _pxe, lab_factory,  # noqa: F401
-                                                   require_image_tools)
-from virtlab import disk as vdisk, images
+from tests.functional.test_virtlab_machine import (  # noqa: F401
+    TFTP_RE,
+    _enrol,
+    _pxe,
+    lab_factory,
+    require_image_tools,
+)
+from tests.functional.tools import require, require_all
+from virtlab import disk as vdisk
+from virtlab import images
 from virtlab.process import start_ready, stop
 
 BIN = Path(sys.executable).parent
@@ -246,7 +252,7 @@ def test_deploy_installs_applied_patches_into_the_new_root(lab):
     assert ["RD_0001", "Y", "1.0", "Applied"] in state, state
 
 
-def test_virtual_lab_machine_boots_patch_current(lab, lab_factory, tmp_path):
+def test_virtual_lab_machine_boots_patch_current(lab, lab_factory, tmp_path):  # noqa: F811 - fixture
     """ipmi + ipxe + direct in the virtual lab: firmware netboots the real agent, which
     writes the image and installs RD_0001 into its ext4 root; the machine then boots
     the deployed disk and reports patch-current with no host-install."""

@@ -18,18 +18,23 @@ import pytest
 import requests
 
 from conductor import errors
-from conductor.config import Settings
+from conductor.config import from_options
 from conductor.drivers.base import BootDevice, PowerState
 from conductor.drivers.context import DriverContext
 from conductor.drivers.redfish import RedfishManagement, RedfishPower
-from conductor.drivers.redfish.client import CACHE_KEY
-from tests.functional.redfish_peers import (FaultyRedfish, FileServer, RecordingProxy,
-                                            SilentPeer, free_port, run_emulator)
+from tests.functional.redfish_peers import (
+    FaultyRedfish,
+    FileServer,
+    RecordingProxy,
+    SilentPeer,
+    free_port,
+    run_emulator,
+)
 
 #: Tight bounds so fault tests finish quickly; the defaults are Ironic-like.
-FAST = dict(redfish_connection_attempts=1, redfish_connection_retry_interval=0.1,
-            redfish_connect_timeout=2.0, redfish_read_timeout=2.0,
-            redfish_power_poll_interval=0.1)
+FAST = {"redfish.connection_attempts": 1, "redfish.connection_retry_interval": 0.1,
+        "redfish.connect_timeout": 2.0, "redfish.read_timeout": 2.0,
+        "redfish.power_poll_interval": 0.1}
 ISO = b"CD001" + bytes(4096)   # enough of an ISO for the emulator: it only stores it
 
 
@@ -66,7 +71,7 @@ def _self_signed(directory):
     from cryptography.x509.oid import NameOID
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "virtlab redfish")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -94,7 +99,7 @@ def tls(tmp_path_factory):
 
 @pytest.fixture()
 def context():
-    ctx = DriverContext(Settings(**FAST))
+    ctx = DriverContext.create(from_options(FAST))
     yield ctx
     ctx.close()
 
@@ -342,7 +347,7 @@ def test_sessions_are_shared_and_dropped_after_a_failure(guarded, context):
     creds = dict(redfish_username="admin", redfish_password="s3cret")
     power.get_power_state(task_for(guarded.url, **creds))
     power.get_power_state(task_for(guarded.url, **creds))
-    cache = context.shared(CACHE_KEY, lambda: None)
+    cache = context.redfish_sessions
     assert len(cache._roots) == 1          # two nodes, one BMC login
     with pytest.raises(errors.DriverError):
         power.get_power_state(task_for(guarded.url, redfish_username="admin",

@@ -13,8 +13,8 @@ import requests
 
 from tests.functional.helpers import api_call as _call
 from tests.functional.helpers import provision as _provision
-from tests.functional.helpers import wait_node as _wait
 from tests.functional.helpers import unique
+from tests.functional.helpers import wait_node as _wait
 from tests.functional.redfish_peers import free_port, run_emulator
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}

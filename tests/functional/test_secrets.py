@@ -7,13 +7,13 @@ import json
 import sqlite3
 import stat
 import subprocess
-import time
 
 import requests
 from cryptography.fernet import Fernet
 
 from tests.functional.conftest import BIN_DIR, start_server, stop_server
 from tests.functional.helpers import unique
+from tests.waiting import wait_until
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
 PASSWORD = "functional-pw-5d1c"
@@ -99,14 +99,14 @@ def test_a_replaced_key_fails_manage_cleanly(tmp_path):
         response = requests.put(f"{server.url}/v1/nodes/{name}/states/provision",
                                 json={"target": "manage"}, headers=HEADERS, timeout=30)
         assert response.status_code == 202, response.text
-        deadline = time.monotonic() + 60
-        while True:
-            node = requests.get(f"{server.url}/v1/nodes/{name}", headers=HEADERS,
-                                timeout=30).json()
-            if node["provision_state"] != "verifying" and node["reservation"] is None:
-                break
-            assert time.monotonic() < deadline, node
-            time.sleep(0.1)
+        seen: dict = {}
+
+        def settled():
+            seen.update(requests.get(f"{server.url}/v1/nodes/{name}", headers=HEADERS,
+                                     timeout=30).json())
+            return seen["provision_state"] != "verifying" and seen["reservation"] is None
+        wait_until(settled, 60, 0.1, lambda: f"manage to end: {seen}")
+        node = seen
         assert node["provision_state"] == "enroll"
         assert "Cannot decrypt driver_info.ipmi_password" in node["last_error"]
         assert str(key) in node["last_error"]

@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -36,6 +35,7 @@ from conductor.netboot.tftp import TftpServer
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call, mac, provision, unique, wait_node
 from tests.functional.ipmi_peers import PASSWORD, USERNAME, ipmitool_ok, require
+from tests.waiting import wait_until
 from virtlab import images
 from virtlab.lab import start_lab, stop_lab
 
@@ -84,10 +84,7 @@ def lab_factory(tmp_path):
 
 
 def _wait_for(check, what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        time.sleep(0.2)
+    wait_until(check, timeout, 0.2, what)
 
 
 def _blocks_differing(a, b, block: int = 4096) -> int:

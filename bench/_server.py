@@ -28,7 +28,7 @@ class ServeProcess:
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
 
-    def __enter__(self) -> "ServeProcess":
+    def __enter__(self) -> ServeProcess:
         self.start()
         return self
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import ServeProcess  # noqa: E402
+from _server import ServeProcess
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 AGENT = {"X-OpenStack-Ironic-API-Version": "1.68"}

@@ -50,7 +50,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import ServeProcess  # noqa: E402
+from _server import ServeProcess
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest", "Accept": "application/json"}
 CHECK_FIELDS = "uuid,provision_state,power_state,target_power_state,last_error"
@@ -237,8 +237,8 @@ def run_one(n: int, threads: int, list_runs: int) -> dict:
             if name == "undeploy":  # nodes are active with instance_info: richest rows
                 result["detail"] = list_latency(api, "/v1/nodes/detail", list_runs)
                 result["list"] = list_latency(api, "/v1/nodes", list_runs)
-            result["phases"][name] = timed(server, api, pool, n, lambda: run_phase(
-                api, pool, uuids, action, done))
+            result["phases"][name] = timed(server, api, pool, n, lambda a=action, d=done: run_phase(
+                api, pool, uuids, a, d))
     except BenchError as exc:
         result["error"] = str(exc)
     finally:

@@ -41,13 +41,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conductor.updates import delta_build, keys  # noqa: E402
-from virtlab.demo.lab import sha256_of  # noqa: E402
-from ramdisk_agent.ramdisk.delta import deploy as delta_deploy  # noqa: E402
-from ramdisk_agent.ramdisk.delta import source as delta_source  # noqa: E402
-from ramdisk_agent.ramdisk.download import DownloadOptions  # noqa: E402
-from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image  # noqa: E402
-from virtlab.process import start_ready, stop  # noqa: E402
+from conductor.updates import delta_build, keys
+from ramdisk_agent.ramdisk.delta import deploy as delta_deploy
+from ramdisk_agent.ramdisk.delta import source as delta_source
+from ramdisk_agent.ramdisk.download import DownloadOptions
+from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
+from virtlab.demo.lab import sha256_of
+from virtlab.process import start_ready, stop
 
 BLOCK = 4096
 LOW_ENTROPY = bytes.maketrans(bytes(range(256)), bytes(b"abcdefghijklmnop"[i % 16]

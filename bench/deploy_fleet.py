@@ -50,12 +50,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from virtlab.demo import lab as demo_lab  # noqa: E402
-from cli.client import Client  # noqa: E402
-from ramdisk_agent.ramdisk.imagewrite import stream_raw  # noqa: E402
-from virtlab import images  # noqa: E402
-from virtlab.lab import start_lab, stop_lab  # noqa: E402
-from virtlab.process import start_ready, stop  # noqa: E402
+from cli.client import Client
+from ramdisk_agent.ramdisk.imagewrite import stream_raw
+from virtlab import images
+from virtlab.demo import lab as demo_lab
+from virtlab.lab import start_lab, stop_lab
+from virtlab.process import start_ready, stop
 
 TARGET_RATIO = 1.2
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import ServeProcess  # noqa: E402
+from _server import ServeProcess
 
 
 def _write_file(path: Path, count: int) -> None:

@@ -25,7 +25,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._server import ServeProcess  # noqa: E402
+from bench._server import ServeProcess
 
 HEADERS = {"X-OpenStack-Ironic-API-Version": "1.68"}
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}

@@ -27,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ramdisk_agent.host import PatchEngine, repodata  # noqa: E402
-from tests.functional import test_host_patching as lab_mod  # noqa: E402
-from tests.functional.rpm_tools import build_rpm  # noqa: E402
+from ramdisk_agent.host import PatchEngine, repodata
+from tests.functional import test_host_patching as lab_mod
+from tests.functional.rpm_tools import build_rpm
+
 
 def timed(fn, runs: int) -> tuple[float, float]:
     samples = []
@@ -90,8 +91,8 @@ def run(lab, work: Path, args) -> int:
         lab.set_updates(url, ["pkga-1.1"])
         for verb in ("upgrade", "downgrade"):
             argv = dnf("--refresh", verb, "pkga")
-            reference.append(timed(lambda: subprocess.run(argv, env=env, check=True,
-                                                           capture_output=True), 1)[0])
+            reference.append(timed(lambda argv=argv: subprocess.run(argv, env=env, check=True,
+                                                                    capture_output=True), 1)[0])
         lab.set_updates(url, [])
     rows["install() one package"] = (statistics.median(installs), min(installs))
     rows["dnf upgrade/downgrade CLI (reference)"] = (statistics.median(reference),

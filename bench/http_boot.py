@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conductor.netboot.http import BootHttpServer  # noqa: E402
+from conductor.netboot.http import BootHttpServer
 
 CHUNK = 8 * 1024 * 1024
 

@@ -43,8 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ramdisk_agent.ramdisk.imagewrite import stream_raw  # noqa: E402
-from virtlab.process import start_ready, stop  # noqa: E402
+from ramdisk_agent.ramdisk.imagewrite import stream_raw
+from virtlab.process import start_ready, stop
 
 
 def make_image(path: Path, size_mib: int) -> str:
@@ -111,7 +111,7 @@ def bench_target(label: str, target: str, size: int, runs: int, table: dict) -> 
     for round_ in range(runs):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             fn = table[name]
-            wall, used = timed(lambda: fn(target))
+            wall, used = timed(lambda fn=fn: fn(target))
             results[name].append(size / wall / 1e6)
             cpu[name].append(used / (size / 2**30))
     print(f"\n{label} ({target}):")

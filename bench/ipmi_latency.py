@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conductor.config import Settings  # noqa: E402
-from conductor.drivers.base import BootDevice, PowerState  # noqa: E402
-from conductor.drivers.context import DriverContext  # noqa: E402
-from conductor.drivers.ipmi.interfaces import IPMIManagement, IPMIPower  # noqa: E402
-from virtlab.launcher import start_bmcs, stop_bmcs  # noqa: E402
+from conductor.config import IpmiSettings, Settings
+from conductor.drivers.base import BootDevice, PowerState
+from conductor.drivers.context import DriverContext
+from conductor.drivers.ipmi.interfaces import IPMIManagement, IPMIPower
+from virtlab.launcher import start_bmcs, stop_bmcs
 
 
 class _Task:
@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--bmcs", type=int, default=32)
     args = parser.parse_args()
-    ctx = DriverContext(Settings(ipmi_min_command_interval=0.0))
+    ctx = DriverContext.create(Settings(ipmi=IpmiSettings(min_command_interval=0.0)))
     power, management = IPMIPower(ctx), IPMIManagement(ctx)
     with tempfile.TemporaryDirectory() as tmp:
         lab = start_bmcs(Path(tmp), count=args.bmcs)

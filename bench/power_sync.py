@@ -50,14 +50,14 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._server import ServeProcess  # noqa: E402
-from conductor import secrets  # noqa: E402
-from conductor.config import Settings  # noqa: E402
-from conductor.db import migrate  # noqa: E402
-from conductor.db.queries import Store  # noqa: E402
-from conductor.db.engine import make_engine  # noqa: E402
-from virtlab.launcher import start_bmcs, stop_bmcs  # noqa: E402
-from virtlab.redfish import start_emulator, stop_emulator  # noqa: E402
+from bench._server import ServeProcess
+from conductor import secrets
+from conductor.config import Settings
+from conductor.db import migrate
+from conductor.db.engine import make_engine
+from conductor.db.queries import Store
+from virtlab.launcher import start_bmcs, stop_bmcs
+from virtlab.redfish import start_emulator, stop_emulator
 
 USER, PASSWORD = "admin", "bench-pw"
 HEADERS = {"X-OpenStack-Ironic-API-Version": "latest", "Accept": "application/json"}

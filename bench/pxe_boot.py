@@ -38,12 +38,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pxe_reference import start_reference  # noqa: E402
-from virtlab.guest import cache_root, debian_kernel  # noqa: E402
-from virtlab.initramfs import build_lookup_initramfs  # noqa: E402
-from virtlab.netlab import NetLab  # noqa: E402
-from virtlab.pxe_appliance import ApplianceLab  # noqa: E402
-from virtlab.pxeboot import boot_timeline, power_on  # noqa: E402
+from bench.pxe_reference import start_reference
+from virtlab.guest import cache_root, debian_kernel
+from virtlab.initramfs import build_lookup_initramfs
+from virtlab.netlab import NetLab
+from virtlab.pxe_appliance import ApplianceLab
+from virtlab.pxeboot import boot_timeline, power_on
 
 MAC = "52:54:00:4d:43:01"
 #: Server log line of the moment the lookup was handled, per path.

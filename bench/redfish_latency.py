@@ -28,12 +28,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conductor.config import Settings  # noqa: E402
-from conductor.drivers.base import BootDevice, PowerState  # noqa: E402
-from conductor.drivers.context import DriverContext  # noqa: E402
-from conductor.drivers.redfish import RedfishManagement, RedfishPower  # noqa: E402
-from tests.functional.redfish_peers import FileServer, RecordingProxy  # noqa: E402
-from virtlab.redfish import start_emulator, stop_emulator  # noqa: E402
+from conductor.config import Settings
+from conductor.drivers.base import BootDevice, PowerState
+from conductor.drivers.context import DriverContext
+from conductor.drivers.redfish import RedfishManagement, RedfishPower
+from tests.functional.redfish_peers import FileServer, RecordingProxy
+from virtlab.redfish import start_emulator, stop_emulator
 
 
 def _task(url: str, system: str | None):
@@ -46,7 +46,7 @@ def _task(url: str, system: str | None):
 def operations(url: str, system: str | None, iso_url: str) -> dict:
     """name -> callable(context) doing one operation."""
     def fresh(_ctx):
-        ctx = DriverContext(Settings())
+        ctx = DriverContext.create(Settings())
         RedfishPower(ctx).get_power_state(_task(url, system))
         ctx.close()
 
@@ -102,7 +102,7 @@ def main() -> int:
                                                 timeout=10), None, args.runs)
             _print("raw GET system (requests)", raw, 1)
             for name, func in ops.items():
-                ctx = DriverContext(Settings())
+                ctx = DriverContext.create(Settings())
                 samples = _time(func, ctx, args.runs)
                 ctx.close()
                 _print(name, samples, _count(name, emulator.url, system, iso))
@@ -116,7 +116,7 @@ def _count(name: str, url: str, system: str | None, iso_url: str) -> int:
     """HTTP requests one warmed-up ``name`` sends (through a recording proxy)."""
     with RecordingProxy(url) as proxy:
         func = operations(proxy.url, system, iso_url)[name]
-        ctx = DriverContext(Settings())
+        ctx = DriverContext.create(Settings())
         func(ctx)
         before = len(proxy.requests)
         func(ctx)

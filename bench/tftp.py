@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from virtlab.process import start_ready, stop  # noqa: E402
+from virtlab.process import start_ready, stop
 
 TOOLS = {"curl": "curl", "in.tftpd": "tftpd-hpa"}
 STOCK_TFTPY = ("import sys, tftpy; print('READY', flush=True); "

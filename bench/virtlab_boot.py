@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._server import ServeProcess  # noqa: E402
-from conductor.netboot import render  # noqa: E402
-from virtlab import disk, firmware, images  # noqa: E402
+from bench._server import ServeProcess
+from conductor.netboot import render
+from virtlab import disk, firmware, images
 
 MAC = "52:54:00:be:0c:01"
 TFTP_RE = re.compile(r"metalcast TFTP boot server on tftp://(\S+?)/ ")

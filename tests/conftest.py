@@ -24,7 +24,7 @@ from tests.waiting import wait_until
 TESTS = Path(__file__).resolve().parent
 
 #: The top-level test directories; each is a tier and its marker (pytest.ini).
-TIERS = ("unit", "integration", "db", "functional")
+TIERS = ("unit", "integration", "db", "functional", "security")
 #: Functional modules that boot QEMU VMs or a whole virtual lab: marked ``slow``.
 SLOW_MODULES = {"test_qemu_deploy.py", "test_ipxe_qemu.py", "test_lab_deploy.py",
                 "test_demo.py", "test_pxe_boot.py"}

@@ -84,6 +84,19 @@ def boot_mode(node) -> str:
     return node.boot_mode or info.get("deploy_boot_mode") or from_caps or "uefi"
 
 
+def image_id(source: str, node_uuid: str) -> str:
+    """image_info's ``id``: the image's file name, the last path segment, as Ironic
+    sends for a URL image.
+
+    A stock IPA downloads every image it does not stream (qcow2, or no
+    ``image_disk_format``) to ``$TMPDIR/<id>``, so the id must be one path segment: a
+    whole URL there is a path that does not exist. Unlike Ironic's plain
+    ``split('/')``, a query string is not part of the name.
+    """
+    name = urlparse(source).path.rstrip("/").rsplit("/", 1)[-1]
+    return name if name not in ("", ".", "..") else node_uuid
+
+
 def image_info(node) -> dict:
     """The ``image_info`` argument of write_image (Ironic's agent.py layout)."""
     info = node.instance_info or {}
@@ -92,7 +105,8 @@ def image_info(node) -> dict:
         raise errors.InvalidParameter(
             f"instance_info.image_source must be an http, https or file URL, not "
             f"{source!r}.")
-    result = {"id": source, "urls": [source], "node_uuid": node.uuid,
+    result = {"id": image_id(str(source), node.uuid), "urls": [source],
+              "node_uuid": node.uuid,
               "disk_format": info.get("image_disk_format"),
               "container_format": info.get("image_container_format", "bare"),
               "stream_raw_images": True, "image_type": image_type(info)}

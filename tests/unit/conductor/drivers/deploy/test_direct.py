@@ -30,6 +30,26 @@ def test_whole_disk_image_info_is_what_the_agent_parses():
         "http://img.example/disk.raw", "qcow2", "sha256", SHA256)
 
 
+@pytest.mark.parametrize("source, expected", [
+    # A stock IPA downloads an image it does not stream to $TMPDIR/<id>: the id is the
+    # URL's last path segment (Ironic's), never the URL.
+    ("http://img.example/images/disk.qcow2", "disk.qcow2"),
+    ("https://img.example/a/b.img?sig=x/y&z=1", "b.img"),
+    ("http://img.example/dir/", "dir"),
+    ("http://img.example/", "NODE"), ("http://img.example", "NODE"),
+    ("http://img.example/a/..", "NODE"),
+    ("file:///srv/images/disk.raw", "disk.raw"),
+])
+def test_image_id_is_a_file_name(source, expected):
+    assert deploy.image_id(source, "NODE") == expected
+
+
+def test_image_info_id_is_the_images_file_name():
+    info = deploy.image_info(node(image_source="http://img.example/os/disk.qcow2"))
+    assert info["id"] == "disk.qcow2"
+    assert info["urls"] == ["http://img.example/os/disk.qcow2"]
+
+
 @pytest.mark.parametrize("fields, expected", [
     ({"image_checksum": "CD" * 64}, ("sha512", "cd" * 64)),
     ({"image_checksum": "sha384:" + "1" * 96}, ("sha384", "1" * 96)),
@@ -156,3 +176,24 @@ def test_command_results_are_parsed_at_the_edge():
     assert not result.running and result.error_text() == "checksum mismatch"
     with pytest.raises(errors.AgentCommandError, match="not a command result"):
         CommandResult.from_json({"commands": []})
+
+
+@pytest.mark.parametrize("error, text", [
+    # The stock IPA (RESTError.serialize): a fixed title in message, the facts in
+    # details; Ironic's get_command_error shows details first, and so do we.
+    ({"type": "ImageChecksumError", "code": 500, "message": "Error verifying image checksum",
+      "details": "Image failed to verify against checksum. location: http://x/disk.img; "
+                 "image ID: disk.img; image checksum: 00; verification checksum: 08"},
+     "Image failed to verify against checksum. location: http://x/disk.img; "
+     "image ID: disk.img; image checksum: 00; verification checksum: 08"),
+    # metalcast-agent: the whole text in message, details empty.
+    ({"type": "AgentError", "code": 500, "message": "sgdisk failed", "details": ""},
+     "sgdisk failed"),
+    ({"type": "OnlyType"}, "OnlyType"),
+    ({}, "status FAILED"),
+    ("plain string error", "plain string error"),
+])
+def test_command_error_shows_details_first(error, text):
+    result = CommandResult.from_json({"command_name": "execute_deploy_step",
+                                      "command_status": "FAILED", "command_error": error})
+    assert result.error_text() == text

@@ -1,10 +1,23 @@
-"""``sw-patch``: StarlingX's patching CLI against metalcast's ``/patching/v1`` API.
+"""``sw-patch``: StarlingX's patching CLI, against metalcast's patch API (``/patch/``).
 
-Sub-commands, messages and exit codes are sw-patch's (specs/starlingx-patching.md
-§3.1): 0 on success, 1 when the API answered with an ``error``; ``is-applied`` and
-``is-available`` print the bool and exit 0 only for True. ``--format json`` prints
-the API's JSON. The connection is the ``metalcast`` CLI's (``--url`` or
-METALCAST_URL, METALCAST_USERNAME / METALCAST_PASSWORD).
+Sub-commands, what they print and how they exit are StarlingX 6.0.0's sw-patch, line
+for line on stdout (specs/starlingx-patching.md §3.1; tests/functional/
+test_sw_patch_peer.py runs StarlingX's own client and this one against one server).
+It differs on purpose where StarlingX's is silent or wrong, never on stdout:
+
+* it talks to the metalcast API (``--url`` or METALCAST_URL, METALCAST_USERNAME /
+  METALCAST_PASSWORD), not to 127.0.0.1:5487 as root: the server checks who asks;
+* a call that fails with an HTTP error is explained on stderr (StarlingX's client
+  prints nothing, or crashes in ``--debug`` and host-install), as is the error of
+  query-dependencies (StarlingX's prints only the patch list);
+* it exits 1 after a failure where StarlingX's exits 0: what-requires and
+  query-dependencies (as root it never sets their exit code), an upload of a file
+  that is missing or a directory;
+* ``--format json`` prints the API's JSON; ``commit --yes`` does not ask; an empty
+  stdin answers "no" to commit's question (StarlingX's client crashes).
+
+Here: the one-call commands, the parser and ``main``; the calls are in sw_patch_api.py,
+what is printed in sw_patch_output.py, host-install and commit in sw_patch_flows.py.
 """
 from __future__ import annotations
 
@@ -12,103 +25,56 @@ import argparse
 import json
 import os
 import sys
-import time
-from pathlib import Path
-
-import requests
 
 from cli import sw_patch_output as out
-from cli.client import Client
-
-#: Seconds between query_hosts polls of ``host-install`` (StarlingX: 5).
-POLL_INTERVAL = float(os.environ.get("SW_PATCH_POLL_INTERVAL", "5"))
-#: Failed polls ``host-install`` tolerates before giving up (StarlingX: 4).
-POLL_TOLERANCE = 4
-
-
-class Api:
-    """Raw calls to /patching/v1; sw-patch judges results by their ``error`` text."""
-
-    def __init__(self, args):
-        self.client = Client(args.url, args.username, args.password, retries=0)
-        self.debug = args.debug
-
-    def call(self, method: str, path: str, **kwargs) -> tuple[int, object]:
-        url = f"{self.client.url}/patching/v1/{path}"
-        try:
-            response = self.client.session.request(method, url, timeout=600, **kwargs)
-        except requests.ConnectionError:
-            raise SystemExit(f"Failed to connect to the patching API at {self.client.url}: "
-                             "is `metalcast serve` running? (set --url or METALCAST_URL)"
-                             ) from None
-        if self.debug:
-            print(response.text)
-        if response.status_code == 401:
-            raise SystemExit("Authentication failed: set METALCAST_USERNAME and "
-                             "METALCAST_PASSWORD")
-        try:
-            data = response.json()
-        except ValueError:
-            return response.status_code, {"error": response.text or response.reason}
-        if response.status_code != 200 and isinstance(data, dict) and not data.get("error"):
-            # An API error (404, 405, ...) in the Ironic shape: show it, not nothing.
-            data = dict(data, error=str(data.get("error_message") or response.reason))
-        return response.status_code, data
-
-
-def _rc(status: int, data) -> int:
-    failed = status != 200 or (isinstance(data, dict) and data.get("error"))
-    return 1 if failed else 0
-
-
-def _emit(args, status, data, printer=out.print_result) -> int:
-    if args.format == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        printer(data)
-    return _rc(status, data)
-
-
-def _ids(ids: list[str]) -> str:
-    return "/".join(ids)
+from cli.sw_patch_api import Api, Unreachable, emit, join_ids
+from cli.sw_patch_flows import cmd_commit, cmd_host_install
+from cli.sw_patch_output import INTERNAL_ERROR, Reply
 
 
 # -- commands -----------------------------------------------------------------------
 def cmd_upload(api, args) -> int:
     rc = 0
-    for path in args.patches:
-        if not Path(path).is_file():
+    for path in sorted(set(args.patches)):
+        if os.path.isdir(path):
+            print(f"Error: {path} is a directory. Please use upload-dir")
+            rc = 1
+            continue
+        if not os.path.isfile(path):
             print(f"Error: File does not exist: {path}")
             rc = 1
             continue
         with open(path, "rb") as stream:
-            status, data = api.call("POST", "upload", files={"file": (Path(path).name,
-                                                                      stream)})
-        rc = _emit(args, status, data) or rc
+            reply = api.call("POST", "upload",
+                             files={"file": (os.path.basename(path), stream)})
+        rc = emit(args, reply) or rc
     return rc
 
 
 def cmd_upload_dir(api, args) -> int:
-    params = {f"dir{i}": os.path.abspath(d) for i, d in enumerate(args.dirs)}
-    return _emit(args, *api.call("POST", "upload_dir", params=params))
+    params = {f"dir{i}": os.path.abspath(d) for i, d in enumerate(sorted(set(args.dirs)))}
+    return emit(args, api.call("POST", "upload_dir", params=params))
 
 
 def cmd_apply(api, args) -> int:
-    ids = ["--all"] if args.all else args.patches
+    ids = (["--all"] if args.all else []) + args.patches
+    if not ids:
+        print("sw-patch apply: give the patch IDs, or --all", file=sys.stderr)
+        return 1
     params = {"skip-semantic": "yes"} if args.skip_semantic else {}
-    return _emit(args, *api.call("POST", f"apply/{_ids(ids)}", params=params))
+    return emit(args, api.call("POST", f"apply/{join_ids(ids)}", params=params))
 
 
 def cmd_remove(api, args) -> int:
-    params = {key: "yes" for key, on in (("skip-semantic", args.skip_semantic),
+    params = {key: "yes" for key, on in (("removeunremovable", args.removeunremovable),
                                          ("skipappcheck", args.skipappcheck),
-                                         ("removeunremovable", args.removeunremovable)) if on}
-    return _emit(args, *api.call("POST", f"remove/{_ids(args.patches)}", params=params))
+                                         ("skip-semantic", args.skip_semantic)) if on}
+    return emit(args, api.call("POST", f"remove/{join_ids(args.patches)}", params=params))
 
 
 def cmd_simple(method: str, path: str):
     def run(api, args) -> int:
-        return _emit(args, *api.call(method, f"{path}/{_ids(args.patches)}"))
+        return emit(args, api.call(method, f"{path}/{join_ids(args.patches)}"))
     return run
 
 
@@ -116,143 +82,84 @@ def cmd_query(api, args) -> int:
     params = {"show": args.state}
     if args.release:
         params["release"] = args.release
-    status, data = api.call("GET", "query", params=params)
-    return _emit(args, status, data, printer=out.print_query)
+    return emit(args, api.call("GET", "query", params=params))
 
 
 def cmd_show(api, args) -> int:
-    status, data = api.call("POST", f"show/{_ids(args.patches)}")
-    return _emit(args, status, data, printer=out.print_show)
+    return emit(args, api.call("POST", f"show/{join_ids(args.patches)}"),
+                 printer=out.print_show_result)
 
 
 def cmd_query_hosts(api, args) -> int:
-    status, data = api.call("GET", "query_hosts")
-    return _emit(args, status, data, printer=lambda d: out.print_hosts(d.get("data", [])))
+    return emit(args, api.call("GET", "query_hosts"), printer=out.print_hosts_result)
 
 
 def cmd_query_dependencies(api, args) -> int:
     params = {"recursive": "yes"} if args.recursive else {}
-    status, data = api.call("GET", f"query_dependencies/{_ids(args.patches)}", params=params)
+    reply = api.call("GET", f"query_dependencies/{join_ids(args.patches)}", params=params)
 
-    def printer(d):
-        for pid in d.get("patches", []):
-            print(pid)
-        out.print_result({"error": d.get("error", "")})
-    return _emit(args, status, data, printer)
+    def printer(reply: Reply) -> None:
+        if reply.status == 200:
+            for pid in sorted(reply.data.get("patches", [])):
+                print(pid)
+            if reply.error:   # StarlingX's client never shows it
+                print(f"Error: {reply.error}", end="" if reply.error.endswith("\n")
+                      else "\n", file=sys.stderr)
+        elif reply.status == 500:
+            print(INTERNAL_ERROR)
+    return emit(args, reply, printer)
 
 
 def cmd_is_state(path: str):
+    """is-applied / is-available: prints the answer (True/False); 0 only for True."""
     def run(api, args) -> int:
-        status, data = api.call("POST", f"{path}/{_ids(args.patches)}")
-        print(data if args.format == "json" else bool(data) and data is True)
-        return 0 if status == 200 and data is True else 1
+        reply = api.call("POST", f"{path}/{join_ids(args.patches)}")
+        if reply.status == 200:
+            print(json.dumps(reply.data) if args.format == "json" else reply.data)
+        elif reply.status == 500:
+            print(INTERNAL_ERROR)
+        out.explain(reply)
+        return 0 if reply.status == 200 and reply.data is True else 1
     return run
 
 
 def cmd_report_app_dependencies(api, args) -> int:
-    status, data = api.call("POST", f"report_app_dependencies/{_ids(args.patches)}",
-                            params={"app": args.app})
-    return 0 if status == 200 and data is True else _emit(args, status, data)
+    reply = api.call("POST", f"report_app_dependencies/{join_ids(args.patches)}",
+                     params={"app": args.app})
+    if reply.status == 200 and reply.data is True:
+        return 0
+    print(f"Error: {reply.error or reply.data}", file=sys.stderr)
+    return 1
 
 
 def cmd_query_app_dependencies(api, args) -> int:
-    status, data = api.call("GET", "query_app_dependencies")
-    return _emit(args, status, data, printer=out.print_app_dependencies)
+    reply = api.call("POST", "query_app_dependencies")
+    if args.format == "json":
+        print(json.dumps(reply.data, indent=2, sort_keys=True))
+    elif reply.status == 200:
+        out.print_app_dependencies(reply.data)
+    else:
+        print(INTERNAL_ERROR)   # StarlingX's client, whatever the status
+    out.explain(reply)
+    return 0 if reply.status == 200 else 1
 
 
-def _install_poll(api, host: str) -> int:
-    """Poll query_hosts as sw-patch host-install does, printing dots while busy."""
-    misses = 0
-    while True:
-        time.sleep(POLL_INTERVAL)
-        try:
-            status, data = api.call("GET", "query_hosts")
-        except SystemExit:
-            status, data = 0, {}
-        entry = next((h for h in data.get("data", []) if host in (h["hostname"], h["ip"])),
-                     None) if status == 200 else None
-        if entry is None:
-            misses += 1
-            if misses > POLL_TOLERANCE:
-                print("\nAgent has timed out." if status == 200 else "\nLost communications.")
-                return 1
-            continue
-        misses = 0
-        if entry["state"] == "installing" or entry.get("interim_state"):
-            print(".", end="", flush=True)
-            continue
-        return _install_outcome(entry["state"])
-
-
-def _install_outcome(state: str) -> int:
-    messages = {"install-rejected": ("\nInstallation rejected. Node must be locked", 1),
-                "install-failed": ("\nInstallation failed. Please check logs for details.", 1),
-                "idle": ("\nInstallation was successful.", 0)}
-    message, rc = messages.get(state, (f"\nPatch installation failed: state {state}", 1))
-    print(message)
-    return rc
-
-
-def cmd_host_install(api, args, wait: bool = True) -> int:
+def cmd_host_install_async(api, args) -> int:
     path = f"host_install_async/{args.host}" + ("/force" if args.force else "")
-    status, data = api.call("POST", path)
-    rc = _emit(args, status, data)
-    if rc or not wait:
-        return rc
-    return _install_poll(api, args.host)
+    return emit(args, api.call("POST", path))
 
 
 def cmd_drop_host(api, args) -> int:
-    return _emit(args, *api.call("POST", f"drop_host/{args.host}"))
-
-
-def cmd_commit(api, args) -> int:
-    if args.release and not args.all:
-        print("Error: --release is only valid with --all")
-        return 1
-    if args.all:
-        status, data = api.call("GET", "query", params={"release": args.release or ""})
-        ids = sorted(data.get("pd", {}))
-    else:
-        status, data = api.call("GET", f"query_dependencies/{_ids(args.patches)}",
-                                params={"recursive": "yes"})
-        ids = data.get("patches", [])
-    if status != 200 or data.get("error") or not ids:
-        out.print_result(data if data.get("error") else {"error": "There are no patches "
-                                                         "to commit.\n"})
-        return 1
-    print("The following patches will be committed:")
-    for pid in ids:
-        print(f"    {pid}")
-    status, dry = api.call("POST", f"commit_dry_run/{_ids(ids)}")
-    out.print_result(dry)
-    if _rc(status, dry) or args.dry_run:
-        return _rc(status, dry)
-    if not args.yes:
-        print("WARNING: Committing a patch is an irreversible operation. Committed patches "
-              "cannot be removed.")
-        if _ask("Would you like to continue? [y/N]: ") != "y":
-            print("The commit operation has been aborted.")
-            return 1
-    return _emit(args, *api.call("POST", f"commit/{_ids(ids)}"))
-
-
-def _ask(prompt: str) -> str:
-    """The lower-cased answer; a closed stdin (EOF) answers "no"."""
-    try:
-        return input(prompt).strip().lower()
-    except EOFError:
-        print()
-        return ""
+    return emit(args, api.call("POST", f"drop_host/{args.host}"))
 
 
 def cmd_release(path: str):
-    """init-release / del-release: errors are shown without an "Error:" prefix (§3)."""
+    """init-release / del-release."""
     def run(api, args) -> int:
         if args.release in (".", "..") or "/" in args.release:
             print(f"Error: Invalid release: {args.release!r}")
             return 1
-        return _emit(args, *api.call("POST", f"{path}/{args.release}"))
+        return emit(args, api.call("POST", f"{path}/{args.release}"))
     return run
 
 
@@ -267,17 +174,17 @@ def cmd_install_local(api, args) -> int:
 
 
 def cmd_completion(api, args) -> int:
-    """Patch IDs on one line, or one hostname per line (sw-patch's shell completion)."""
+    """Patch IDs on one line, or one hostname per line, in the server's order."""
     if args.what == "patches":
-        status, data = api.call("GET", "query")
-        if status == 200 and isinstance(data, dict):
-            print(" ".join(sorted(data.get("pd", {}))))
+        reply = api.call("GET", "query")
+        if reply.status == 200 and "pd" in reply.data:
+            print(" ".join(reply.data["pd"]))
     else:
-        status, data = api.call("GET", "query_hosts")
-        if status == 200 and isinstance(data, dict):
-            for host in sorted(h["hostname"] for h in data.get("data", [])):
-                print(host)
-    return 0 if status == 200 else 1
+        reply = api.call("GET", "query_hosts")
+        if reply.status == 200 and "data" in reply.data:
+            for host in reply.data["data"]:
+                print(host["hostname"])
+    return 0
 
 
 def _with_ids(sub, name: str, handler, help_text: str, nargs: str = "+"):
@@ -287,6 +194,28 @@ def _with_ids(sub, name: str, handler, help_text: str, nargs: str = "+"):
     return p
 
 
+def _host_commands(sub) -> None:
+    for name, handler in (("host-install", cmd_host_install),
+                          ("host-install-async", cmd_host_install_async)):
+        p = sub.add_parser(name, help="install pending patches on a host" +
+                           ("" if handler is cmd_host_install else " (do not wait)"))
+        p.add_argument("--force", action="store_true", help="install on an unlocked host")
+        p.add_argument("host", help="hostname or IP address")
+        p.set_defaults(handler=handler)
+    p = sub.add_parser("drop-host", help="forget a host")
+    p.add_argument("host")
+    p.set_defaults(handler=cmd_drop_host)
+
+
+def _release_commands(sub) -> None:
+    for name, path, what in (
+            ("init-release", "init_release", "create the empty update repo of"),
+            ("del-release", "del_release", "delete the patches and update repo of")):
+        p = sub.add_parser(name, help=f"{what} a release that is not running")
+        p.add_argument("release")
+        p.set_defaults(handler=cmd_release(path))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sw-patch", description="Manage StarlingX-format patches on a metalcast "
@@ -294,14 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", help="API URL (env METALCAST_URL)")
     parser.add_argument("--username", help="HTTP basic user (env METALCAST_USERNAME)")
     parser.add_argument("--password", help="HTTP basic password (env METALCAST_PASSWORD)")
-    parser.add_argument("--debug", action="store_true", help="print the raw JSON replies")
+    parser.add_argument("--debug", action="store_true", help="print the replies' JSON")
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="output format (default: sw-patch's tables)")
     sub = parser.add_subparsers(metavar="COMMAND")
-    # --format is accepted after the sub-command too (sw-patch query --format json).
+    # --format and --debug are accepted after the sub-command too (sw-patch query --debug).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--format", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="output format (default: sw-patch's tables)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the replies' JSON")
     add_parser = sub.add_parser
     sub.add_parser = (  # type: ignore[method-assign]
         lambda *a, **kw: add_parser(*a, parents=[common], **kw))
@@ -321,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _with_ids(sub, "delete", cmd_simple("POST", "delete"), "delete available patches")
     p = sub.add_parser("query", help="list patches and their states")
     p.add_argument("state", nargs="?", default="all",
-                   choices=("all", "available", "applied", "committed"))
+                   help="all (default), available, applied or committed")
     p.add_argument("--release", help="only patches of this release")
     p.set_defaults(handler=cmd_query)
     _with_ids(sub, "show", cmd_show, "show patch details")
@@ -329,15 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
               "list the patches that require these")
     sub.add_parser("query-hosts", help="list hosts and their patch status").set_defaults(
         handler=cmd_query_hosts)
-    for name, wait in (("host-install", True), ("host-install-async", False)):
-        p = sub.add_parser(name, help="install pending patches on a host" +
-                           ("" if wait else " (do not wait)"))
-        p.add_argument("--force", action="store_true", help="install on an unlocked host")
-        p.add_argument("host", help="hostname or IP address")
-        p.set_defaults(handler=lambda api, args, w=wait: cmd_host_install(api, args, w))
-    p = sub.add_parser("drop-host", help="forget a host")
-    p.add_argument("host")
-    p.set_defaults(handler=cmd_drop_host)
+    _host_commands(sub)
     p = _with_ids(sub, "query-dependencies", cmd_query_dependencies,
                   "list the patches these require")
     p.add_argument("--recursive", action="store_true")
@@ -351,14 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _with_ids(sub, "commit", cmd_commit, "make patches permanent", nargs="*")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--all", action="store_true")
-    p.add_argument("--release")
+    p.add_argument("--release", help="with --all: the release (default: the running one)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    for name, path, what in (
-            ("init-release", "init_release", "create the empty update repo of"),
-            ("del-release", "del_release", "delete the patches and update repo of")):
-        p = sub.add_parser(name, help=f"{what} a release that is not running")
-        p.add_argument("release")
-        p.set_defaults(handler=cmd_release(path))
+    _release_commands(sub)
     sub.add_parser("install-local", help="not supported (see its message)").set_defaults(
         handler=cmd_install_local)
     p = sub.add_parser("completion", help="patch IDs or hostnames, for shell completion")
@@ -373,7 +291,11 @@ def main(argv=None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 1
-    return args.handler(Api(args), args)
+    try:
+        return args.handler(Api(args), args)
+    except Unreachable as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def build(request: BuildRequest, key_path: Path, out_dir: Path) -> Path:
         id=request.id, sw_version=request.release, summary=request.summary,
         description=request.description, install_instructions=request.install_instructions,
         warnings=request.warnings, status=request.status,
-        unremovable="Y" if request.unremovable else "N",
+        unremovable="Y" if request.unremovable else "",  # <unremovable/>, as patch_build
         reboot_required=request.reboot_required,
         apply_active_release_only="Y" if request.apply_active_release_only else "",
         personalities={k: sorted(set(v)) for k, v in request.personalities.items() if v},

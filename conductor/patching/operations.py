@@ -7,13 +7,15 @@ queries and orders.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from conductor.errors import PatchOpError
+from conductor.errors import InsufficientStorage, PatchOpError, is_disk_full
 from conductor.patching import repo
+from conductor.patching.metadata import check_name
 from conductor.patching.results import Result
 from conductor.patching.store import PatchStore, RepoState
 from ramdisk_agent.wire.rpmver import label_compare
@@ -22,6 +24,13 @@ if TYPE_CHECKING:
     from conductor.patching.host_states import HostStates
 
 LOG = logging.getLogger(__name__)
+INSTALLING = "Rejected: One or more nodes are installing patches."
+
+
+def _refuse(lines: list[str]) -> None:
+    """Refuse with every line at once, as StarlingX lists each offending patch."""
+    if lines:
+        raise PatchOpError("\n".join(lines))
 
 
 class PatchOperations:
@@ -36,64 +45,90 @@ class PatchOperations:
     running_release: str
     semantic_timeout: float
 
-    def _get(self, patch_id: str) -> Any: raise NotImplementedError
     def _changed(self) -> None: raise NotImplementedError
     def patch_state(self, patch_id: str) -> str: raise NotImplementedError
     def refresh_alarms(self) -> None: raise NotImplementedError
     def dependency_order(self, ids: list[str]) -> list[str]: raise NotImplementedError
+    def removal_order(self, ids: list[str]) -> list[str]: raise NotImplementedError
     def query_dependencies(self, ids: list[str],
                            recursive: bool = False) -> dict: raise NotImplementedError
 
-    def _run(self, func, *args) -> Result:
+    def _run(self, func, *args, prefix: str = "Error: ") -> Result:
+        """Run ``func(result, *args)`` as StarlingX's API runs an operation: a refusal
+        (PatchOpError, its lines) ends in a newline, as the messages StarlingX's
+        controller returns; a failure (repo.PatchingError: a tool, a semantic check)
+        is ``prefix`` + its text without one, as its API renders an exception
+        ("Error: ..." for most operations, the bare text for commit and releases)."""
         result = Result()
         with self.lock:
             try:
                 self.hosts.sync()       # the hosts as every conductor recorded them
                 func(result, *args)
-            except (PatchOpError, repo.PatchingError) as exc:
+            except (PatchOpError, InsufficientStorage) as exc:
                 result.add("error", str(exc))
+            except repo.PatchingError as exc:
+                result.error += f"{prefix}{exc}"
+            except OSError as exc:      # a full disk is the operator's to fix: say so
+                if not is_disk_full(exc):
+                    raise
+                result.add("error", str(InsufficientStorage(path=self._full_root(exc))))
             finally:
                 self._changed()
         if self.channel is not None:    # hosts re-report now (StarlingX's HELLO_AGENT)
             self.channel.notify_all()
         return result
 
-    def _refuse_while_installing(self) -> None:
+    def _full_root(self, exc: OSError) -> str:
+        """Which tree a write found full: the web root (update repos) or the store."""
+        where = str(exc.filename or "")
+        web = str(self.store.web_root)
+        return web if where.startswith(web + os.sep) else str(self.store.root)
+
+    def _installing(self, result: Result) -> bool:
+        """StarlingX's API refuses apply and remove while a host installs (its text has
+        no newline: the API, not the controller, says it)."""
         if self.hosts.installing():
-            raise PatchOpError("Rejected: One or more nodes are installing patches.")
+            result.error += INSTALLING
+            return True
+        return False
+
+    def _refuse_unknown(self, ids: list[str]) -> None:
+        """"Patch X does not exist", one line per unknown ID, before anything is done."""
+        _refuse([f"Patch {pid} does not exist" for pid in ids if pid not in self.patches])
 
     # -- apply (§5.1) -------------------------------------------------------------------
     def apply(self, ids: list[str], skip_semantic: bool = False):
         return self._run(self._apply, ids, skip_semantic)
 
     def _apply(self, result, ids, skip_semantic) -> None:
-        self._refuse_while_installing()
+        if self._installing(result):
+            return
         if "--all" in ids:
             ids = [pid for pid, p in self.patches.items() if p.repostate is RepoState.AVAILABLE]
             if not ids:
                 result.add("info", "There are no available patches to be applied.")
                 return
         ids = sorted(set(ids))
-        for pid in ids:
-            patch = self._get(pid)
-            if patch.meta.apply_active_release_only == "Y" and \
-                    patch.meta.sw_version != self.running_release:
-                raise PatchOpError(f"{pid} cannot be applied in an upgrade")
+        self._refuse_unknown(ids)
+        _refuse([f"{pid} cannot be applied in an upgrade" for pid in ids
+                 if self.patches[pid].meta.apply_active_release_only == "Y" and
+                 self.patches[pid].meta.sw_version != self.running_release])
         self._check_requires(ids)
         if not skip_semantic:
             self._semantic_checks("pre-apply", ids)
-        todo = [pid for pid in self.dependency_order(ids)
-                if self.patches[pid].repostate is RepoState.AVAILABLE]
+        order = self.dependency_order(ids)
+        todo = [pid for pid in order if self.patches[pid].repostate is RepoState.AVAILABLE]
         self._publish(todo, add=True)
-        self._set_repostate(todo, RepoState.AVAILABLE, RepoState.APPLIED, result,
-                            "{} is now in the repo")
+        self._set_repostate(todo, RepoState.AVAILABLE, RepoState.APPLIED)
+        for pid in order:  # in the order applied; StarlingX's is alphabetical
+            result.add("info", f"{pid} is now in the repo" if pid in todo
+                       else f"{pid} is already in the repo")
 
-    def _set_repostate(self, ids, old: RepoState, new: RepoState, result, info: str) -> None:
+    def _set_repostate(self, ids, old: RepoState, new: RepoState) -> None:
         """Move each patch's metadata old -> new; its hosts are Pending until they report."""
         for pid in ids:
             self.store.move(pid, old, new)
             self.patches[pid].repostate = new
-            result.add("info", info.format(pid))
             LOG.info("Patch %s: %s -> %s", pid, old.value, new.value)
         if ids:
             self.hosts.mark_interim(ids)
@@ -128,7 +163,7 @@ class PatchOperations:
                     changed.append((update, rpm))
             self._regenerate({self.patches[pid].meta.sw_version for pid in ids},
                              extra=ids if add else [], without=[] if add else ids)
-        except (OSError, repo.PatchingError):
+        except (OSError, repo.PatchingError, InsufficientStorage):
             for update, rpm in changed:  # put the repo back as it was
                 if add:
                     update.remove(rpm.arch, rpm.file_basename)
@@ -155,10 +190,11 @@ class PatchOperations:
                 proc = subprocess.run(argv, capture_output=True, text=True,
                                       timeout=self.semantic_timeout)
             except (OSError, subprocess.TimeoutExpired) as exc:
-                raise PatchOpError(f"Semantic check failed for {pid}:\n{exc}") from None
-            if proc.returncode != 0:
-                raise PatchOpError(f"Semantic check failed for {pid}:\n"
-                                f"{(proc.stdout + proc.stderr).strip()}")
+                raise repo.PatchingError(
+                    reason=f"Semantic check failed for {pid}:\n{exc}") from None
+            if proc.returncode != 0:  # StarlingX: its PatchFail, "Error: " and the output
+                raise repo.PatchingError(reason=f"Semantic check failed for {pid}:\n"
+                                                f"{proc.stdout + proc.stderr}")
 
     # -- remove (§5.2) ------------------------------------------------------------------
     def remove(self, ids: list[str], skip_semantic: bool = False, skip_app_check: bool = False,
@@ -166,30 +202,38 @@ class PatchOperations:
         return self._run(self._remove, ids, skip_semantic, skip_app_check, remove_unremovable)
 
     def _remove(self, result, ids, skip_semantic, skip_app_check, remove_unremovable) -> None:
-        self._refuse_while_installing()
+        if self._installing(result):
+            return
         ids = sorted(set(ids))
+        self._refuse_unknown(ids)
+        _refuse(self._unremovable(ids, remove_unremovable))
         for pid in ids:
-            patch = self._get(pid)
-            if patch.repostate is RepoState.COMMITTED:
-                raise PatchOpError(f"Patch {pid} is committed and cannot be removed")
-            if patch.meta.unremovable == "Y":
-                if not remove_unremovable:
-                    raise PatchOpError(f"Patch {pid} is not removable")
-                result.add("warning", f"Patch {pid} is not removable")
+            if self.patches[pid].meta.unremovable == "Y":
+                result.add("warning", f"Unremovable patch {pid} being removed")
         self._check_reverse_requires(ids)
         if not skip_app_check:
             self._check_apps(ids)
         if not skip_semantic:
             self._semantic_checks("pre-remove", ids)
-        todo = []
-        for pid in reversed(self.dependency_order(ids)):
-            if self.patches[pid].repostate is RepoState.AVAILABLE:
-                result.add("info", f"{pid} is not in the repo")
-            else:
-                todo.append(pid)
+        order = self.removal_order(ids)
+        todo = [pid for pid in order if self.patches[pid].repostate is not RepoState.AVAILABLE]
         self._publish(todo, add=False)
-        self._set_repostate(todo, RepoState.APPLIED, RepoState.AVAILABLE, result,
-                            "{} has been removed from the repo")
+        self._set_repostate(todo, RepoState.APPLIED, RepoState.AVAILABLE)
+        for pid in order:
+            result.add("info", f"{pid} has been removed from the repo" if pid in todo
+                       else f"{pid} is not in the repo")
+
+    def _unremovable(self, ids: list[str], remove_unremovable: bool) -> list[str]:
+        """StarlingX's refusals; a committed patch stays put even when its unremovable
+        flag is overridden (StarlingX's would then remove a committed patch)."""
+        lines = []
+        for pid in ids:
+            patch = self.patches[pid]
+            if patch.meta.unremovable == "Y" and not remove_unremovable:
+                lines.append(f"Patch {pid} is not removable")
+            elif patch.repostate is RepoState.COMMITTED:
+                lines.append(f"Patch {pid} is committed and cannot be removed")
+        return lines
 
     def _check_reverse_requires(self, ids: list[str]) -> None:
         users: dict[str, list[str]] = {}
@@ -205,10 +249,10 @@ class PatchOperations:
 
     def _check_apps(self, ids: list[str]) -> None:
         deps = self.store.app_dependencies()
-        for pid in ids:
-            apps = sorted(app for app, patches in deps.items() if pid in patches)
-            if apps:
-                raise PatchOpError(f"{pid} is required by application(s): {', '.join(apps)}")
+        users = {pid: sorted(app for app, patches in deps.items() if pid in patches)
+                 for pid in ids}
+        _refuse([f"{pid} is required by application(s): {', '.join(apps)}"
+                 for pid, apps in users.items() if apps])
 
     # -- delete (§5.3, plus a reverse-dependency check) --------------------------------
     def delete(self, ids: list[str]):
@@ -216,11 +260,11 @@ class PatchOperations:
 
     def _delete(self, result, ids) -> None:
         ids = sorted(set(ids))
-        for pid in ids:
-            patch = self._get(pid)
-            if patch.repostate is not RepoState.AVAILABLE or \
-                    self.patch_state(pid) not in ("Available", "n/a"):
-                raise PatchOpError(f"Patch {pid} not in Available state")
+        _refuse([f"Patch {pid} does not exist" if pid not in self.patches else
+                 f"Patch {pid} not in Available state" for pid in ids
+                 if pid not in self.patches or
+                 self.patches[pid].repostate is not RepoState.AVAILABLE or
+                 self.patch_state(pid) not in ("Available", "n/a")])
         users = {pid: sorted(o for o, p in self.patches.items()
                              if pid in p.meta.requires and o not in ids) for pid in ids}
         blocked = {pid: u for pid, u in users.items() if u}
@@ -238,23 +282,30 @@ class PatchOperations:
 
     # -- commit (§5.4) ------------------------------------------------------------------
     def commit(self, ids: list[str], dry_run: bool = False):
-        return self._run(self._commit, ids, dry_run)
+        return self._run(self._commit, ids, dry_run, prefix="")
 
     def _commit(self, result, ids, dry_run) -> None:
+        # StarlingX's texts: its listed lines end in newlines, the info lines do not.
         not_rel = sorted(pid for pid, p in self.patches.items() if p.meta.status != "REL")
         if not_rel:
-            raise PatchOpError("A commit cannot be performed with non-REL status patches in the "
-                            f"system:\n    {chr(10).join('    ' + p for p in not_rel).strip()}")
-        for pid in ids:
-            self._get(pid)
+            result.error = "A commit cannot be performed with non-REL status patches in " \
+                "the system:\n" + "".join(f"    {pid}\n" for pid in not_rel)
+            return
+        unknown = sorted(pid for pid in set(ids) if pid not in self.patches)
+        if unknown:
+            result.error = "".join(f"{pid} is unrecognized\n" for pid in unknown)
+            return
         closure = self.query_dependencies(ids, recursive=True)["patches"]
-        for pid in closure:
-            if self.patch_state(pid) not in ("Applied", "Committed"):
-                raise PatchOpError(f"Patch {pid} is not in Applied state")
+        unapplied = [pid for pid in closure
+                     if self.patch_state(pid) not in ("Applied", "Committed")]
+        if unapplied:
+            result.error = "The following patches are not applied and cannot be " \
+                "committed:\n" + "".join(f"    {pid}\n" for pid in unapplied)
+            return
         obsolete = self._superseded(closure)
         freed = sum(path.stat().st_size for path, _ in obsolete if path.exists())
         if dry_run:
-            result.add("info", f"This commit operation would free {freed / 2**20:.2f} MiB")
+            result.info = f"This commit operation would free {freed / 2**20:.2f} MiB"
             return
         for path, repo_path in obsolete:
             path.unlink(missing_ok=True)
@@ -264,7 +315,8 @@ class PatchOperations:
                 self.store.move(pid, RepoState.APPLIED, RepoState.COMMITTED)
                 self.patches[pid].repostate = RepoState.COMMITTED
         self._regenerate({self.patches[pid].meta.sw_version for pid in closure})
-        result.add("info", f"The patches have been committed. {freed / 2**20:.2f} MiB freed.")
+        LOG.info("Committed %s: %.2f MiB freed", ", ".join(closure), freed / 2**20)
+        result.info = "The patches have been committed."
 
     def _superseded(self, closure: list[str]) -> list[tuple]:
         """(store path, repo path) of every RPM a higher version in ``closure`` replaces."""
@@ -287,17 +339,16 @@ class PatchOperations:
         return doomed
 
     # -- application dependencies (§5.6) and hosts ------------------------------------
-    def report_app_dependencies(self, app: str, ids: list[str]) -> bool | dict:
-        """True once recorded; unknown IDs record nothing and give an error dict
-        (StarlingX records them blindly, which later blocks nothing useful)."""
+    def report_app_dependencies(self, app: str, ids: list[str]) -> bool:
+        """True once recorded. IDs of patches not (yet) uploaded are recorded too, as
+        StarlingX does: sysinv reports what an application needs, and the patch it
+        names then cannot be removed once it is there."""
+        for pid in ids:  # they are stored, not looked up: only their shape is checked
+            check_name("patch ID", pid)
         with self.lock:
-            unknown = sorted(set(ids) - set(self.patches))
-            if unknown:
-                return {"info": "", "warning": "",
-                        "error": "".join(f"Patch {pid} does not exist\n" for pid in unknown)}
             deps = self.store.app_dependencies()
             if ids:
-                deps[app] = sorted(set(ids))
+                deps[app] = list(dict.fromkeys(ids))   # as reported, each once
             else:
                 deps.pop(app, None)
             self.store.save_app_dependencies(deps)
@@ -349,5 +400,5 @@ class PatchOperations:
             else:
                 self.hosts.drop(name)
                 self.refresh_alarms()
-                result.add("info", f"{name} has been dropped from the host list.")
-            return result
+                LOG.info("Host %s dropped from the patching host list", name)
+            return result  # StarlingX's answer to a drop is empty: sw-patch prints nothing

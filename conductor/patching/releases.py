@@ -12,28 +12,28 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import shutil
 
 from conductor.errors import PatchOpError
 from conductor.patching import repo
+from conductor.patching.metadata import PatchFormatError, check_name
 from conductor.patching.store import RepoState
 
 LOG = logging.getLogger(__name__)
-#: A release is one path component (it names rel-<ver> directories): no "/", no "..".
-RELEASE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 
 
 def _check(controller, release: str) -> None:
-    if not RELEASE_RE.match(release) or ".." in release:
-        raise PatchOpError(f"Invalid release: {release!r}")
+    try:   # a release is one path component (it names rel-<ver> directories)
+        check_name("release", release)
+    except PatchFormatError as exc:
+        raise PatchOpError(str(exc)) from None
     if release == controller.running_release:
         raise PatchOpError(f"Rejected: Requested release {release} is running release")
 
 
 def init_release(controller, release: str):
     """Create the empty update repo of a release that is not running."""
-    return controller._run(functools.partial(_init, controller), release)
+    return controller._run(functools.partial(_init, controller), release, prefix="")
 
 
 def _init(controller, result, release: str) -> None:
@@ -47,13 +47,13 @@ def _init(controller, result, release: str) -> None:
     except repo.PatchingError:
         shutil.rmtree(directory, ignore_errors=True)     # nothing half-made is left
         raise
+    # Done: StarlingX says nothing then (sw-patch prints nothing).
     LOG.info("Initialized the patch repository of release %s at %s", release, directory)
-    result.add("info", f"Patch repository for {release} is initialized")
 
 
 def del_release(controller, release: str):
     """Delete the patches, packages and update repo of a release that is not running."""
-    return controller._run(functools.partial(_delete, controller), release)
+    return controller._run(functools.partial(_delete, controller), release, prefix="")
 
 
 def _delete(controller, result, release: str) -> None:
@@ -64,12 +64,12 @@ def _delete(controller, result, release: str) -> None:
         patch = controller.patches.pop(pid)
         controller.store.delete_semantics(pid)
         controller.store.remove_metadata(pid, RepoState(patch.repostate))
-        result.add("info", f"{pid} has been deleted")
     shutil.rmtree(controller.store.package_dir(release), ignore_errors=True)
     directory = controller.store.repo_dir(release)
     if not directory.exists():
         result.add("info", f"Patch repository for {release} does not exist")
         return
     shutil.rmtree(directory)
-    LOG.info("Deleted release %s: %d patch(es) and its update repo", release, len(doomed))
-    result.add("info", f"Patch repository for {release} has been deleted")
+    # Done: StarlingX says nothing then (sw-patch prints nothing).
+    LOG.info("Deleted release %s: %d patch(es) (%s) and its update repo", release,
+             len(doomed), ", ".join(doomed))

@@ -197,8 +197,21 @@ def test_patch_states_follow_host_reports(lab, ctl):
     ctl.report_host(ahead)
     assert ctl.patch_state("ST_0001") == "Partial-Remove"
     assert ctl.hosts.allow_insvc_patching()
-    assert ctl.drop_host("compute-0").info == "compute-0 has been dropped from the host list.\n"
+    assert ctl.drop_host("compute-0").as_dict() == {"info": "", "warning": "", "error": ""}
     assert ctl.patch_state("ST_0001") == "n/a"
+
+
+def test_apply_and_remove_wait_for_installing_hosts(lab, ctl):
+    """StarlingX's API refuses them while a host installs, in its words (no newline: its
+    API says it, not its controller)."""
+    ctl.upload([lab.patch("IN_0001", [("labpatch", "4.2")])])
+    ctl.report_host(hosts.HostReport(hostname="compute-0", sw_version="1.0",
+                                     state="installing"))
+    for result in (ctl.apply(["IN_0001"]), ctl.remove(["IN_0001"])):
+        assert result.as_dict() == {"info": "", "warning": "", "error":
+                                    "Rejected: One or more nodes are installing patches."}
+    ctl.report_host(hosts.HostReport(hostname="compute-0", sw_version="1.0"))
+    assert ctl.apply(["IN_0001"]).info == "IN_0001 is now in the repo\n"
 
 
 def test_a_restarted_controller_keeps_host_and_interim_states(lab, ctl, sqlite_url):

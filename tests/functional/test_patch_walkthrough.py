@@ -4,19 +4,24 @@ A real ``metalcast serve`` (its HTTP boot server on a free port serves the base
 feed and the update repo), six fake-hardware nodes adopted into ``active``
 (controller-0/1, compute-0/1, storage-0/1), and six real ``metalcast-agent host``
 processes, each with its own install root and rpm database (base packages put
-there with ``rpm --root``, /bin/sh from busybox, test-lab.md §6). The agents
-look themselves up with ``agent_mode=host``, heartbeat their patching reports
-over HTTPS, and get ``patching.install`` / ``patching.query`` from the conductor.
+there with ``rpm --root``, /bin/sh from busybox, test-lab.md §6). The operator
+issues each agent's token through the authenticated API (``metalcast host token``;
+later ``baremetal node passthru call`` and openstacksdk too); the agents read it
+from their token file, heartbeat their patching reports over HTTPS (the first
+heartbeat binds the token to the host and its certificate), and get
+``patching.install`` / ``patching.query`` from the conductor.
 Everything is driven with the real ``sw-patch`` CLI; patches and RPMs (a plain
 one, a restart-script one, a reboot-required one) are built by rpmbuild and
 ``sw-patch-build`` here.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +37,9 @@ from ramdisk_agent.host.convention import (
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import HEADERS, api_call, provision
 from tests.functional.rpm_tools import build_rpm
+from tests.functional.test_baremetal_cli import baremetal
 from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH, installed, require_tools
+from tests.functional.test_openstacksdk import connect
 from tests.waiting import wait_until
 from virtlab.process import start_ready, stop
 
@@ -46,6 +53,26 @@ WAIT = 90
 #: a command, and on patching.query): their reports after apply/remove prove the
 #: conductor's HELLO_AGENT, and after host-install the heartbeat at the end of it.
 INTERVALS = {"controller-0": "600", "controller-1": "600"}
+
+
+def issue_token(url: str, node: str, path: Path) -> dict:
+    """``metalcast host token NODE --output PATH`` (the real client): the token file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([BIN / "metalcast", "--url", url, "host", "token", node,
+                           "--output", path], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the previous token is revoked" in proc.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return json.loads(path.read_text())
+
+
+def write_token(path: Path, issued: dict) -> None:
+    """Put a token issued by another client where the agent reads it (0600)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"token": issued["token"], "node_uuid": issued["node_uuid"]}, handle)
+    os.replace(tmp, path)
 
 
 class Walkthrough:
@@ -99,10 +126,20 @@ class Walkthrough:
         self.uuids[name] = node["uuid"]
         provision(self.server.url, node["uuid"], "manage", "manageable")
         provision(self.server.url, node["uuid"], "adopt", "active")
+        assert issue_token(self.server.url, name, self.token_file(name))["node_uuid"] == \
+            node["uuid"]
         self.start_agent(name)
 
     def root(self, name: str) -> Path:
         return self.work / "hosts" / name
+
+    def token_file(self, name: str) -> Path:
+        """The agent's default token file (under its state dir)."""
+        return self.work / "state" / name / "host-agent-token.json"
+
+    def info(self, name: str) -> dict:
+        return api_call(self.server.url, "GET", f"/v1/nodes/{self.uuids[name]}")[
+            "driver_internal_info"]
 
     def start_agent(self, name: str, *extra) -> None:
         cmd = [str(c) for c in (*self.agent_command(name), *extra)]
@@ -116,7 +153,7 @@ class Walkthrough:
                "--heartbeat-interval", INTERVALS.get(name, "2"), "--root", self.root(name),
                "--base-url", f"{self.http}/feed/rel-1.0",
                "--updates-url", f"{self.http}/updates/rel-1.0", "--sw-version", "1.0",
-               "--nodetype", HOSTS[name], "--lookup-timeout", "30"]
+               "--nodetype", HOSTS[name]]
 
     def stop_agent(self, name: str) -> None:
         process = self.agents.pop(name)[0]
@@ -197,8 +234,7 @@ def test_seed_walkthrough(lab):
     for name in HOSTS:
         assert patch_state(lab, "WALK_0001") == "Partial-Apply"
         proc = sw_patch(lab, "host-install", name)
-        assert proc.returncode == 0 and proc.stdout.startswith(
-            f"Patch installation request sent to {name}."), proc.stdout
+        assert proc.returncode == 0, proc.stdout + proc.stderr
         assert proc.stdout.endswith("Installation was successful.\n"), proc.stdout
         assert installed(lab.root(name))["svc"] == "1.1-1"
         # the restart script ran, chrooted in the host's root
@@ -254,12 +290,17 @@ def test_reboot_required_needs_a_locked_host(lab):
     assert hosts(lab)["compute-0"]["Reboot Required"] == "Yes"
 
     # The reboot: the agent stops, /run (a tmpfs) is empty, the agent starts again
-    # with its saved token, a new port and a new certificate.
+    # with its token file, a new port and the certificate its token is bound to.
     old_url = lab.agents["compute-1"][1]["callback_url"]
+    bound_to = lab.info("compute-1")["host_agent_verify_ca"]
     lab.stop_agent("compute-1")
     shutil.rmtree(lab.root("compute-1") / "run")
     lab.start_agent("compute-1")
-    assert lab.agents["compute-1"][1]["callback_url"] != old_url
+    new_url = lab.agents["compute-1"][1]["callback_url"]
+    assert new_url != old_url
+    wait_for("compute-1 heartbeating from its new port",
+             lambda: lab.info("compute-1")["host_agent_url"] == new_url)
+    assert lab.info("compute-1")["host_agent_verify_ca"] == bound_to
     wait_for("compute-1 no longer requiring a reboot",
              lambda: hosts(lab)["compute-1"]["Reboot Required"] == "No")
     assert hosts(lab)["compute-0"]["Reboot Required"] == "Yes"
@@ -288,8 +329,11 @@ def test_boot_install_reboots_once_then_serves(lab):
 
 
 def _beat(lab, name: str, **body) -> requests.Response:
+    """A heartbeat as if from the agent's own host, with its certificate (the token is
+    bound to both)."""
+    pem = (lab.work / "state" / name / "tls" / "agent.crt").read_text()
     base = {"callback_url": lab.agents[name][1]["callback_url"], "agent_version": "1",
-            "agent_mode": "host"}
+            "agent_mode": "host", "agent_verify_ca": pem}
     return requests.post(f"{lab.server.url}/v1/heartbeat/{lab.uuids[name]}",
                          json=dict(base, **body), headers=HEADERS, timeout=10)
 
@@ -305,7 +349,7 @@ def test_bad_input(lab):
     assert response.status_code == 400
     assert hosts(lab)["storage-0"] == before
 
-    token = json.loads((lab.work / "state" / "storage-0" / "host-agent.json").read_text())
+    token = json.loads(lab.token_file("storage-0").read_text())
     response = _beat(lab, "storage-0", agent_token=token["token"],
                      patching=dict(fake, installed=["not", "a", "dict"]))
     assert response.status_code == 400 and "installed" in response.json()["error_message"]
@@ -315,36 +359,71 @@ def test_bad_input(lab):
     assert hosts(lab)["storage-0"] == before
 
     node = api_call(lab.server.url, "GET", f"/v1/nodes/{lab.uuids['storage-0']}")
-    assert node["driver_internal_info"]["host_agent_token"] == "******"
-    lookup = f"{lab.server.url}/v1/lookup?node_uuid={lab.uuids['storage-0']}&agent_mode=host"
-    response = requests.get(lookup, headers=HEADERS, timeout=10)
-    assert response.status_code == 200
-    assert response.json()["config"]["agent_token"] == "******"     # issued once
+    assert node["driver_internal_info"]["host_agent_token_hash"] == "******"
+    stored = (lab.server.data_dir / "metalcast.sqlite").read_bytes()
+    assert token["token"].encode() not in stored
+    # No host-mode lookup: an active node is answered as an unknown one, in every form.
+    unknown = requests.get(f"{lab.server.url}/v1/lookup?node_uuid=nope", headers=HEADERS,
+                           timeout=10)
+    for query in (f"node_uuid={lab.uuids['storage-0']}&agent_mode=host",
+                  "node_uuid=storage-0&agent_mode=host", "node_uuid=storage-0",
+                  f"node_uuid={lab.uuids['storage-0']}&agent_mode=guest"):
+        response = requests.get(f"{lab.server.url}/v1/lookup?{query}", headers=HEADERS,
+                                timeout=10)
+        assert (response.status_code, response.content) == (404, unknown.content), query
 
     enrolled = api_call(lab.server.url, "POST", "/v1/nodes",
                         {"driver": "fake-hardware", "name": "compute-9"}, ok=(201,))
-    response = requests.get(f"{lab.server.url}/v1/lookup?node_uuid={enrolled['uuid']}"
-                            "&agent_mode=host", headers=HEADERS, timeout=10)
-    assert response.status_code == 404
-    response = requests.get(lookup.replace("agent_mode=host", "agent_mode=guest"),
-                            headers=HEADERS, timeout=10)
-    assert response.status_code == 400
-
+    refused = requests.post(f"{lab.server.url}/v1/nodes/{enrolled['uuid']}/vendor_passthru"
+                            "?method=issue_host_agent_token", headers=HEADERS, timeout=10)
+    assert refused.status_code == 409 and "active nodes only" in refused.text
     proc = sw_patch(lab, "host-install", "compute-9")
     assert proc.returncode == 1 and "Unknown host specified: compute-9" in proc.stdout
+    # The client command: clear errors, and a file it cannot write revokes nothing.
+    for node, extra, named in (("compute-9", [], "active nodes only"),
+                               ("nope", [], "could not be found"),
+                               ("storage-0", ["--output", lab.work / "no-dir" / "t.json"],
+                                "cannot write")):
+        proc = subprocess.run([BIN / "metalcast", "--url", lab.server.url, "host", "token",
+                               node, *extra], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and named in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+    response = _beat(lab, "storage-0", agent_token=token["token"],
+                     patching=dict(fake, installed=["still", "the", "token"]))
+    assert response.status_code == 400 and "installed" in response.json()["error_message"]
 
 
-def test_operator_token_reset_and_the_agent_recovers(lab):
-    path = lab.work / "state" / "compute-1" / "host-agent.json"
-    old = json.loads(path.read_text())["token"]
-    api_call(lab.server.url, "DELETE", "/v1/nodes/compute-1/host_agent_token", ok=(204,))
-    # The agent's next heartbeat is refused; it looks up again and saves the new token.
-    wait_for("a new token saved by the compute-1 agent",
-             lambda: json.loads(path.read_text())["token"] != old, timeout=30)
-    node = api_call(lab.server.url, "GET", f"/v1/nodes/{lab.uuids['compute-1']}")
-    wait_for("compute-1 heartbeating again", lambda: "host_agent_url" in api_call(
-        lab.server.url, "GET", f"/v1/nodes/{lab.uuids['compute-1']}")["driver_internal_info"])
-    assert node["driver_internal_info"]["host_agent_token"] == "******"
-    proc = sw_patch(lab, "host-install", "--force", "compute-1")  # uses the new token
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")   # openstacksdk's own
+def test_revocation_and_new_tokens_from_the_peer_clients(lab):
+    path = lab.token_file("compute-1")
+    proc = subprocess.run([BIN / "metalcast", "--url", lab.server.url, "host", "revoke",
+                           "compute-1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(key.startswith("host_agent") for key in lab.info("compute-1"))
+    proc = sw_patch(lab, "host-install", "--force", "compute-1")
+    assert proc.returncode == 1 and "no host agent yet" in proc.stdout, proc.stdout
+    # The baremetal CLI issues the next token (Ironic's node vendor passthru); it prints
+    # the method's answer as a Python dict. The agent reads its file again when its
+    # token is refused, and its first heartbeat with the new token binds it.
+    listed = baremetal(lab.server, "node", "passthru", "list", "compute-1").stdout
+    assert "issue_host_agent_token" in listed
+    call = baremetal(lab.server, "node", "passthru", "call", "compute-1",
+                     "issue_host_agent_token")
+    issued = ast.literal_eval(call.stdout.strip())
+    assert issued["node_uuid"] == lab.uuids["compute-1"]
+    write_token(path, issued)
+    wait_for("compute-1 heartbeating with the token from baremetal",
+             lambda: "host_agent_url" in lab.info("compute-1"))
+    proc = sw_patch(lab, "host-install", "--force", "compute-1")  # uses the new binding
     assert proc.returncode == 0 and proc.stdout.endswith("Installation was successful.\n"), \
         proc.stdout
+    # openstacksdk: a new token for compute-0 revokes the one its agent runs with.
+    response = connect(lab.server.url).baremetal.call_node_vendor_passthru(
+        "compute-0", "POST", "issue_host_agent_token")
+    assert response.status_code == 200
+    assert response.json()["node_uuid"] == lab.uuids["compute-0"]
+    wait_for("compute-0 unbound by the new token",
+             lambda: "host_agent_url" not in lab.info("compute-0"))
+    write_token(lab.token_file("compute-0"), response.json())
+    wait_for("compute-0 heartbeating with the token from openstacksdk",
+             lambda: "host_agent_url" in lab.info("compute-0"))

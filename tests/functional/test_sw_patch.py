@@ -81,7 +81,8 @@ def test_walkthrough_without_hosts(lab):
     assert "    Repo State:     Applied" in lines
     assert "    Summary:        Fix the lab" in lines
     assert "    Description:    First line" in lines and " " * 20 + "Second" in lines
-    assert "    Contents:       " in lines and " " * 20 + "labpatch-1.1-1.noarch.rpm" in lines
+    assert "    Contents:" in lines and " " * 20 + "labpatch-1.1-1.noarch.rpm" in lines
+    assert not [line for line in lines if "Unremovable" in line]    # <unremovable/>
     assert proc.stdout.endswith("\n\n\n")
     assert sw_patch(server, "is-applied", "LAB_0001").returncode == 1   # n/a, not Applied
     proc = sw_patch(server, "query", "--format", "json")
@@ -137,15 +138,21 @@ def test_hosts_app_dependencies_and_commit(lab):
     assert proc.returncode == 1 and "required by application(s): kube" in proc.stdout
     proc = sw_patch(server, "commit", "--dry-run", "APP_0001")
     # Every patch is REL, but with no host reporting its state is n/a, not Applied.
-    assert proc.returncode == 1 and "Patch APP_0001 is not in Applied state" in proc.stdout
+    assert proc.returncode == 1 and proc.stdout.endswith(
+        "Error:\nThe following patches are not applied and cannot be committed:\n"
+        "    APP_0001\n\nAborting...\n"), proc.stdout
 
 
-def test_patching_api_needs_auth_beyond_loopback(basic_server):
-    response = requests.get(basic_server.url + "/patching/v1/query", timeout=10)
+@pytest.mark.parametrize("prefix", ["/patching/v1", "/patch", "/v1"])
+def test_patching_api_needs_auth_beyond_loopback(basic_server, prefix):
+    """The patch API answers under StarlingX's /patch/ and /v1/ and metalcast's first
+    /patching/v1/, behind the same authentication as the rest of the API."""
+    response = requests.get(basic_server.url + prefix + "/query", timeout=10)
     assert response.status_code == 401
-    response = requests.get(basic_server.url + "/patching/v1/query", timeout=10,
+    response = requests.get(basic_server.url + prefix + "/query", timeout=10,
                             auth=(basic_server.username, basic_server.password))
     assert response.status_code == 200 and "pd" in response.json()
+    assert response.headers["X-Metalcast-Running-Release"] == "1.0"
 
 
 def test_alarm_list_shows_patching_alarms(lab):

@@ -4,7 +4,8 @@ report costs the conductor, over HTTP, with N adopted hosts reporting.
     .venv/bin/python bench/host_heartbeat.py [--hosts 200] [--packages 500] [--rounds 3]
 
 A real ``metalcast serve``; N fake-hardware nodes adopted into ``active``, each
-looked up with ``agent_mode=host`` (its own token); every node then heartbeats
+given its host-agent token by the vendor passthru ``issue_host_agent_token``
+(stored hashed: each heartbeat costs a SHA-256 of its token); every node heartbeats
 with a report of ``--packages`` installed packages (a typical host) until the
 steady state (URL recorded, no database write). Timed from one client, in the
 same run: a heartbeat with the report, the same heartbeat without a report
@@ -80,9 +81,10 @@ def run(server: ServeProcess, hosts: int, packages: int, rounds: int) -> None:
     print(f"{hosts} nodes enrolled and adopted in {time.perf_counter() - start:.1f} s")
     tokens = {}
     for uuid in uuids:
-        reply = session.get(f"{url}/v1/lookup?node_uuid={uuid}&agent_mode=host",
-                            headers=HEADERS).json()
-        tokens[uuid] = reply["config"]["agent_token"]
+        reply = session.post(f"{url}/v1/nodes/{uuid}/vendor_passthru",
+                             params={"method": "issue_host_agent_token"},
+                             headers=LATEST).json()
+        tokens[uuid] = reply["token"]
     report = _report(packages)
 
     def beat(uuid: str, with_report: bool = True) -> None:

@@ -103,6 +103,16 @@ class Client:
     def set_power_state(self, ident: str, target: str) -> None:
         self.request("PUT", f"/v1/nodes/{ident}/states/power", {"target": target}, ok=(202,))
 
+    # -- host agents ---------------------------------------------------------
+    def issue_host_agent_token(self, ident: str) -> dict:
+        """A new token for the node's host agent (revokes the previous one):
+        ``{"token", "node_uuid"}``, via Ironic's node vendor passthru."""
+        return self.request("POST", f"/v1/nodes/{ident}/vendor_passthru",
+                            params={"method": "issue_host_agent_token"})
+
+    def revoke_host_agent_token(self, ident: str) -> None:
+        self.request("DELETE", f"/v1/nodes/{ident}/host_agent_token", ok=(204,))
+
     # -- ports ---------------------------------------------------------------
     def list_ports(self, detail: bool = False, **params) -> list[dict]:
         return self._paged("/v1/ports/detail" if detail else "/v1/ports", "ports", params)

@@ -8,8 +8,11 @@ SERVER_COMMANDS names the function that runs it, imported only when it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +167,52 @@ def cmd_port_delete(args) -> int:
     for port in args.ports:
         client.delete_port(port)
         print(f"Deleted port {port}")
+    return 0
+
+
+# -- host agent commands --------------------------------------------------------
+def cmd_host_token(args) -> int:
+    client = _client(args)
+    if not args.output:
+        issued = client.issue_host_agent_token(args.node)
+        print(json.dumps({"token": issued["token"], "node_uuid": issued["node_uuid"]}))
+        return 0
+    # The file is opened before the token is issued: a path that cannot be written
+    # fails here, before the previous token is revoked.
+    with _private_file(Path(args.output)) as handle:
+        issued = client.issue_host_agent_token(args.node)
+        json.dump({"token": issued["token"], "node_uuid": issued["node_uuid"]}, handle)
+        handle.write("\n")
+    print(f"Host agent token for node {issued['node_uuid']} written to {args.output} "
+          "(mode 0600); the previous token is revoked. Give the file to "
+          "metalcast-agent host (--token-file).")
+    return 0
+
+
+@contextlib.contextmanager
+def _private_file(path: Path):
+    """A file written in full or not at all, readable by its owner only from the
+    first byte on."""
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory; give the token file's path")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)        # an older file of that name may have had another mode
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def cmd_host_revoke(args) -> int:
+    _client(args).revoke_host_agent_token(args.node)
+    print(f"Host agent token of node {args.node} revoked")
     return 0
 
 

@@ -144,6 +144,25 @@ def _patch_commands(sub):
     _server(p, "patch keygen", pass_through=True)
 
 
+def _host_commands(sub, h):
+    host = sub.add_parser("host", help="host agents of active nodes (metalcast-agent "
+                          "host)").add_subparsers(metavar="COMMAND")
+    p = host.add_parser("token", help="issue the token of a node's host agent (revokes "
+                        "the previous one; active nodes only)",
+                        description="Issue a new host-agent token through the API "
+                        "(node vendor passthru issue_host_agent_token) and print it as "
+                        "JSON {token, node_uuid}, or write it to --output with mode 0600. "
+                        "The first heartbeat with it binds it to the agent's host and TLS "
+                        "certificate; issuing a new token is how an agent is rebound.")
+    p.add_argument("node", help="UUID or name")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the token file here (mode 0600) instead of printing it")
+    p.set_defaults(handler=h["cmd_host_token"])
+    p = host.add_parser("revoke", help="revoke the token of a node's host agent")
+    p.add_argument("node", help="UUID or name")
+    p.set_defaults(handler=h["cmd_host_revoke"])
+
+
 def _alarm_commands(sub, h):
     alarm = sub.add_parser("alarm", help="active alarms (patching, ...)").add_subparsers(
         metavar="COMMAND")
@@ -188,6 +207,7 @@ def build(h: dict) -> argparse.ArgumentParser:
     _port_commands(sub, h)
     _image_commands(sub)
     _patch_commands(sub)
+    _host_commands(sub, h)
     _alarm_commands(sub, h)
     _dns_commands(sub)
     p = sub.add_parser("demo", help="deploy a virtual lab of machines (real IPMI, iPXE, "

@@ -102,26 +102,18 @@ class ApiClient:
             raise LookupFailed(f"The API at {self.api_url} is too old (version "
                                f"{server}); lookup needs 1.22")
 
-    def lookup_once(self, macs: list[str], node_uuid: str | None,
-                    agent_mode: str | None = None) -> LookupResult | None:
-        """One lookup attempt: the result, or None when the node is not (yet) found.
-
-        ``agent_mode="host"`` is the installed host's lookup (hostmode.py), which the
-        conductor answers for active nodes only.
-        """
+    def lookup_once(self, macs: list[str], node_uuid: str | None) -> LookupResult | None:
+        """One lookup attempt: the result, or None when the node is not (yet) found."""
         query = {"addresses": ",".join(macs)}
-        if agent_mode:
-            query["agent_mode"] = agent_mode
         if node_uuid:
             query["node_uuid"] = node_uuid
         status, body = self._call("GET", "/v1/lookup?" + urllib.parse.urlencode(query),
                                   self.lookup_version)
         if status == 200 and isinstance(body, dict) and "node" in body:
             return LookupResult(node=body["node"], config=body.get("config") or {})
-        what = f"{agent_mode.capitalize()}-mode lookup" if agent_mode else "Lookup"
         if status == 400:
-            raise LookupFailed(f"{what} refused by the API: {body}")
-        LOG.info("%s for %s: HTTP %s, retrying", what, macs, status)
+            raise LookupFailed(f"Lookup refused by the API: {body}")
+        LOG.info("Lookup for %s: HTTP %s, retrying", macs, status)
         return None
 
     def lookup(self, macs: list[str], node_uuid: str | None, timeout: float,

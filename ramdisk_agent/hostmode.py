@@ -7,20 +7,26 @@ The host side of in-service patching over the authenticated agent protocol
    guard); when it says reboot, the agent writes ``{"event": "reboot"}`` to
    ``--state-file`` (if given) and exits with status 3 without serving: the init
    script reboots the host.
-2. Token: read from ``<state dir>/host-agent.json`` (0600) if a previous run
-   saved one, otherwise ``GET /v1/lookup?...&agent_mode=host`` (retried while the
-   node is not active; the conductor answers active nodes only) and saved. A
-   token refused later (the node was redeployed) triggers one new lookup.
-3. The HTTPS command API (server.py, self-signed certificate sent as
-   ``agent_verify_ca``) with only the ``patching`` extension.
+2. Token: read from ``--token-file`` (default ``<state dir>/host-agent-token.json``,
+   0600), which an operator filled with a token issued through the authenticated
+   API (``metalcast host token NODE --output FILE``; ramdisk_agent/host/credentials.py).
+   The agent never asks for a token: lookup does not answer active nodes. A token
+   refused later (revoked, or the node was redeployed) makes the agent read the file
+   again, so a newly issued token is picked up without a restart.
+3. The HTTPS command API (server.py) with only the ``patching`` extension, its
+   certificate kept in ``<state dir>/tls/`` and sent as ``agent_verify_ca``: the
+   first heartbeat binds the token to this host and certificate. The conductor
+   authenticates its calls with a credential derived from the token
+   (ramdisk_agent/wire/agent_tokens.py), never the token itself.
 4. Heartbeats every ``--heartbeat-interval`` s (x U(0.8, 1.0), so hosts do not
    synchronise) and at once after a command finished or ``patching.query``:
    ``{..., "agent_mode": "host", "patching": engine.report() + {"install_request"}}``.
 
 Without ``--api-url`` the one-shot actions of ramdisk_agent/host/cli.py run
 (``--report``, ``--install``, ``--boot-install``, ``--install-root``).
-Exit status: 0 on SIGTERM, 1 when lookup fails, 2 on bad arguments, 3 reboot
-needed after a boot install, 4 a restart script asked for the agent to restart.
+Exit status: 0 on SIGTERM, 1 when there is no usable token file (or TLS identity),
+2 on bad arguments, 3 reboot needed after a boot install, 4 a restart script asked
+for the agent to restart.
 """
 from __future__ import annotations
 
@@ -32,30 +38,31 @@ import random
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 from pathlib import Path
 
 from ramdisk_agent import __version__
-from ramdisk_agent.api_client import ApiClient, LookupResult
-from ramdisk_agent.errors import AgentError, HeartbeatError, LookupFailed, PatchEngineError
+from ramdisk_agent.api_client import ApiClient
+from ramdisk_agent.errors import (
+    AgentError,
+    HeartbeatError,
+    HostCredentialsError,
+    PatchEngineError,
+)
 from ramdisk_agent.host import PatchEngine
 from ramdisk_agent.host.cli import add_engine_arguments, engine_from_args
+from ramdisk_agent.host.credentials import TOKEN_FILE, read_token, tls_identity
+from ramdisk_agent.wire.agent_tokens import host_command_token
 
 LOG = logging.getLogger("metalcast-agent.host")
 READY_PREFIX = "METALCAST-AGENT "
-TOKEN_FILE = "host-agent.json"
 REBOOT_EXIT, RESTART_EXIT = 3, 4
 
 
 class HostApiClient(ApiClient):
-    """The ramdisk API client plus the two host-mode calls."""
-
-    def host_lookup(self, macs: list[str], node_uuid: str | None) -> LookupResult | None:
-        """One host-mode lookup (active nodes only): the result, or None to retry."""
-        return self.lookup_once(macs, node_uuid, agent_mode="host")
+    """The ramdisk API client plus the host-mode heartbeat."""
 
     def host_heartbeat(self, node_uuid: str, callback_url: str, token: str,
                        verify_ca: str, report: dict | None) -> None:
@@ -77,62 +84,30 @@ class HostAgent:
         self.args, self.engine = args, engine
         self.api = HostApiClient(args.api_url, args.insecure, args.ca_file)
         self.state_dir = Path(args.state_dir)
+        self.token_file = Path(getattr(args, "token_file", None) or
+                               self.state_dir / TOKEN_FILE)
         self.node_uuid: str | None = None
         self.token: str | None = None
+        self.command_token: str | None = None    # what the conductor presents to us
         self.last_request: str | None = None    # install_request of the last install
         self.callback_url = self.verify_ca = ""
         self.exit_code = 0
         self.stopping, self._wake = threading.Event(), threading.Event()
 
     # -- token ------------------------------------------------------------------
-    def _token_path(self) -> Path:
-        return self.state_dir / TOKEN_FILE
-
-    def _load_token(self) -> bool:
-        try:
-            saved = json.loads(self._token_path().read_text())
-        except (OSError, ValueError):
-            return False
-        if not isinstance(saved, dict) or saved.get("api_url") != self.args.api_url or \
-                not isinstance(saved.get("token"), str) or not saved["token"] or \
-                not isinstance(saved.get("node_uuid"), str) or \
-                (self.args.node_uuid and saved.get("node_uuid") != self.args.node_uuid):
-            return False
-        self.node_uuid, self.token = saved["node_uuid"], saved["token"]
-        return True
-
-    def _lookup(self, timeout: float) -> None:
-        deadline, delay = time.monotonic() + timeout, 1.0
-        while not self.stopping.is_set():
-            try:
-                found = self.api.host_lookup(self.args.mac, self.args.node_uuid)
-            except OSError as exc:
-                LOG.warning("Host-mode lookup at %s failed: %s", self.args.api_url, exc)
-                found = None
-            if found is not None:
-                if found.token is None:
-                    raise LookupFailed(
-                        f"Lookup of node {found.uuid} returned no token: it was issued to an "
-                        f"earlier host agent whose {self._token_path()} is gone. Reset it: "
-                        f"DELETE /v1/nodes/{found.uuid}/host_agent_token")
-                self.node_uuid, self.token = found.uuid, found.token
-                self._save_token()
-                return
-            if time.monotonic() + delay > deadline:
-                raise LookupFailed(f"Host-mode lookup did not succeed within {timeout}s")
-            self.stopping.wait(delay)
-            delay = min(delay * 2, 10.0)
-
-    def _save_token(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._token_path().with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"node_uuid": self.node_uuid, "token": self.token,
-                       "api_url": self.args.api_url}, handle)
-        os.replace(tmp, self._token_path())
-        LOG.info("Host agent token for node %s saved in %s", self.node_uuid,
-                 self._token_path())
+    def load_token(self) -> None:
+        """Read the token file (HostCredentialsError when it is missing or unusable)."""
+        issued = read_token(self.token_file)
+        wanted = self.args.node_uuid
+        if wanted and issued.node_uuid and issued.node_uuid != wanted:
+            raise HostCredentialsError(
+                f"The token in {self.token_file} was issued for node {issued.node_uuid}, "
+                f"not {wanted} (--node-uuid)")
+        node_uuid = wanted or issued.node_uuid
+        if not node_uuid:
+            raise HostCredentialsError(f"{self.token_file} names no node: give --node-uuid")
+        self.node_uuid, self.token = node_uuid, issued.token
+        self.command_token = host_command_token(issued.token)
 
     # -- commands ---------------------------------------------------------------
     def install(self, force: bool, locked: bool | None, request_id: str | None) -> dict:
@@ -157,28 +132,26 @@ class HostAgent:
 
     # -- run --------------------------------------------------------------------
     def run(self) -> int:
+        self.load_token()
         self.api.discover_versions()
-        if not self._load_token():
-            self._lookup(self.args.lookup_timeout)
         from ramdisk_agent.commands import CommandRunner
         from ramdisk_agent.extensions.patching import PatchingExtension
-        from ramdisk_agent.server import create_app, make_certificate, serve_https
+        from ramdisk_agent.server import create_app, serve_https
         runner = CommandRunner([PatchingExtension(self)], on_finished=self.heartbeat_now)
         host = self.args.advertise_host or _source_address(self.args.api_url)
-        with tempfile.TemporaryDirectory(prefix="metalcast-host-agent-tls-") as tls:
-            cert, key, self.verify_ca = make_certificate(host, tls)
-            server = serve_https(create_app(runner, lambda: self.token),
-                                 self.args.listen_host, self.args.listen_port, cert, key)
-            url_host = f"[{host}]" if ":" in host else host
-            self.callback_url = f"https://{url_host}:{server.server_port}"
-            threading.Thread(target=server.serve_forever, name="command-api",
-                             daemon=True).start()
-            print(READY_PREFIX + json.dumps({"node_uuid": self.node_uuid, "mode": "host",
-                                             "callback_url": self.callback_url}), flush=True)
-            try:
-                self._loop()
-            finally:
-                server.shutdown()
+        cert, key, self.verify_ca = tls_identity(self.state_dir, host)
+        server = serve_https(create_app(runner, lambda: self.command_token),
+                             self.args.listen_host, self.args.listen_port, cert, key)
+        url_host = f"[{host}]" if ":" in host else host
+        self.callback_url = f"https://{url_host}:{server.server_port}"
+        threading.Thread(target=server.serve_forever, name="command-api",
+                         daemon=True).start()
+        print(READY_PREFIX + json.dumps({"node_uuid": self.node_uuid, "mode": "host",
+                                         "callback_url": self.callback_url}), flush=True)
+        try:
+            self._loop()
+        finally:
+            server.shutdown()
         return self.exit_code
 
     def _loop(self) -> None:
@@ -201,14 +174,19 @@ class HostAgent:
         except PatchEngineError as exc:
             LOG.warning("No patching report this time: %s", exc)
             report = None
-        assert self.node_uuid is not None and self.token is not None  # set by lookup
+        assert self.node_uuid is not None and self.token is not None  # set by load_token
         try:
             self.api.host_heartbeat(self.node_uuid, self.callback_url, self.token,
                                     self.verify_ca, report)
         except HeartbeatError as exc:
             LOG.warning("Heartbeat for node %s refused: %s", self.node_uuid, exc)
             if exc.status == 400 and "token" in str(exc).lower():
-                self._relookup()
+                self._reload_token()
+            elif exc.status == 400 and "Detected change" in str(exc):
+                LOG.error("Node %s: the token is bound to another host or certificate; "
+                          "issue a new token (metalcast host token %s --output %s) to "
+                          "rebind this agent", self.node_uuid, self.node_uuid,
+                          self.token_file)
             return min(random.uniform(1, 2) if exc.conflict else random.uniform(3, 6),
                        interval)
         except OSError as exc:
@@ -217,16 +195,22 @@ class HostAgent:
         LOG.debug("Heartbeat for node %s sent; next in %.1fs", self.node_uuid, interval)
         return interval
 
-    def _relookup(self) -> None:
-        """The token was refused (node redeployed?): one new lookup, if it gives one."""
+    def _reload_token(self) -> None:
+        """The token was refused (revoked, node redeployed): read the file again, so a
+        newly issued token is used from the next heartbeat on."""
+        old = self.token
         try:
-            found = self.api.host_lookup(self.args.mac, self.node_uuid)
-        except (OSError, AgentError) as exc:
-            LOG.warning("Host-mode lookup failed: %s", exc)
+            self.load_token()
+        except HostCredentialsError as exc:
+            LOG.error("%s", exc.message)
             return
-        if found is not None and found.token:
-            self.token = found.token
-            self._save_token()
+        if self.token == old:
+            LOG.error("Node %s: the API refuses the token in %s (revoked, or issued for "
+                      "an earlier deployment); issue a new one: metalcast host token %s "
+                      "--output %s", self.node_uuid, self.token_file, self.node_uuid,
+                      self.token_file)
+        else:
+            LOG.info("Node %s: new token read from %s", self.node_uuid, self.token_file)
 
 
 def _source_address(api_url: str) -> str:
@@ -244,8 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metalcast-agent host", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--api-url", default=env("METALCAST_HOST_API_URL"), required=False)
-    p.add_argument("--node-uuid", default=env("METALCAST_HOST_NODE_UUID"))
-    p.add_argument("--mac", action="append", default=[], help="this host's MAC (repeat)")
+    p.add_argument("--node-uuid", default=env("METALCAST_HOST_NODE_UUID"),
+                   help="this host's node (default: the one the token file names)")
+    p.add_argument("--token-file", default=env("METALCAST_HOST_TOKEN_FILE"),
+                   help="the issued token: JSON {token, node_uuid} as `metalcast host "
+                        f"token NODE --output FILE` writes it (default STATE_DIR/{TOKEN_FILE})")
     p.add_argument("--listen", default="0.0.0.0:9999", help="HOST:PORT of the command API")
     p.add_argument("--advertise-host", help="host/IP in callback_url (default: the source "
                                             "address towards the API)")
@@ -254,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", help="write {\"event\": \"reboot\"} here when a boot "
                                         "install needs a reboot")
     p.add_argument("--heartbeat-interval", type=float, default=30.0)
-    p.add_argument("--lookup-timeout", type=float, default=600.0)
     p.add_argument("--boot-install", action="store_true",
                    help="install pending patches before serving (at boot)")
     p.add_argument("--insecure", action="store_true", help="do not verify the API's TLS")
@@ -269,8 +255,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.base_url or not args.sw_version:
         parser.error("--base-url and --sw-version are required")
-    if not args.mac and not args.node_uuid:
-        parser.error("give --node-uuid or --mac for the lookup")
     host, _, port = args.listen.rpartition(":")
     if not port.isdigit():
         parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")

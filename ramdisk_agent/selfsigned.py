@@ -7,7 +7,8 @@ shape. So only the EC key and the ECDSA signature come from ``cryptography``'s
 primitives; the X.509 v3 structure (RFC 5280) is encoded here:
 
 * subject = issuer = CN=<host>; serial: 159 random bits; valid from a day ago for
-  a year;
+  a year (the ramdisk's, one per boot) or as long as the caller asks (the host
+  agent keeps its certificate: its token is bound to it);
 * extensions: subjectAltName (the IP address or DNS name the conductor calls),
   basicConstraints CA:TRUE (critical: the conductor pins it as its own CA),
   keyUsage digitalSignature + keyCertSign (critical), subjectKeyIdentifier;
@@ -77,9 +78,9 @@ def _subject_key_id(spki: bytes) -> bytes:
     return hashlib.sha1(spki[-65:]).digest()
 
 
-def certificate(host: str) -> tuple[bytes, bytes]:
-    """A new P-256 key and a self-signed CA certificate for ``host``:
-    (certificate PEM, PKCS#8 key PEM)."""
+def certificate(host: str, days: int = 365) -> tuple[bytes, bytes]:
+    """A new P-256 key and a self-signed CA certificate for ``host``, valid ``days``
+    days: (certificate PEM, PKCS#8 key PEM)."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -98,7 +99,7 @@ def certificate(host: str) -> tuple[bytes, bytes]:
                _integer(secrets.randbits(159) | 1 << 158),
                algorithm, _name(host),
                _seq(_time(now - datetime.timedelta(days=1)),
-                    _time(now + datetime.timedelta(days=365))),
+                    _time(now + datetime.timedelta(days=days))),
                _name(host), spki, _tlv(0xA3, extensions))
     signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
     der = _seq(tbs, algorithm, _tlv(0x03, b"\x00" + signature))

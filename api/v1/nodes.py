@@ -206,3 +206,21 @@ def node_ports(ident):
     base = views.base_url()
     return {"ports": [views.port_dict(p, views.PORT_LIST_FIELDS, base) for p in found]}
 
+
+
+# Node vendor passthru, Ironic's extension point for driver-specific calls
+# (``baremetal node passthru call|list``, openstacksdk ``call_vendor_passthru``):
+# ``/vendor_passthru?method=M`` (openstacksdk) and ``/vendor_passthru/M`` (ironicclient).
+# metalcast's one method, issue_host_agent_token, is in conductor/service/ramdisk.py.
+@bp.get("/<ident>/vendor_passthru/methods")
+def vendor_passthru_methods(ident):
+    return common.service().agent.passthru_methods(ident)
+
+
+@bp.route("/<ident>/vendor_passthru", methods=["GET", "POST", "PUT", "DELETE"])
+@bp.route("/<ident>/vendor_passthru/<method>", methods=["GET", "POST", "PUT", "DELETE"])
+def vendor_passthru(ident, method=None):
+    verb = flask.request.method
+    args = common.json_body(optional=True) if verb in ("POST", "PUT") else None
+    return common.service().agent.vendor_passthru(
+        ident, method or flask.request.args.get("method"), verb, args)

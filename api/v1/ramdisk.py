@@ -3,6 +3,8 @@
 Open to the ramdisk without API credentials (Ironic's ramdisk policy): the agent
 token from lookup is what authenticates a heartbeat. Both need API >= 1.22 (a
 404 below, as Ironic); heartbeat fields appear with the versions Ironic added them.
+A host agent heartbeats here too (``agent_mode: "host"``), with a token issued by
+the authenticated vendor passthru (api/v1/nodes.py); lookup never answers it.
 """
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ from conductor.service.ramdisk import Heartbeat
 
 bp = flask.Blueprint("agent", __name__, url_prefix="/v1")
 
-#: Paths the API lets through without credentials (see api/auth.py).
-PUBLIC_PREFIXES = ("/v1/lookup", "/v1/heartbeat/")
 RAMDISK_MIN_VERSION = 22
 #: Heartbeat field -> the minor version that introduced it.
 HEARTBEAT_FIELD_VERSIONS = {"callback_url": 22, "agent_token": 22, "agent_version": 36,
@@ -42,9 +42,8 @@ def lookup():
     _ramdisk_endpoints_allowed()
     addresses = [a for a in flask.request.args.get("addresses", "").split(",") if a.strip()]
     node_uuid = flask.request.args.get("node_uuid") or None
-    mode = flask.request.args.get("agent_mode") or None
-    if mode not in (None, "host"):
-        raise errors.InvalidParameter(f'Unknown "agent_mode" {mode!r}; only "host" exists.')
+    # Older host agents sent agent_mode=host: answered as an unknown node.
+    mode = flask.request.args.get("agent_mode")
     node, token = agent_service().lookup(addresses, node_uuid, mode)
     shown = {"uuid": node.uuid}
     shown.update({field: views.mask_secrets(getattr(node, field)) or {}
@@ -55,8 +54,9 @@ def lookup():
 
 @bp.delete("/nodes/<node_ident>/host_agent_token")
 def reset_host_agent_token(node_ident):
-    """Operator action (API credentials needed): forget a host agent's token, so the
-    next host-mode lookup issues a new one (conductor/patching/host_channel.py)."""
+    """Operator action (API credentials needed): revoke a host agent's token and its
+    binding; ``issue_host_agent_token`` (vendor passthru) issues the next one
+    (conductor/patching/host_channel.py)."""
     if agent_service().host_agents is None:
         raise errors.NotFound()
     agent_service().host_agents.reset_token(node_ident)

@@ -4,36 +4,38 @@ StarlingX's patch agent talks to its controller over multicast UDP; here the
 host runs ``metalcast-agent host`` and uses the authenticated ramdisk protocol
 instead (specs/starlingx-patching.md §4.1 replaced by api/v1/ramdisk.py):
 
-* **Lookup** ``GET /v1/lookup?addresses=..&node_uuid=..&agent_mode=host`` is
-  answered for ``active`` nodes only (Ironic agents never send ``agent_mode``, so
-  their behaviour is unchanged). It mints a *host-agent* token once and keeps it
-  in ``driver_internal_info.host_agent_token``, apart from the ramdisk's
-  ``agent_secret_token`` (masked in every view, as every ``*token*`` key); a
-  repeat lookup gets ``"******"``. The agent keeps its token in a file under its
-  state dir, so restarts keep working. A token belongs to one stay in ``active``
-  (``host_agent_since`` = the node's ``provision_updated_at`` when it was minted):
-  after an undeploy and a new deploy or adopt, the next lookup mints a new one.
-  An operator resets it with ``DELETE /v1/nodes/<node>/host_agent_token`` (API
-  credentials needed; ``driver_internal_info`` is read-only in the API, as in
-  Ironic): the agent's next heartbeat is refused and it looks up again.
+* **Token** — issued by an *authenticated* API call, Ironic's node vendor passthru
+  ``POST /v1/nodes/<node>/vendor_passthru?method=issue_host_agent_token`` (also
+  ``baremetal node passthru call <node> issue_host_agent_token`` and ``metalcast
+  host token <node>``), for ``active`` nodes only; it answers ``{token,
+  node_uuid}`` once. Issuing a new token revokes the previous one. The server keeps
+  only its SHA-256 and, Fernet-encrypted, the command credential derived from it
+  (conductor/drivers/internal_info.py, ``HostAgentRecord``). A token belongs to one
+  stay in ``active`` (``host_agent_since``): after an undeploy and a new deploy or
+  adopt it is stale. There is no host-mode lookup: ``GET /v1/lookup`` never answers
+  for an active node (as Ironic), whoever asks.
+* **Binding** — the first heartbeat with a fresh token binds it to the agent's
+  callback *host* and its TLS certificate (``agent_verify_ca``). Later heartbeats
+  must come from the same host with the same certificate (the port may change: the
+  agent restarted); anything else is refused and changes nothing. To move an agent
+  (new address, new certificate, a reinstalled host) an operator issues a new token
+  and gives it to the agent: that is the whole rebinding procedure.
+  ``DELETE /v1/nodes/<node>/host_agent_token`` revokes without issuing.
 * **Heartbeat** ``POST /v1/heartbeat/<node>`` with ``agent_mode: "host"`` and a
-  ``patching`` report (the dict of ``PatchEngine.report()``) is checked like a
-  ramdisk heartbeat (token, https callback unless ``[agent] require_tls`` is
-  false, PEM certificate) before anything is stored, then the report goes to the
-  patch controller under the node's *name* (the hostname) and the callback host
-  (the IP). A host agent may come back with a new URL and certificate (it
-  restarted or the host rebooted): its token authenticates it, so the new ones
-  replace the old ones.
+  ``patching`` report (the dict of ``PatchEngine.report()``) is checked (token,
+  binding, https callback unless ``[agent] require_tls`` is false, PEM certificate)
+  before anything is stored, then the report goes to the patch controller under the
+  node's *name* (the hostname) and the callback host (the IP).
 * **Commands** (``HostCommands``, the patch controller's host channel) go to the
-  agent's HTTPS command API, pinned to the certificate of its last heartbeat:
-  ``patching.install {"force", "locked", "request_id"}`` (``locked`` = the node is
-  in maintenance, metalcast's StarlingX ``host-lock``) and ``patching.query``
-  (re-report now; StarlingX's HELLO_AGENT after apply and remove). Until the
-  report that answers an install request arrives (it carries ``install_request`` =
-  that ``request_id``), the host shows ``installing`` (recorded in the database by
-  conductor/patching/host_states.py, so whichever conductor takes the report knows
-  it), and ``sw-patch host-install`` never mistakes a report sent before the
-  install for its result.
+  agent's HTTPS command API, pinned to the bound certificate, with the derived
+  command credential: ``patching.install {"force", "locked", "request_id"}``
+  (``locked`` = the node is in maintenance, metalcast's StarlingX ``host-lock``) and
+  ``patching.query`` (re-report now; StarlingX's HELLO_AGENT after apply and
+  remove). Until the report that answers an install request arrives (it carries
+  ``install_request`` = that ``request_id``), the host shows ``installing``
+  (recorded in the database by conductor/patching/host_states.py, so whichever
+  conductor takes the report knows it), and ``sw-patch host-install`` never
+  mistakes a report sent before the install for its result.
 
 The objects are built in this order, each with its collaborators: ``HostCommands``,
 then the PatchController (given it as ``host_channel``), then ``HostAgents``
@@ -42,15 +44,17 @@ then the PatchController (given it as ``host_channel``), then ``HostAgents``
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
 import secrets as pysecrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import requests
 
 from conductor import errors, states
+from conductor.drivers import internal_info
 from conductor.drivers.deploy.client import AgentClient, ca_file
 from conductor.drivers.deploy.heartbeat import (
     TOKEN_ERROR,
@@ -58,16 +62,21 @@ from conductor.drivers.deploy.heartbeat import (
     check_callback_url,
     check_pem_certificate,
 )
+from conductor.drivers.internal_info import HostAgentRecord
 from conductor.patching.hosts import HostReport
-from conductor.secrets import MASK
+
+if TYPE_CHECKING:
+    from conductor.secrets import Cipher
 
 LOG = logging.getLogger(__name__)
 
 HOST_MODE = "host"
 ACTIVE = states.State.ACTIVE.value
-TOKEN_KEY, URL_KEY, CA_KEY, VERSION_KEY, SINCE_KEY = (
-    "host_agent_token", "host_agent_url", "host_agent_verify_ca", "host_agent_version",
-    "host_agent_since")
+#: Refusals of a heartbeat that does not match the token's binding.
+HOST_CHANGED = ('Detected change in host agent provided "callback_url" host: the token is '
+                "bound to another host; issue a new token to move the agent.")
+CERT_CHANGED = ('Detected change in host agent provided "agent_verify_ca": the token is '
+                "bound to another certificate; issue a new token to rebind the agent.")
 #: patching.query (HELLO_AGENT) fan-out: parallel requests, seconds each.
 NOTIFY_WORKERS, NOTIFY_TIMEOUT = 8, 5.0
 #: Report field -> the type it must have (HostReport's fields; hostname/ip are ours).
@@ -80,20 +89,21 @@ REPORT_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 class HostAgentClient(AgentClient):
-    """The command client of a node's *host* agent (host_agent_* fields)."""
+    """The command client of a node's *host* agent (its HostAgentRecord)."""
 
-    def __init__(self, node, settings, session=None):
-        info = node.driver_internal_info or {}
-        if not info.get(URL_KEY) or not info.get(TOKEN_KEY):
+    def __init__(self, node, settings, session=None, cipher: Cipher | None = None):
+        agent = HostAgentRecord.of(node)
+        if not agent.reachable or not agent.current(node) or agent.url is None:
             raise errors.AgentConnectionFailed(
-                reason=f"host {node.name} ({node.uuid}) has no host agent yet: start "
-                       "metalcast-agent host on it (no host-mode heartbeat received)")
+                reason=f"host {node.name} ({node.uuid}) has no host agent yet: issue its "
+                       "token (metalcast host token NODE) and start metalcast-agent host "
+                       "on it (no host-mode heartbeat received with a current token)")
         self.node_uuid = node.uuid
-        self.url = info[URL_KEY].rstrip("/") + "/v1/commands/"
-        self.token = info[TOKEN_KEY]
+        self.url = agent.url.rstrip("/") + "/v1/commands/"
+        self.token = agent.command_credential(cipher)
         self.settings = settings
         self.session = session or requests.Session()
-        self.verify = ca_file(settings.data_path, info.get(CA_KEY)) or True
+        self.verify = ca_file(settings.data_path, agent.verify_ca) or True
 
 
 def check_report(report) -> dict:
@@ -113,8 +123,8 @@ def check_report(report) -> dict:
 class HostCommands:
     """Commands to host agents: what the patch controller sends (its host channel)."""
 
-    def __init__(self, store, settings):
-        self.store, self.settings = store, settings
+    def __init__(self, store, settings, cipher: Cipher | None = None):
+        self.store, self.settings, self.cipher = store, settings, cipher
 
     def install(self, hostname: str, force: bool, request_id: str) -> None:
         """Send ``patching.install`` to the host's agent; its reports carry
@@ -122,7 +132,7 @@ class HostCommands:
         node = self.store.get_node(hostname)
         if node.provision_state != ACTIVE:
             raise errors.Conflict(f"host {hostname} is {node.provision_state}, not active")
-        HostAgentClient(node, self.settings).command(
+        HostAgentClient(node, self.settings, cipher=self.cipher).command(
             "patching.install", {"force": bool(force), "locked": bool(node.maintenance),
                                  "request_id": request_id}, wait=False)
         LOG.info("Node %s: install request %s sent to host %s (force %s, locked %s)",
@@ -140,71 +150,69 @@ class HostCommands:
                                         NOTIFY_TIMEOUT, self.settings.agent.command_timeout))
         quick = dataclasses.replace(self.settings, agent=agent)
         nodes = [node for node in self.store.list_nodes({"provision_state": ACTIVE})
-                 if (node.driver_internal_info or {}).get(URL_KEY)]
+                 if HostAgentRecord.of(node).reachable]
         with ThreadPoolExecutor(NOTIFY_WORKERS, thread_name_prefix="hello-agent") as pool:
             for node in nodes:
                 pool.submit(self._query, node, quick)
 
-    @staticmethod
-    def _query(node, settings) -> None:
+    def _query(self, node, settings) -> None:
         try:
-            HostAgentClient(node, settings).command("patching.query", {})
+            HostAgentClient(node, settings, cipher=self.cipher).command("patching.query", {})
         except errors.MetalcastError as exc:   # best effort: the heartbeat follows
             LOG.info("Node %s: patching.query not delivered: %s", node.uuid, exc)
 
 
 class HostAgents:
-    """Lookup and heartbeat of host-mode agents; reports go to ``patching`` (the
-    PatchController, None when patching is disabled)."""
+    """Token issue, revocation and heartbeats of host-mode agents; reports go to
+    ``patching`` (the PatchController, None when patching is disabled)."""
 
-    def __init__(self, store, settings, patching=None):
+    def __init__(self, store, settings, patching=None, cipher: Cipher | None = None):
         self.store, self.settings, self.patching = store, settings, patching
         self.host = settings.conductor.host
+        #: Encrypts the command credential kept for each issued token.
+        self.cipher = cipher
 
-    # -- lookup -----------------------------------------------------------------
-    def lookup(self, node):
-        """(node, token or MASK) for the host agent of an active node; 404 otherwise."""
+    # -- tokens (authenticated API) -----------------------------------------------
+    def issue_token(self, ident: str):
+        """(node, token): a new host-agent token for an active node, shown only now;
+        the previous token and its binding are revoked."""
+        node = self.store.get_node(ident)
         if node.provision_state != ACTIVE:
-            LOG.error("Host-mode lookup refused for node %s in provision state %s",
-                      node.uuid, node.provision_state)
-            raise errors.NotFound()
+            raise errors.Conflict(f"Node {node.uuid} is in provision state "
+                                  f"{node.provision_state}: a host-agent token is issued "
+                                  "for active nodes only.")
         if self.patching is not None:
-            self.patching.ensure_update_repo()
-        if _token(node):
-            LOG.warning("Node %s: repeat host-mode lookup, the token is not sent again",
-                        node.uuid)
-            return node, MASK
+            self.patching.ensure_update_repo()     # the agent's first report needs it
         token = pysecrets.token_urlsafe(32)
-        node = self._update_info(node, {TOKEN_KEY: token, SINCE_KEY: _since(node)},
-                                 only_if=lambda info: not _token(node, info))
-        if node.driver_internal_info.get(TOKEN_KEY) != token:
-            return node, MASK       # another lookup won the race
-        LOG.info("Node %s: host agent token issued at lookup", node.uuid)
+        node = self._update_info(node, lambda current, info: internal_info.with_host_token(
+            info, token, _since(current), self.cipher))
+        LOG.info("Node %s: host agent token issued (any previous one revoked)", node.uuid)
         return node, token
 
     def reset_token(self, ident: str) -> None:
-        """Forget the host agent's token and URL (``DELETE /v1/nodes/<node>/host_agent_token``):
-        the agent's next heartbeat is refused, it looks up again and gets a new one."""
+        """Revoke the host agent's token and binding (``DELETE
+        /v1/nodes/<node>/host_agent_token``): its next heartbeat is refused until an
+        operator issues a new token."""
         node = self.store.get_node(ident)
         self.store.reserve(node, self.host)
         try:
-            info = {k: v for k, v in (self.store.get_node_by_id(node.id)
-                                      .driver_internal_info or {}).items()
-                    if k not in (TOKEN_KEY, SINCE_KEY, URL_KEY, CA_KEY, VERSION_KEY)}
+            info = internal_info.without_host_agent(
+                self.store.get_node_by_id(node.id).driver_internal_info)
         except BaseException:
             self.store.release(node.id, self.host)
             raise
         self.store.release(node.id, self.host, {"driver_internal_info": info})
-        LOG.info("Node %s: host agent token reset by the operator", node.uuid)
+        LOG.info("Node %s: host agent token revoked by the operator", node.uuid)
 
-    def _update_info(self, node, values: dict, only_if=None):
-        """Merge ``values`` into driver_internal_info under the node lock."""
+    def _update_info(self, node, change: Callable[..., dict | None]):
+        """driver_internal_info = ``change(node, info)`` under the node lock (no
+        write when it returns None); the node as it is then."""
         self.store.reserve(node, self.host, expect={"provision_state": ACTIVE})
         update = {}
         try:
-            info = dict(self.store.get_node_by_id(node.id).driver_internal_info or {})
-            if only_if is None or only_if(info):
-                info.update(values)
+            current = self.store.get_node_by_id(node.id)
+            info = change(current, dict(current.driver_internal_info or {}))
+            if info is not None:
                 update = {"driver_internal_info": info}
         finally:
             self.store.release(node.id, self.host, update)
@@ -212,24 +220,32 @@ class HostAgents:
 
     # -- heartbeat --------------------------------------------------------------
     def heartbeat(self, ident: str, beat: Heartbeat, report: dict | None) -> None:
-        """Check, record (URL/certificate when they change), pass the report on."""
+        """Check (token, binding), record URL/certificate when they change, pass the
+        report on."""
         node = self.store.get_node(ident)
         host = self._check(node, beat)
         parsed = None if report is None else self._parse(node, host, report)
-        info = node.driver_internal_info or {}
-        changed = {key: value for key, value in ((URL_KEY, beat.callback_url),
-                                                 (CA_KEY, beat.agent_verify_ca),
-                                                 (VERSION_KEY, beat.agent_version))
-                   if value and info.get(key) != value}
-        if changed:
-            LOG.info("Node %s: host agent at %s (version %s)", node.uuid,
-                     beat.callback_url, beat.agent_version)
-            node = self._update_info(node, changed)
-            if URL_KEY in changed and self.patching is not None:
+        agent = HostAgentRecord.of(node)
+        if not agent.bound or (agent.url, agent.version) != (beat.callback_url,
+                                                              beat.agent_version):
+            LOG.info("Node %s: host agent at %s (version %s)%s", node.uuid,
+                     beat.callback_url, beat.agent_version,
+                     "" if agent.bound else ": token bound to this host and certificate")
+            node = self._update_info(node, lambda current, info: self._record(
+                current, info, beat, host))
+            if agent.url != beat.callback_url and self.patching is not None:
                 self.patching.agent_restarted(node.name)   # no install is running
         if parsed is None or report is None or self.patching is None:
             return
         self.patching.report_host(parsed, report.get("install_request"))
+
+    def _record(self, node, info: dict, beat: Heartbeat, host: str) -> dict:
+        """``info`` (the locked ``node``'s) with the heartbeat's URL, certificate and
+        version, checked again under the lock: another heartbeat may have bound the
+        token, or a new token may have been issued, since the first check."""
+        self._check_binding(node, HostAgentRecord.of(node), beat, host)
+        return internal_info.with_host_heartbeat(info, beat.callback_url,
+                                                 beat.agent_verify_ca, beat.agent_version)
 
     @staticmethod
     def _parse(node, host: str, report):
@@ -242,10 +258,8 @@ class HostAgents:
 
     def _check(self, node, beat: Heartbeat) -> str:
         """Every reason to refuse a host heartbeat; the callback host (the host's IP)."""
-        stored = _token(node)
-        if node.provision_state != ACTIVE or not stored or \
-                not isinstance(beat.agent_token, str) or \
-                not hmac.compare_digest(stored.encode(), beat.agent_token.encode()):
+        agent = HostAgentRecord.of(node)
+        if node.provision_state != ACTIVE or not agent.accepts(node, beat.agent_token):
             LOG.error("Node %s: host heartbeat with an invalid or missing token (state %s)",
                       node.uuid, node.provision_state)
             raise errors.InvalidParameter(TOKEN_ERROR)
@@ -257,16 +271,26 @@ class HostAgents:
         parsed = check_callback_url(beat.callback_url, self.settings.agent.require_tls)
         if beat.agent_verify_ca is not None:
             check_pem_certificate(beat.agent_verify_ca)
-        return parsed.hostname or ""
+        host = parsed.hostname or ""
+        self._check_binding(node, agent, beat, host)
+        return host
+
+    @staticmethod
+    def _check_binding(node, agent: HostAgentRecord, beat: Heartbeat, host: str) -> None:
+        """A bound token is accepted only from its host with its certificate."""
+        if not agent.accepts(node, beat.agent_token):
+            raise errors.InvalidParameter(TOKEN_ERROR)   # revoked since the first check
+        if not agent.bound:
+            return
+        if agent.bound_host != host:
+            LOG.error("Node %s: host heartbeat from %s, the token is bound to %s",
+                      node.uuid, host, agent.bound_host)
+            raise errors.InvalidParameter(HOST_CHANGED)
+        if (agent.verify_ca or None) != (beat.agent_verify_ca or None):
+            LOG.error("Node %s: host heartbeat with another certificate than the one its "
+                      "token is bound to", node.uuid)
+            raise errors.InvalidParameter(CERT_CHANGED)
 
 
 def _since(node) -> str:
     return str(node.provision_updated_at)
-
-
-def _token(node, info: dict | None = None) -> str | None:
-    """The host-agent token of the node's current stay in active, if any."""
-    info = node.driver_internal_info or {} if info is None else info
-    if info.get(SINCE_KEY) != _since(node):
-        return None
-    return info.get(TOKEN_KEY) or None

@@ -1,14 +1,19 @@
-"""The ramdisk endpoints' facade: lookup (one-time agent token) and heartbeat.
+"""The ramdisk endpoints' facade: lookup (one-time agent token) and heartbeat, and
+the node vendor passthru that issues host-agent tokens.
 
 Lookup answers only in the states where an agent is expected and mints the token
-once, under the node lock; a repeat lookup sees "******". A heartbeat is checked
-(token, callback URL, certificate) before anything is stored, recorded under the
-node lock, and the step work it triggers runs on a worker, so the API answers 202
-at once. Everything here returns quickly; NodeLocked (409) makes the agent retry.
+once, under the node lock; a repeat lookup sees "******". The token is stored
+hashed, with an encrypted copy for the command API (conductor/drivers/internal_info.py).
+A lookup that names an ``agent_mode`` (the host-mode lookup of older versions) gets
+the answer of an unknown node: a host agent's token comes from the authenticated
+vendor passthru ``issue_host_agent_token`` instead (conductor/patching/host_channel.py).
+A heartbeat is checked (token, callback URL, certificate) before anything is stored,
+recorded under the node lock, and the step work it triggers runs on a worker, so the
+API answers 202 at once. Everything here returns quickly; NodeLocked (409) makes the
+agent retry.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets as pysecrets
 from typing import TYPE_CHECKING
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     from conductor.db.queries import Store
     from conductor.engine.workers import Workers
     from conductor.patching.host_channel import HostAgents
+    from conductor.secrets import Cipher
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -44,25 +50,37 @@ LOOKUP_STATES = frozenset(s.value for s in (
     S.RESCUING, S.RESCUEWAIT, S.SERVICE_WAIT))
 #: Wait states whose heartbeats hand work to the deploy interface.
 DRIVEN_STATES = frozenset({S.DEPLOYWAIT.value, S.CLEAN_WAIT.value})
+#: Node vendor passthru methods (Ironic's extension point, ``POST
+#: /v1/nodes/<node>/vendor_passthru?method=...``) -> (HTTP methods, description).
+PASSTHRU_METHODS = {
+    "issue_host_agent_token": (("POST",), (
+        "Issue the token of the node's host agent (metalcast-agent host) and revoke "
+        "the previous one; active nodes only. Returns {token, node_uuid}; the first "
+        "heartbeat with it binds it to the agent's host and TLS certificate.")),
+}
 
 
 class AgentService:
     """Lookup and heartbeat over the store, settings and worker pool of one process."""
 
     def __init__(self, store: Store, settings: Settings, workers: Workers,
-                 host_agents: HostAgents | None):
+                 host_agents: HostAgents | None, cipher: Cipher | None = None):
         self.store = store
         self.settings = settings
         self.workers = workers
         self.host = settings.conductor.host
         #: Host-mode agents (conductor.patching.host_channel.HostAgents); None: refused.
         self.host_agents = host_agents
+        #: Encrypts the copy of each lookup token the conductor sends on commands.
+        self.cipher = cipher
 
     # -- lookup -------------------------------------------------------------
     def lookup(self, addresses: list[str], node_uuid: str | None, mode: str | None = None):
         """(node, token shown) for the agent of a node; NotFound hides the reason.
 
-        ``mode="host"`` is an installed host's agent (conductor/patching/host_channel.py).
+        Any ``mode`` (older host agents sent ``agent_mode=host``) is answered as an
+        unknown node, after the same input checks and without reading a node: whether
+        the node exists or is active must not show.
         """
         macs = []
         for address in addresses:
@@ -73,16 +91,16 @@ class AgentService:
         if not macs and not node_uuid:
             raise errors.InvalidParameter('One of "addresses" and "node_uuid" is required '
                                           "for a lookup (no valid MAC address given).")
+        if mode is not None:
+            LOG.warning("Lookup with agent_mode %r refused (host agents get their token "
+                        "from issue_host_agent_token)", mode[:20])
+            raise errors.NotFound()
         node = self._find(macs, node_uuid)
-        if mode == "host":
-            if self.host_agents is None:
-                raise errors.NotFound()
-            return self.host_agents.lookup(node)
         if node.provision_state not in LOOKUP_STATES:
             LOG.error("Lookup refused for node %s in provision state %s", node.uuid,
                       node.provision_state)
             raise errors.NotFound()
-        if AgentBoot.of(node).token:
+        if AgentBoot.of(node).issued:
             LOG.warning("Node %s: repeat lookup, the agent token is not sent again",
                         node.uuid)
             return node, MASK
@@ -109,10 +127,10 @@ class AgentService:
         token, values = None, {}
         try:
             current = self.store.get_node_by_id(node.id)
-            if not AgentBoot.of(current).token:
+            if not AgentBoot.of(current).issued:
                 token = pysecrets.token_urlsafe(32)
                 values = {"driver_internal_info": internal_info.with_token(
-                    current.driver_internal_info, token)}
+                    current.driver_internal_info, token, self.cipher)}
         finally:
             self.store.release(node.id, self.host, values)
         if token:
@@ -132,12 +150,58 @@ class AgentService:
             "agent_token_required": True,
             "agent_md5_checksum_enable": False,
             "disable_deep_image_inspection": False,
-            "permitted_image_formats": ["raw", "qcow2"],
+            # Ironic's [conductor]permitted_image_formats default: a stock IPA refuses
+            # any image whose detected format is not listed ("gpt" is a raw GPT disk).
+            "permitted_image_formats": ["raw", "gpt", "qcow2", "iso"],
             "agent_skip_bmc_detect": node.management_interface == "redfish",
             "enable_bios_bootloader_install": False,
             "tls_min_version": "1.2",
             "tls_cipher_suites": None,
         }
+
+    def upgrade_stored_tokens(self) -> int:
+        """Replace the plain-text agent tokens an older version stored (at start-up);
+        how many nodes changed. A busy node is left for the next start."""
+        count = 0
+        for node in self.store.list_nodes(columns=("id", "uuid", "driver_internal_info")):
+            info = internal_info.upgraded(node.driver_internal_info, self.cipher)
+            if info is not None and self.store.update_node(
+                    node.id, {"driver_internal_info": info}, expect={"reservation": None}):
+                LOG.warning("Node %s: agent tokens stored in plain text by an older version "
+                            "replaced (a host-agent token is revoked: issue a new one)",
+                            node.uuid)
+                count += 1
+        return count
+
+    # -- vendor passthru (authenticated API) ---------------------------------
+    def passthru_methods(self, ident: str) -> dict:
+        """``GET /v1/nodes/<node>/vendor_passthru/methods`` (Ironic's shape)."""
+        self.store.get_node(ident)
+        return {name: {"http_methods": list(verbs), "async": False, "description": text,
+                       "attach": False, "require_exclusive_lock": True}
+                for name, (verbs, text) in PASSTHRU_METHODS.items()}
+
+    def vendor_passthru(self, ident: str, method: str | None, http_method: str,
+                        args: dict | None) -> dict:
+        """Run one vendor passthru method on a node; its JSON answer."""
+        if not method:
+            raise errors.InvalidParameter('A vendor passthru call needs "method", e.g. '
+                                          "?method=issue_host_agent_token.")
+        if method not in PASSTHRU_METHODS:
+            raise errors.InvalidParameter(
+                f"No handler for method {method[:60]!r}; node vendor passthru methods: "
+                f"{', '.join(PASSTHRU_METHODS)}.")
+        if http_method not in PASSTHRU_METHODS[method][0]:
+            raise errors.InvalidParameter(
+                f"Method {method} takes HTTP {', '.join(PASSTHRU_METHODS[method][0])}, "
+                f"not {http_method}.")
+        if args:
+            raise errors.InvalidParameter(
+                f"Method {method} takes no arguments, got: {', '.join(sorted(args))[:200]}.")
+        if self.host_agents is None:
+            raise errors.NotFound()
+        node, token = self.host_agents.issue_token(ident)
+        return {"token": token, "node_uuid": node.uuid}
 
     # -- heartbeat ----------------------------------------------------------
     def heartbeat(self, ident: str, beat: Heartbeat) -> None:
@@ -174,9 +238,7 @@ class AgentService:
     def _check(self, node, beat: Heartbeat) -> None:
         """Every reason to refuse a heartbeat, before anything is stored."""
         agent = AgentBoot.of(node)
-        stored = agent.token
-        if not stored or not isinstance(beat.agent_token, str) or not hmac.compare_digest(
-                stored.encode(), beat.agent_token.encode()):
+        if not agent.accepts(beat.agent_token):
             LOG.error("Node %s: heartbeat with an invalid or missing agent token", node.uuid)
             raise errors.InvalidParameter(TOKEN_ERROR)
         if not beat.agent_version:

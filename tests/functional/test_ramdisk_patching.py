@@ -28,7 +28,7 @@ from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call, mac, provision, wait_node
 from tests.functional.rpm_tools import build_rpm
 from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH, installed
-from tests.functional.test_patch_walkthrough import HTTP_RE, hosts, wait_for
+from tests.functional.test_patch_walkthrough import HTTP_RE, hosts, issue_token, wait_for
 from tests.functional.test_virtlab_machine import (  # noqa: F401
     TFTP_RE,
     _enrol,
@@ -192,15 +192,18 @@ class Machine:
 
 
 def report_from_root(lab: Lab, uuid: str, name: str, root: Path) -> dict[str, str]:
-    """Run a real host agent from ``root`` (the deployed host boots); its query-hosts row."""
+    """Run a real host agent from ``root`` (the deployed host boots) with a token the
+    operator issued (``metalcast host token``); its query-hosts row."""
+    state = lab.work / "hoststate" / name
+    issue_token(lab.server.url, uuid, state / "host-agent-token.json")
     cmd = [BIN / "metalcast-agent", "host", "--api-url", lab.server.url,
            "--node-uuid", uuid, "--listen", "127.0.0.1:0",
-           "--advertise-host", "127.0.0.1", "--state-dir", lab.work / "hoststate" / name,
+           "--advertise-host", "127.0.0.1", "--state-dir", state,
            "--heartbeat-interval", "2", "--root", root,
            "--cache-dir", lab.work / "hostcache" / name,
            "--base-url", f"{lab.http}/feed/rel-1.0",
            "--updates-url", f"{lab.http}/updates/rel-1.0", "--sw-version", "1.0",
-           "--nodetype", "controller", "--lookup-timeout", "30"]
+           "--nodetype", "controller"]
     host, _ready, _log = start_ready([str(c) for c in cmd], "METALCAST-AGENT ", 60,
                                      f"host agent {name}")
     try:

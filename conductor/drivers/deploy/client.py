@@ -15,13 +15,18 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 from conductor import errors
+from conductor.drivers.internal_info import AgentBoot
 
 # The command statuses are defined once, in the wire format both sides share.
 from ramdisk_agent.wire.statuses import FAILED, RUNNING, SUCCEEDED
+
+if TYPE_CHECKING:
+    from conductor.secrets import Cipher
 
 LOG = logging.getLogger(__name__)
 
@@ -59,10 +64,16 @@ class CommandResult:
         return self.status == RUNNING
 
     def error_text(self) -> str:
-        """command_error as one line an operator can read."""
+        """command_error as one line an operator can read: ``details`` first, as
+        Ironic's ``get_command_error`` does.
+
+        IPA's RESTError puts a fixed title in ``message`` ("Error verifying image
+        checksum") and the facts in ``details`` (URL, expected and computed digests);
+        metalcast-agent leaves ``details`` empty and says everything in ``message``.
+        """
         error = self.error
         if isinstance(error, dict):
-            error = error.get("message") or error.get("details") or error.get("type")
+            error = error.get("details") or error.get("message") or error.get("type")
         return str(error or f"status {self.status}")
 
 
@@ -85,17 +96,20 @@ def ca_file(data_path: Path, pem: str | None) -> str | None:
 class AgentClient:
     """Talks to the agent of one node, with its URL, token and CA."""
 
-    def __init__(self, node, settings, session: requests.Session | None = None):
-        info = node.driver_internal_info or {}
-        if not info.get("agent_url") or not info.get("agent_secret_token"):
+    def __init__(self, node, settings, session: requests.Session | None = None,
+                 cipher: Cipher | None = None):
+        agent = AgentBoot.of(node)
+        if not agent.reachable or agent.url is None:
             raise errors.AgentConnectionFailed(
                 reason=f"node {node.uuid} has no agent URL or token yet (no heartbeat)")
         self.node_uuid = node.uuid
-        self.url = info["agent_url"].rstrip("/") + "/v1/commands/"
-        self.token = info["agent_secret_token"]
+        self.url = agent.url.rstrip("/") + "/v1/commands/"
+        # The stock IPA checks every command's agent_token against its lookup token:
+        # the conductor keeps it encrypted (conductor/drivers/internal_info.py).
+        self.token = agent.command_token(cipher)
         self.settings = settings
         self.session = session or requests.Session()
-        self.verify = ca_file(settings.data_path, info.get("agent_verify_ca")) or True
+        self.verify = ca_file(settings.data_path, agent.verify_ca) or True
 
     def command(self, name: str, params: dict, wait: bool = False) -> CommandResult:
         """Start ``name`` ("<extension>.<command>"); FAILED raises AgentCommandError."""

@@ -14,7 +14,7 @@ from conductor.drivers import internal_info
 from conductor.drivers.base import PowerState
 from conductor.drivers.deploy.client import SUCCEEDED, AgentClient
 from conductor.drivers.power import set_power, wipe_agent
-from conductor.secrets import MASK, is_secret_key
+from conductor.secrets import mask
 
 if TYPE_CHECKING:
     from conductor.engine.task import Task
@@ -36,8 +36,7 @@ PORT_PAYLOAD_FIELDS = ("uuid", "address", "pxe_enabled", "local_link_connection"
 def _masked(value):
     if not isinstance(value, dict):
         return value
-    return {k: (MASK if is_secret_key(k) and v not in (None, "") else v)
-            for k, v in value.items()}
+    return mask(value)  # nested secret keys too
 
 
 def _jsonable(value):
@@ -78,7 +77,8 @@ def step_finished(agent: AgentClient, kind: str, current: dict) -> bool:
 
 def client(task: Task) -> AgentClient:
     """The command API client of the node's current agent (shared HTTP session)."""
-    return AgentClient(task.node, task.context.settings, task.context.agent_session)
+    return AgentClient(task.node, task.context.settings, task.context.agent_session,
+                       task.context.cipher)
 
 
 def advance(task: Task, event: str) -> None:

@@ -1,14 +1,17 @@
-"""The host-mode agent's own logic: flags, the saved token, the patching commands."""
+"""The host-mode agent's own logic: flags, the issued token file, the kept TLS
+identity, the patching commands."""
 import argparse
+import json
 import os
-import stat
 
 import pytest
 
 from ramdisk_agent import hostmode
 from ramdisk_agent.commands import CommandRunner
-from ramdisk_agent.errors import InvalidCommandParams
+from ramdisk_agent.errors import HostCredentialsError, InvalidCommandParams
 from ramdisk_agent.extensions.patching import PatchingExtension
+from ramdisk_agent.host import credentials
+from ramdisk_agent.wire.agent_tokens import host_command_token
 from ramdisk_agent.wire.statuses import SUCCEEDED
 
 ENGINE = ["--base-url", "http://127.0.0.1:1/feed/rel-1.0", "--sw-version", "1.0"]
@@ -16,10 +19,9 @@ ENGINE = ["--base-url", "http://127.0.0.1:1/feed/rel-1.0", "--sw-version", "1.0"
 
 @pytest.mark.parametrize("argv, message", [
     (["--api-url", "http://x"], "--base-url and --sw-version are required"),
-    (["--api-url", "http://x", *ENGINE], "--node-uuid or --mac"),
-    (["--api-url", "http://x", "--mac", "m", "--listen", "nope", *ENGINE], "HOST:PORT"),
-    (["--api-url", "http://x", "--mac", "m", "--heartbeat-interval", "0", *ENGINE],
-     "must be positive"),
+    (["--api-url", "http://x", "--mac", "m", *ENGINE], "unrecognized arguments: --mac"),
+    (["--api-url", "http://x", "--listen", "nope", *ENGINE], "HOST:PORT"),
+    (["--api-url", "http://x", "--heartbeat-interval", "0", *ENGINE], "must be positive"),
 ])
 def test_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -46,25 +48,64 @@ class FakeEngine:
 
 def agent(tmp_path, engine=None, **flags):
     args = argparse.Namespace(api_url="http://127.0.0.1:1", insecure=False, ca_file=None,
-                              state_dir=str(tmp_path / "state"), node_uuid=None, mac=["m"])
+                              state_dir=str(tmp_path / "state"), node_uuid=None,
+                              token_file=None)
     vars(args).update(flags)
     return hostmode.HostAgent(args, engine or FakeEngine())
 
 
-def test_token_is_saved_private_and_bound_to_the_api(tmp_path):
-    first = agent(tmp_path)
-    first.node_uuid, first.token = "uuid-1", "tok"
-    first._save_token()
-    path = tmp_path / "state" / hostmode.TOKEN_FILE
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    again = agent(tmp_path)
-    assert again._load_token() and (again.node_uuid, again.token) == ("uuid-1", "tok")
-    assert not agent(tmp_path, api_url="http://elsewhere")._load_token()
-    assert not agent(tmp_path, node_uuid="uuid-2")._load_token()
-    for bad in ("not json", "[1, 2]", '{"token": 5, "api_url": "http://127.0.0.1:1"}',
-                '{"token": "t", "api_url": "http://127.0.0.1:1"}'):
-        path.write_text(bad)
-        assert not agent(tmp_path)._load_token()
+def write_token(path, text, mode=0o600):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_token_file_as_the_api_issues_it(tmp_path):
+    path = write_token(tmp_path / "state" / credentials.TOKEN_FILE,
+                       json.dumps({"token": "tok", "node_uuid": "uuid-1"}) + "\n")
+    host = agent(tmp_path)
+    host.load_token()
+    assert (host.node_uuid, host.token) == ("uuid-1", "tok")
+    # The conductor authenticates with a credential derived from the token, not the token.
+    assert host.command_token == host_command_token("tok") != "tok"
+    bare = write_token(tmp_path / "bare", "tok2\n")
+    host = agent(tmp_path, token_file=str(bare), node_uuid="uuid-2")
+    host.load_token()
+    assert (host.node_uuid, host.token) == ("uuid-2", "tok2")
+    assert path.exists()
+
+
+@pytest.mark.parametrize("text, mode, flags, named", [
+    (None, 0o600, {}, "No host agent token file"),
+    ('{"token": "t", "node_uuid": "u"}', 0o644, {}, "chmod 600"),
+    ("", 0o600, {}, "holds no token"),
+    ("two words", 0o600, {}, "holds no token"),
+    ('{"token": 5}', 0o600, {}, "holds no token"),
+    ("[1, 2]", 0o600, {}, "holds no token"),
+    ("tok", 0o600, {}, "give --node-uuid"),
+    ('{"token": "t", "node_uuid": "u1"}', 0o600, {"node_uuid": "u2"}, "issued for node u1"),
+])
+def test_unusable_token_files_are_refused_clearly(tmp_path, text, mode, flags, named):
+    if text is not None:
+        write_token(tmp_path / "state" / credentials.TOKEN_FILE, text, mode)
+    host = agent(tmp_path, **flags)
+    with pytest.raises(HostCredentialsError) as exc:
+        host.load_token()
+    assert named in exc.value.message and host.token is None
+
+
+def test_tls_identity_is_kept_until_the_host_changes(tmp_path):
+    first = credentials.tls_identity(tmp_path, "192.0.2.7")
+    key = tmp_path / credentials.TLS_DIR / credentials.KEY_NAME
+    assert os.stat(key).st_mode & 0o077 == 0
+    assert os.stat(tmp_path / credentials.TLS_DIR).st_mode & 0o077 == 0
+    assert credentials.tls_identity(tmp_path, "192.0.2.7") == first    # a restart
+    moved = credentials.tls_identity(tmp_path, "192.0.2.8")
+    assert moved[2] != first[2]                                         # another host
+    near_end = credentials.tls_identity(
+        tmp_path, "192.0.2.8", now=os.path.getmtime(key) + 3640 * credentials.DAY)
+    assert near_end[2] != moved[2]
 
 
 def test_query_takes_no_params(tmp_path):
@@ -88,3 +129,18 @@ def test_restart_request_ends_the_agent_with_status_4(tmp_path):
     host = agent(tmp_path, SelfPatching())
     host.install(force=True, locked=None, request_id="r3")
     assert host.exit_code == hostmode.RESTART_EXIT and host.last_request == "r3"
+
+
+def test_a_refused_token_makes_the_agent_read_its_file_again(tmp_path, caplog):
+    path = write_token(tmp_path / "state" / credentials.TOKEN_FILE,
+                       json.dumps({"token": "old", "node_uuid": "uuid-1"}))
+    host = agent(tmp_path)
+    host.load_token()
+    host._reload_token()                               # nothing new: says what to do
+    assert host.token == "old" and "metalcast host token uuid-1" in caplog.text
+    write_token(path, json.dumps({"token": "new", "node_uuid": "uuid-1"}))
+    host._reload_token()                               # the operator issued a new one
+    assert (host.token, host.command_token) == ("new", host_command_token("new"))
+    path.unlink()
+    host._reload_token()                               # a lost file keeps what it has
+    assert host.token == "new" and "No host agent token file" in caplog.text

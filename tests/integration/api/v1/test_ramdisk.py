@@ -145,12 +145,13 @@ def test_token_is_issued_once_then_masked_everywhere(app):
     assert set(body["node"]) == {"uuid", "properties", "instance_info",
                                  "driver_internal_info", "links"}
     assert body["node"]["driver_internal_info"]["agent_secret_token"] == "******"
-    assert internal(appliance, uuid)["agent_secret_token"] == token
+    stored = internal(appliance, uuid)
+    assert token not in json.dumps(stored)          # hashed, and encrypted for commands
     again = lookup(client, node_uuid=uuid).get_json()
     assert again["config"]["agent_token"] == "******"
     shown = get_node(client, uuid)["driver_internal_info"]
-    assert shown["agent_secret_token"] == "******"
-    assert internal(appliance, uuid)["agent_secret_token"] == token  # unchanged
+    assert shown["agent_secret_token"] == shown["agent_token_hash"] == "******"
+    assert internal(appliance, uuid) == stored      # unchanged
 
 
 # -- heartbeat --------------------------------------------------------------------

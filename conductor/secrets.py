@@ -1,9 +1,13 @@
 """BMC secrets encrypted at rest: one Fernet key in the data dir, tagged ciphertexts.
 
 The secret values of a node's driver_info (passwords, tokens, keys: any key that
-``is_secret_key`` recognises) are stored as ``fernet:v1:<token>`` strings; the
-token holds the JSON of the value, so numbers stay numbers. Only the conductor
-decrypts (``Task.driver_info``); the API shows every secret as ``******``.
+``is_secret_key`` recognises, at any depth) are stored as ``fernet:v1:<token>``
+strings; the token holds the JSON of the value, so numbers stay numbers. Only the
+conductor decrypts (``Task.driver_info``), and only values under secret-named keys;
+the API shows every secret as ``******`` (``mask``, nested keys too, as Ironic's
+``strutils.mask_dict_password``). A secret never leaves the service: JSON Patch
+``copy``/``move``/``test`` cannot read one (``refuse_secret_reads``), and a client
+cannot plant a ``fernet:v1:`` value of its own (``restore_masked``).
 
 The key is generated on first start in ``DATA_DIR/keys/secrets.key`` (directory
 0700, file 0600). Several conductors sharing one database must share this file
@@ -18,6 +22,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+import jsonpointer
 from cryptography.fernet import Fernet, InvalidToken
 
 from conductor import errors
@@ -34,6 +39,8 @@ TAG = "fernet:v1:"
 
 KEY_DIR = "keys"
 KEY_NAME = "secrets.key"
+#: JSON Patch operations that read a value, and the member naming what they read.
+READING_OPS = {"copy": "from", "move": "from", "test": "path"}
 
 
 def is_secret_key(key: str) -> bool:
@@ -44,6 +51,57 @@ def is_secret_key(key: str) -> bool:
 
 def is_encrypted(value) -> bool:
     return isinstance(value, str) and value.startswith(TAG)
+
+
+def mask(value):
+    """Copy of ``value`` with every secret at any depth replaced by ******: a whole
+    value under a secret-named key, whatever its type (empty ones stay empty)."""
+    if isinstance(value, dict):
+        return {k: (MASK if is_secret_key(k) and v not in (None, "") else mask(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v) for v in value]
+    return value
+
+
+def holds_secret(value) -> bool:
+    """True when ``value`` has a secret-named key at any depth."""
+    if isinstance(value, dict):
+        return any(is_secret_key(k) or holds_secret(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_secret(v) for v in value)
+    return False
+
+
+def refuse_secret_reads(patch, doc: dict) -> None:
+    """400 for a JSON Patch operation that would read a secret of ``doc``.
+
+    ``copy`` and ``move`` would put a stored (encrypted) secret where it is shown or
+    decrypted as something else (``/extra``, ``deploy_kernel`` in a validate error),
+    and ``test`` answers whether a guess equals it. They are refused when what they
+    read is a secret, lies under a secret-named key or holds one; add, replace and
+    remove, the operations clients send, are not affected. Malformed operations are
+    left to the patch itself, which reports them.
+    """
+    for op in patch if isinstance(patch, list) else ():
+        name = op.get("op") if isinstance(op, dict) else None
+        member = READING_OPS.get(name) if isinstance(name, str) else None
+        pointer = op.get(member) if member else None
+        if isinstance(pointer, str) and _reads_secret(doc, pointer):
+            raise errors.InvalidParameter(
+                f"The patch operation {op['op']!r} cannot read {pointer!r}: it is or holds "
+                "a secret, and secrets never leave the service. Send the value itself "
+                "with add or replace.")
+
+
+def _reads_secret(doc: dict, pointer: str) -> bool:
+    try:
+        parts = jsonpointer.JsonPointer(pointer).parts
+    except jsonpointer.JsonPointerException:
+        return False
+    if any(is_secret_key(part) for part in parts):
+        return True
+    return holds_secret(jsonpointer.resolve_pointer(doc, pointer, None))
 
 
 def key_path(settings) -> Path:
@@ -71,20 +129,37 @@ class Cipher:
         return cls(load_or_create_key(path), path)
 
     def encrypt_dict(self, info: dict | None) -> dict | None:
-        """Copy of ``info`` with every plaintext secret value encrypted.
+        """Copy of ``info`` with every plaintext secret value encrypted, at any depth.
 
         Idempotent: values already encrypted (with any key) are left as they are,
         so a dict that mixes stored and newly patched values can be passed whole.
         """
         if not info:
             return info
-        return {k: (self._encrypt(v) if _needs_encryption(k, v) else v)
-                for k, v in info.items()}
+        return self._seal(info)
 
     def decrypt_dict(self, info: dict | None) -> dict:
-        """Copy of ``info`` with every encrypted value decrypted; plaintext passes."""
-        return {k: (self._decrypt(k, v) if is_encrypted(v) else v)
-                for k, v in (info or {}).items()}
+        """Copy of ``info`` with the encrypted values under secret-named keys (at any
+        depth) decrypted. A ``fernet:v1:`` value under any other key stays as it is:
+        only a secret's own key may turn a ciphertext into plaintext."""
+        return self._open(info or {}, "")
+
+    def _seal(self, value):
+        if isinstance(value, dict):
+            return {k: ((self._encrypt(v) if _needs_encryption(k, v) else v)
+                        if is_secret_key(k) else self._seal(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._seal(v) for v in value]
+        return value
+
+    def _open(self, value, where: str):
+        if isinstance(value, dict):
+            return {k: ((self._decrypt(where + k, v) if is_encrypted(v) else v)
+                        if is_secret_key(k) else self._open(v, f"{where}{k}."))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._open(v, f"{where}{i}.") for i, v in enumerate(value)]
+        return value
 
     def _encrypt(self, value) -> str:
         return TAG + self._fernet.encrypt(json.dumps(value).encode()).decode("ascii")
@@ -105,24 +180,43 @@ def _needs_encryption(key: str, value) -> bool:
 
 
 def restore_masked(stored: dict | None, new: dict | None, field: str = "driver_info"):
-    """``new`` with every secret sent back as ``******`` replaced by the stored value.
+    """``new`` with every secret sent back as ``******`` replaced by the stored value
+    at the same place (at any depth).
 
     Clients echo the mask they were shown; storing it would silently replace the
-    password with six asterisks. Without a stored value the mask is refused.
+    password with six asterisks. Without a stored value the mask is refused. A
+    ``fernet:v1:`` value that is not the one stored at that place is refused too: it
+    came from the client, and the conductor would decrypt it as this secret.
     """
     if not new:
         return new
-    stored = stored or {}
-    result = dict(new)
-    for key, value in new.items():
-        if value != MASK or not is_secret_key(key):
-            continue
-        if stored.get(key) in (None, ""):
+    return _restore(stored or {}, new, field)
+
+
+def _restore(stored, new, where: str):
+    if isinstance(new, dict):
+        was = stored if isinstance(stored, dict) else {}
+        return {k: (_restore_secret(was.get(k), v, f"{where}.{k}") if is_secret_key(k)
+                    else _restore(was.get(k), v, f"{where}.{k}")) for k, v in new.items()}
+    if isinstance(new, list):
+        items = stored if isinstance(stored, list) else []
+        return [_restore(items[i] if i < len(items) else None, v, f"{where}.{i}")
+                for i, v in enumerate(new)]
+    return new
+
+
+def _restore_secret(stored, value, where: str):
+    if value == MASK:
+        if stored in (None, ""):
             raise errors.InvalidParameter(
-                f"{field}.{key} is {MASK!r}, the mask the API shows for secrets; send "
-                "the secret itself.")
-        result[key] = stored[key]
-    return result
+                f"{where} is {MASK!r}, the mask the API shows for secrets; send the "
+                "secret itself.")
+        return stored
+    if is_encrypted(value) and value != stored:
+        raise errors.InvalidParameter(
+            f"{where} starts with {TAG!r}, which marks values this service encrypted "
+            "itself; send the secret itself.")
+    return value
 
 
 def load_or_create_key(path: Path) -> bytes:

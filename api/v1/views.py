@@ -8,7 +8,7 @@ import flask
 
 from api.v1 import microversion
 from conductor import errors
-from conductor.secrets import MASK, is_secret_key
+from conductor.secrets import mask
 from conductor.service.model import INTERFACES, NODE_TIMESTAMPS
 
 #: Node field -> the minor version that introduced it (Ironic's version history;
@@ -67,11 +67,11 @@ def links(kind: str, ident: str, base: str, sub: str = "") -> list[dict]:
 
 
 def mask_secrets(info: dict | None) -> dict | None:
-    """Copy of ``info`` with every secret-looking value replaced by ******."""
+    """Copy of ``info`` with every secret-looking value replaced by ******, nested
+    keys too (conductor.secrets.mask)."""
     if not info:
         return info
-    return {k: (MASK if is_secret_key(k) and v not in (None, "")
-                else v) for k, v in info.items()}
+    return mask(info)
 
 
 def _iso(value):

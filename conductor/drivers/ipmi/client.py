@@ -6,13 +6,27 @@ A ``BmcChannel`` serialises commands to one BMC (address:port), spaces them by
 ``[ipmi] command_timeout`` even when pyghmi itself blocks. Every pyghmi failure
 becomes a ``DriverError`` here, phrased so an operator knows what to fix.
 The channels live in the DriverContext (``context.bmc_channels``), not in globals.
+
+A session is reused only for the exact credentials that opened it: a channel keeps
+its sessions by ``SessionKey`` (address, port, user name and a keyed hash of the
+password and privilege level; never the password itself), so a node with a wrong
+password logs in (and fails) on its own, whatever session another node holds to the
+same BMC. Ironic's ipmitool logs in for every command; a session here lives at most
+``[ipmi] session_max_age`` seconds, and one the BMC dropped (restarted, password
+changed, session evicted) is replaced at once by a login with the node's current
+credentials, so a changed password is reported, not hidden by an old session.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import json
 import logging
+import os
 import threading
 import time
+from typing import Any, NamedTuple
 
 from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command as pyghmi_command
@@ -60,6 +74,10 @@ class _Retryable(Exception):
     """A failure worth another attempt; carries the operator-facing reason."""
 
 
+class _SessionLost(_Retryable):
+    """A reused session stopped working: log in again at once (see BmcChannel.call)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class BmcAddress:
     """Where and as whom to reach one BMC (parsed from driver_info)."""
@@ -67,35 +85,72 @@ class BmcAddress:
     host: str
     port: int
     username: str
-    password: str
-    priv_level: int
+    password: str = dataclasses.field(repr=False)  # never in a log line or traceback
+    priv_level: int = 4
 
     @property
     def label(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-class BmcChannel:
-    """One BMC: one command at a time, spaced, retried, bounded."""
+class SessionKey(NamedTuple):
+    """What a reusable session must match. The password and the other parameters of
+    the login (privilege level) are in ``digest`` only, as an HMAC under a key of
+    this process: the sessions table holds no password."""
 
-    def __init__(self, label: str, settings, logins: threading.Semaphore | None = None):
+    host: str
+    port: int
+    username: str
+    digest: bytes
+
+
+def session_key(bmc: BmcAddress, salt: bytes) -> SessionKey:
+    """The key of the session ``bmc``'s credentials may use (``salt``: per process)."""
+    material = json.dumps([bmc.password, bmc.priv_level]).encode()
+    return SessionKey(bmc.host, bmc.port, bmc.username,
+                      hmac.new(salt, material, hashlib.sha256).digest())
+
+
+@dataclasses.dataclass
+class _Session:
+    """One logged-in pyghmi Command and when it logged in (monotonic)."""
+
+    command: Any
+    opened: float
+
+
+class BmcChannel:
+    """One BMC: one command at a time, spaced, retried, bounded; its sessions, one
+    per set of credentials (``SessionKey``), share that one line and its spacing."""
+
+    def __init__(self, label: str, settings, logins: threading.Semaphore | None = None,
+                 salt: bytes | None = None):
         self.label = label
         self.settings = settings
         self._logins = logins or threading.Semaphore(login_concurrency(settings))
+        self._salt = salt or os.urandom(32)
         self._lock = threading.Lock()
         self._last = 0.0                            # monotonic end of the last command
         self._inflight: threading.Thread | None = None  # an exchange we gave up waiting for
-        self._command = None                        # the last pyghmi Command (for logout)
+        self._sessions: dict[SessionKey, _Session] = {}  # logged in, by credentials
 
     def call(self, bmc: BmcAddress, what: str, netfn: int, command: int,
              data: tuple = (), node: str = "-") -> bytes:
         """Send one raw IPMI request; the response data, or a DriverError."""
         deadline = time.monotonic() + self.settings.ipmi.command_retry_timeout
         attempt = 1
+        relogin = True
         while True:
             try:
                 return self._attempt(bmc, what, netfn, command, data)
             except _Retryable as exc:
+                if isinstance(exc, _SessionLost) and relogin:
+                    # Once and at once, whatever the retry budget left: the login with
+                    # the node's current credentials says whether they still work.
+                    relogin = False
+                    LOG.info("Node %s: IPMI session to BMC %s lost (%s); logging in again",
+                             node, bmc.label, exc)
+                    continue
                 if time.monotonic() + self.settings.ipmi.min_command_interval >= deadline:
                     raise errors.DriverError(
                         f"IPMI {what} on BMC {bmc.label} failed after {attempt} attempts "
@@ -133,12 +188,14 @@ class BmcChannel:
         """Run the pyghmi call in a helper thread: pyghmi can block far longer than
         we allow (a stopped BMC keeps it retrying), and a worker must never hang.
 
-        A live session is reused as is. Otherwise the helper logs in first, under
-        the shared login semaphore and within the (shorter) login budget: a login
-        costs several round trips and, in pyghmi, wakes on every packet of every
-        session, so a cold sweep must not start hundreds of them at once.
+        The live session of exactly these credentials is reused. Otherwise the helper
+        logs in first, under the shared login semaphore and within the (shorter)
+        login budget: a login costs several round trips and, in pyghmi, wakes on
+        every packet of every session, so a cold sweep must not start hundreds of
+        them at once. A failed login stores nothing and drops no other session.
         """
-        cmd = self._command if _alive(self._command) else None
+        key = session_key(bmc, self._salt)
+        cmd, expired = self._reusable(key)
         login_budget = min(budget, self.settings.ipmi.login_timeout)
         if cmd is None and not self._logins.acquire(timeout=login_budget):
             raise _Retryable(f"{login_concurrency(self.settings)} IPMI logins already in "
@@ -147,22 +204,9 @@ class BmcChannel:
         logged_in = threading.Event()
         if cmd is not None:
             logged_in.set()
-
-        def run():
-            nonlocal cmd
-            try:
-                if cmd is None:
-                    try:
-                        cmd = self._command = _open(bmc)
-                    finally:
-                        self._logins.release()
-                        logged_in.set()
-                outcome["response"] = cmd.raw_command(netfn=netfn, command=command,
-                                                      data=data)
-            except Exception as exc:  # noqa: BLE001 - translated by the caller below
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=run, name=f"ipmi-{bmc.label}", daemon=True)
+        thread = threading.Thread(target=self._run, name=f"ipmi-{bmc.label}", daemon=True,
+                                  args=(bmc, key, cmd, expired, (netfn, command, data),
+                                        outcome, logged_in))
         started = time.monotonic()
         thread.start()
         # One join, not a wait for the login then a join: under CPU contention each
@@ -181,16 +225,61 @@ class BmcChannel:
                 f"IPMI {what} to BMC {bmc.label} got no answer within {budget:g} s "
                 "([ipmi] command_timeout): the BMC is not responding; check ipmi_address "
                 "and ipmi_port, and that the BMC is up and reachable over UDP.")
+        if cmd is not None and not _alive(cmd):  # a reused session that broke
+            self._sessions.pop(key, None)
+            if "error" in outcome or outcome["response"].get("code"):
+                raise _SessionLost(_failure_text(outcome))
         if "error" in outcome:
             raise _translate(outcome["error"], bmc, what)
         return outcome["response"]
 
+    def _run(self, bmc: BmcAddress, key: SessionKey, cmd, expired: list, request: tuple,
+             outcome: dict, logged_in: threading.Event) -> None:
+        """The helper thread of _exchange: log out expired sessions, log in unless
+        ``cmd`` is given, send ``request``; the response or the error in ``outcome``."""
+        netfn, command, data = request
+        keep = self.settings.ipmi.session_max_age > 0
+        try:
+            for old in expired:  # before the login: pyghmi's cache would hand them back
+                _logout(old)
+            if cmd is None:
+                try:
+                    cmd = _open(bmc)
+                    if keep:
+                        self._sessions[key] = _Session(cmd, time.monotonic())
+                finally:
+                    self._logins.release()
+                    logged_in.set()
+            outcome["response"] = cmd.raw_command(netfn=netfn, command=command, data=data)
+            if not keep:
+                _logout(cmd)  # one login per command, as ipmitool
+        except Exception as exc:  # noqa: BLE001 - translated by _exchange
+            outcome["error"] = exc
+
+    def _reusable(self, key: SessionKey) -> tuple[Any, list[Any]]:
+        """(the live session of ``key`` young enough to reuse, or None; the sessions
+        to log out first: every one past ``[ipmi] session_max_age``, of any key).
+
+        Past that age a session is replaced by a new login, which checks the
+        credentials again (a BMC may keep a session after its password changed);
+        the sessions of credentials no node uses any more expire the same way.
+        """
+        oldest = time.monotonic() - self.settings.ipmi.session_max_age
+        expired = []
+        for other, session in list(self._sessions.items()):
+            if session.opened <= oldest or not _alive(session.command):
+                del self._sessions[other]
+                expired.append(session.command)
+        current = self._sessions.get(key)
+        return (current.command if current else None), expired
+
     def close(self) -> threading.Thread | None:
         """Start logging out of the BMC; the thread doing it (None if nothing to do)."""
-        cmd, self._command = self._command, None
-        if cmd is None or self._inflight is not None:
+        commands = [s.command for s in self._sessions.values()]
+        self._sessions = {}
+        if not commands or self._inflight is not None:
             return None
-        thread = threading.Thread(target=_logout, args=(cmd,), daemon=True)
+        thread = threading.Thread(target=_logout_all, args=(commands,), daemon=True)
         thread.start()
         return thread
 
@@ -211,17 +300,33 @@ def _open(bmc: BmcAddress):
     # it was given with the *encoded* ones it stored, so str credentials never
     # match; a second Command then finds its own half-registered entry and waits
     # forever for a login that already finished. Bytes match, and reuse works.
+    # That cache matches user and password but not the privilege level: two of our
+    # SessionKeys that differ only in ipmi_priv_level may get one pyghmi session. The
+    # credentials are the same, so no node gets a right its credentials do not grant.
     return pyghmi_command.Command(bmc=bmc.host, userid=bmc.username.encode(),
                                   password=bmc.password.encode(), port=bmc.port,
                                   privlevel=bmc.priv_level)
 
 
 def _logout(cmd) -> None:
+    """Log out (one datagram; pyghmi does not wait for the answer). Best effort."""
     try:
         if cmd.ipmi_session.logged:
             cmd.ipmi_session.logout()
-    except Exception:  # best effort at shutdown
+    except Exception:  # best effort: the BMC forgets the session by itself
         LOG.debug("IPMI logout failed", exc_info=True)
+
+
+def _logout_all(commands: list) -> None:
+    for cmd in commands:
+        _logout(cmd)
+
+
+def _failure_text(outcome: dict) -> str:
+    if "error" in outcome:
+        return str(outcome["error"]) or type(outcome["error"]).__name__
+    response = outcome["response"]
+    return str(response.get("error") or f"completion code 0x{response.get('code', 0):02x}")
 
 
 def _check(response: dict, bmc: BmcAddress, what: str) -> bytes:
@@ -293,7 +398,8 @@ def install_wakeup_fix() -> None:
 
 
 class BmcChannels:
-    """Registry of channels by address:port; kept in the DriverContext."""
+    """Registry of channels by address:port (one line per BMC; each channel keeps its
+    sessions by credentials); kept in the DriverContext."""
 
     def __init__(self, settings):
         install_wakeup_fix()
@@ -302,13 +408,15 @@ class BmcChannels:
         self._lock = threading.Lock()
         #: Shared by every channel: RMCP+ logins in flight (see BmcChannel._exchange).
         self._logins = threading.BoundedSemaphore(login_concurrency(settings))
+        #: The HMAC key of every SessionKey: random per process, never stored.
+        self._salt = os.urandom(32)
 
     def get(self, bmc: BmcAddress) -> BmcChannel:
         with self._lock:
             channel = self._channels.get(bmc.label)
             if channel is None:
-                channel = self._channels[bmc.label] = BmcChannel(bmc.label, self.settings,
-                                                                 self._logins)
+                channel = self._channels[bmc.label] = BmcChannel(
+                    bmc.label, self.settings, self._logins, self._salt)
             return channel
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """IPMI power and management ("ipmitool" in Ironic's names) over pyghmi.
 
 Ironic's ipmitool driver forks ``ipmitool`` per command; here pyghmi keeps one
-RMCP+ session per BMC and ``ipmi_client`` serialises, spaces, retries and bounds
-the commands. The requests are raw IPMI (chassis status, chassis control, boot
+RMCP+ session per BMC and set of credentials (reused for those credentials only, at
+most ``[ipmi] session_max_age``) and ``ipmi_client`` serialises, spaces, retries and
+bounds the commands. The requests are raw IPMI (chassis status, chassis control, boot
 options parameter 5), the same bytes Ironic sends for UEFI boot flags.
 """
 from __future__ import annotations

@@ -114,8 +114,88 @@ def test_echoed_mask_keeps_the_stored_secret():
 
 
 def test_api_masks_with_the_same_marker_list(cipher):
-    assert views.MASK is secrets.MASK
+    assert views.mask is secrets.mask  # one masking function, one marker list
     shown = views.mask_secrets(cipher.encrypt_dict(INFO))
     assert shown == {k: (secrets.MASK if secrets.is_secret_key(k) and v not in (None, "")
                          else v) for k, v in INFO.items()}
     assert not hasattr(views, "_SECRET_MARKERS")
+
+
+NESTED = {"ipmi_address": "h", "nested": {"password": "pw-n", "user": "u",
+                                          "list": [{"auth_token": 7}, "plain"]}}
+
+
+def test_nested_secrets_are_encrypted_masked_and_decrypted(cipher):
+    sealed = cipher.encrypt_dict(NESTED)
+    assert secrets.is_encrypted(sealed["nested"]["password"])
+    assert secrets.is_encrypted(sealed["nested"]["list"][0]["auth_token"])
+    assert sealed["nested"]["user"] == "u" and sealed["nested"]["list"][1] == "plain"
+    assert cipher.encrypt_dict(sealed) == sealed
+    assert cipher.decrypt_dict(sealed) == NESTED
+    assert secrets.mask(sealed) == {"ipmi_address": "h", "nested": {
+        "password": secrets.MASK, "user": "u",
+        "list": [{"auth_token": secrets.MASK}, "plain"]}}
+    # A whole value under a secret-named key is one secret, whatever its type.
+    assert secrets.mask({"password": {"a": 1}, "x_password": ""}) == {
+        "password": secrets.MASK, "x_password": ""}
+
+
+def test_only_secret_named_keys_are_decrypted(cipher):
+    token = cipher.encrypt_dict({"ipmi_password": "pw"})["ipmi_password"]
+    info = {"deploy_kernel": token, "extra": {"note": token}, "ipmi_password": token}
+    opened = cipher.decrypt_dict(info)
+    assert opened == {"deploy_kernel": token, "extra": {"note": token},
+                      "ipmi_password": "pw"}
+
+
+def test_nested_echoed_mask_is_restored_and_a_planted_ciphertext_refused():
+    stored = {"nested": {"password": "fernet:v1:abc"}, "ipmi_password": "fernet:v1:def"}
+    new = {"nested": {"password": secrets.MASK}, "ipmi_password": "fernet:v1:def"}
+    assert secrets.restore_masked(stored, new) == stored
+    with pytest.raises(errors.InvalidParameter, match=r"driver_info\.nested\.other_password"):
+        secrets.restore_masked(stored, {"nested": {"other_password": secrets.MASK}})
+    # Another node's ciphertext, or this node's under another key: refused.
+    for planted in ({"ipmi_password": "fernet:v1:xyz"},
+                    {"redfish_password": "fernet:v1:def"},
+                    {"nested": {"password": "fernet:v1:def"}}):
+        with pytest.raises(errors.InvalidParameter, match="encrypted itself"):
+            secrets.restore_masked(stored, planted)
+
+
+DOC = {"driver_info": {"ipmi_password": "fernet:v1:abc", "ipmi_address": "h",
+                       "nested": {"password": "fernet:v1:x"}, "plain": {"a": 1}},
+       "extra": {"note": 1}, "instance_info": {"configdrive": "data"}}
+
+
+@pytest.mark.parametrize("op", [
+    {"op": "copy", "from": "/driver_info/ipmi_password", "path": "/extra/x"},
+    {"op": "move", "from": "/driver_info/ipmi_password", "path": "/extra/x"},
+    {"op": "copy", "from": "/driver_info", "path": "/extra/x"},
+    {"op": "move", "from": "/driver_info/nested", "path": "/driver_info/other"},
+    {"op": "copy", "from": "/driver_info/nested/password", "path": "/extra/x"},
+    {"op": "copy", "from": "", "path": "/extra/x"},
+    {"op": "copy", "from": "/instance_info/configdrive", "path": "/extra/x"},
+    {"op": "test", "path": "/driver_info/ipmi_password", "value": "fernet:v1:abc"},
+    {"op": "test", "path": "/driver_info", "value": {}},
+    {"op": "test", "path": "/driver_info/missing_password", "value": "guess"},
+    {"op": "copy", "from": "/driver_info/x~1password", "path": "/extra/x"},  # escaped "/"
+])
+def test_patch_operations_that_read_a_secret_are_refused(op):
+    ops = [{"op": "add", "path": "/extra/y", "value": 1}, op]
+    with pytest.raises(errors.InvalidParameter, match="cannot read"):
+        secrets.refuse_secret_reads(ops, DOC)
+
+
+@pytest.mark.parametrize("op", [
+    {"op": "copy", "from": "/driver_info/ipmi_address", "path": "/extra/x"},
+    {"op": "move", "from": "/driver_info/plain", "path": "/extra/x"},
+    {"op": "test", "path": "/extra/note", "value": 1},
+    {"op": "add", "path": "/driver_info/ipmi_password", "value": "new"},
+    {"op": "replace", "path": "/driver_info/ipmi_password", "value": secrets.MASK},
+    {"op": "remove", "path": "/driver_info/nested"},
+    {"op": "copy", "from": "not a pointer", "path": "/extra/x"},  # the patch reports it
+    {"op": ["copy"], "from": "/driver_info"},
+    "not an operation",
+])
+def test_other_patch_operations_pass(op):
+    secrets.refuse_secret_reads([op], DOC)

@@ -43,10 +43,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def curl(port: int, name: str, out: Path, blksize: int) -> subprocess.Popen:
+def curl(port: int, name: str, out: Path, blksize: int,
+         source: str = "127.0.0.1") -> subprocess.Popen:
     return subprocess.Popen(
         ["curl", "-s", "--max-time", str(CURL_TIMEOUT), "--tftp-blksize", str(blksize),
-         "-o", str(out), f"tftp://127.0.0.1:{port}/{name}"])
+         "--interface", source, "-o", str(out), f"tftp://127.0.0.1:{port}/{name}"])
 
 
 def wait_serving(port: int, root: Path, work: Path, what: str) -> None:
@@ -143,7 +144,10 @@ def concurrent(servers, source: Path, work: Path, clients: int, blksize: int) ->
     for name, (port, _) in servers.items():
         outs = [work / f"c{i}.out" for i in range(clients)]
         started = time.monotonic()
-        procs = [curl(port, source.name, out, blksize) for out in outs]
+        # One loopback address per client, as machines have: metalcast lets one
+        # address hold only a few transfers ([pxe] tftp_sessions_per_client).
+        procs = [curl(port, source.name, out, blksize, f"127.0.0.{10 + i}")
+                 for i, out in enumerate(outs)]
         codes = [proc.wait() for proc in procs]
         elapsed = time.monotonic() - started
         bad = sum(1 for code, out in zip(codes, outs)

@@ -67,6 +67,12 @@ class MethodNotAllowed(AgentError):
         super().__init__("The method is not allowed for the requested URL.")
 
 
+class BodyTooLarge(AgentError):
+    """The request announces a larger body than its route takes; none of it is read."""
+    status_code = 413
+    faultcode = "Client"
+
+
 class AgentIsBusy(AgentError):
     """Another command is still running: one command at a time."""
     status_code = 409
@@ -94,6 +100,10 @@ class DeviceNotFound(AgentError):
 
 class LookupFailed(AgentError):
     """The API never answered the lookup with our node."""
+
+
+class HostCredentialsError(AgentError):
+    """The host agent's token file or TLS files are missing, unreadable or unsafe."""
 
 
 class HeartbeatError(AgentError):

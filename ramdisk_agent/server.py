@@ -12,6 +12,13 @@ Python start-up is seconds) would pay for importing one, and the API is six rout
 :class:`CommandApi` routes a request to a ``(status, JSON body)``; it serves
 HTTP/1.1 with keep-alive (the conductor keeps one session) from :func:`serve_https`
 and is also a WSGI application, which the unit tests drive with a test client.
+
+The agent runs in a ramdisk where memory is the disk, so nothing from an
+unauthenticated client is held: the route, method and token are checked from the
+request line before a byte of body is read (``CommandApi.body_limit``), only
+``POST /v1/commands/`` takes a body at all, and connections are bounded in total
+and per client address (``connections.Connections``; over a cap the longest-idle
+connection makes room).
 """
 from __future__ import annotations
 
@@ -32,22 +39,36 @@ from http.server import BaseHTTPRequestHandler
 
 from ramdisk_agent import __version__
 from ramdisk_agent.commands import CommandRunner
+from ramdisk_agent.connections import Connections
 from ramdisk_agent.errors import (
     AgentError,
+    BodyTooLarge,
     InvalidContent,
     MethodNotAllowed,
     RequestedObjectNotFound,
     TokenInvalid,
 )
+from ramdisk_agent.ramdisk.configdrive import MAX_CONFIGDRIVE
 
 LOG = logging.getLogger(__name__)
 WAIT_LIMIT = 3600.0
-MAX_BODY = 64 << 20          # a config drive is the largest thing ever posted
+#: The largest body: write_image's params with the largest config drive the agent
+#: accepts inline (configdrive.MAX_CONFIGDRIVE, Ironic's 64 MiB), base64 of an
+#: incompressible ISO (4/3) plus gzip framing, and 1 MiB for the other params. A
+#: Nova/metalsmith config drive is tens of KiB; only an authenticated POST gets this.
+MAX_BODY = 4 * -(-(MAX_CONFIGDRIVE + (64 << 10)) // 3) + (1 << 20)
 IDLE_TIMEOUT = 300.0         # an idle keep-alive connection is closed after this
+HANDSHAKE_TIMEOUT = 10.0     # per read while the TLS handshake runs
+LINGER = 2.0                 # s a refused body is read and dropped, so its client can
+                             # read the refusal instead of a reset (Apache's lingering close)
+MAX_CONNECTIONS = 8          # open connections in total (one thread each)
+MAX_PER_CLIENT = 4           # ... from one address (the conductor needs one or two)
 _TOKEN_RE = re.compile(r"(agent_token=)[^&\s]+")
 #: Path (without the optional /v1 prefix) -> method -> (handler name, token needed).
 _ROUTES = {"/status": {"GET": ("_status", False)},
            "/commands": {"GET": ("_list", True), "POST": ("_run", True)}}
+#: The handlers that read a body; every other request may send none.
+_BODY_HANDLERS = frozenset({"_run"})
 _COMMAND_RE = re.compile(r"^/commands/([^/]+)$")
 
 
@@ -81,36 +102,58 @@ class CommandApi:
             LOG.exception("Command API: %s %s failed", method, path)
             return 500, _fault(500, "The server encountered an internal error.")
 
+    def body_limit(self, method: str, path: str, query: str, length: int) -> int:
+        """Bytes of body to read for this request, decided before any is read: the
+        route's 404/405 and a wrong token's 401 are raised first, a ``length`` above
+        the route's limit is a 413. Routes without a body read none (0) of what is sent."""
+        handler, _, needs_token = self._match(method, path)
+        if needs_token:
+            self._check_token(urllib.parse.parse_qs(query))
+        if handler not in _BODY_HANDLERS:
+            return 0
+        if length > MAX_BODY:
+            raise BodyTooLarge(f"A body needs a Content-Length of at most {MAX_BODY} bytes")
+        return length
+
     def _route(self, method: str, path: str, query: dict, body: bytes, host_url: str):
-        if path == "/":
-            return self._get_only(method, self._root(host_url))
-        if path in ("/v1", "/v1/"):
-            return self._get_only(method, self._version(host_url))
+        handler, ident, needs_token = self._match(method, path)
+        if needs_token:
+            self._check_token(query)
+        if handler == "_root":
+            return self._root(host_url)
+        if handler == "_version":
+            return self._version(host_url)
+        if ident is not None:
+            result = self.runner.get(ident)
+            if _wanted(query, "wait"):
+                result.done.wait(WAIT_LIMIT)
+            return result.serialize()
+        return getattr(self, handler)(query, body)
+
+    @staticmethod
+    def _match(method: str, path: str) -> tuple[str, str | None, bool]:
+        """(handler name, command id or None, token needed); 404/405 otherwise."""
+        if path in ("/", "/v1", "/v1/"):
+            return CommandApi._get_only(method, "_root" if path == "/" else "_version"), \
+                None, False
         rest = path[3:] if path.startswith("/v1/") else path
         rest = rest.rstrip("/") or "/"
         match = _COMMAND_RE.match(rest)
         if match:
-            self._get_only(method, None)
-            self._check_token(query)
-            result = self.runner.get(match.group(1))
-            if _wanted(query, "wait"):
-                result.done.wait(WAIT_LIMIT)
-            return result.serialize()
+            return CommandApi._get_only(method, "_command"), match.group(1), True
         methods = _ROUTES.get(rest)
         if methods is None:
             raise RequestedObjectNotFound("The requested URL was not found on the server.")
         if method not in methods:
             raise MethodNotAllowed()
         handler, needs_token = methods[method]
-        if needs_token:
-            self._check_token(query)
-        return getattr(self, handler)(query, body)
+        return handler, None, needs_token
 
     @staticmethod
-    def _get_only(method: str, document):
+    def _get_only(method: str, handler: str) -> str:
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowed()
-        return document
+        return handler
 
     def _check_token(self, query: dict) -> None:
         expected = self.token()
@@ -148,12 +191,18 @@ class CommandApi:
 
     # -- WSGI (the unit tests' client) -------------------------------------------
     def __call__(self, environ, start_response):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
-        status, document = self.dispatch(
-            environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/",
-            environ.get("QUERY_STRING", ""), body, f"{environ['wsgi.url_scheme']}://{host}/")
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+        query = environ.get("QUERY_STRING", "")
+        try:
+            length = self.body_limit(method, path, query,
+                                     int(environ.get("CONTENT_LENGTH") or 0))
+        except AgentError as exc:
+            status, document = exc.status_code, exc.fault()
+        else:
+            body = environ["wsgi.input"].read(length) if length else b""
+            host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
+            status, document = self.dispatch(method, path, query, body,
+                                             f"{environ['wsgi.url_scheme']}://{host}/")
         data = json.dumps(document).encode()
         start_response(f"{status} {http.HTTPStatus(status).phrase}",
                        [("Content-Type", "application/json"),
@@ -206,20 +255,66 @@ class RedactingRequestHandler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        connections = self.server.connections
+        connections.busy(self.connection)
+        try:
+            self._answer(method)
+        finally:
+            self._continue = False  # per request (set by handle_expect_100)
+            connections.idle(self.connection)
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue`` is answered only once the token and the length are
+        accepted (in ``_answer``): a refused client never sends its body at all."""
+        self._continue = True
+        return True
+
+    def _answer(self, method: str) -> None:
+        """Refuse from the request line and headers alone, or read the body and run it."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         chunked = "Transfer-Encoding" in self.headers
-        if length < 0 or length > MAX_BODY or chunked:
-            self.close_connection = True  # 411 chunked, 400 unreadable, 413 too long
-            status = 411 if chunked else 400 if length < 0 else 413
+        if length < 0 or chunked:
+            self.close_connection = True  # 411 chunked, 400 unreadable
+            status = 411 if chunked else 400
             return self._reply(status, _fault(
                 status, "A body needs a Content-Length of at most %d bytes" % MAX_BODY))
-        body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
+        try:  # route, method and token before a byte of the body is read
+            wanted = self.server.app.body_limit(method, path, query, length)
+        except AgentError as exc:
+            if length > 0:  # the body is left unread: no next request on this stream
+                self.close_connection = True
+            self._reply(exc.status_code, exc.fault())
+            return self._discard(length)
+        if wanted and getattr(self, "_continue", False):
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self.rfile.read(wanted) if wanted else b""
+        if wanted < length:  # a body this route takes none of
+            self.close_connection = True
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
         self._reply(*self.server.app.dispatch(method, path, query, body, f"https://{host}/"))
+        self._discard(length - wanted)
+
+    def _discard(self, count: int) -> None:
+        """Read and drop up to ``count`` bytes of a body nobody will use, for at most
+        LINGER s, through one small buffer: a client still sending it then reads the
+        answer rather than a reset, and no byte of it is kept."""
+        if count <= 0 or getattr(self, "_continue", False):  # Expect: it sent none
+            return
+        self.server.connections.idle(self.connection)  # answered: may make room at once
+        deadline, chunk = time.monotonic() + LINGER, bytearray(1 << 16)
+        try:
+            while count > 0 and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                got = self.rfile.readinto(memoryview(chunk)[:min(count, len(chunk))])
+                if not got:
+                    break
+                count -= got
+        except (OSError, ValueError):  # gone, timed out, or TLS torn down
+            pass
 
     def _reply(self, status: int, document: dict) -> None:
         data = json.dumps(document).encode()
@@ -257,7 +352,8 @@ class RedactingRequestHandler(BaseHTTPRequestHandler):
 
 class HttpsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """Threaded HTTPS server; the TLS handshake runs in the connection's thread, so
-    a slow or broken client never holds up ``accept``."""
+    a slow or broken client never holds up ``accept``. Connections over the caps
+    (``connections.Connections``) are closed at once, before any TLS."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -265,23 +361,44 @@ class HttpsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def __init__(self, host: str, port: int, app: CommandApi, context: ssl.SSLContext):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app, self.context = app, context
+        self.connections = Connections(MAX_CONNECTIONS, MAX_PER_CLIENT)
         super().__init__((host, port), RedactingRequestHandler)
 
     @property
     def server_port(self) -> int:
         return self.server_address[1]
 
+    def verify_request(self, request, client_address) -> bool:
+        if self.connections.admit(request, client_address[0]):
+            return True
+        LOG.warning("Command API: refused a connection from %s: too many connections",
+                    client_address[0])
+        return False
+
+    def shutdown_request(self, request) -> None:
+        self.connections.release(request)
+        super().shutdown_request(request)
+
     def finish_request(self, request, client_address) -> None:
-        request.settimeout(IDLE_TIMEOUT)
-        try:
-            tls = self.context.wrap_socket(request, server_side=True)
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:  # the table tracks the TLS socket before the handshake can block
+            tls = self.context.wrap_socket(request, server_side=True,
+                                           do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
-            LOG.warning("Command API: TLS handshake with %s failed: %s", client_address[0],
-                        exc)
+            LOG.warning("Command API: TLS setup with %s failed: %s", client_address[0], exc)
             return
+        self.connections.rekey(request, tls)
         try:
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                LOG.warning("Command API: TLS handshake with %s failed: %s",
+                            client_address[0], exc)
+                return
+            tls.settimeout(IDLE_TIMEOUT)
             self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
         finally:
+            self.connections.release(tls)
             tls.close()
 
     def handle_error(self, request, client_address) -> None:

@@ -40,6 +40,16 @@ _NAME_RE = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 #: Words that mark a kernel parameter as a secret: never on a command line anyone can read.
 _SECRET_WORDS = ("password", "passwd", "token", "secret", "private", "credential")
+#: ``user[:password]@`` after a URL scheme: credentials, never printed in a boot config.
+_USERINFO_RE = re.compile(r"://[^/?#]*@")
+#: Kernel parameters metalcast sets itself (lower case, ``_`` as ``-``) -> what sets them.
+#: An operator's copy would come later on the command line and win (the agent keeps the
+#: last ``ipa-api-url``), so it is refused rather than rendered.
+RESERVED_PARAMS = {
+    "ipa-api-url": "[pxe] api_url (the API the agent calls)",
+    "bootif": "the MAC of the NIC being booted",
+    "initrd": "driver_info deploy_ramdisk",
+}
 
 #: Boot loader -> (root holding its per-MAC file, file name pattern, template).
 NODE_FILES = {
@@ -80,17 +90,42 @@ def checked_token(value, what: str) -> Checked:
             f"{what} {text!r} is not allowed on a kernel command line: use only letters, "
             "digits and . _ : / , = @ + % ~ - (no spaces, quotes, $, ;, # or newlines).")
     key = text.split("=", 1)[0].lower()
-    if any(word in key for word in _SECRET_WORDS):
+    if any(word in key for word in _SECRET_WORDS) or _USERINFO_RE.search(text):
         raise errors.InvalidParameter(
             f"{what} {key!r} looks like a secret; kernel command lines are readable by "
             "anyone on the machine and the network, so secrets never go there.")
     return Checked(text)
 
 
+def checked_params(text, what: str) -> tuple[Checked, ...]:
+    """Operator kernel parameters (space separated), each checked; none that metalcast
+    sets itself (``RESERVED_PARAMS``), which would override the rendered one."""
+    params = tuple(checked_token(p, what) for p in str(text or "").split())
+    for param in params:
+        key = param.split("=", 1)[0].lower().replace("_", "-")
+        if key in RESERVED_PARAMS:
+            raise errors.InvalidParameter(
+                f"{what} must not set {param.split('=', 1)[0]!r}: metalcast sets it "
+                f"from {RESERVED_PARAMS[key]}, and a second value would override it.")
+    return params
+
+
 def checked_url(value, what: str, schemes: tuple[str, ...] = ("http", "https")) -> Checked:
     """An absolute URL safe to print in a boot config (refused otherwise)."""
     text = str(value).rstrip("/")
-    parts = urlsplit(text)
+    if _USERINFO_RE.search(text):
+        # Boot scripts and configs are served to anyone who asks, over plain HTTP and
+        # TFTP: a password in them is a password published. Refused, not stripped: a
+        # stripped URL would fail later at download time, on the machine, unexplained.
+        # The message does not repeat the URL (it would repeat the password).
+        raise errors.InvalidParameter(
+            f"{what} carries credentials (user:password@ before the host); boot configs "
+            "are readable by anyone on the provisioning network. Serve the file without "
+            "authentication, e.g. from the HTTP boot root.")
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. a broken IPv6 literal
+        parts = urlsplit("")
     if parts.scheme not in schemes or not parts.netloc or not _URL_RE.fullmatch(text):
         raise errors.InvalidParameter(
             f"{what} {text!r} must be a {' or '.join(schemes)} URL made of letters, digits "
@@ -146,6 +181,13 @@ def locate(value: str, loader: str, http_url: str, what: str) -> Checked:
         url = checked_url(value, what, schemes)
         if loader == "grub":
             parts = urlsplit(url)
+            if parts.query:
+                # GRUB's (http,host) device takes a file path, not a URL: a query string
+                # would be dropped (the wrong file fetched) or globbed by GRUB's script
+                # parser (regexp is loaded by grub.cfg), so it is refused.
+                raise errors.InvalidParameter(
+                    f"{what} {url!r} has a query string, which GRUB (UEFI pxe boot) cannot "
+                    "send: use a URL without '?', or the ipxe boot interface.")
             return Checked(f"(http,{parts.netloc}){parts.path or '/'}")
         return url
     name = checked_name(value, what)

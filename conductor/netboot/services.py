@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from conductor import errors
+from conductor.netboot import limits, render
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.render import Renderer, checked_url
 from conductor.netboot.tftp import TftpServer
@@ -41,6 +42,11 @@ class NetbootServices:
         if settings.pxe.default_boot_mode not in BOOT_MODES:
             raise errors.ConfigError(reason=f"[pxe] default_boot_mode must be bios or uefi, "
                                             f"not {settings.pxe.default_boot_mode!r}")
+        try:
+            self.http_limits, self.tftp_limits = limits.from_pxe_settings(settings.pxe)
+        except ValueError as exc:
+            raise errors.ConfigError(reason=str(exc)) from None
+        _check_boot_defaults(settings.pxe)
         data = settings.data_path
         self.tftp_root = Path(settings.pxe.tftp_root or data / "tftpboot").expanduser()
         self.http_root = Path(settings.pxe.http_root or data / "httpboot").expanduser()
@@ -125,12 +131,14 @@ class NetbootServices:
     def _bind(self) -> None:
         settings = self.settings
         host = settings.pxe.http_host or settings.api.host
-        self.http = BootHttpServer(self.http_root, host, settings.pxe.http_port)
+        self.http = BootHttpServer(self.http_root, host, settings.pxe.http_port,
+                                   self.http_limits)
         self.http_root.mkdir(parents=True, exist_ok=True)
         self.tftp_root.mkdir(parents=True, exist_ok=True)
         _bind_or_explain(self.http.start, "HTTP", host, settings.pxe.http_port, "http_port")
         tftp_host = settings.pxe.tftp_host or settings.api.host
-        self.tftp = TftpServer(self.tftp_root, tftp_host, settings.pxe.tftp_port)
+        self.tftp = TftpServer(self.tftp_root, tftp_host, settings.pxe.tftp_port,
+                               limits=self.tftp_limits)
         _bind_or_explain(self.tftp.start, "TFTP", tftp_host, settings.pxe.tftp_port,
                          "tftp_port")
 
@@ -143,6 +151,18 @@ class NetbootServices:
                     LOG.exception("Stopping %s failed", server)
         self.tftp = self.http = None
         self._started = False
+
+
+def _check_boot_defaults(pxe) -> None:
+    """The [pxe] defaults every node's boot config may use, checked at start-up as each
+    node's would be (a credential in a URL, a parameter metalcast sets itself)."""
+    try:
+        render.checked_params(pxe.kernel_append_params, "[pxe] kernel_append_params")
+        for option in ("deploy_kernel", "deploy_ramdisk"):
+            if "://" in getattr(pxe, option):
+                render.checked_url(getattr(pxe, option), f"[pxe] {option}")
+    except errors.InvalidParameter as exc:
+        raise errors.ConfigError(reason=str(exc)) from None
 
 
 def _bind_or_explain(start, what: str, host: str, port: int, option: str) -> None:

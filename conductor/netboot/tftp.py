@@ -42,6 +42,13 @@ from 65535 to 0, as tftp-hpa, curl, iPXE and busybox expect.
 
 Requests for names listed by ``resolver`` (per-MAC boot configs) are answered
 from memory; everything else comes from files confined to ``root``.
+
+What one client can hold is bounded (``limits.TftpLimits``, ``[pxe] tftp_*``):
+a few live transfers per client address and a total, a client-chosen RFC 2349
+``timeout`` honoured only up to a few seconds (a larger one is left out of the
+OACK and the server's own applies), so a silent client is dropped after
+``timeout x (retries + 1)`` seconds, and every transfer ends after ``lifetime``
+seconds however its client paces the ACKs.
 """
 from __future__ import annotations
 
@@ -55,20 +62,19 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from conductor.errors import TftpRefusal
 from conductor.netboot import tftp_request as req
+from conductor.netboot.limits import TftpLimits
 
 LOG = logging.getLogger(__name__)
 
 Resolver = Callable[[str, tuple], "bytes | None"]
 
-#: Above this many live transfers new requests get "server busy" (a request
-#: flood must not turn into thousands of threads).
-MAX_SESSIONS = 256
 #: Linux value of IP_PKTINFO (the socket module does not export it everywhere).
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 LISTEN_POLL = 0.25
@@ -77,6 +83,10 @@ _ACK_BUFFER = 516
 
 class _Abort(Exception):
     """The transfer ends early (client error, gone, too many retries, stop)."""
+
+
+class _Expired(_Abort):
+    """The transfer outlived ``TftpLimits.lifetime``; the client is told so."""
 
 
 def _set_timeout(sock: socket.socket, seconds: float) -> None:
@@ -94,6 +104,7 @@ class _Session:
         self.server, self.sock, self.client, self.name = server, sock, client, name
         self.read, self.fd, self.options = source.read, source.fd, options
         self.timeout = options.timeout or server.timeout
+        self.deadline = time.monotonic() + server.limits.lifetime
 
     def run(self) -> None:
         started, sent = time.monotonic(), 0
@@ -109,6 +120,8 @@ class _Session:
         except _Abort as exc:
             LOG.info("TFTP transfer of %s to %s:%s aborted after %.3fs: %s", self.name,
                      self.client[0], self.client[1], time.monotonic() - started, exc)
+            if isinstance(exc, _Expired):
+                self.server._send_error(self.sock, TftpRefusal(req.NOT_DEFINED, str(exc)))
         except OSError as exc:  # after stop() shut the socket down, or a real error
             level = logging.INFO if self.server._stopping.is_set() else logging.WARNING
             LOG.log(level, "TFTP transfer of %s to %s:%s failed: %s", self.name,
@@ -127,6 +140,7 @@ class _Session:
         ack = bytearray(_ACK_BUFFER)
         buf[1] = req.OPCODE_DATA
         block, total = 1, 0
+        monotonic, deadline = time.monotonic, self.deadline
         while True:
             count = read(payload)
             hi, lo = (block >> 8) & 0xFF, block & 0xFF
@@ -145,6 +159,10 @@ class _Session:
             total += count
             if count < blksize:
                 return total
+            # A slow-drip client ACKs each block just in time, forever: every 16th block
+            # (at most 16 timeouts late, and no clock read per block) checks the lifetime.
+            if not block & 15 and monotonic() > deadline:
+                raise _Expired("Transfer time limit exceeded")
             block += 1
 
     def _exchange(self, packet, block: int, ack: bytearray) -> None:
@@ -174,6 +192,8 @@ class _Session:
                     raise _Abort(f"client sent error {ack[2] << 8 | ack[3]}: {text}")
                 if self.server._stopping.is_set():
                     raise _Abort("server stopping")
+                if time.monotonic() > self.deadline:
+                    raise _Expired("Transfer time limit exceeded")
                 if time.monotonic() - sent_at >= self.timeout:  # a stray flood
                     tries, sent_at = self._resend(packet, tries), time.monotonic()
             try:
@@ -222,14 +242,16 @@ class TftpServer:
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 69,
                  resolver: Resolver | None = None, timeout: float = 1.0,
-                 retries: int = 5):
+                 retries: int = 5, limits: TftpLimits | None = None):
         self.root, self.host, self.port = Path(root), host, port
         self.resolver, self.timeout, self.retries = resolver, timeout, retries
+        self.limits = limits or TftpLimits()
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._wildcard = host in ("", "0.0.0.0")
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: dict[_Session, threading.Thread] = {}
+        self._per_client: Counter[str] = Counter()  # live sessions per client address
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -313,6 +335,7 @@ class TftpServer:
                                   daemon=True)
         with self._lock:
             self._sessions[session] = thread
+            self._per_client[client[0]] += 1
         thread.start()
 
     def _open(self, datagram: bytes, client: tuple, sock: socket.socket) -> _Session:
@@ -321,12 +344,14 @@ class TftpServer:
             raise TftpRefusal(req.ACCESS_VIOLATION, "Access violation")
         if request.mode not in req.MODES:
             raise TftpRefusal(req.ILLEGAL_OPERATION, f"Unsupported mode {request.mode}")
-        with self._lock:
-            if len(self._sessions) >= MAX_SESSIONS:
+        with self._lock:  # only this (listener) thread adds sessions: no race to admit
+            if len(self._sessions) >= self.limits.sessions:
                 raise TftpRefusal(req.NOT_DEFINED, "Server busy")
+            if self._per_client[client[0]] >= self.limits.per_client:
+                raise TftpRefusal(req.NOT_DEFINED, "Too many transfers from this client")
         name = req.relative_name(request.filename)
         source = self._source(name, client, request.mode)
-        options = req.negotiate(request.options, source.size)
+        options = req.negotiate(request.options, source.size, self.limits.max_timeout)
         return _Session(self, sock, client, name, source, options)
 
     def _source(self, name: str, client: tuple, mode: str) -> _Source:
@@ -351,7 +376,15 @@ class TftpServer:
             os.close(session.fd)
         session.sock.close()
         with self._lock:
-            self._sessions.pop(session, None)
+            if self._sessions.pop(session, None) is not None:
+                self._per_client[session.client[0]] -= 1
+                if not self._per_client[session.client[0]]:
+                    del self._per_client[session.client[0]]
+
+    def session_count(self, client: str | None = None) -> int:
+        """Live transfers, in total or of one client address."""
+        with self._lock:
+            return len(self._sessions) if client is None else self._per_client[client]
 
     @staticmethod
     def _send_error(sock: socket.socket, refusal: TftpRefusal) -> None:

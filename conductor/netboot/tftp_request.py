@@ -21,6 +21,7 @@ from tftpy.TftpPacketTypes import TftpPacketOACK
 from tftpy.TftpShared import TftpException
 
 from conductor.errors import TftpRefusal
+from conductor.netboot.limits import TftpLimits
 
 #: TFTP error codes (RFC 1350 section 5, RFC 2347 for 8).
 NOT_DEFINED, FILE_NOT_FOUND, ACCESS_VIOLATION, ILLEGAL_OPERATION = 0, 1, 2, 4
@@ -30,7 +31,8 @@ OPCODE_RRQ, OPCODE_WRQ, OPCODE_DATA, OPCODE_ACK, OPCODE_ERROR = 1, 2, 3, 4, 5
 
 #: RFC 2348: valid block sizes; the server may answer a smaller one than asked.
 MIN_BLKSIZE, MAX_BLKSIZE, DEFAULT_BLKSIZE = 8, 65464, 512
-#: RFC 2349: the timeout option is 1..255 seconds.
+#: RFC 2349: the timeout option is 1..255 seconds; this server honours it only up to
+#: ``TftpLimits.max_timeout`` (one silent client must not hold a transfer for minutes).
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 255
 #: A longer path than this is refused before touching the file system.
 MAX_PATH = 1024
@@ -125,11 +127,14 @@ def _number(value: str) -> int | None:
     return int(value)
 
 
-def negotiate(options: dict[str, str], size: int | None) -> Negotiated:
+def negotiate(options: dict[str, str], size: int | None,
+              max_timeout: int = TftpLimits.max_timeout) -> Negotiated:
     """Apply the option rules; unknown or garbage options are left out of the OACK.
 
     RFC 2347 lets a server ignore options it does not accept, so garbage never
-    turns into an error: the client just gets the RFC 1350 defaults for it.
+    turns into an error: the client just gets the RFC 1350 defaults for it. A
+    ``timeout`` above ``max_timeout`` is ignored the same way: RFC 2349 makes the
+    OACK repeat the client's value, so the server cannot answer a smaller one.
     """
     result = Negotiated()
     blksize = _number(options.get("blksize", ""))
@@ -137,7 +142,7 @@ def negotiate(options: dict[str, str], size: int | None) -> Negotiated:
         result.blksize = min(blksize, MAX_BLKSIZE)
         result.oack["blksize"] = str(result.blksize)
     timeout = _number(options.get("timeout", ""))
-    if timeout is not None and MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+    if timeout is not None and MIN_TIMEOUT <= timeout <= min(max_timeout, MAX_TIMEOUT):
         result.timeout = float(timeout)
         result.oack["timeout"] = str(timeout)
     if "tsize" in options and _number(options["tsize"]) is not None and size is not None:

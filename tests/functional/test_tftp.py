@@ -96,10 +96,13 @@ def test_block_number_rollover(server, root, tmp_path):
 
 
 def test_twenty_concurrent_clients(server, root, tmp_path):
+    """Twenty machines at once, each from its own address (127.0.0.10-29): one address
+    may hold only a few transfers (TftpLimits.per_client)."""
     outs = [tmp_path / f"c{i}" for i in range(20)]
-    procs = [subprocess.Popen([require("curl"), "-s", "--tftp-blksize", "1468", "-o",
-                               str(out), f"tftp://127.0.0.1:{server.port}/boot/vmlinuz"])
-             for out in outs]
+    procs = [subprocess.Popen([require("curl"), "-s", "--interface", f"127.0.0.{10 + i}",
+                               "--tftp-blksize", "1468", "-o", str(out),
+                               f"tftp://127.0.0.1:{server.port}/boot/vmlinuz"])
+             for i, out in enumerate(outs)]
     assert [proc.wait(timeout=120) for proc in procs] == [0] * 20
     assert all(filecmp.cmp(out, root / "boot" / "vmlinuz", shallow=False) for out in outs)
 

@@ -35,7 +35,10 @@ DEPLOY_KERNEL, DEPLOY_RAMDISK = "agent/vmlinuz", "agent/initramfs"
 DEMO_SECTIONS = {
     "api": {"auth_strategy": "none"},
     "pxe": {"enabled": "true", "tftp_port": 0, "http_port": 0,
-            "deploy_kernel": DEPLOY_KERNEL, "deploy_ramdisk": DEPLOY_RAMDISK},
+            "deploy_kernel": DEPLOY_KERNEL, "deploy_ramdisk": DEPLOY_RAMDISK,
+            # Every simulated machine boots from 127.0.0.1: here one client address is
+            # the whole lab, so it may hold what the boot servers allow in total.
+            "tftp_sessions_per_client": 256, "http_connections_per_client": 256},
     # Short spacing suits a lab; the timeouts stay generous: 50 machines on a loaded
     # 2-core host made 4 s / 2 s too tight for the virtual BMCs' answers.
     "ipmi": {"min_command_interval": 0.05, "command_timeout": 10,
@@ -43,6 +46,8 @@ DEMO_SECTIONS = {
     "agent": {"post_deploy_power_off_wait": 20, "heartbeat_timeout": 3,
               "command_wait_interval": 0.2},
     "conductor": {"deploy_callback_timeout": 120, "check_provision_state_interval": 1},
+    # Free ports only: no patching listener on the fixed 127.0.0.1:5487.
+    "patching": {"listen_port": 0},
 }
 
 

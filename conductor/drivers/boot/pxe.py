@@ -178,8 +178,7 @@ class _NetworkBoot(base.BootInterface):
             refs[key] = self._reference(node, key, value, loader, services)
         append = info.get("kernel_append_params", settings.pxe.kernel_append_params)
         params = [render.checked_token(f"ipa-api-url={services.api_url}", "[pxe] api_url")]
-        params += [render.checked_token(p, "kernel_append_params")
-                   for p in str(append or "").split()]
+        params += render.checked_params(append, "kernel_append_params")
         return render.NodeBoot(node.uuid, node.name, macs, loader, refs["deploy_kernel"],
                                refs["deploy_ramdisk"], tuple(params))
 

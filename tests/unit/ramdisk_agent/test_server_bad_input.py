@@ -15,7 +15,8 @@ import pytest
 from werkzeug.test import Client
 
 from ramdisk_agent.commands import CommandRunner, Extension, async_command, sync_command
-from ramdisk_agent.server import create_app
+from ramdisk_agent.ramdisk.configdrive import MAX_CONFIGDRIVE
+from ramdisk_agent.server import MAX_BODY, create_app
 
 TOKEN = "t0ken-for-bad-input"
 COMMANDS = f"/v1/commands/?agent_token={TOKEN}"
@@ -175,3 +176,60 @@ def test_a_good_request_still_works_after_the_bad_ones(agent):
     assert len(runner.list()) == 1
 
 
+
+
+# -- nothing is read before the route, the method and the token are checked ---------------
+
+class UnreadableBody:
+    """A request body that fails the test if the API reads a byte of it."""
+
+    def read(self, *args):
+        raise AssertionError("the body was read")
+
+
+def call(app, method: str, path: str, query: str, length: int) -> tuple[str, dict]:
+    answer = {}
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+               "CONTENT_LENGTH": str(length), "wsgi.input": UnreadableBody(),
+               "wsgi.url_scheme": "https", "SERVER_NAME": "agent"}
+    body = b"".join(app(environ, lambda status, headers: answer.update(status=status)))
+    return answer["status"], json.loads(body)
+
+
+@pytest.mark.parametrize("method, path, query, status", [
+    ("POST", "/v1/commands/", "agent_token=wrong", "401"),
+    ("POST", "/v1/commands/", "", "401"),
+    ("POST", "/v1/status", "", "405"),
+    ("POST", "/v1/nowhere", f"agent_token={TOKEN}", "404"),
+    ("POST", "/v1/commands/", f"agent_token={TOKEN}", "413"),   # over MAX_BODY
+])
+def test_refusals_come_before_the_body_is_read(agent, method, path, query, status):
+    """Three 60 MiB POSTs with a wrong token took the agent from 36 to 261 MiB: the
+    whole body was read, then the token checked (replayed in tests/security/)."""
+    client, probe, runner = agent
+    app = create_app(runner, lambda: TOKEN)
+    length = MAX_BODY + 1 if status == "413" else 60 << 20
+    got, document = call(app, method, path, query, length)
+    assert got.startswith(status) and document["faultcode"] == "Client", (got, document)
+    nothing_ran(probe, runner)
+
+
+@pytest.mark.parametrize("path", ["/v1/status", "/", "/v1/"])
+def test_routes_without_a_body_read_none_of_one_sent(agent, path):
+    client, probe, runner = agent
+    got, document = call(create_app(runner, lambda: TOKEN), "GET", path, "", 60 << 20)
+    assert got.startswith("200") and document
+
+
+def test_the_body_limit_fits_the_largest_config_drive_the_agent_accepts():
+    """An incompressible 64 MiB ISO (configdrive.MAX_CONFIGDRIVE, Ironic's limit),
+    gzipped (zlib's compressBound: + ~0.03 %, + 18 bytes of gzip framing), in base64,
+    inside write_image's params, fits; a Nova or metalsmith config drive is ~10-100 KiB."""
+    iso = MAX_CONFIGDRIVE
+    gzipped = iso + (iso >> 12) + (iso >> 14) + (iso >> 25) + 13 + 18
+    encoded = 4 * -(-gzipped // 3)
+    params = len(json.dumps({"name": "deploy.write_image", "params": {
+        "image_info": {"id": "x" * 64, "urls": ["https://" + "h" * 2000],
+                       "os_hash_algo": "sha512", "os_hash_value": "f" * 128,
+                       "disk_format": "raw"}, "configdrive": ""}}))
+    assert encoded + params <= MAX_BODY <= 96 << 20

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conductor.netboot.limits import TftpLimits
 from conductor.netboot.tftp import TftpServer
 from tests.waiting import wait_until
 
@@ -166,7 +167,13 @@ def test_failing_resolver_answers_an_error_and_serving_goes_on(tmp_path):
         srv.stop()
 
 
-def test_session_limit_answers_server_busy(server, monkeypatch):
-    monkeypatch.setattr("conductor.netboot.tftp.MAX_SESSIONS", 1)
-    Client(server.port).request(rrq("f"))                  # stalls: never ACKed
-    assert Client(server.port).request(rrq("f")) == b"\0\5\0\0Server busy\0"
+def test_session_limit_answers_server_busy(tmp_path):
+    (tmp_path / "f").write_bytes(b"x" * 1024)
+    srv = TftpServer(tmp_path, port=0, timeout=TIMEOUT, retries=2,
+                     limits=TftpLimits(sessions=1))
+    srv.start()
+    try:
+        Client(srv.port).request(rrq("f"))                  # stalls: never ACKed
+        assert Client(srv.port).request(rrq("f")) == b"\0\5\0\0Server busy\0"
+    finally:
+        srv.stop()

@@ -123,6 +123,54 @@ def test_bad_relative_names_are_refused(name):
         render.locate(name, "pxelinux", HTTP, "driver_info deploy_kernel")
 
 
+@pytest.mark.parametrize("url", ["http://alice:s3cr3t@h/k", "http://alice@h/k",
+                                 "http://:s3cr3t@h:8080/k", "https://alice:s3cr3t@[fd00::1]/k",
+                                 "http://alice:s3cr3t@h/k;reboot"])
+@pytest.mark.parametrize("loader", ["ipxe", "pxelinux", "grub"])
+def test_urls_with_credentials_are_refused_without_repeating_them(url, loader):
+    """A boot config is served to anyone: a password in its URL would be published."""
+    with pytest.raises(errors.InvalidParameter, match="carries credentials") as caught:
+        render.locate(url, loader, HTTP, "driver_info deploy_kernel")
+    assert "s3cr3t" not in str(caught.value) and "alice" not in str(caught.value)
+
+
+def test_an_at_sign_in_the_path_is_no_credential():
+    assert render.locate("http://h/a@b", "ipxe", HTTP, "k") == "http://h/a@b"
+
+
+@pytest.mark.parametrize("param", ["ipa-inspection-callback-url=http://u:pw@h/x",
+                                   "x=https://u@h"])
+def test_kernel_params_with_url_credentials_are_refused(param):
+    with pytest.raises(errors.InvalidParameter, match="looks like a secret"):
+        render.checked_token(param, "kernel_append_params")
+
+
+@pytest.mark.parametrize("params, key", [
+    ("nofb ipa-api-url=http://evil:6385", "ipa-api-url"),
+    ("IPA-API-URL=http://evil:6385", "IPA-API-URL"),
+    ("ipa_api_url=http://evil:6385", "ipa_api_url"),
+    ("BOOTIF=01-52-54-00-00-00-01", "BOOTIF"), ("bootif=x", "bootif"),
+    ("initrd=/evil.img", "initrd")])
+def test_parameters_metalcast_sets_are_refused(params, key):
+    with pytest.raises(errors.InvalidParameter, match=f"must not set '{key}'"):
+        render.checked_params(params, "kernel_append_params")
+
+
+def test_other_parameters_pass_in_order():
+    assert render.checked_params("nofb  console=ttyS0 ipa-debug=1", "k") == (
+        "nofb", "console=ttyS0", "ipa-debug=1")
+    assert render.checked_params("", "k") == () and render.checked_params(None, "k") == ()
+
+
+def test_grub_refuses_a_query_string_the_others_keep_it():
+    """GRUB's (http,host) device takes a path: the query would be lost or globbed."""
+    with pytest.raises(errors.InvalidParameter, match="query string"):
+        render.locate("http://h:8080/k?sig=abc", "grub", HTTP, "driver_info deploy_kernel")
+    assert render.locate("http://h:8080/k", "grub", HTTP, "k") == "(http,h:8080)/k"
+    for loader in ("ipxe", "pxelinux"):
+        assert render.locate("http://h/k?sig=abc", loader, HTTP, "k") == "http://h/k?sig=abc"
+
+
 def test_https_only_for_ipxe():
     assert render.locate("https://h/k", "ipxe", HTTP, "k") == "https://h/k"
     for loader in ("pxelinux", "grub"):

@@ -111,11 +111,20 @@ def test_blksize_bounds(options, blksize, oack):
 
 
 @pytest.mark.parametrize("value, timeout", [
-    ("1", 1.0), ("255", 255.0), ("0", None), ("256", None), ("x", None), ("", None)])
+    ("1", 1.0), ("5", 5.0), ("6", None), ("255", None), ("0", None), ("256", None),
+    ("x", None), ("", None)])
 def test_timeout_bounds(value, timeout):
+    """Honoured up to TftpLimits.max_timeout (5 s); above it the option is left out of
+    the OACK (RFC 2349: the OACK must repeat the client's value) and the server's own
+    retransmission timeout applies, so a silent client cannot hold a transfer for minutes."""
     result = req.negotiate({"timeout": value}, 10)
     assert result.timeout == timeout
-    assert ("timeout" in result.oack) == (timeout is not None)
+    assert result.oack.get("timeout") == (value if timeout is not None else None)
+
+
+def test_timeout_ceiling_is_the_callers():
+    assert req.negotiate({"timeout": "30"}, 10, max_timeout=30).oack == {"timeout": "30"}
+    assert req.negotiate({"timeout": "2"}, 10, max_timeout=1).oack == {}
 
 
 def test_tsize_answers_the_real_size():

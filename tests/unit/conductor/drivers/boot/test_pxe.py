@@ -143,6 +143,14 @@ def test_invalid_boot_mode_refused(store, context):
     ({"driver_info": {"kernel_append_params": "console=ttyS0 ${evil}"}}, MACS,
      "kernel command line"),
     ({"driver_info": {"kernel_append_params": "ipa-agent-token=abc"}}, MACS, "secret"),
+    ({"driver_info": {"kernel_append_params": "nofb ipa-api-url=http://10.9.9.9:6385"}},
+     MACS, "must not set 'ipa-api-url'"),
+    ({"driver_info": {"kernel_append_params": "BOOTIF=01-52-54-00-00-00-99"}}, MACS,
+     "must not set 'BOOTIF'"),
+    ({"driver_info": {"deploy_kernel": "http://user:secret@10.1.1.1/k"}}, MACS,
+     "carries credentials"),
+    ({"driver_info": {"deploy_ramdisk": "http://user:secret@10.1.1.1/r"}}, MACS,
+     "carries credentials"),
 ])
 def test_validate_refuses_bad_configuration(store, context, values, ports, match):
     task = make_task(store, context, ports=ports, **values)

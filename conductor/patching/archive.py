@@ -6,11 +6,16 @@ as hostile until both signatures check out:
 
 * only those five names, each once, each a regular file (no links, devices,
   directories, ``..`` or absolute names) — anything else is refused, not skipped;
+* the raw tar headers are checked before tarfile parses them (tarscan.py: no
+  oversized pax or long-name header, which tarfile parses in quadratic time);
 * declared sizes are capped (``limits``) before a byte is decompressed, so a gzip
   bomb fails fast, and every member is extracted to files we name ourselves;
 * the signatures are checked before metadata.xml is parsed;
 * the inner tars follow the same rules, and software.tar must hold exactly the
   RPMs metadata.xml lists.
+
+``read`` runs in a limited child process on the server (unpack.py); a full disk
+is InsufficientStorage, never "corrupt".
 """
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ import time
 from pathlib import Path
 from typing import IO
 
+from conductor import errors
 from conductor.patching import metadata as md
-from conductor.patching import signing
+from conductor.patching import signing, tarscan
 from conductor.patching.metadata import PatchFormatError
 
 SIGNED_MEMBERS = ("metadata.tar", "software.tar", "semantics.tar")
@@ -84,11 +90,19 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
             remaining -= len(chunk)
 
 
-def _open_tar(path_or_bytes, what: str) -> tarfile.TarFile:
+def _open_tar(source: Path | bytes, what: str, max_headers: int,
+              max_data: int = 0) -> tarfile.TarFile:
+    """tarfile over ``source`` once tarscan has passed its raw headers."""
+    if isinstance(source, bytes):
+        tarscan.scan_bytes(source, what, max_headers)
+    elif what == "patch":
+        tarscan.scan_gzip(source, what, max_headers, max_data)
+    else:
+        tarscan.scan_file(source, what, max_headers, max_data)
     try:
-        if isinstance(path_or_bytes, bytes):
-            return tarfile.open(fileobj=io.BytesIO(path_or_bytes), mode="r:")
-        return tarfile.open(path_or_bytes, mode="r:gz" if what == "patch" else "r:")
+        if isinstance(source, bytes):
+            return tarfile.open(fileobj=io.BytesIO(source), mode="r:")
+        return tarfile.open(source, mode="r:gz" if what == "patch" else "r:")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise PatchFormatError(reason=f"{what} is not a valid archive: {exc}") from None
 
@@ -97,7 +111,9 @@ def _outer(path: Path, outer_dir: Path, limits: Limits) -> dict[str, Path]:
     found: dict[str, Path] = {}
     total = 0
     budget = max(16 << 20, path.stat().st_size * limits.max_ratio)
-    with _open_tar(path, "patch") as tar:
+    # Each member may carry a pax and a long-name header; a patch has five members.
+    with _open_tar(path, "patch", 3 * len(MEMBERS) + 2,
+                   min(budget, limits.total_bytes)) as tar:
         try:
             for member in tar:
                 _check_member(member, MEMBERS, "patch")
@@ -116,6 +132,8 @@ def _outer(path: Path, outer_dir: Path, limits: Limits) -> dict[str, Path]:
                 found[member.name] = outer_dir / member.name
                 _extract(tar, member, found[member.name])
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            if errors.is_disk_full(exc):
+                raise errors.InsufficientStorage(path=outer_dir.parent) from None
             raise PatchFormatError(reason=f"patch archive is corrupt or truncated: "
                                    f"{exc}") from None
     if "signature.v2" not in found:
@@ -127,11 +145,23 @@ def _outer(path: Path, outer_dir: Path, limits: Limits) -> dict[str, Path]:
 
 
 def read(path: Path, trusted: list, workdir: Path, limits: Limits = Limits()) -> PatchFile:
-    """Verify and unpack ``path`` into ``workdir`` (which must be empty or absent)."""
+    """Verify and unpack ``path`` into ``workdir`` (which must be empty or absent).
+
+    Parses hostile input in this process: the server calls it through unpack.py.
+    """
+    try:
+        return _read(Path(path), trusted, Path(workdir), limits)
+    except OSError as exc:
+        if errors.is_disk_full(exc):
+            raise errors.InsufficientStorage(path=workdir) from None
+        raise
+
+
+def _read(path: Path, trusted: list, workdir: Path, limits: Limits) -> PatchFile:
     workdir.mkdir(parents=True, exist_ok=True)
     outer_dir = workdir / "outer"
     outer_dir.mkdir()
-    members = _outer(Path(path), outer_dir, limits)
+    members = _outer(path, outer_dir, limits)
     signed = [members[name] for name in SIGNED_MEMBERS if name in members]
     md5s, digest = signing.member_digests(signed)
     signing.v1_verify(members["signature"].read_bytes(), md5s)
@@ -143,7 +173,7 @@ def read(path: Path, trusted: list, workdir: Path, limits: Limits = Limits()) ->
 
 
 def _metadata(data: bytes) -> md.PatchMetadata:
-    with _open_tar(data, "metadata.tar") as tar:
+    with _open_tar(data, "metadata.tar", 3) as tar:
         members = list(tar)
         if len(members) != 1:
             raise PatchFormatError(reason="metadata.tar must hold exactly metadata.xml")
@@ -155,7 +185,7 @@ def _software(path: Path, dest: Path, meta: md.PatchMetadata, limits: Limits) ->
     dest.mkdir()
     expected = {rpm.file_basename for rpm in meta.rpms}
     rpms: dict[str, Path] = {}
-    with _open_tar(path, "software.tar") as tar:
+    with _open_tar(path, "software.tar", 3 * limits.rpms + 2, limits.total_bytes) as tar:
         for member in tar:
             _check_member(member, None, "software.tar")
             name = member.name
@@ -179,7 +209,7 @@ def _semantics(path: Path | None, meta: md.PatchMetadata) -> dict[str, bytes]:
     scripts: dict[str, bytes] = {}
     if path is not None:
         allowed = {f"{action}/{meta.id}" for action in SEMANTIC_ACTIONS}
-        with _open_tar(path.read_bytes(), "semantics.tar") as tar:
+        with _open_tar(path.read_bytes(), "semantics.tar", 12) as tar:
             for member in tar:
                 if member.isdir() and member.name in SEMANTIC_ACTIONS:
                     continue

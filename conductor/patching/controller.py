@@ -1,9 +1,11 @@
 """The patch controller: upload, apply, remove, delete, commit and dependency queries.
 
 Semantics and messages are StarlingX sw-patch's (specs/starlingx-patching.md §1.5,
-§5), with its known weaknesses fixed: apply and remove run in dependency order
-(not alphabetical), delete refuses a patch another patch requires, and a failed
-upload leaves the store and the repo exactly as they were. Every operation
+§5; the texts, newlines included, of its 6.0.0 controller, which its client prints
+as they come), with its known weaknesses fixed: apply and remove run in dependency
+order (alphabetical only where no dependency orders them), delete refuses a patch
+another patch requires, and a failed upload leaves the store and the repo exactly as
+they were. Every operation
 returns a ``Result`` (``info``/``warning``/``error`` text, as the REST API and
 ``sw-patch`` show it); the host side (reports, states) is host_states.HostStates,
 kept in the database so every conductor shows the same hosts. This class is the
@@ -15,20 +17,23 @@ import dataclasses
 import logging
 import tempfile
 import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+from conductor import errors
 from conductor.alarms import AlarmTable
 from conductor.db.patch_hosts import PatchHostRows
-from conductor.errors import PatchOpError
+from conductor.errors import InsufficientStorage, PatchOpError
 from conductor.patching import alarms as patch_alarms
-from conductor.patching import archive, hosts, releases, repo, signing
+from conductor.patching import archive, hosts, releases, repo
 from conductor.patching import metadata as md
 from conductor.patching.host_states import HostStates
 from conductor.patching.metadata import PatchFormatError
 from conductor.patching.operations import PatchOperations
 from conductor.patching.results import Result
 from conductor.patching.store import PatchStore, RepoState
+from conductor.patching.unpack import IsolatedReader
 from ramdisk_agent.wire import rpmver
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +49,27 @@ class HostChannel(Protocol):
         """Ask every host agent to report now (StarlingX's HELLO_AGENT)."""
 
 
+class PatchReader(Protocol):
+    """How uploaded files are verified and unpacked (unpack.IsolatedReader)."""
+
+    def session(self) -> AbstractContextManager[Any]:
+        """For the files of one request: its ``read(path, trusted_dir, workdir)``
+        returns the verified archive.PatchFile, or raises PatchFormatError."""
+
+
+class UploadError(PatchOpError):
+    """An upload refusal StarlingX words as it is (a missing file, a wrong extension,
+    a re-import that does not match, a store failure); it words every other refusal
+    of a patch file as ``Patch validation failed for <ID>:`` and the reason."""
+
+
+def _upload_message(path: Path, exc: Exception) -> str:
+    if isinstance(exc, (UploadError, InsufficientStorage)):
+        return str(exc)
+    patch_id = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+    return f"Patch validation failed for {patch_id}:\n{exc}"
+
+
 @dataclasses.dataclass
 class Patch:
     meta: md.PatchMetadata
@@ -55,16 +81,21 @@ class PatchController(PatchOperations):
 
     ``host_rows`` holds the hosts' states (the database); ``host_channel`` sends
     install requests and HELLO_AGENT to host agents (None: host-install answers that
-    no channel is configured); ``alarm_table`` receives the patching alarms.
+    no channel is configured); ``alarm_table`` receives the patching alarms;
+    ``reader`` verifies and unpacks uploads (default: in a limited child process).
     """
 
     def __init__(self, root: Path, trusted_dir: Path, running_release: str, *,
                  host_rows: PatchHostRows, host_channel: HostChannel | None = None,
                  alarm_table: AlarmTable | None = None, web_root: Path | None = None,
-                 semantic_timeout: float = 60.0):
+                 semantic_timeout: float = 60.0, reader: PatchReader | None = None):
         self.store = PatchStore(root, web_root)
+        self.reader = reader or IsolatedReader()
         self.trusted_dir = Path(trusted_dir)
-        self.running_release = running_release
+        try:    # it names rel-<release> directories, like a patch's sw_version
+            self.running_release = md.check_name("release", running_release)
+        except PatchFormatError as exc:
+            raise errors.ConfigError(reason=f"[patching] release: {exc}") from None
         self.semantic_timeout = semantic_timeout
         self.hosts = HostStates(host_rows)
         self.channel = host_channel
@@ -97,11 +128,6 @@ class PatchController(PatchOperations):
         """The §2.2 state as of the last read (query, show and operations re-read
         the hosts other conductors recorded; reports to this one count at once)."""
         return self.hosts.patch_state(patch_id)
-
-    def _get(self, patch_id: str) -> Patch:
-        if patch_id not in self.patches:
-            raise PatchOpError(f"Patch {patch_id} does not exist")
-        return self.patches[patch_id]
 
     def _changed(self) -> None:
         self.op_counter += 1
@@ -159,41 +185,71 @@ class PatchController(PatchOperations):
         scratch.mkdir(exist_ok=True)
         return scratch
 
+    def no_space(self) -> InsufficientStorage:
+        """The error of a write to the patch store that found the disk full."""
+        return InsufficientStorage(path=self.store.root)
+
     def upload(self, paths: list[Path]) -> Result:
+        """Import each file (§1.5); every refusal is a line of the result's error."""
         result = Result()
-        with self.lock:
-            for path in paths:
-                try:
-                    self._upload_one(Path(path), result)
-                except (PatchOpError, PatchFormatError, repo.PatchingError) as exc:
-                    result.add("error", f"{exc}")
-            self._changed()
+        try:
+            with self.reader.session() as reader:   # one reader process per request
+                for path in paths:
+                    try:
+                        self._upload_one(Path(path), result, reader)
+                    except (PatchOpError, PatchFormatError, repo.PatchingError,
+                            InsufficientStorage) as exc:
+                        result.add("error", _upload_message(Path(path), exc))
+        finally:
+            with self.lock:
+                self._changed()
         return result
 
-    def _upload_one(self, path: Path, result: Result) -> None:
+    def _upload_one(self, path: Path, result: Result, reader: Any) -> None:
         if not path.is_file():
-            raise PatchOpError(f"File does not exist: {path.name}")
+            raise UploadError(f"File does not exist: {path.name}")
         patch_id = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
-        existing = self.patches.get(patch_id)
+        if self._committed(patch_id, result):
+            return
+        if patch_id not in self.patches and not path.name.endswith(".patch"):
+            raise UploadError(f"File must end in .patch extension: {path.name}")
+        try:
+            with tempfile.TemporaryDirectory(dir=self.store.root, prefix=".upload-") as work:
+                # Outside the lock: a large or hostile file holds up no other operation.
+                loaded = reader.read(path, self.trusted_dir, Path(work) / "p")
+                with self.lock:
+                    self._store_upload(patch_id, loaded, result)
+        except InsufficientStorage:
+            raise self.no_space() from None
+        except OSError as exc:      # the work directory itself (TemporaryDirectory)
+            if errors.is_disk_full(exc):
+                raise self.no_space() from None
+            raise
+
+    def _committed(self, patch_id: str, result: Result) -> bool:
+        with self.lock:
+            existing = self.patches.get(patch_id)
         if existing and existing.repostate is RepoState.COMMITTED:
             result.add("info", f"{patch_id} is committed. Metadata not updated")
+            return True
+        return False
+
+    def _store_upload(self, patch_id: str, loaded: archive.PatchFile, result: Result) -> None:
+        """Under the lock, as the store is now (it may have changed during the read)."""
+        if self._committed(patch_id, result):
             return
-        if existing is None and not path.name.endswith(".patch"):
-            raise PatchOpError(f"File must end in .patch: {path.name}")
-        with tempfile.TemporaryDirectory(dir=self.store.root, prefix=".upload-") as work:
-            loaded = archive.read(path, signing.load_trusted(self.trusted_dir),
-                                  Path(work) / "p")
-            if existing is not None:
-                self._reimport(existing, loaded, result)
-                return
-            self._check_new(loaded)
-            self._import(loaded)
+        existing = self.patches.get(patch_id)
+        if existing is not None:
+            self._reimport(existing, loaded, result)
+            return
+        self._check_new(loaded)
+        self._import(loaded)
         result.add("info", f"{loaded.metadata.id} is now available")
 
     def _reimport(self, existing: Patch, loaded: archive.PatchFile, result: Result) -> None:
         if sorted(existing.meta.contents) != sorted(loaded.metadata.contents) or \
                 existing.meta.id != loaded.metadata.id:
-            raise PatchOpError(f"Contents of {existing.meta.id} do not match re-imported patch")
+            raise UploadError(f"Contents of {existing.meta.id} do not match re-imported patch")
         self.store.write_metadata(loaded.metadata, existing.repostate)
         existing.meta = loaded.metadata
         result.add("info", f"{existing.meta.id} is already imported. Updated metadata only")
@@ -238,7 +294,10 @@ class PatchController(PatchOperations):
             for path in written:
                 path.unlink(missing_ok=True)
             self.store.delete_semantics(meta.id)
-            raise PatchOpError(f"Failed to store patch {meta.id}: {exc}") from None
+            if errors.is_disk_full(exc):
+                raise self.no_space() from None
+            LOG.error("Failed to store patch %s: %s", meta.id, exc)
+            raise UploadError(f"Failed to import patch {meta.id}") from None
         self.patches[meta.id] = Patch(meta, RepoState.AVAILABLE)
         LOG.info("Patch %s imported (%d RPMs, release %s)", meta.id, len(loaded.rpms),
                  meta.sw_version)
@@ -261,13 +320,30 @@ class PatchController(PatchOperations):
             visit(pid, ())
         return ordered
 
+    def removal_order(self, ids: list[str]) -> list[str]:
+        """``ids`` ordered so that a patch comes before the patches it requires, and
+        otherwise alphabetically (StarlingX removes in alphabetical order only)."""
+        wanted = set(ids)
+        users = {pid: {o for o in wanted if pid in self.patches[o].meta.requires}
+                 for pid in wanted}
+        ordered: list[str] = []
+        while len(ordered) < len(wanted):
+            ready = [pid for pid in sorted(wanted - set(ordered))
+                     if users[pid] <= set(ordered)]
+            # A cycle (StarlingX detects none either) leaves nothing ready: take the rest.
+            ordered.append(ready[0] if ready else sorted(wanted - set(ordered))[0])
+        return ordered
+
     def what_requires(self, ids: list[str]) -> Result:
+        """StarlingX's answer: one line per patch, or only the unknown IDs' errors."""
         result = Result()
         with self.lock:
             for pid in ids:
                 if pid not in self.patches:
                     result.add("error", f"Patch {pid} does not exist")
-                    continue
+            if result.error:
+                return result
+            for pid in ids:
                 users = sorted(p for p, patch in self.patches.items()
                                if pid in patch.meta.requires)
                 result.add("info", f"{pid} is required by: {', '.join(users)}" if users
@@ -276,7 +352,7 @@ class PatchController(PatchOperations):
 
     def query_dependencies(self, ids: list[str], recursive: bool = False) -> dict:
         with self.lock:
-            missing = [pid for pid in ids if pid not in self.patches]
+            missing = sorted(pid for pid in set(ids) if pid not in self.patches)
             if missing:
                 return {"patches": [], "error": "".join(
                     f"{pid} is unrecognized\n" for pid in missing)}

@@ -2,8 +2,15 @@
 
 Parsing rules are StarlingX's (specs/starlingx-patching.md §1.4): ``id`` is
 required, ``sw_version`` defaults to "unknown", ``reboot_required`` is "Y" unless
-the text is exactly "N", ``unremovable`` is "Y" only when it says "Y", contents are
-RPM file names whose name/version/release/arch come from the file name.
+the text is exactly "N", a patch is unremovable only when ``unremovable`` says "Y"
+(its text is kept as written: patch_build writes an empty element, which ``show``
+does not print), contents are RPM file names whose name/version/release/arch come
+from the file name.
+
+Every value that becomes a file or directory name is one path component: patch
+IDs and releases (``sw_version``, and the release of init_release/del_release)
+pass ``check_name``, the one validator of such names; RPM file names (and so
+their arch, a directory of the update repo) pass RpmFile.parse's RPM_FILE_RE.
 """
 from __future__ import annotations
 
@@ -21,7 +28,17 @@ STATUSES = ("REL", "DEV", "OBS")
 #: ``[epoch:]name-version-release.arch.rpm``, as StarlingX parses file names.
 RPM_NAME_RE = re.compile(r"^(?:(\d+):)?(.+)-([^-]+)-([^-]+)\.([^.-]+)\.rpm$")
 #: What a patch ID may look like: it becomes a file name and a URL path segment.
-PATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+PATCH_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+#: A release (sw_version) names directories: packages/<ver>, feed/rel-<ver>, updates/rel-<ver>.
+RELEASE_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
+#: The characters of an RPM file name (``~`` and ``^`` occur in versions), epoch apart.
+RPM_FILE_RE = re.compile(r"(?:\d{1,10}:)?[A-Za-z0-9_+~^][A-Za-z0-9._+~^-]{0,250}")
+#: Every metadata value that becomes a path component, by what it is (fullmatch),
+#: and what the rule says in an error message.
+NAME_RULES = {
+    "patch ID": (PATCH_ID_RE, "up to 128 letters, digits, '.', '_', '+', '-'"),
+    "release": (RELEASE_RE, "one directory name: up to 64 letters, digits, '.', '_', '-'"),
+}
 #: Text elements in the order patch_build writes them.
 TEXT_FIELDS = ("id", "sw_version", "summary", "description", "install_instructions",
                "warnings", "status", "unremovable", "reboot_required",
@@ -32,6 +49,18 @@ class PatchFormatError(errors.Invalid):
     """A patch file or its metadata is malformed; the message says what."""
 
     message = "%(reason)s"
+
+
+def check_name(kind: str, value: str, patch_id: str = "") -> str:
+    """``value`` if it is a safe ``kind`` (a key of NAME_RULES): one path component,
+    no ``/``, no ``..``, no control characters. Else PatchFormatError, naming the
+    patch when ``patch_id`` is given."""
+    rule, hint = NAME_RULES[kind]
+    if not isinstance(value, str) or rule.fullmatch(value) is None or ".." in value:
+        where = f"Patch {patch_id}: " if patch_id else ""
+        raise PatchFormatError(reason=f"{where}Invalid {kind}: {value!r} is not a valid "
+                               f"{kind} ({hint})")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +76,8 @@ class RpmFile:
 
     @classmethod
     def parse(cls, filename: str) -> RpmFile:
-        match = RPM_NAME_RE.match(filename)
-        if match is None or "/" in filename:
+        match = RPM_NAME_RE.fullmatch(filename)
+        if match is None or RPM_FILE_RE.fullmatch(filename) is None or ".." in filename:
             raise PatchFormatError(reason=f"{filename!r} is not an RPM file name "
                                    "([epoch:]name-version-release.arch.rpm)")
         epoch, name, version, release, arch = match.groups()
@@ -75,7 +104,7 @@ class PatchMetadata:
     install_instructions: str = ""
     warnings: str = ""
     status: str = ""
-    unremovable: str = "N"
+    unremovable: str = ""
     reboot_required: str = "Y"
     apply_active_release_only: str = ""
     personalities: dict[str, list[str]] = dataclasses.field(default_factory=dict)
@@ -120,9 +149,8 @@ def parse(data: bytes) -> PatchMetadata:
         if value is not None:
             setattr(meta, field, value)
     meta.sw_version = meta.sw_version or "unknown"
-    # StarlingX: only the exact "N" means in-service; "Y" only marks unremovable.
+    # StarlingX: only the exact "N" means in-service (unremovable: only "Y" marks it).
     meta.reboot_required = "N" if _text(root, "reboot_required") == "N" else "Y"
-    meta.unremovable = "Y" if _text(root, "unremovable") == "Y" else "N"
     for node in root.findall("personality"):
         kind = node.get("type", "")
         meta.personalities[kind] = [(p.text or "").strip() for p in node.findall("package")]
@@ -135,9 +163,10 @@ def parse(data: bytes) -> PatchMetadata:
 
 def validate(meta: PatchMetadata) -> None:
     """Refuse metadata that would be unsafe or meaningless to store."""
-    for value in [meta.id, *meta.requires]:
-        if not PATCH_ID_RE.match(value):
-            raise PatchFormatError(reason=f"{value!r} is not a valid patch ID")
+    check_name("patch ID", meta.id)
+    for value in meta.requires:
+        check_name("patch ID", value, meta.id)
+    check_name("release", meta.sw_version, meta.id)
     unknown = set(meta.personalities) - set(PERSONALITIES)
     if unknown:
         raise PatchFormatError(reason=f"unknown personality {sorted(unknown)[0]!r}; "

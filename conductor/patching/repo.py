@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conductor import errors
 from conductor.patching import metadata as md
-from conductor.patching.store import atomic_write
+from conductor.patching.store import atomic_write, confined
 
 # The host agent's NEVRA record and rpm --qf format: one definition for both sides.
 from ramdisk_agent.wire.packages import QUERY_FORMAT, Package
@@ -32,7 +32,9 @@ class PatchingError(errors.MetalcastError):
     message = "%(reason)s"
 
 
-def _run(argv: list, what: str) -> str:
+def _run(argv: list, what: str, writes: Path | None = None) -> str:
+    """Run a tool; a failure is PatchingError, a full disk under ``writes``
+    InsufficientStorage (createrepo_c says so only in its text)."""
     tool = shutil.which(str(argv[0]))
     if tool is None:
         raise PatchingError(reason=f"{argv[0]} is not installed (Debian package "
@@ -43,6 +45,8 @@ def _run(argv: list, what: str) -> str:
     except subprocess.TimeoutExpired:
         raise PatchingError(reason=f"{what} did not finish in {TOOL_TIMEOUT}s") from None
     if proc.returncode != 0:
+        if writes is not None and "No space left on device" in proc.stderr:
+            raise errors.InsufficientStorage(path=writes)
         raise PatchingError(reason=f"{what} failed: {proc.stderr.strip()[-500:]}")
     return proc.stdout
 
@@ -84,17 +88,21 @@ class UpdateRepo:
         self.dir = Path(directory)
 
     def package_path(self, arch: str, filename: str) -> Path:
-        return self.dir / "Packages" / arch / filename
+        return confined(self.dir / "Packages", arch, filename)
 
     def add(self, arch: str, source: Path) -> Path:
         dest = self.package_path(arch, source.name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         try:
-            os.link(source, tmp)  # same file system: no copy
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
+            try:
+                os.link(source, tmp)  # same file system: no copy
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        except OSError:             # a full disk: no partial file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
         return dest
 
     def remove(self, arch: str, filename: str) -> None:
@@ -108,7 +116,7 @@ class UpdateRepo:
         argv = ["createrepo_c", "-q", "--update", "-g", "comps.xml", str(self.dir)]
         if not (self.dir / "repodata").exists():
             argv.remove("--update")
-        _run(argv, "createrepo_c")
+        _run(argv, "createrepo_c", writes=self.dir.parent.parent)
 
 
 def comps_xml(groups: dict[str, list[str]]) -> bytes:

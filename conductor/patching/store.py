@@ -15,6 +15,9 @@ metalcast's HTTP boot root by default)::
 
 Every change is a rename or a write to a temporary name followed by a rename, so
 a crash leaves either the old or the new state, never a half-imported patch.
+Every path built from a patch's metadata must resolve inside its directory
+(``confined``): the names are validated where they enter (metadata.check_name),
+and this is the second line.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from conductor.errors import InsufficientStorage, PatchOpError, is_disk_full
 from conductor.patching import metadata as md
 
 
@@ -40,6 +44,18 @@ DIRS = {RepoState.AVAILABLE: "available", RepoState.APPLIED: "applied",
         RepoState.COMMITTED: "committed"}
 
 
+def confined(root: Path, *parts: str) -> Path:
+    """``root / parts...``, refused unless it resolves strictly inside ``root``: no
+    ``..``, no absolute part, no empty name. Resolved by name, not through symbolic
+    links: only the operator makes links here (a feed on a mounted ISO is one), as
+    archive members never become links."""
+    base = os.path.normpath(root)
+    path = os.path.normpath(os.path.join(base, *parts))
+    if not path.startswith(base.rstrip(os.sep) + os.sep) or "\0" in path:
+        raise PatchOpError(f"Refused: {'/'.join(parts)!r} leads outside {root}")
+    return Path(path)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -48,8 +64,10 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             stream.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)    # a full disk's message names the tree
         raise
 
 
@@ -66,7 +84,7 @@ class PatchStore:
 
     # -- metadata -----------------------------------------------------------------
     def _meta_path(self, state: RepoState, patch_id: str) -> Path:
-        return self.root / "metadata" / DIRS[state] / f"{patch_id}-metadata.xml"
+        return confined(self.root / "metadata" / DIRS[state], f"{patch_id}-metadata.xml")
 
     def load_all(self) -> dict[str, tuple[md.PatchMetadata, RepoState]]:
         result = {}
@@ -87,10 +105,10 @@ class PatchStore:
 
     # -- packages and scripts ----------------------------------------------------------
     def package_dir(self, release: str) -> Path:
-        return self.root / "packages" / release
+        return confined(self.root / "packages", release)
 
     def package_path(self, release: str, filename: str) -> Path:
-        return self.package_dir(release) / filename
+        return confined(self.package_dir(release), filename)
 
     def store_packages(self, release: str, files: dict[str, Path]) -> list[Path]:
         """Copy RPMs in; returns the new paths (for rollback)."""
@@ -98,15 +116,19 @@ class PatchStore:
         target.mkdir(parents=True, exist_ok=True)
         written = []
         for name, source in files.items():
-            dest = target / name
+            dest = confined(target, name)
             tmp = target / f".{name}.part"
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
+            try:
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, dest)
+            except OSError:     # a full disk: no partial file stays behind
+                tmp.unlink(missing_ok=True)
+                raise
             written.append(dest)
         return written
 
     def semantic_path(self, action: str, patch_id: str) -> Path:
-        return self.root / "semantics" / action / patch_id
+        return confined(self.root / "semantics", action, patch_id)
 
     def store_semantics(self, patch_id: str, scripts: dict[str, bytes]) -> None:
         for action, script in scripts.items():
@@ -128,11 +150,16 @@ class PatchStore:
             return {}
 
     def save_app_dependencies(self, deps: dict[str, list[str]]) -> None:
-        atomic_write(self._app_path, json.dumps(deps, indent=2, sort_keys=True).encode())
+        try:
+            atomic_write(self._app_path, json.dumps(deps, indent=2, sort_keys=True).encode())
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise InsufficientStorage(path=self.root) from None
+            raise
 
     # -- releases -------------------------------------------------------------------
     def feed_dir(self, release: str) -> Path:
-        return self.web_root / "feed" / f"rel-{release}"
+        return confined(self.web_root / "feed", f"rel-{release}")
 
     def repo_dir(self, release: str) -> Path:
-        return self.web_root / "updates" / f"rel-{release}"
+        return confined(self.web_root / "updates", f"rel-{release}")

@@ -73,6 +73,10 @@ def test_build_and_read_back(lab, tmp_path):
     names = [m.name for m in tarfile.open(patch, "r:gz")]
     assert names == ["metadata.tar", "software.tar", "semantics.tar", "signature",
                      "signature.v2"]
+    # A removable patch: an empty element, as StarlingX's patch_build writes it.
+    with tarfile.open(fileobj=io.BytesIO(_members(patch)["metadata.tar"])) as inner:
+        xml = inner.extractfile("metadata.xml").read().decode()
+    assert "\n  <unremovable/>\n" in xml and meta.unremovable == ""
 
 
 def test_signature_v2_verifies_with_openssl(lab, tmp_path):

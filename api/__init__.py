@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import flask
 
-from api import auth, common, errors
+from api import auth, common, errors, identity, limits
 from api.json_provider import OrjsonProvider
 from api.starlingx import alarms, patching
+from api.throttle import CheckBudget
 from api.v1 import drivers, microversion, nodes, ports, root
 from api.v1 import ramdisk as agent
 
@@ -17,8 +18,9 @@ ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
 
 def _negotiate() -> None:
-    if flask.request.path.startswith(("/patching", "/fm/")):
-        return  # StarlingX's APIs have no Ironic microversions
+    if flask.request.path.startswith(("/fm/", "/v3")) or \
+            patching.is_patch_path(flask.request.path):
+        return  # StarlingX's APIs and Identity v3 have no Ironic microversions
     if flask.request.path in ROOT_PATHS:
         try:  # discovery must answer even for a version we refuse elsewhere
             microversion.negotiate()
@@ -28,24 +30,46 @@ def _negotiate() -> None:
     microversion.negotiate()
 
 
-def create_app(service, settings=None) -> flask.Flask:
-    """Build the WSGI app around a conductor ``service`` (see conductor.service.facade)."""
-    settings = settings or service.settings
+def _base_app(service, settings, checks: CheckBudget | None) -> flask.Flask:
+    """What both apps share: JSON, limits, the service, authentication, NUL refusal.
+    Body caps are WSGI middleware in front of the app (api/limits.py), not Flask's
+    MAX_CONTENT_LENGTH: they are per route and apply before authentication."""
     app = flask.Flask("metalcast", static_folder=None)  # no /static: it served $CWD/static
     app.config.update(MAX_LIMIT=settings.api.max_limit,
-                      PUBLIC_ENDPOINT=settings.api.public_endpoint or None,
-                      MAX_CONTENT_LENGTH=128 * 1024 * 1024)
+                      PUBLIC_ENDPOINT=settings.api.public_endpoint or None)
+    limits.install(app, settings.api.max_request_body_size)
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     app.json.compact = True
     app.extensions["metalcast.service"] = service
     app.url_map.strict_slashes = False
-    auth.init_app(app, settings.api.auth_strategy, settings.htpasswd_path)
+    auth.init_app(app, settings.api.auth_strategy, settings.htpasswd_path,
+                  checks or CheckBudget.from_settings(settings.api))
     app.before_request(common.refuse_nul)  # before any lookup: PostgreSQL 500s on NUL
+    errors.init_app(app)
+    return app
+
+
+def create_app(service, settings=None, checks: CheckBudget | None = None) -> flask.Flask:
+    """Build the WSGI app around a conductor ``service`` (see conductor.service.facade).
+    ``checks`` bounds password checks (api/throttle.py); apps that share one share
+    its bounds (``metalcast serve`` gives both listeners the same)."""
+    settings = settings or service.settings
+    app = _base_app(service, settings, checks)
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
-    errors.init_app(app)
-    for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp, agent.bp, patching.bp,
-                      alarms.bp):
+    for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp, agent.bp, alarms.bp,
+                      identity.bp):
         app.register_blueprint(blueprint)
+    patching.register(app)
+    return app
+
+
+def create_patching_app(service, settings=None,
+                        checks: CheckBudget | None = None) -> flask.Flask:
+    """The patching listener's app: StarlingX's patch API alone (api/starlingx/
+    patching.py), behind the same authentication as the main API."""
+    settings = settings or service.settings
+    app = _base_app(service, settings, checks)
+    patching.register(app, listener=True)
     return app

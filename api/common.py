@@ -20,6 +20,11 @@ _DOCUMENT_NAMES: dict[type, str] = {dict: "a JSON object",
                                      list: "a JSON array (a JSON patch)"}
 
 
+#: The deepest nesting a JSON body may have (a node's dicts and a JSON patch need a
+#: few levels; deeper documents only exhaust the recursion of whatever walks them).
+MAX_DEPTH = 32
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -33,7 +38,7 @@ def json_body(expected: type = dict, optional: bool = False):
     wrongly typed document, or one whose text no database can store (a NUL
     character, an unpaired UTF-16 surrogate such as "\\ud800").
     """
-    raw = flask.request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
+    raw = flask.request.get_data(cache=True)  # capped per route before (api/limits.py)
     if not raw.strip():
         if optional:
             return None
@@ -53,6 +58,9 @@ def json_body(expected: type = dict, optional: bool = False):
     if not isinstance(data, expected):
         raise errors.InvalidParameter(f"The request body must be {_DOCUMENT_NAMES[expected]}"
                                       f", not {_json_type(data)}.")
+    if _nested_deeper(data, MAX_DEPTH):
+        raise errors.InvalidParameter(f"Malformed JSON in request body: nested deeper than "
+                                      f"{MAX_DEPTH} levels.")
     if _has_unstorable_text(data):
         raise errors.InvalidParameter(
             "The request body holds a NUL character (\\u0000) or an unpaired surrogate "
@@ -63,6 +71,22 @@ def json_body(expected: type = dict, optional: bool = False):
 def _json_type(value) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             type(None): "null"}.get(type(value), "a number")
+
+
+def _nested_deeper(value, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (walked without
+    recursion: the check must not fail the way it guards against)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item \
+            if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _has_unstorable_text(value) -> bool:

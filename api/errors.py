@@ -8,15 +8,26 @@ import logging
 import flask
 from werkzeug import exceptions as http
 
+from api.starlingx import patching
 from conductor import errors
 
 LOG = logging.getLogger(__name__)
 
 
+def document(payload: dict) -> bytes:
+    """Ironic's error body: ``error_message`` holds the fault as a JSON *string*. Also
+    written outside Flask, before a request reaches it (api/limits.py, api/http_server.py)."""
+    return json.dumps({"error_message": json.dumps(payload)}).encode()
+
+
+def client_fault(message: str) -> dict:
+    """The fault of a refused request (``faultcode`` Client), as :func:`document` takes it."""
+    return {"faultcode": "Client", "faultstring": message, "debuginfo": None}
+
+
 def _body(status: int, payload: dict) -> flask.Response:
-    response = flask.current_app.response_class(
-        json.dumps({"error_message": json.dumps(payload)}), status=status,
-        mimetype="application/json")
+    response = flask.current_app.response_class(document(payload), status=status,
+                                                mimetype="application/json")
     return response
 
 
@@ -29,7 +40,7 @@ def _starlingx_body(exc: errors.PatchOpError) -> flask.Response:
 
 
 def render(exc: errors.MetalcastError) -> flask.Response:
-    if isinstance(exc, errors.PatchOpError) and flask.request.path.startswith("/patching"):
+    if isinstance(exc, errors.PatchOpError) and patching.is_patch_path(flask.request.path):
         return _starlingx_body(exc)
     if isinstance(exc, errors.NotAcceptable):
         return _body(406, {"code": 406, "title": "Not Acceptable", "description": str(exc)})
@@ -48,6 +59,9 @@ def render_http(exc: http.HTTPException) -> flask.Response:
                                        "faultstring": message, "debuginfo": None})
     if isinstance(exc, http.MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.valid_methods or [])
+    retry_after = getattr(exc, "retry_after", None)  # 429 and 503 may say when to retry
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 

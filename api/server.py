@@ -9,41 +9,83 @@ import sys
 import threading
 from types import ModuleType
 
-from waitress.server import create_server
-
-from api import create_app
-from api.starlingx.patching import MAX_UPLOAD
+from api import create_app, create_patching_app
+from api.http_server import BoundedServer, ConnectionGuard, ConnectionLimits, create_server
+from api.throttle import CheckBudget
+from conductor import errors
 from conductor.appliance import Appliance
 from conductor.cmd import command, load_settings
 from conductor.config import Settings
+from conductor.netboot.services import BIND_HINTS
 
 LOG = logging.getLogger(__name__)
+#: Threads of the patching listener: sw-patch sends one request at a time (StarlingX's
+#: local API serves one at a time), host-install polls while an upload may run.
+PATCHING_THREADS = 2
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _listen(app, host: str, port: int, threads: int, sockets: dict,
+            guard: ConnectionGuard):
+    """One listener: every listener is built here, so each gets the same limits. All
+    share ``sockets`` (one waitress loop serves them) and ``guard`` (connections per
+    client and in total, counted together; api/http_server.py, which also caps each
+    route's body before reading it), and each has its own worker threads."""
+    return create_server(app, sockets=sockets, guard=guard, host=host, port=port,
+                         threads=threads, ident="metalcast", channel_timeout=120)
 
 
 class Server:
-    """API + conductor on one port; ``url`` is known once the socket is bound."""
+    """API + conductor on one port, and StarlingX's patch API on the patching listener
+    (``[patching] listen_host``/``listen_port``, 127.0.0.1:5487; port 0: none);
+    ``url`` and ``patching_url`` are known once the sockets are bound."""
 
     def __init__(self, settings: Settings, threads: int = 8):
         self.appliance = Appliance(settings)
-        app = create_app(self.appliance.service, settings)
-        self._wsgi = create_server(app, host=settings.api.host, port=settings.api.port,
-                                   threads=threads, ident="metalcast",
-                                   connection_limit=1000, channel_timeout=120,
-                                   max_request_body_size=MAX_UPLOAD)
-        port = self._wsgi.effective_port
-        host = settings.api.host if ":" not in settings.api.host else f"[{settings.api.host}]"
-        self.url = f"http://{host}:{port}"
-        try:  # boot servers bind now too: a failure stops serve before it reports ready
+        service = self.appliance.service
+        self._sockets: dict = {}
+        # Shared by every listener: the bounds are per client and in total.
+        self._guard = ConnectionGuard(ConnectionLimits.from_settings(settings.api))
+        self._checks = CheckBudget.from_settings(settings.api)
+        self._wsgi = _listen(create_app(service, settings, self._checks), settings.api.host,
+                             settings.api.port, threads, self._sockets, self._guard)
+        self.url = _url(settings.api.host, self._wsgi.effective_port)
+        self._patching_wsgi: BoundedServer | None = None
+        self.patching_url: str | None = None
+        try:  # these bind now too: a failure stops serve before it reports ready
+            self._start_patching_listener(settings, service)
             self.boot_lines = self.appliance.start_boot_services(self.url)
         except BaseException:
-            self._wsgi.close()
+            self._close_sockets()
             raise
+
+    def _start_patching_listener(self, settings: Settings, service) -> None:
+        patching = settings.patching
+        if not (patching.enabled and patching.listen_port):
+            return
+        try:
+            self._patching_wsgi = _listen(create_patching_app(service, settings, self._checks),
+                                          patching.listen_host, patching.listen_port,
+                                          PATCHING_THREADS, self._sockets, self._guard)
+        except OSError as exc:
+            hint = BIND_HINTS.get(exc.errno or 0, exc.strerror or str(exc))
+            raise errors.ConfigError(reason=(
+                f"cannot listen for the patch API on {patching.listen_host} port "
+                f"{patching.listen_port}: {hint} ({exc.strerror}). Set [patching] "
+                "listen_port (or METALCAST_PATCHING_LISTEN_PORT) to a free port, or to 0 "
+                "to serve the patch API on the API port only.")) from None
+        self.patching_url = _url(patching.listen_host, self._patching_wsgi.effective_port)
 
     def serve_forever(self) -> None:
         self.appliance.start()
         try:
-            self._wsgi.run()
+            self._wsgi.run()  # the one loop: it serves every listener's sockets
         finally:
+            if self._patching_wsgi is not None:
+                self._patching_wsgi.task_dispatcher.shutdown()
             self.appliance.stop()
 
     def start_in_thread(self) -> threading.Thread:
@@ -53,7 +95,10 @@ class Server:
 
     def close(self) -> None:
         """Stop serving from another thread: closing every socket ends the loop."""
-        for channel in list(self._wsgi._map.values()):
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for channel in list(self._sockets.values()):
             channel.close()
 
 
@@ -94,6 +139,8 @@ def run(settings: Settings, on_ready=print) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     for line in server.boot_lines:  # TFTP/HTTP boot URLs, when [pxe] enabled
         on_ready(line)
+    if server.patching_url:
+        on_ready(f"StarlingX patch API (sw-patch) listening on {server.patching_url}")
     on_ready(f"metalcast API listening on {server.url}")
     try:
         server.serve_forever()

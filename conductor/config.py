@@ -15,14 +15,20 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import logging
 import os
 import socket
+import stat
 import typing
 from pathlib import Path
 
 from conductor.errors import ConfigError
 
+LOG = logging.getLogger(__name__)
+
 DEFAULT_DATA_DIR = "~/.local/share/metalcast"
+#: The data dir holds the database and the secrets key: its owner only.
+DATA_DIR_MODE = 0o700
 
 #: Environment shortcuts users type most.
 ENV_ALIASES = {"METALCAST_HOST": ("api", "host"), "METALCAST_PORT": ("api", "port"),
@@ -37,6 +43,17 @@ class ApiSettings:
     port: int = 6385
     auth_strategy: str = "none"          # none | http_basic
     htpasswd_file: str = ""              # default: <data_dir>/htpasswd
+    # Bounds checked before authentication (api/limits.py, api/http_server.py,
+    # api/throttle.py); every listener of `metalcast serve` has them.
+    max_request_body_size: int = 114688  # bytes of a request body (Ironic's 112 KiB);
+                                         # a patch upload or config drive may be larger
+    max_connections: int = 1000          # open connections, all clients together
+    max_connections_per_client: int = 64  # open connections from one address (IPv6: /64)
+    header_timeout: float = 10           # s a connection may wait for a request's headers
+    auth_max_concurrent_checks: int = 4  # bcrypt checks at once (the API has 8 threads)
+    auth_checks_per_client: int = 2      # bcrypt checks at once for one address
+    auth_failures_before_backoff: int = 5  # wrong passwords in a row, then waits of
+    auth_max_backoff: float = 60         # 1, 2, 4 ... s, at most this, per address
     max_limit: int = 1000
     public_endpoint: str = ""
 
@@ -117,6 +134,8 @@ class IpmiSettings:
     max_concurrent_logins: int = 8       # RMCP+ logins in flight at once; others queue
     command_retry_timeout: float = 60.0  # retrying busy/timeout errors stops after this
     power_state_timeout: float = 60.0    # wait for the BMC to report the new power state
+    session_max_age: float = 300.0       # s a session is reused before a new login checks
+                                         # the credentials again; 0: log in per command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +202,14 @@ class PxeSettings:
     deploy_ramdisk: str = ""              # likewise for deploy_ramdisk
     kernel_append_params: str = "nofb vga=normal"  # extra kernel parameters (never secrets)
     default_boot_mode: str = "bios"       # bios (PXELINUX) | uefi (GRUB) when a node says nothing
+    # Bounds on what boot clients may hold (conductor/netboot/limits.py); all > 0.
+    http_max_connections: int = 256       # open HTTP boot connections in total
+    http_connections_per_client: int = 16  # ... from one client address
+    http_idle_timeout: float = 15.0       # s an HTTP connection may wait for a request
+    tftp_max_sessions: int = 256          # live TFTP transfers in total
+    tftp_sessions_per_client: int = 4     # ... from one client address
+    tftp_max_timeout: int = 5             # RFC 2349 timeout option honoured up to this (s)
+    tftp_session_lifetime: float = 900.0  # s after which a TFTP transfer is ended
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,10 +239,13 @@ class DhcpSettings:
 
 @dataclasses.dataclass(frozen=True)
 class PatchingSettings:
-    """``[patching]``: StarlingX sw-patch semantics, /patching/v1 API
-    (conductor/patching/)."""
+    """``[patching]``: StarlingX sw-patch semantics (conductor/patching/) and its REST
+    API under /patch/, /v1/ and /patching/v1/ (api/starlingx/patching.py), served on the
+    main API port and on a patching listener of its own, StarlingX's local API port."""
 
     enabled: bool = True
+    listen_host: str = "127.0.0.1"   # the patching listener, where StarlingX's sw-patch
+    listen_port: int = 5487          # talks (127.0.0.1:5487); port 0 disables it
     release: str = "1.0"             # the running software release (sw_version)
     root: str = ""                   # default: <data_dir>/patching (store, repos, feed)
     trusted_dir: str = ""            # PEM certificates trusted for signature.v2;
@@ -225,6 +255,25 @@ class PatchingSettings:
     repo_url: str = ""               # URL of that web root as deploy ramdisks see it
                                      # (conductor/drivers/deploy/patches.py); default: the
                                      # HTTP boot server's URL
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentitySettings:
+    """``[identity]``: the Keystone-style login clients with an openrc use
+    (``POST /v3/auth/tokens``, api/identity/, conductor/identity.py). The users are the
+    [api] htpasswd users, so with auth_strategy = none nobody can log in."""
+
+    token_expiration: int = 3600     # seconds a token lives (Keystone's [token] expiration)
+    region: str = "RegionOne"        # the region of every catalog endpoint
+    projects: str = "admin"          # project names a token may be scoped to (comma list)
+    patching_url: str = ""           # catalog URL of "patching"; default: the patching
+                                     # listener if there is one, else the API's URL
+    orchestration_url: str = ""      # catalog URL of "vim" (type nfv); default: the API's URL
+
+    @property
+    def project_names(self) -> list[str]:
+        """``projects`` as a list."""
+        return [p.strip() for p in self.projects.split(",") if p.strip()]
 
 
 def _section(kind: type):
@@ -249,10 +298,44 @@ class Settings:
     pxe: PxeSettings = _section(PxeSettings)
     dhcp: DhcpSettings = _section(DhcpSettings)
     patching: PatchingSettings = _section(PatchingSettings)
+    identity: IdentitySettings = _section(IdentitySettings)
 
     @property
     def data_path(self) -> Path:
         return Path(os.path.expanduser(self.data_dir))
+
+    def make_data_dir(self) -> Path:
+        """Create the data dir 0700 (whatever the umask), or restrict a looser one
+        with a warning; a ConfigError when that is not possible."""
+        path = self.data_path
+        try:
+            existed = path.is_dir()
+            path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode != DATA_DIR_MODE:
+                if existed and mode & 0o077:
+                    LOG.warning("Data dir %s was accessible by other users (mode %04o); "
+                                "restricting it to its owner (%04o)", path, mode,
+                                DATA_DIR_MODE)
+                os.chmod(path, DATA_DIR_MODE)
+        except OSError as exc:
+            raise ConfigError(reason=f"cannot create or restrict the data dir {path} "
+                                     f"(mode {DATA_DIR_MODE:04o}): {exc.strerror}") from None
+        self._warn_outside_readers(path)
+        return path
+
+    def _warn_outside_readers(self, path: Path) -> None:
+        # Everything else in the data dir is read by this process (the TFTP and HTTP
+        # boot servers) or by the managed dnsmasq, which runs as our user. An existing
+        # dnsmasq ([dhcp] mode = hostsdir) may run as another user ("dnsmasq" on Debian)
+        # and cannot read host files under a 0700 directory.
+        hostsdir = Path(os.path.expanduser(self.dhcp.hostsdir)) if self.dhcp.hostsdir \
+            else path / "dhcp" / "hosts.d"
+        if self.dhcp.mode == "hostsdir" and hostsdir.is_relative_to(path):
+            LOG.warning("[dhcp] hostsdir %s is inside the data dir, which only its owner "
+                        "may enter (%04o): a dnsmasq running as another user cannot read "
+                        "it. Set [dhcp] hostsdir outside the data dir, or run dnsmasq as "
+                        "this user.", hostsdir, DATA_DIR_MODE)
 
     @property
     def db_url(self) -> str:
@@ -278,6 +361,35 @@ class Settings:
         if api.auth_strategy == "http_basic" and not self.htpasswd_path.is_file():
             raise ConfigError(reason=f"htpasswd file {self.htpasswd_path} not found; create "
                                      "it with `htpasswd -B -c FILE USER`")
+        self._check_patching_listener()
+        self._check_api_bounds()
+        if self.identity.token_expiration <= 0:
+            raise ConfigError(reason="identity.token_expiration must be a positive number "
+                                     "of seconds")
+
+    def _check_api_bounds(self) -> None:
+        """The [api] bounds (api/limits.py, api/http_server.py, api/throttle.py) must
+        be positive: 0 would refuse every request, not lift the bound."""
+        for key in ("max_request_body_size", "max_connections", "max_connections_per_client",
+                    "header_timeout", "auth_max_concurrent_checks", "auth_checks_per_client",
+                    "auth_failures_before_backoff", "auth_max_backoff"):
+            if not getattr(self.api, key) > 0:
+                raise ConfigError(reason=f"api.{key} must be greater than 0, not "
+                                         f"{getattr(self.api, key)!r}")
+
+    def _check_patching_listener(self) -> None:
+        """The patching listener follows the API's rules: without authentication it
+        listens on loopback only, as StarlingX's local patch API (127.0.0.1:5487)."""
+        patching = self.patching
+        if not 0 <= patching.listen_port <= 65535:
+            raise ConfigError(reason=f"patching.listen_port must be a TCP port (1-65535) or "
+                                     f"0 to disable the listener, not {patching.listen_port}")
+        if patching.enabled and patching.listen_port and \
+                self.api.auth_strategy == "none" and not is_loopback(patching.listen_host):
+            raise ConfigError(reason=(
+                f"refusing to serve the patch API without authentication on "
+                f"{patching.listen_host}: set auth_strategy = http_basic in [api] (with an "
+                "htpasswd file) or set [patching] listen_host = 127.0.0.1"))
 
 
 def is_loopback(host: str) -> bool:

@@ -7,6 +7,8 @@ turns into these where it calls them (an unusable image checksum: InvalidParamet
 """
 from __future__ import annotations
 
+import errno
+
 
 class MetalcastError(Exception):
     """Base of every error the appliance raises on purpose."""
@@ -113,6 +115,24 @@ class ConcurrentActionLimit(ServiceUnavailable):
 
 class NoFreeConductorWorker(ServiceUnavailable):
     message = "Requested action cannot be performed due to lack of free conductor workers."
+
+
+class InsufficientStorage(MetalcastError):
+    """The disk is full: the write was refused and nothing was half-written. Raised
+    where a write fails with ENOSPC/EDQUOT (the patch store, uploads) and where the
+    database says it is full (conductor/db/engine.py); ``path`` is where to free space."""
+
+    status_code = 507
+    message = "no space left on device: free space in %(path)s"
+
+
+#: errno values that mean "the disk (or the user's quota) is full".
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is an OSError saying the disk or the quota is full."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 class DriverError(MetalcastError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 S = states.State
+
+#: How long stop() waits for periodic passes in flight (seconds, all of them together).
+PERIODIC_STOP_WAIT = 30.0
 
 #: Wait state -> the [conductor] key holding its timeout (seconds).
 WAIT_TIMEOUTS = {
@@ -122,6 +126,13 @@ class Workers:
         if self.dns_retry is not None:
             self.dns_retry.close(wait)
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            # Let a periodic pass in flight end (no new one starts): a DNS removal
+            # stopped mid-attempt would keep its row claimed for a whole lease, and the
+            # next conductor would wait that long before retrying it.
+            deadline = time.monotonic() + PERIODIC_STOP_WAIT
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
         try:
             self.store.touch_conductor(self.host, online=False)
         except Exception:  # noqa: BLE001 - the database may be gone at shutdown

@@ -238,6 +238,11 @@ def _wait_for(appliance: DeployAppliance, machine: QemuMachine, uuid: str,
                       f"it is {seen.get('provision_state')} ({seen.get('last_error')})")
 
 
+#: iPXE's line for a finished download: "URL... ok", with progress percentages
+#: in between when it takes a moment ("URL... 46%     91%     ok" on a loaded host).
+DOWNLOADED = r"((?:tftp|http)://\S+?)\.\.\.(?:\s+\d+%)*\s+ok"
+
+
 def _check(vm: VmLab, node: dict, image: BootDisk, stages: dict, build_times: dict) -> None:
     machine, lab, uuid = vm.machine, vm.lab, node["uuid"]
     assert [(b.device, b.stopped_by, b.exit_code) for b in machine.boots] == [
@@ -247,7 +252,7 @@ def _check(vm: VmLab, node: dict, image: BootDisk, stages: dict, build_times: di
     hexhyp = MAC.replace(":", "-")
     # Boot 1: iPXE from the managed DHCP, boot.ipxe over TFTP, then the node's script,
     # the kernel and the Python ramdisk over HTTP.
-    assert re.findall(r"((?:tftp|http)://\S+?)\.\.\. o", pxe.console.text()) == [
+    assert re.findall(DOWNLOADED, pxe.console.text()) == [
         f"tftp://{lab.address}/boot.ipxe", f"{http}/ipxe/{hexhyp}.ipxe",
         f"{http}/{KERNEL_NAME}", f"{http}/{RAMDISK_NAME}"]
     # The ramdisk's init loaded virtio-net/-blk (the disk is vda) and started the agent,

@@ -39,8 +39,10 @@ class ServeProcess:
              "--data-dir", str(self.data_dir), *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
-            # no TFTP/HTTP boot servers on fixed ports unless the caller asks for them
-            env={"METALCAST_PXE_ENABLED": "false", **os.environ})
+            # no TFTP/HTTP boot servers or patching listener on fixed ports unless the
+            # caller asks for them
+            env={"METALCAST_PXE_ENABLED": "false", "METALCAST_PATCHING_LISTEN_PORT": "0",
+                 **os.environ})
         ready = threading.Event()
         threading.Thread(target=self._drain, args=(ready,), daemon=True).start()
         if not ready.wait(timeout) or self.proc.poll() is not None:

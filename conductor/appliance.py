@@ -19,6 +19,7 @@ from conductor.db.engine import make_engine
 from conductor.db.patch_hosts import PatchHostRows
 from conductor.db.queries import Store
 from conductor.db.records import Node
+from conductor.db.tokens import TokenRows
 from conductor.dns import rfc2136
 from conductor.dns.registration import DnsRetry
 from conductor.drivers.context import DriverContext
@@ -26,6 +27,7 @@ from conductor.drivers.registry import DriverRegistry, Factory
 from conductor.engine.power_sync import PowerSync
 from conductor.engine.task import Task
 from conductor.engine.workers import Workers
+from conductor.identity import Tokens
 from conductor.netboot import dhcp
 from conductor.netboot import dnsmasq as dhcp_dnsmasq
 from conductor.netboot.services import NetbootServices
@@ -48,7 +50,7 @@ class Appliance:
     def __init__(self, settings: Settings,
                  driver_overrides: Mapping[tuple[str, str], Factory] | None = None):
         settings.check()
-        settings.data_path.mkdir(parents=True, exist_ok=True)
+        settings.make_data_dir()  # 0700: the database and the secrets key live there
         self.settings = settings
         #: Encrypts BMC secrets at rest; the key lives in the data dir (conductor.secrets).
         self.cipher = secrets.Cipher.from_settings(settings)
@@ -74,9 +76,12 @@ class Appliance:
         dns_retry = DnsRetry.for_settings(self.store, settings, self.context.dns,
                                           self._task_opener(), self.alarms)
         self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry)
-        agent = AgentService(self.store, settings, self.workers, host_agents)
+        agent = AgentService(self.store, settings, self.workers, host_agents, self.cipher)
+        agent.upgrade_stored_tokens()   # no agent token stays in plain text
+        #: Identity v3 tokens, stored hashed in the database (conductor/identity.py).
+        tokens = Tokens(TokenRows(self.engine), settings.identity.token_expiration)
         self.service = Service(self.store, settings, self.workers, agent, self.alarms,
-                               self.patching)
+                               self.patching, tokens)
 
     def _task_opener(self) -> Callable[[Node], Task]:
         """Wraps a node that this conductor has locked into a Task with its drivers."""
@@ -87,7 +92,7 @@ class Appliance:
         """The patch controller (None when [patching] enabled = false) and the channel
         to installed hosts' agents (``metalcast-agent host``)."""
         if not settings.patching.enabled:
-            return None, HostAgents(self.store, settings, None)
+            return None, HostAgents(self.store, settings, None, self.cipher)
         root = Path(settings.patching.root or settings.data_path / "patching")
         trusted = Path(settings.patching.trusted_dir or root / "trusted")
         # Hosts fetch the update and base repos over HTTP: they live in the web root
@@ -96,9 +101,10 @@ class Appliance:
                         settings.data_path / "httpboot")
         controller = PatchController(root, trusted, settings.patching.release,
                                      host_rows=PatchHostRows(self.engine),
-                                     host_channel=HostCommands(self.store, settings),
+                                     host_channel=HostCommands(self.store, settings,
+                                                               self.cipher),
                                      alarm_table=self.alarms, web_root=web_root)
-        return controller, HostAgents(self.store, settings, controller)
+        return controller, HostAgents(self.store, settings, controller, self.cipher)
 
     def start_boot_services(self, api_url: str | None = None) -> list[str]:
         """Bind the boot servers, check the templates (idempotent); lines to print.

@@ -1,5 +1,5 @@
-"""Typed records for rows: Node, Port, DnsRemoval, PatchHost; one attribute per column,
-in table order (queries build them positionally from rows: ``Node(*row)``).
+"""Typed records for rows: Node, Port, DnsRemoval, PatchHost, IdentityToken; one attribute
+per column, in table order (queries build them positionally from rows: ``Node(*row)``).
 
 schema.py stays the single source of truth: a record whose fields differ from its
 table's columns (a column added to one and not the other) fails at import, below.
@@ -156,6 +156,22 @@ class PatchHost:
     updated_at: datetime.datetime | None = _UNSET
 
 
+@dataclasses.dataclass(slots=True)
+class IdentityToken:
+    """One Identity v3 token as stored: its SHA-256, never the token (conductor/identity.py)."""
+
+    id: int = _UNSET
+    token_hash: str = _UNSET
+    audit_id: str = _UNSET
+    user_name: str = _UNSET
+    project_name: str | None = _UNSET
+    methods: Any = _UNSET
+    credential: str = _UNSET
+    issued_at: datetime.datetime = _UNSET
+    expires_at: datetime.datetime = _UNSET
+    revoked_at: datetime.datetime | None = _UNSET
+
+
 def _check(record: type, table: sa.Table, extra: Sequence[str] = ()) -> None:
     names = tuple(f.name for f in dataclasses.fields(record))
     columns = tuple(c.name for c in table.columns) + tuple(extra)
@@ -168,6 +184,7 @@ _check(Node, schema.nodes)
 _check(Port, schema.ports, extra=("node_uuid",))
 _check(DnsRemoval, schema.dns_pending_removals)
 _check(PatchHost, schema.patch_hosts)
+_check(IdentityToken, schema.identity_tokens)
 
 NODE_COLUMNS = tuple(c.name for c in schema.nodes.columns)
 PORT_COLUMNS = tuple(c.name for c in schema.ports.columns)

@@ -141,3 +141,22 @@ patch_hosts = sa.Table(
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=True),
 )
+
+#: Identity v3 tokens (POST /v3/auth/tokens, conductor/identity.py). Only the SHA-256 of
+#: a token is stored, so a copy of the database logs nobody in; every API process on the
+#: database accepts a token another one issued, and a revocation is seen by all of them.
+identity_tokens = sa.Table(
+    "identity_tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("audit_id", sa.String(32), nullable=False),
+    sa.Column("user_name", sa.String(255), nullable=False),
+    sa.Column("project_name", sa.String(255), nullable=True),   # None: unscoped
+    _json("methods"),
+    # The SHA-256 of the user's htpasswd entry at login: a new password or a removed
+    # user ends the token, as Keystone revokes tokens on a password change.
+    sa.Column("credential", sa.String(64), nullable=False),
+    sa.Column("issued_at", _TS, nullable=False),
+    sa.Column("expires_at", _TS, nullable=False, index=True),
+    sa.Column("revoked_at", _TS, nullable=True),
+)

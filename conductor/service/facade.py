@@ -19,6 +19,7 @@ from conductor.drivers.base import PowerState
 from conductor.engine import actions as provisioning
 from conductor.engine.task import Task
 from conductor.engine.workers import Workers
+from conductor.identity import Tokens
 from conductor.service import validation
 from conductor.service.ports import PortChanges
 from conductor.service.ramdisk import AgentService
@@ -55,7 +56,7 @@ class Service:
 
     def __init__(self, store: Store, settings: Settings, workers: Workers,
                  agent: AgentService, alarms: AlarmTable,
-                 patching: PatchController | None):
+                 patching: PatchController | None, tokens: Tokens):
         self.store = store
         self.settings = settings
         self.workers = workers
@@ -68,6 +69,8 @@ class Service:
         self.alarms = alarms
         #: The patch controller (/patch/...); None when [patching] enabled = false.
         self.patching = patching
+        #: Identity v3 tokens (/v3/auth/tokens, X-Auth-Token): conductor/identity.py.
+        self.tokens = tokens
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):
@@ -98,6 +101,10 @@ class Service:
                  if k not in validation.NODE_CREATE_ONLY}
         doc = {key: getattr(node, key) for key in table}
         doc.update({key: doc[key] or {} for key in DICT_FIELDS if key in doc})
+        # The patch applies to the stored values (secrets encrypted): an operation that
+        # reads a secret is refused (400) rather than applied to a masked copy, where
+        # a copy would silently store "******" and a move lose the secret.
+        secrets.refuse_secret_reads(patch, doc)
         changes = validation.apply_patch(doc, patch, table, validation.NODE_MANDATORY)
         if "driver_info" in changes:
             changes["driver_info"] = self._seal(node.driver_info, changes["driver_info"])

@@ -11,7 +11,8 @@ from conductor import config
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     settings = config.load(overrides={"data_dir": str(tmp_path_factory.mktemp("cli")),
-                                      "api.port": 0, "pxe.enabled": False}, env={})
+                                      "api.port": 0, "pxe.enabled": False,
+                                      "patching.listen_port": 0}, env={})
     srv = Server(settings)
     srv.start_in_thread()
     yield srv

@@ -20,6 +20,12 @@ TOOLS = {
     "mkfs.ext4": "e2fsprogs", "mount": "mount", "named": "bind9", "openssl": "openssl",
     "qemu-img": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86", "rpm": "rpm",
     "rpmbuild": "rpm", "sgdisk": "gdisk", "tftp": "tftp-hpa", "tsig-keygen": "bind9",
+    # What the stock ironic-python-agent runs on its test machine (test_stock_ipa.py).
+    "fuser": "psmisc", "hdparm": "hdparm", "hexdump": "bsdextrautils", "lsblk": "util-linux",
+    "lscpu": "util-linux", "lshw": "lshw", "parted": "parted", "partprobe": "parted",
+    "shred": "coreutils", "udevadm": "udev", "unshare": "util-linux",
+    # StarlingX's sw-patch in a private network namespace (test_sw_patch_peer.py).
+    "nsenter": "util-linux",
 }
 
 

@@ -1,5 +1,7 @@
 """Settings: defaults, file, environment, flags, typed values, and the loopback rule."""
 import dataclasses
+import logging
+import os
 import re
 from pathlib import Path
 
@@ -243,3 +245,96 @@ def test_http_basic_needs_htpasswd(tmp_path):
         settings.check()
     (tmp_path / "missing").write_text("")
     settings.check()
+
+
+def test_the_patching_listener_is_starlingx_s_local_api_by_default():
+    patching = config.Settings().patching
+    assert (patching.listen_host, patching.listen_port) == ("127.0.0.1", 5487)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "::"])
+def test_the_patching_listener_follows_the_api_s_auth_rule(tmp_path, host):
+    with pytest.raises(errors.ConfigError, match="patch API without authentication on"):
+        config.from_options({"patching.listen_host": host}).check()
+    config.from_options({"patching.listen_host": host, "patching.listen_port": 0}).check()
+    config.from_options({"patching.listen_host": host, "patching.enabled": False}).check()
+    (tmp_path / "htpasswd").write_text("")
+    config.from_options({"patching.listen_host": host, "api.auth_strategy": "http_basic",
+                         "api.htpasswd_file": str(tmp_path / "htpasswd")}).check()
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_the_patching_listen_port_is_a_port_or_zero(port):
+    with pytest.raises(errors.ConfigError, match="patching.listen_port must be a TCP port"):
+        config.from_options({"patching.listen_port": port}).check()
+
+
+@pytest.mark.parametrize("key", ["max_request_body_size", "max_connections",
+                                 "max_connections_per_client", "header_timeout",
+                                 "auth_max_concurrent_checks", "auth_checks_per_client",
+                                 "auth_failures_before_backoff", "auth_max_backoff"])
+def test_api_bounds_must_be_positive(key):
+    assert getattr(config.Settings().api, key) > 0
+    with pytest.raises(errors.ConfigError, match=f"api.{key} must be greater than 0"):
+        config.from_options({f"api.{key}": 0}).check()
+
+
+def test_identity_defaults_and_expiration_check():
+    identity = config.Settings().identity
+    assert (identity.token_expiration, identity.region, identity.project_names) == \
+        (3600, "RegionOne", ["admin"])
+    assert config.from_options({"identity.projects": "admin, demo,"}).identity \
+        .project_names == ["admin", "demo"]
+    with pytest.raises(errors.ConfigError, match="token_expiration"):
+        config.from_options({"identity.token_expiration": 0}).check()
+
+
+# -- the data dir ------------------------------------------------------------------
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+@pytest.fixture
+def open_umask():
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def test_data_dir_is_created_private_whatever_the_umask(tmp_path, open_umask, caplog):
+    settings = config.from_options({"data_dir": str(tmp_path / "a" / "data")})
+    assert settings.make_data_dir() == tmp_path / "a" / "data"
+    assert _mode(tmp_path / "a" / "data") == 0o700
+    assert not caplog.records                   # a new dir: nothing to warn about
+
+
+def test_a_loose_data_dir_is_restricted_with_a_warning(tmp_path, caplog):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    settings = config.from_options({"data_dir": str(data)})
+    with caplog.at_level(logging.WARNING, logger="conductor.config"):
+        settings.make_data_dir()
+    assert _mode(data) == 0o700
+    assert "accessible by other users (mode 0755)" in caplog.text
+
+
+def test_a_data_dir_that_cannot_be_made_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    settings = config.from_options({"data_dir": str(tmp_path / "file" / "data")})
+    with pytest.raises(errors.ConfigError, match="cannot create or restrict the data dir"):
+        settings.make_data_dir()
+
+
+@pytest.mark.parametrize("hostsdir, warned", [("", True), ("{data}/dhcp/mine", True),
+                                              ("{tmp}/elsewhere", False)])
+def test_hostsdir_mode_warns_when_the_external_dnsmasq_cannot_read_it(
+        tmp_path, caplog, hostsdir, warned):
+    data = tmp_path / "data"
+    settings = config.from_options({
+        "data_dir": str(data), "dhcp.mode": "hostsdir",
+        "dhcp.hostsdir": hostsdir.format(data=data, tmp=tmp_path)})
+    with caplog.at_level(logging.WARNING, logger="conductor.config"):
+        settings.make_data_dir()
+    assert ("a dnsmasq running as another user cannot read it" in caplog.text) is warned

@@ -11,10 +11,12 @@ from conductor.alarms import AlarmTable
 from conductor.db import migrate
 from conductor.db.engine import make_engine
 from conductor.db.queries import Store
+from conductor.db.tokens import TokenRows
 from conductor.dns import registration as reg
 from conductor.drivers.context import DriverContext
 from conductor.drivers.registry import DriverRegistry
 from conductor.engine.workers import Workers
+from conductor.identity import Tokens
 from conductor.service.facade import Service
 from conductor.service.ramdisk import AgentService
 from tests.unit.conductor.dns.test_registration import RecordingDns, _opener, _settings
@@ -51,7 +53,8 @@ def test_service_delete_never_waits_on_dns(store):
     workers = Workers(store, settings, drivers, dns_retry=dns_retry)
     try:
         service = Service(store, settings, workers,
-                          AgentService(store, settings, workers, None), AlarmTable(), None)
+                          AgentService(store, settings, workers, None), AlarmTable(), None,
+                          Tokens(TokenRows(store.engine), 3600))
         node = store.create_node({"driver": "fake-hardware", "name": "web",
                                   "driver_internal_info": {
                                       reg.RECORDS_KEY: _records("web", "10.0.0.1")}})

@@ -227,7 +227,10 @@ def test_agent_killed_mid_write_fails_cleanly_and_redeploy_succeeds(machines, im
     machine.agent.wait(10)
     machine.agent = None
     failed = machine.wait(("deploy failed",), timeout=DEPLOY_TIMEOUT + 60)
-    assert "deploy_callback_timeout" in failed["last_error"]
+    # Either no heartbeat comes and the wait times out, or the kill lands while the
+    # worker of the last heartbeat asks the agent about write_image (its tries refused).
+    assert ("deploy_callback_timeout" in failed["last_error"] or
+            "Connection to agent failed" in failed["last_error"]), failed["last_error"]
     assert "agent_secret_token" not in failed["driver_internal_info"]
 
     api_call(machine.url, "PATCH", f"/v1/nodes/{machine.uuid}", [

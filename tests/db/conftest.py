@@ -21,3 +21,16 @@ def make_node(store):
         values.setdefault("driver", "fake-hardware")
         return store.create_node(values)
     return make
+
+
+@pytest.fixture
+def engines(db_url):
+    """Engines on the same database, each its own pool: one per conductor."""
+    made = []
+
+    def make():
+        made.append(make_engine(db_url))
+        return made[-1]
+    yield make
+    for engine in made:
+        engine.dispose()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime
 
-import pytest
-
-from conductor.db.engine import make_engine
 from conductor.db.tokens import TokenRows
 from conductor.identity import Tokens
 
@@ -15,18 +12,6 @@ CREDENTIAL = "c" * 64
 
 def same(user: str) -> str:
     return CREDENTIAL
-
-
-@pytest.fixture
-def engines(db_url):
-    made = []
-
-    def make():
-        made.append(make_engine(db_url))
-        return made[-1]
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 def test_another_process_accepts_and_revokes(engines):

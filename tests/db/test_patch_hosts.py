@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from conductor.db.engine import make_engine
 from conductor.db.patch_hosts import PatchHostRows
 from conductor.patching import host_states
 from conductor.patching import metadata as md
@@ -47,19 +46,6 @@ def root(tmp_path):
                             contents=["labpkg-2.0-1.noarch.rpm"])
     PatchStore(root).write_metadata(meta, RepoState.APPLIED)
     return root
-
-
-@pytest.fixture
-def engines(db_url):
-    """Engines on the same database, each its own pool: one per conductor."""
-    made = []
-
-    def make():
-        made.append(make_engine(db_url))
-        return made[-1]
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 def controller(root, engine, channel=None) -> PatchController:

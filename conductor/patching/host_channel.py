@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-HOST_MODE = "host"
 ACTIVE = states.State.ACTIVE.value
 #: Refusals of a heartbeat that does not match the token's binding.
 HOST_CHANGED = ('Detected change in host agent provided "callback_url" host: the token is '

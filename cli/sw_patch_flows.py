@@ -36,10 +36,7 @@ def _install_poll(api, host: str) -> int:
             print("Lost communications with the patch controller")
             return 1
         if reply.status != 200:
-            if reply.status == 500:
-                print(INTERNAL_ERROR)
-            out.explain(reply)
-            return 1
+            return _failed(reply)
         if "data" not in reply.data:
             print("Invalid query-hosts data returned:")
             out.print_debug(reply)
@@ -79,11 +76,16 @@ def cmd_host_install(api, args) -> int:
         print(reply.error)
         return 1
     if reply.status != 200:
-        if reply.status == 500:
-            print(INTERNAL_ERROR)
-        out.explain(reply)
-        return 1
+        return _failed(reply)
     return _install_poll(api, args.host)
+
+
+def _failed(reply) -> int:
+    """A reply other than 200: StarlingX's 500 line, our reason on stderr; exit 1."""
+    if reply.status == 500:
+        print(INTERNAL_ERROR)
+    out.explain(reply)
+    return 1
 
 
 def _commit_list(api, args) -> tuple[str | None, int]:

@@ -84,14 +84,19 @@ def _user(identity: dict) -> tuple[str | None, str | None, str]:
     if not isinstance(secret, str):
         raise errors.InvalidParameter("Invalid input for field 'identity.password.user."
                                       "password': expected a string.")
-    user_id = _text(user, "id", "identity.password.user")
-    name = _text(user, "name", "identity.password.user")
-    if user_id is None and name is None:
-        raise errors.InvalidParameter("Invalid input for field 'identity.password.user': "
-                                      "expected an id or a name.")
-    if user_id is None:
-        _check_domain(user, "identity.password.user")
+    user_id, name = _id_or_name(user, "identity.password.user")
     return user_id, name, secret
+
+
+def _id_or_name(value: dict, field: str) -> tuple[str | None, str | None]:
+    """(id, name) of a user or project; a name must come with its domain."""
+    ident, name = _text(value, "id", field), _text(value, "name", field)
+    if ident is None and name is None:
+        raise errors.InvalidParameter(f"Invalid input for field '{field}': expected an id "
+                                      "or a name.")
+    if ident is None:
+        _check_domain(value, field)
+    return ident, name
 
 
 def _project(scope: object) -> tuple[str | None, str | None]:
@@ -101,15 +106,7 @@ def _project(scope: object) -> tuple[str | None, str | None]:
     scope = _object(scope, "scope")
     if set(scope) != {"project"}:  # domain, system and trust scopes: nothing to grant
         raise errors.NotAuthorized(REFUSED)
-    project = _object(scope["project"], "scope.project")
-    project_id = _text(project, "id", "scope.project")
-    name = _text(project, "name", "scope.project")
-    if project_id is None and name is None:
-        raise errors.InvalidParameter("Invalid input for field 'scope.project': expected "
-                                      "an id or a name.")
-    if project_id is None:
-        _check_domain(project, "scope.project")
-    return project_id, name
+    return _id_or_name(_object(scope["project"], "scope.project"), "scope.project")
 
 
 def parse(body: dict) -> PasswordLogin:

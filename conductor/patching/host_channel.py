@@ -51,11 +51,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import requests
-
 from conductor import errors, states
 from conductor.drivers import internal_info
-from conductor.drivers.deploy.client import AgentClient, ca_file
+from conductor.drivers.deploy.client import AgentClient
 from conductor.drivers.deploy.heartbeat import (
     TOKEN_ERROR,
     Heartbeat,
@@ -90,19 +88,15 @@ REPORT_TYPES: dict[str, type | tuple[type, ...]] = {
 class HostAgentClient(AgentClient):
     """The command client of a node's *host* agent (its HostAgentRecord)."""
 
-    def __init__(self, node, settings, session=None, cipher: Cipher | None = None):
+    @staticmethod
+    def _endpoint(node, cipher: Cipher | None) -> tuple[str, str, str | None]:
         agent = HostAgentRecord.of(node)
         if not agent.reachable or not agent.current(node) or agent.url is None:
             raise errors.AgentConnectionFailed(
                 reason=f"host {node.name} ({node.uuid}) has no host agent yet: issue its "
                        "token (metalcast host token NODE) and start metalcast-agent host "
                        "on it (no host-mode heartbeat received with a current token)")
-        self.node_uuid = node.uuid
-        self.url = agent.url.rstrip("/") + "/v1/commands/"
-        self.token = agent.command_credential(cipher)
-        self.settings = settings
-        self.session = session or requests.Session()
-        self.verify = ca_file(settings.data_path, agent.verify_ca) or True
+        return agent.url, agent.command_credential(cipher), agent.verify_ca
 
 
 def check_report(report) -> dict:

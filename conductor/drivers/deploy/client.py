@@ -98,18 +98,23 @@ class AgentClient:
 
     def __init__(self, node, settings, session: requests.Session | None = None,
                  cipher: Cipher | None = None):
+        url, self.token, verify_ca = self._endpoint(node, cipher)
+        self.node_uuid = node.uuid
+        self.url = url.rstrip("/") + "/v1/commands/"
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.verify = ca_file(settings.data_path, verify_ca) or True
+
+    @staticmethod
+    def _endpoint(node, cipher: Cipher | None) -> tuple[str, str, str | None]:
+        """(command API URL, token to send, pinned certificate) of the node's agent."""
         agent = AgentBoot.of(node)
         if not agent.reachable or agent.url is None:
             raise errors.AgentConnectionFailed(
                 reason=f"node {node.uuid} has no agent URL or token yet (no heartbeat)")
-        self.node_uuid = node.uuid
-        self.url = agent.url.rstrip("/") + "/v1/commands/"
         # The stock IPA checks every command's agent_token against its lookup token:
         # the conductor keeps it encrypted (conductor/drivers/internal_info.py).
-        self.token = agent.command_token(cipher)
-        self.settings = settings
-        self.session = session or requests.Session()
-        self.verify = ca_file(settings.data_path, agent.verify_ca) or True
+        return agent.url, agent.command_token(cipher), agent.verify_ca
 
     def command(self, name: str, params: dict, wait: bool = False) -> CommandResult:
         """Start ``name`` ("<extension>.<command>"); FAILED raises AgentCommandError."""

@@ -6,6 +6,20 @@
 The file is random data (not sparse) and stays in the page cache, so "local" is
 ``cat FILE >/dev/null`` from cache: the ceiling any server on this machine can
 reach. Prints MB/s (best of --runs) and the ratios.
+
+    .venv/bin/python bench/http_boot.py --storm [--clients 100] [--storm-mib 64]
+                                                [--client python|curl]
+
+A rack booting at once (issue 14): --clients clients, each from its own loopback
+address as each machine has its own, download one --storm-mib initrd from /dev/shm
+at the same moment, from metalcast's server (a child process, default limits) and
+from nginx (1 worker, sendfile on; ``apt-get install nginx-light``) or, without
+nginx, ``python -m http.server``, alternately in the same run. The clients are the
+sockets of one Python process by default, curl processes with --client curl (see
+``_http_storm.py`` for why). Prints per run the aggregate wall time and MB/s, the
+slowest and the median client, failed clients (HTTP status and size checked for
+all, SHA-256 for every --verify-every'th), server CPU and peak threads; then the
+ratio to the reference. Bounded to well under two minutes with the defaults.
 """
 from __future__ import annotations
 
@@ -21,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import _http_storm
 from conductor.netboot.http import BootHttpServer
 
 CHUNK = 8 * 1024 * 1024
@@ -96,7 +111,12 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=4)
+    _http_storm.add_arguments(parser)
     args = parser.parse_args()
+    if args.serve_metalcast:
+        return _http_storm.serve_metalcast(Path(args.serve_metalcast))
+    if args.storm:
+        return _http_storm.run(args, Path(__file__).resolve())
     size = args.size_mib * 1024 * 1024
     with tempfile.TemporaryDirectory(prefix="bench-httpboot-") as tmp:
         root = Path(tmp)

@@ -206,6 +206,7 @@ class PxeSettings:
     http_max_connections: int = 256       # open HTTP boot connections in total
     http_connections_per_client: int = 16  # ... from one client address
     http_idle_timeout: float = 15.0       # s an HTTP connection may wait for a request
+    http_header_timeout: float = 10.0     # s from a request's first byte to its whole head
     tftp_max_sessions: int = 256          # live TFTP transfers in total
     tftp_sessions_per_client: int = 4     # ... from one client address
     tftp_max_timeout: int = 5             # RFC 2349 timeout option honoured up to this (s)

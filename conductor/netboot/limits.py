@@ -6,8 +6,8 @@ goes silent must not be able to take every slot (one thread each) from the
 machines that are booting. The bounds are plain values (``[pxe]`` options, see
 ``conductor/config.py``), so the TFTP event-loop rewrite keeps the same table.
 
-:class:`ConnectionTable` applies the HTTP ones to a threaded server, the way
-nginx reuses keep-alive connections: a connection is *idle* while it waits for
+:class:`ConnectionTable` applies the HTTP ones to the event-loop HTTP server, the
+way nginx reuses keep-alive connections: a connection is *idle* while it waits for
 (the rest of) a request, and an idle connection may be closed at any time
 (RFC 9112 section 9.3). A new connection over a cap takes the place of the
 longest-idle one (its own client's first, at the per-client cap); it is refused
@@ -24,11 +24,13 @@ from collections import Counter
 
 @dataclasses.dataclass(frozen=True)
 class HttpLimits:
-    """Bounds of the HTTP boot server (one thread per open connection)."""
+    """Bounds of the HTTP boot server (one event loop; a connection costs a socket)."""
 
     connections: int = 256       # open connections in total
     per_client: int = 16         # open connections from one client address
-    idle_timeout: float = 15.0   # s a connection may wait for (more of) a request
+    idle_timeout: float = 15.0   # s a connection may wait for a request, or stall a download
+    header_timeout: float = 10.0  # s from a request's first byte to its whole head
+    header_bytes: int = 16384    # longest request head (boot clients send < 1 KiB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ PXE_OPTIONS = {
     "http_max_connections": (HttpLimits, "connections"),
     "http_connections_per_client": (HttpLimits, "per_client"),
     "http_idle_timeout": (HttpLimits, "idle_timeout"),
+    "http_header_timeout": (HttpLimits, "header_timeout"),
     "tftp_max_sessions": (TftpLimits, "sessions"),
     "tftp_sessions_per_client": (TftpLimits, "per_client"),
     "tftp_max_timeout": (TftpLimits, "max_timeout"),
@@ -71,10 +74,10 @@ class _Connection:
 
 
 class ConnectionTable:
-    """Open connections of a threaded server, admitted under :class:`HttpLimits`.
+    """Open connections of the HTTP boot server, admitted under :class:`HttpLimits`.
 
     Keys are the accepted sockets; closing one means ``shutdown(SHUT_RDWR)``, which
-    wakes its thread blocked in ``recv`` (the thread then ends and calls ``release``).
+    wakes its reader in the event loop (it sees EOF, ends and calls ``release``).
     """
 
     def __init__(self, limits: HttpLimits, clock=time.monotonic):

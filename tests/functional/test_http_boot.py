@@ -1,14 +1,20 @@
 """The HTTP boot file server against real curl: ranges, conditional requests, resume,
-keep-alive, and confinement to its root."""
+keep-alive, confinement to its root, and many clients at once (a rack booting)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
+import subprocess
+import threading
 
 import pytest
 
 from conductor.netboot.http import BootHttpServer
-from tests.functional.netboot_peers import curl
+from conductor.netboot.limits import HttpLimits
+from tests.functional.netboot_peers import curl, require
+from tests.waiting import wait_until
 
 SIZE = 3 * 1024 * 1024 + 17
 
@@ -176,3 +182,89 @@ def test_file_replaced_while_serving_changes_etag(served):
     status, second = head(f"{server.url}/changing.txt", "-H", f"If-None-Match: {first['etag']}")
     assert status == 200 and second["etag"] != first["etag"]
     assert curl(f"{server.url}/changing.txt").stdout == b"two!\n"
+
+
+def test_http_1_0_gets_the_file_and_a_closed_connection(served, tmp_path):
+    server, data, _ = served
+    out = tmp_path / "old"
+    status, headers = headers_of(curl("--http1.0", "-D", "-", "-o", str(out),
+                                      f"{server.url}/images/disk.img"))
+    assert status == 200 and headers["connection"] == "close" and out.read_bytes() == data
+
+
+def test_pipelined_requests_are_answered_in_order(served):
+    server, data, _ = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /boot.ipxe HTTP/1.1\r\nHost: boot\r\n\r\n"
+                     b"GET /images/disk.img HTTP/1.1\r\nHost: boot\r\nRange: bytes=0-3\r\n\r\n"
+                     b"HEAD /nope HTTP/1.1\r\nHost: boot\r\nConnection: close\r\n\r\n")
+        stream = b""
+        while chunk := sock.recv(65536):
+            stream += chunk
+    answers = []  # (status, body): each body as long as its Content-Length (none for HEAD)
+    for method in ("GET", "GET", "HEAD"):
+        head, _, stream = stream.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        length = int(re.search(rb"Content-Length: (\d+)", head)[1]) if method == "GET" else 0
+        answers.append((status, stream[:length]))
+        stream = stream[length:]
+    assert answers == [(200, b"#!ipxe\necho hi\n"), (206, data[:4]), (404, b"")]
+    assert stream == b""
+
+
+def start_curls(urls_and_outputs, *args) -> list[subprocess.Popen]:
+    return [subprocess.Popen([require("curl"), "--noproxy", "*", "-sS", "-f", *args,
+                              "-o", str(out), url], stderr=subprocess.PIPE)
+            for url, out in urls_and_outputs]
+
+
+def finish(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+
+
+def test_fifty_concurrent_downloads_arrive_intact(served, tmp_path):
+    """Fifty curl processes at once, as machines of a rack booting together."""
+    server, data, _ = served
+    digest = hashlib.sha256(data).hexdigest()
+    outs = [tmp_path / f"disk{n}" for n in range(50)]
+    finish(start_curls([(f"{server.url}/images/disk.img", out) for out in outs]))
+    assert [hashlib.sha256(out.read_bytes()).hexdigest() for out in outs] == [digest] * 50
+
+
+def test_concurrent_ranges_put_the_file_back_together(served, tmp_path):
+    server, data, _ = served
+    cuts = [n * SIZE // 24 for n in range(25)]
+    parts = [(tmp_path / f"part{n}", f"{first}-{last - 1}")
+             for n, (first, last) in enumerate(zip(cuts, cuts[1:]))]
+    procs = [start_curls([(f"{server.url}/images/disk.img", out)], "-r", span)[0]
+             for out, span in parts]
+    finish(procs)
+    assert b"".join(out.read_bytes() for out, _ in parts) == data
+
+
+def test_two_hundred_idle_connections_hold_no_thread_and_block_nobody(served, tmp_path):
+    """Idle keep-alive connections cost a socket each: 200 of them stay open (under the
+    caps), the process has the same threads, and downloads go on."""
+    _, data, base = served
+    server = BootHttpServer(base / "root", "127.0.0.1", 0,
+                            HttpLimits(connections=512, per_client=256, idle_timeout=300.0))
+    server.start()
+    idle: list[socket.socket] = []
+    try:
+        threads = sorted(t.name for t in threading.enumerate())
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                for _ in range(200)]
+        wait_until(lambda: server.open_connections() == 200)
+        outs = [tmp_path / f"disk{n}" for n in range(5)]
+        finish(start_curls([(f"{server.url}/images/disk.img", out) for out in outs]))
+        assert all(out.read_bytes() == data for out in outs)
+        wait_until(lambda: server.open_connections() == 200)  # the curls are gone
+        assert sorted(t.name for t in threading.enumerate()) == threads
+        idle[0].sendall(b"HEAD /boot.ipxe HTTP/1.1\r\nHost: boot\r\n\r\n")  # still served
+        assert idle[0].recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()

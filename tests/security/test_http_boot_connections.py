@@ -6,8 +6,10 @@ bound: 300 connections that never sent a request held 313 threads, each for its
 60 s idle timeout, renewable forever; a connection stuck in a download to a client
 that stops reading held its thread as well. Now connections are bounded per client
 address and in total (``limits.HttpLimits``), the longest-idle one makes room for a
-newcomer, a connection idle or stalled past the idle timeout is closed, and a real
-curl download from another machine completes throughout.
+newcomer, a connection idle or stalled past the idle timeout is closed, no
+connection costs a thread (one event loop serves them all: the process's thread
+count does not move), and a real curl download from another machine completes
+throughout.
 
 Attackers use other loopback addresses (127.0.0.0/8 is all local) than the curl
 that plays the booting machine (127.0.0.1).
@@ -21,7 +23,7 @@ import threading
 
 import pytest
 
-from conductor.netboot.http import CONNECTION_THREAD, BootHttpServer
+from conductor.netboot.http import BootHttpServer
 from conductor.netboot.limits import HttpLimits
 from tests.functional.netboot_peers import curl
 from tests.waiting import wait_until
@@ -30,8 +32,8 @@ ATTACKER = "127.0.0.2"
 FLOOD = 300
 
 
-def connection_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name.startswith(CONNECTION_THREAD))
+def thread_names() -> list[str]:
+    return sorted(t.name for t in threading.enumerate())
 
 
 def open_idle(port: int, source: str, count: int) -> list[socket.socket]:
@@ -80,12 +82,13 @@ def download_works(server: BootHttpServer, root, out) -> bool:
 def test_idle_flood_from_one_address_holds_a_few_threads_and_curl_boots(root, tmp_path):
     server = serve(root)  # the defaults: 16 per client, 256 in all
     per_client = server.limits.per_client
+    threads = thread_names()
     socks = open_idle(server.port, ATTACKER, FLOOD)
     try:
-        wait_until(lambda: connection_threads() <= per_client, message=lambda: (
-            f"at most {per_client} connection threads (the flood made "
-            f"{connection_threads()})"))
-        assert server.open_connections() <= per_client
+        wait_until(lambda: server.open_connections() <= per_client, message=lambda: (
+            f"at most {per_client} connections (the flood holds "
+            f"{server.open_connections()})"))
+        assert thread_names() == threads  # not one thread for the flood
         # Every connection but the newest few was closed by the server, not held.
         wait_until(lambda: sum(map(closed_by_server, socks)) >= FLOOD - per_client)
         assert not any(closed_by_server(s) for s in socks[-per_client:])
@@ -99,13 +102,15 @@ def test_idle_flood_from_one_address_holds_a_few_threads_and_curl_boots(root, tm
 def test_flood_from_many_addresses_stays_under_the_total_and_curl_boots(root, tmp_path):
     limits = HttpLimits(connections=24, per_client=4, idle_timeout=15.0)
     server = serve(root, limits)
+    threads = thread_names()
     socks = []
     try:
         for n in range(10, 20):  # 10 addresses x 4 = 40 connections > 24
             socks += open_idle(server.port, f"127.0.0.{n}", limits.per_client)
-        wait_until(lambda: connection_threads() <= limits.connections, message=lambda: (
-            f"at most {limits.connections} threads, not {connection_threads()}"))
-        assert server.open_connections() <= limits.connections
+        wait_until(lambda: server.open_connections() <= limits.connections,
+                   message=lambda: f"at most {limits.connections} connections, not "
+                                   f"{server.open_connections()}")
+        assert thread_names() == threads
         # The oldest idle connections made room; the newest are still open.
         wait_until(lambda: sum(map(closed_by_server, socks)) >= 40 - limits.connections)
         assert not any(closed_by_server(s) for s in socks[-limits.per_client:])
@@ -128,9 +133,10 @@ def stall(port: int, count: int) -> list[socket.socket]:
 
 def test_busy_downloads_are_not_closed_for_a_newcomer_who_gets_503(root, tmp_path):
     """When every connection is busy sending a file, a newcomer is refused with 503 at
-    once (no thread); a download in progress is never cut to make room."""
+    once; a download in progress is never cut to make room."""
     limits = HttpLimits(connections=4, per_client=4, idle_timeout=300.0)
     server = serve(root, limits)
+    threads = thread_names()
     stalled = stall(server.port, limits.connections)
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10,
@@ -138,7 +144,8 @@ def test_busy_downloads_are_not_closed_for_a_newcomer_who_gets_503(root, tmp_pat
             sock.sendall(b"GET /vmlinuz HTTP/1.1\r\nHost: boot\r\n\r\n")
             answer = sock.recv(300)
         assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer, answer
-        assert connection_threads() == limits.connections
+        assert server.open_connections() == limits.connections
+        assert thread_names() == threads  # four stalled downloads, no thread each
         assert not any(closed_by_server(s) for s in stalled)
         for sock in stalled:  # the stalled clients go away: their slots come back
             sock.close()
@@ -156,7 +163,6 @@ def test_a_download_nobody_reads_ends_after_the_idle_timeout(root, tmp_path):
     try:
         wait_until(lambda: server.open_connections() == 0,
                    message="the stalled download to time out and close")
-        wait_until(lambda: connection_threads() == 0)
         assert download_works(server, root, tmp_path / "k")
     finally:
         stalled[0].close()
@@ -168,7 +174,7 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(root):
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30,
                                       source_address=(ATTACKER, 0)) as sock:
-            sock.sendall(b"GET /vmlinuz HTTP/1.1\r\nHost: boot\r\n")  # never finished
+            wait_until(lambda: server.open_connections() == 1)
             assert sock.recv(100) == b""  # closed by the server, well before 30 s
         wait_until(lambda: server.open_connections() == 0)
     finally:

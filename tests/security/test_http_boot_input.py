@@ -6,6 +6,9 @@ The attack: a 6000-character path (ENAMETOOLONG), ``Range: bytes=0-`` followed b
 dropped without an answer and a traceback went to stderr. Now each is a clean 4xx
 and the server keeps serving; a request announcing a body (which a file server never
 reads) closes its connection, so the body cannot be taken for a second request.
+Heads larger than any boot client sends are a 414 or 431 (read no further), and
+header lines that could hide a field from a proxy in front (folded, a space before
+the colon) a 400.
 """
 from __future__ import annotations
 
@@ -67,6 +70,17 @@ ATTACKS = {
     "asterisk target": (get(b"*"), 404),
     "NUL in path": (get(b"/k%00.txt"), 404),
     "escape by dot-dot": (get(b"/%2e%2e/secret.txt"), 404),
+    # Heads no boot client sends: refused whole, never read without end.
+    "20000-character request line": (get(b"/" + b"a" * 20000), 414),
+    "20 KiB of header fields": (get(b"/k", *[b"X-Pad-%d: %s" % (n, b"p" * 1000)
+                                          for n in range(20)]), 431),
+    "101 header fields": (get(b"/k", *[b"X-%d: 1" % n for n in range(101)]), 431),
+    # Ways to hide a header from a proxy in front (RFC 9112 5.1, 5.2): refused.
+    "folded header line": (get(b"/k", b"X-A: 1", b" Range: bytes=0-1"), 400),
+    "space before the colon": (get(b"/k", b"Range : bytes=0-1"), 400),
+    "header line without a colon": (get(b"/k", b"Range bytes=0-1"), 400),
+    "HTTP/2.0 request line": (b"GET /k HTTP/2.0\r\nHost: boot\r\n\r\n", 505),
+    "no version (HTTP/0.9)": (b"GET /k\r\n\r\n", 400),
 }
 
 

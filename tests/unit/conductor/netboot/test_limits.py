@@ -43,7 +43,8 @@ def test_defaults_match_the_pxe_options(tmp_path):
 
 
 @pytest.mark.parametrize("option", ["pxe.http_max_connections", "pxe.tftp_sessions_per_client",
-                                    "pxe.tftp_max_timeout", "pxe.http_idle_timeout"])
+                                    "pxe.tftp_max_timeout", "pxe.http_idle_timeout",
+                                    "pxe.http_header_timeout"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_non_positive_limits_stop_the_start(tmp_path, option, value):
     settings = from_options({"data_dir": str(tmp_path), option: value})
@@ -104,3 +105,8 @@ def test_close_all_shuts_every_connection():
         conns.admit(sock, f"c{i}")
     conns.close_all()
     assert all(s.shut for s in socks)
+
+
+def test_the_http_header_timeout_comes_from_pxe(tmp_path):
+    settings = from_options({"data_dir": str(tmp_path), "pxe.http_header_timeout": 2.5})
+    assert from_pxe_settings(settings.pxe)[0].header_timeout == 2.5

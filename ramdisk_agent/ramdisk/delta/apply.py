@@ -3,13 +3,15 @@
 Order of work, so that a bad payload or a disk that is not the expected source is
 refused while the disk is still untouched:
 
-1. the manifest signature (format.read_header), then the data section's SHA-256;
-2. every ``copy`` range of the source disk against its digest (source.py: large
-   O_DIRECT reads hashed on several threads; hashlib releases the GIL);
-3. every ``replace``/``zero`` operation decompressed and hashed in memory;
-4. only then the writes, followed by a read-back of every written range.
+1. the manifest signature (format.read_header) and the payload's size;
+2. every ``copy`` range of the source disk against its digest (source.py: one
+   sequential pass of large O_DIRECT reads, hashed while the next are read) and, on
+   a thread alongside it, the data section's SHA-256 and every ``replace``/``zero``
+   operation decompressed and hashed in memory (CPU work while the disk streams);
+3. only then the writes, followed by a read-back of every written range from the
+   device (target.py: O_DIRECT, many reads in flight).
 
-A failure in steps 1-3 leaves the disk as it was. A failure in step 4 (an I/O
+A failure in steps 1-2 leaves the disk as it was. A failure in step 3 (an I/O
 error, a read-back mismatch) leaves it half-written: ``DeltaError`` says so and the
 caller must fall back to the full image. Nothing here reports success for a disk
 whose every operation digest was not seen to match.
@@ -27,13 +29,11 @@ import zlib
 from collections.abc import Callable
 
 from ramdisk_agent.ramdisk.delta import source as source_check
+from ramdisk_agent.ramdisk.delta import target as target_io
 from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.wire.errors import DeltaError
 
 LOG = logging.getLogger(__name__)
-CHUNK = 8 << 20
-#: Threads reading back written ranges (I/O bound: queue depth, not cores).
-READBACK_THREADS = 8
 
 
 @dataclasses.dataclass
@@ -45,7 +45,9 @@ class ApplyResult:
     written_bytes: int = 0      #: bytes written to the target
     seconds: float = 0.0
     #: Seconds per phase (header, verify-source, verify-data, write incl. fsync,
-    #: read-back), in the log line and the bench: where an apply's time goes.
+    #: read-back), in the log line and the bench: where an apply's time goes. The data
+    #: is checked alongside the source pass: "verify-data" is only the wait left
+    #: for it after that pass.
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def lap(self, phase: str, since: float) -> float:
@@ -56,14 +58,19 @@ class ApplyResult:
 
 
 def apply(payload_path: str, source: str, target: str | None, public_key,
-          progress: Callable[[str, int, int], None] | None = None) -> ApplyResult:
-    """Apply ``payload_path`` to ``source``; write to ``target`` (None: in place)."""
+          progress: Callable[[str, int, int], None] | None = None,
+          version: str | None = None) -> ApplyResult:
+    """Apply ``payload_path`` to ``source``; write to ``target`` (None: in place).
+    ``version``, when given, must be the manifest's version text."""
     started = time.monotonic()
     progress = progress or (lambda stage, done, total: None)
     in_place = target is None or os.path.realpath(target) == os.path.realpath(source)
     result = ApplyResult()
     with open(payload_path, "rb") as stream:
         manifest, header = fmt.read_header(stream, public_key)
+        if version is not None and manifest.version != version:
+            raise DeltaError(f"the payload updates to version {manifest.version!r}, the "
+                             f"deploy asked for {version!r}")
         data = _map_data(stream, header, manifest)
     try:
         _apply(manifest, data, source, None if in_place else target, progress, result,
@@ -79,19 +86,14 @@ def apply(payload_path: str, source: str, target: str | None, public_key,
 
 
 def _map_data(stream, header: int, manifest: fmt.Manifest) -> _Slice | _EmptyMap:
+    """The data section, mapped; its digest is checked by _verify_new_data."""
     size = os.fstat(stream.fileno()).st_size
     if size != header + manifest.data_size:
         raise DeltaError(f"payload data section is {size - header} bytes, the manifest "
                              f"says {manifest.data_size}: truncated or padded payload")
     if manifest.data_size == 0:
         return _EmptyMap()
-    data = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-    with memoryview(data) as view, view[header:] as section:
-        matches = hashlib.sha256(section).digest() == manifest.data_sha256
-    if not matches:
-        data.close()
-        raise DeltaError("payload data section does not match its signed SHA-256")
-    return _Slice(data, header)
+    return _Slice(mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ), header)
 
 
 def _apply(manifest, data, source, target, progress, result: ApplyResult,
@@ -103,13 +105,15 @@ def _apply(manifest, data, source, target, progress, result: ApplyResult,
     if fmt.target_digest(op.sha256 for op in manifest.operations) != manifest.target_sha256:
         raise DeltaError("operation digests do not add up to the target digest")
     result.operations = len(manifest.operations)
-    result.verified_bytes = _verify_source(manifest, source, progress)
-    since = result.lap("verify-source", since)
-    blobs = _verify_new_data(manifest, data)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        new_data = pool.submit(_verify_new_data, manifest, data)
+        result.verified_bytes = _verify_source(manifest, source, new_data, progress)
+        since = result.lap("verify-source", since)
+        blobs = new_data.result()
     since = result.lap("verify-data", since)
     dest = target or source
     _check_size(dest, manifest.target_size, "target")
-    result.written_bytes = _write(manifest, data, blobs, source, dest, target is not None,
+    result.written_bytes = _write(manifest, blobs, source, dest, target is not None,
                                   progress, result, since)
 
 
@@ -123,29 +127,24 @@ def _check_size(path: str, needed: int, what: str) -> None:
         raise DeltaError(f"{what} {path} holds {size} bytes, the payload needs {needed}")
 
 
-def _hash_range(fd: int, offset: int, length: int) -> bytes:
-    digest = hashlib.sha256()
-    buf = bytearray(min(CHUNK, length))
-    view = memoryview(buf)
-    while length:
-        got = os.preadv(fd, [view[:min(CHUNK, length)]], offset)
-        if got <= 0:
-            raise DeltaError(f"short read at byte {offset}")
-        digest.update(view[:got])
-        offset += got
-        length -= got
-    return digest.digest()
+def _verify_source(manifest, source: str, new_data: concurrent.futures.Future,
+                   progress) -> int:
+    """Hash every copy range of the source (delta/source.py: big O_DIRECT reads); stop
+    early when the data check running alongside has failed."""
+    def step(done: int, total: int) -> None:
+        if new_data.done() and (failure := new_data.exception()) is not None:
+            raise failure
+        progress("verify-source", done, total)
 
-
-def _verify_source(manifest, source: str, progress) -> int:
-    """Hash every copy range of the source (delta/source.py: big O_DIRECT reads)."""
     copies = [op for op in manifest.operations if op.op is fmt.Op.COPY]
-    return source_check.verify(source, copies,
-                               lambda done, total: progress("verify-source", done, total))
+    return source_check.verify(source, copies, step)
 
 
 def _verify_new_data(manifest, data) -> dict[int, bytes]:
-    """Decompress and check every replace/zero operation; keep replace bytes by dst."""
+    """Check the data section's digest, then decompress and check every replace/zero
+    operation; the replace bytes by dst."""
+    if data.sha256() != manifest.data_sha256:
+        raise DeltaError("payload data section does not match its signed SHA-256")
     blobs: dict[int, bytes] = {}
     zero_digests: dict[int, bytes] = {}
     for op in manifest.operations:
@@ -166,61 +165,21 @@ def _verify_new_data(manifest, data) -> dict[int, bytes]:
     return blobs
 
 
-def _write(manifest, data, blobs, source, dest, copy_too: bool, progress,
+def _write(manifest, blobs, source, dest, copy_too: bool, progress,
            result: ApplyResult, since: float) -> int:
     """Write the new bytes (and copies when the target is another disk), read back."""
-    progress("write", 0, manifest.target_size)  # from here on the disk may change
-    fd = os.open(dest, os.O_RDWR)
-    src_fd = os.open(source, os.O_RDONLY) if copy_too else None
-    written = 0
+    ops = [op for op in manifest.operations if copy_too or op.op is not fmt.Op.COPY]
+    src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if copy_too else None
     try:
-        for op in manifest.operations:
-            if op.op is fmt.Op.COPY and not copy_too:
-                continue
-            payload = _new_bytes(op, blobs, src_fd)
-            try:
-                os.pwrite(fd, payload, op.dst)
-            except OSError as exc:
-                raise DeltaError(f"write failed at byte {op.dst} ({exc}); the disk is "
-                                     "now half-written: deploy the full image") from None
-            written += op.length
-            progress("write", written, manifest.target_size)
-        os.fsync(fd)
-        since = result.lap("write", since)
-        _read_back(fd, manifest, copy_too)
-        result.lap("read-back", since)
+        written = target_io.write(dest, ops, blobs, src_fd,
+                                  lambda done, total: progress("write", done, total))
     finally:
-        os.close(fd)
         if src_fd is not None:
             os.close(src_fd)
+    since = result.lap("write", since)
+    target_io.read_back(dest, ops, lambda done, total: progress("read-back", done, total))
+    result.lap("read-back", since)
     return written
-
-
-def _new_bytes(op, blobs, src_fd) -> bytes:
-    if op.op is fmt.Op.REPLACE:
-        return blobs[op.dst]
-    if op.op is fmt.Op.ZERO:
-        return bytes(op.length)
-    return os.pread(src_fd, op.length, op.src)
-
-
-def _read_back(fd: int, manifest, copies_written: bool) -> None:
-    """Hash every written range as the disk now returns it (not the page cache).
-
-    The ranges are small and scattered, so they are read by READBACK_THREADS at
-    once: a disk (virtio here) answers a deep queue of random reads far faster
-    than one read at a time (0.31 s -> see bench/delta.py for 1 GiB at 2 %).
-    """
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    written = [op for op in manifest.operations
-               if copies_written or op.op is not fmt.Op.COPY]
-    with concurrent.futures.ThreadPoolExecutor(READBACK_THREADS) as pool:
-        digests = pool.map(lambda op: _hash_range(fd, op.dst, op.length), written)
-        for op, digest in zip(written, digests):
-            if digest != op.sha256:
-                raise DeltaError(
-                    f"read-back of bytes {op.dst}-{op.dst + op.length} does not match: "
-                    "the disk is half-written, deploy the full image")
 
 
 class _Slice:
@@ -232,6 +191,10 @@ class _Slice:
     def __getitem__(self, item: slice) -> bytes:
         return self._map[self._start + item.start:self._start + item.stop]
 
+    def sha256(self) -> bytes:
+        with memoryview(self._map) as view, view[self._start:] as section:
+            return hashlib.sha256(section).digest()
+
     def close(self) -> None:
         self._map.close()
 
@@ -239,6 +202,9 @@ class _Slice:
 class _EmptyMap:
     def __getitem__(self, item: slice) -> bytes:
         return b""
+
+    def sha256(self) -> bytes:
+        return hashlib.sha256(b"").digest()
 
     def close(self) -> None:
         pass

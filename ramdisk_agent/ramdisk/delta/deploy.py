@@ -124,16 +124,6 @@ def _check_space(path: str, needed: int) -> None:
                                f"space, {os.path.dirname(path)} has {free}")
 
 
-def _check_version(spec: DeltaSpec, path: str) -> None:
-    if spec.version is None:
-        return
-    with open(path, "rb") as stream:
-        manifest, _ = fmt.read_header(stream, spec.public_key)
-    if manifest.version != spec.version:
-        raise DeltaError(f"the payload updates to version {manifest.version!r}, the "
-                             f"deploy asked for {spec.version!r}")
-
-
 def write_delta(image_info: dict, disk: str, options: DownloadOptions, node_uuid: str,
                 scratch_dir: str | None = None) -> dict:
     """Fetch and apply the delta of ``image_info`` onto ``disk``; the step's figures."""
@@ -147,8 +137,8 @@ def write_delta(image_info: dict, disk: str, options: DownloadOptions, node_uuid
             fetched = time.monotonic()
             LOG.info("Node %s: delta payload %s fetched (%d bytes in %.2fs)", node_uuid,
                      spec.url, size, fetched - started)
-            _check_version(spec, payload)
-            result = delta_apply.apply(payload, disk, None, spec.public_key, progress)
+            result = delta_apply.apply(payload, disk, None, spec.public_key, progress,
+                                       version=spec.version)
     except BaseException as exc:
         _fail(disk, node_uuid, progress.writing, exc)
         if isinstance(exc, DeltaDeployError):

@@ -1,62 +1,40 @@
-"""Check the source disk against a payload's copy ranges: large aligned reads, hashed
-on several threads.
+"""Check the source disk against a payload's copy ranges: one sequential pass of large
+aligned O_DIRECT reads, hashed while the next windows are read.
 
-When changes are scattered (2 % of the 4 KiB blocks of a 1 GiB image), the copy
-ranges between them average ~200 KiB: one ``pread`` each is ~5,000 small reads per
-GiB through the page cache (a kernel copy of every byte, read-ahead restarted by
-threads interleaving). Here neighbouring ranges are grouped into batches of about
-BATCH bytes that one ``O_DIRECT`` read covers (the few changed blocks between them
-are read and ignored), and WORKERS threads each read and hash whole batches, so
-one waits on the disk while the others hash (hashlib releases the GIL). Every copy
-range is still hashed with SHA-256 and compared with its signed digest; only the
-way the bytes reach the hash changes.
+The copy ranges of an in-place delta cover the whole disk but the changed blocks;
+read one by one they are thousands of small reads. Here they are joined (holes of up
+to MAX_GAP bytes are read and ignored) into extents cut into WINDOW-byte windows,
+which READERS threads read in order into DEPTH buffers, as ``dd bs=8M iflag=direct``
+would: the disk streams at its sequential speed. Meanwhile LANES threads hash the
+windows already read (hashlib releases the GIL): the ranges are dealt among the lanes
+and each lane takes every window in disk order, so a range that spans windows is
+hashed in order while two ranges are hashed at once. Every copy range is still hashed
+with SHA-256 and compared with its signed digest (ranges.RangeCheck); only the way the
+bytes reach the hash changes.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
-import dataclasses
+import contextlib
 import errno
-import hashlib
 import mmap
 import os
-import queue
 from collections.abc import Callable
 
+from ramdisk_agent.ramdisk.delta import ranges as plan
+from ramdisk_agent.ramdisk.delta.ranges import Range, RangeCheck
 from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.wire.errors import DeltaError
 
-ALIGN = 4096            #: O_DIRECT offset/length/buffer alignment (512 and 4K disks)
-BATCH = 8 << 20         #: bytes one read covers
-MAX_GAP = 1 << 20       #: a wider hole between copy ranges starts a new batch
-WORKERS = 4             #: batches read and hashed at once (2 cores + I/O wait)
+WINDOW = 8 << 20        #: bytes one read covers
+DEPTH = 4               #: windows read ahead of the hashing (buffers)
+READERS = 2             #: windows being read at once
+LANES = 2               #: hashing threads (2 cores; SHA-256 ~2 GB/s each)
+MAX_GAP = 1 << 20       #: a wider hole between copy ranges is skipped, not read
 
-
-@dataclasses.dataclass
-class Batch:
-    """Aligned ``[start, end)`` of the source, covering ``ops`` (sorted by src)."""
-
-    start: int
-    end: int
-    ops: list[fmt.Operation]
-
-    @property
-    def copied(self) -> int:
-        return sum(op.length for op in self.ops)
-
-
-def plan(copies: list[fmt.Operation], batch: int = BATCH,
-         max_gap: int = MAX_GAP) -> list[Batch]:
-    """Group copy operations, by source offset, into batches of about ``batch`` bytes."""
-    batches: list[Batch] = []
-    for op in sorted(copies, key=lambda o: o.src):
-        end = -(-(op.src + op.length) // ALIGN) * ALIGN
-        last = batches[-1] if batches else None
-        if last is None or op.src - last.end > max_gap or end - last.start > batch:
-            batches.append(Batch(op.src - op.src % ALIGN, end, [op]))
-        else:
-            last.ops.append(op)
-            last.end = max(last.end, end)
-    return batches
+#: A window in flight: its buffer and each lane's hashing of it.
+_Pending = collections.deque[tuple[mmap.mmap, list[concurrent.futures.Future]]]
 
 
 class _Reader:
@@ -70,18 +48,22 @@ class _Reader:
         except OSError:     # tmpfs and some filesystems refuse O_DIRECT
             self.direct_fd = None
 
-    def read(self, view: memoryview, offset: int) -> int:
-        """Fill ``view`` from ``offset``; fewer bytes only at the end of the disk."""
+    def read(self, buffer: mmap.mmap, start: int, end: int) -> int:
+        """Fill ``buffer`` with ``[start, end)``; fewer bytes only at the end of the disk."""
         filled = 0
-        while filled < len(view):
-            got = self._pread(view[filled:], offset + filled)
-            if got <= 0:
-                break
-            filled += got
+        with memoryview(buffer) as whole:
+            while filled < end - start:
+                # Each view is released before the next, and before an error leaves:
+                # a traceback holding one would keep the buffer from being closed.
+                with whole[filled:end - start] as rest:
+                    got = self._pread(rest, start + filled)
+                if got <= 0:
+                    break
+                filled += got
         return filled
 
     def _pread(self, view: memoryview, offset: int) -> int:
-        if self.direct_fd is not None and offset % ALIGN == 0 and len(view) % ALIGN == 0:
+        if self.direct_fd is not None and offset % plan.ALIGN == 0 and len(view) % plan.ALIGN == 0:
             try:
                 return os.preadv(self.direct_fd, [view], offset)
             except OSError as exc:
@@ -97,59 +79,66 @@ class _Reader:
                 os.close(fd)
 
 
-def _hash_batch(reader: _Reader, batch: Batch, buffers: queue.Queue) -> list[bytes]:
-    """The SHA-256 of each op of ``batch``, read window by window into a free buffer."""
-    hashers = [hashlib.sha256() for _ in batch.ops]
-    buffer = buffers.get()
-    try:
-        with memoryview(buffer) as view:
-            position = batch.start
-            while position < batch.end:
-                got = reader.read(view[:min(len(view), batch.end - position)], position)
-                for op, hasher in zip(batch.ops, hashers):
-                    first = max(op.src, position)
-                    last = min(op.src + op.length, position + got)
-                    if first < last:
-                        hasher.update(view[first - position:last - position])
-                if got == 0:
-                    break       # past the end of the disk: the digests will not match
-                position += got
-    finally:
-        buffers.put(buffer)
-    return [hasher.digest() for hasher in hashers]
+def _differs(item: Range) -> DeltaError:
+    return DeltaError(f"source disk differs from the payload's base at bytes {item.start}-"
+                      f"{item.end}: this delta is for another image version")
+
+
+def _hash_window(lane: RangeCheck, read: concurrent.futures.Future, buffer: mmap.mmap,
+                 start: int) -> int:
+    """Feed the window ``read`` fills into ``buffer`` to ``lane``; bytes it completed."""
+    got = read.result()
+    with memoryview(buffer) as view, view[:got] as data:
+        return lane.feed(start, data)
 
 
 def verify(path: str, copies: list[fmt.Operation],
            progress: Callable[[int, int], None]) -> int:
-    """Hash every copy range of ``path``; DeltaError on the first mismatch."""
-    total = sum(op.length for op in copies)
-    batches = plan(copies)
-    buffers: queue.Queue = queue.Queue()
-    maps = [mmap.mmap(-1, BATCH) for _ in range(min(WORKERS, len(batches)))]
-    for buffer in maps:
-        buffers.put(buffer)
+    """Hash every copy range of ``path``; DeltaError on the first that differs."""
+    ranges = [Range(op.src, op.length, op.sha256) for op in copies]
+    total = sum(item.length for item in ranges)
+    spans = plan.windows(plan.extents(ranges, MAX_GAP), WINDOW)
+    lanes = [RangeCheck(part, _differs) for part in plan.split(ranges, LANES)]
+    buffers = [mmap.mmap(-1, WINDOW) for _ in range(min(DEPTH, len(spans)))]
     reader = _Reader(path)
-    pool = concurrent.futures.ThreadPoolExecutor(WORKERS)
-    done = 0
-    try:
-        futures = {pool.submit(_hash_batch, reader, batch, buffers): batch
-                   for batch in batches}
-        for future in concurrent.futures.as_completed(futures):
-            batch = futures[future]
-            _compare(batch, future.result())
-            done += batch.copied
+    with contextlib.ExitStack() as stack:
+        stack.callback(_close_all, reader, buffers)
+        reads = _pool(stack, READERS)
+        hashers = [_pool(stack, 1) for _ in lanes]  # one thread each: windows in order
+        free = list(buffers)
+        pending: _Pending = collections.deque()
+        done = 0
+        for start, end in spans:
+            if not free:
+                done += _retire(pending, free)
+                progress(done, total)
+            buffer = free.pop()
+            read = reads.submit(reader.read, buffer, start, end)
+            pending.append((buffer, [pool.submit(_hash_window, lane, read, buffer, start)
+                                     for lane, pool in zip(lanes, hashers)]))
+        while pending:
+            done += _retire(pending, free)
             progress(done, total)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        reader.close()
-        for buffer in maps:
-            buffer.close()
+    for lane in lanes:
+        lane.finish()
     return total
 
 
-def _compare(batch: Batch, digests: list[bytes]) -> None:
-    for op, digest in zip(batch.ops, digests):
-        if digest != op.sha256:
-            raise DeltaError(
-                f"source disk differs from the payload's base at bytes {op.src}-"
-                f"{op.src + op.length}: this delta is for another image version")
+def _pool(stack: contextlib.ExitStack, workers: int) -> concurrent.futures.Executor:
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    return pool
+
+
+def _retire(pending: _Pending, free: list[mmap.mmap]) -> int:
+    """Wait for the oldest window's lanes; free its buffer; the bytes they completed."""
+    buffer, hashed = pending.popleft()
+    completed = sum(future.result() for future in hashed)
+    free.append(buffer)
+    return completed
+
+
+def _close_all(reader: _Reader, buffers: list[mmap.mmap]) -> None:
+    reader.close()
+    for buffer in buffers:
+        buffer.close()

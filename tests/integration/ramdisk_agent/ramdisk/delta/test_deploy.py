@@ -9,10 +9,9 @@ import pytest
 
 from conductor.updates import delta_build, keys
 from ramdisk_agent.errors import DeltaDeployError, InvalidContent
-from ramdisk_agent.ramdisk.delta import apply as delta_apply
 from ramdisk_agent.ramdisk.delta import deploy as delta_deploy
+from ramdisk_agent.ramdisk.delta import target as delta_target
 from ramdisk_agent.ramdisk.download import DownloadOptions
-from ramdisk_agent.wire.errors import DeltaError
 from virtlab.imageserver import ImageServer
 
 SIZE = 4 << 20
@@ -97,17 +96,28 @@ def test_missing_payload_is_a_delta_failure(lab, tmp_path):
 
 
 def test_failure_after_writes_began_wipes_the_first_mib(lab, tmp_path, monkeypatch):
-    server, _, new, key, disk = lab
+    server, old, new, key, disk = lab
+    real_read_back = delta_target.read_back
+    lost = []
 
-    def bad_read_back(fd, manifest, copies_written):
-        raise DeltaError("read-back of bytes 0-4096 does not match: the disk is "
-                             "half-written, deploy the full image")
-    monkeypatch.setattr(delta_apply, "_read_back", bad_read_back)
-    with pytest.raises(DeltaDeployError, match="half-written"):
+    def one_write_lost(path, ops, progress):      # the device dropped one write
+        op = next(op for op in ops if op.dst >= 1 << 20)
+        with open(path, "r+b") as stream:
+            stream.seek(op.dst)
+            stream.write(old[op.dst:op.dst + op.length])
+        lost.append(op)
+        return real_read_back(path, ops, progress)
+    monkeypatch.setattr(delta_target, "read_back", one_write_lost)
+    with pytest.raises(DeltaDeployError, match="half-written") as failed:
         _write(lab, _info(server, key), tmp_path)
+    assert f"read-back of bytes {lost[0].dst}-{lost[0].dst + lost[0].length} does not " \
+           "match" in failed.value.message
     data = disk.read_bytes()
     assert data[:1 << 20] == bytes(1 << 20)
-    assert data[1 << 20:SIZE] == new[1 << 20:]  # the writes did happen
+    expected = bytearray(new)
+    expected[lost[0].dst:lost[0].dst + lost[0].length] = old[lost[0].dst:
+                                                             lost[0].dst + lost[0].length]
+    assert data[1 << 20:SIZE] == expected[1 << 20:]  # the other writes did happen
 
 
 @pytest.mark.parametrize("delta, message", [

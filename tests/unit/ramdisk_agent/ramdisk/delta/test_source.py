@@ -1,5 +1,7 @@
-"""Source verification of delta payloads (ramdisk_agent/ramdisk/delta/source.py): batching of
-copy ranges into aligned reads, and every range still checked on its own."""
+"""Source verification of delta payloads (ramdisk_agent/ramdisk/delta/source.py): one pass
+of aligned window reads in disk order, and every copy range still checked on its own.
+The pipeline's threads run inline here; tests/integration/.../test_source_pipeline.py
+runs them for real."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +13,6 @@ from ramdisk_agent.ramdisk.delta import source
 from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.wire.errors import DeltaError
 
-# The read-back and source checks hash ranges on a thread pool; here it runs inline.
 pytestmark = pytest.mark.usefixtures("inline_thread_pools")
 
 KIB = 1024
@@ -20,25 +21,6 @@ KIB = 1024
 def _copy(data: bytes, src: int, length: int, dst: int | None = None) -> fmt.Operation:
     return fmt.Operation(fmt.Op.COPY, src if dst is None else dst, length,
                          hashlib.sha256(data[src:src + length]).digest(), src=src)
-
-
-def test_plan_groups_neighbours_and_splits_on_gaps_and_size():
-    data = bytes(64 << 20)
-    ops = [_copy(data, 0, 100 * KIB), _copy(data, 104 * KIB, 200 * KIB),
-           _copy(data, 3 << 20, 4 * KIB),                    # 2.7 MiB hole: new batch
-           _copy(data, (3 << 20) + 8 * KIB, 8 << 20)]        # would pass 8 MiB: new batch
-    batches = source.plan(ops)
-    assert [len(b.ops) for b in batches] == [2, 1, 1]
-    assert (batches[0].start, batches[0].end) == (0, 304 * KIB)
-    assert all(b.start % source.ALIGN == 0 and b.end % source.ALIGN == 0 for b in batches)
-
-
-def test_plan_sorts_by_source_and_keeps_oversized_ranges_whole():
-    data = bytes(40 << 20)
-    ops = [_copy(data, 20 << 20, 4 * KIB, dst=0), _copy(data, 0, 20 << 20, dst=4 * KIB)]
-    batches = source.plan(ops)
-    assert [b.ops[0].src for b in batches] == [0, 20 << 20]
-    assert batches[0].end - batches[0].start == 20 << 20   # read window by window
 
 
 @pytest.fixture
@@ -76,3 +58,31 @@ def test_verify_of_a_range_past_the_end_fails(disk):
                        src=len(data) - 4096)
     with pytest.raises(DeltaError, match="another image version"):
         source.verify(str(path), [op], lambda done, total: None)
+
+
+def test_verify_reads_aligned_windows_in_order_and_skips_wide_holes(disk, monkeypatch):
+    path, data = disk
+    ops = [_copy(data, 100, 10 << 20),                      # two windows
+           _copy(data, 13 << 20, 1 << 20),                  # 3 MiB hole: not read
+           _copy(data, (14 << 20) + 512 * KIB, 3000)]       # 512 KiB hole: read through
+    reads = []
+    real = os.preadv
+
+    def recording(fd, buffers, offset):
+        reads.append((offset, sum(len(b) for b in buffers)))
+        return real(fd, buffers, offset)
+    monkeypatch.setattr(os, "preadv", recording)
+    source.verify(str(path), ops, lambda done, total: None)
+    end = (14 << 20) + 512 * KIB + 4 * KIB
+    assert reads == [(0, 8 << 20), (8 << 20, (2 << 20) + 4 * KIB),
+                     (13 << 20, end - (13 << 20))]
+
+
+def test_verify_reports_progress_up_to_the_total(disk):
+    path, data = disk
+    ops = [_copy(data, offset, 256 * KIB) for offset in range(0, 20 << 20, 512 * KIB)]
+    seen = []
+    source.verify(str(path), ops, lambda done, total: seen.append((done, total)))
+    total = sum(op.length for op in ops)
+    assert seen[-1] == (total, total)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)

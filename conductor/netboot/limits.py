@@ -4,7 +4,8 @@ The TFTP and HTTP boot servers answer anyone on the provisioning network before
 any authentication, so a client that opens connections or transfers and then
 goes silent must not be able to take every slot (one thread each) from the
 machines that are booting. The bounds are plain values (``[pxe]`` options, see
-``conductor/config.py``), so the TFTP event-loop rewrite keeps the same table.
+``conductor/config.py``); the TFTP server's thread admits every transfer, so
+they hold across its worker processes.
 
 :class:`ConnectionTable` applies the HTTP ones to the event-loop HTTP server, the
 way nginx reuses keep-alive connections: a connection is *idle* while it waits for
@@ -35,7 +36,7 @@ class HttpLimits:
 
 @dataclasses.dataclass(frozen=True)
 class TftpLimits:
-    """Bounds of the TFTP server (one thread and one socket per transfer)."""
+    """Bounds of the TFTP server (one socket and one open file per transfer)."""
 
     sessions: int = 256          # live transfers in total
     per_client: int = 4          # live transfers from one client address

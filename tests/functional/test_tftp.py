@@ -107,6 +107,35 @@ def test_twenty_concurrent_clients(server, root, tmp_path):
     assert all(filecmp.cmp(out, root / "boot" / "vmlinuz", shallow=False) for out in outs)
 
 
+def test_a_storm_of_thirty_real_clients_at_once(server, root, tmp_path):
+    """A rack powering on: 30 clients start together, spread over the worker
+    processes: curl at 512 and 1468-byte blocks from their own addresses
+    (127.0.0.40-65), and two busybox (1468) and two tftp-hpa (no options), which
+    cannot choose their source, from 127.0.0.1: exactly the per-client limit.
+    Every file must arrive intact."""
+    assert server.limits.per_client == 4
+    url = f"tftp://127.0.0.1:{server.port}/boot/vmlinuz"
+    commands = []
+    for i in range(26):
+        commands.append([require("curl"), "-s", "--interface", f"127.0.0.{40 + i}",
+                         "--tftp-blksize", ("512", "1468")[i % 2],
+                         "-o", str(tmp_path / f"s{i}"), url])
+    for i in (26, 27):
+        commands.append([require("busybox"), "tftp", "-b", "1468", "-g", "-r",
+                         "boot/vmlinuz", "-l", str(tmp_path / f"s{i}"), "127.0.0.1",
+                         str(server.port)])
+    for i in (28, 29):
+        commands.append([require("tftp"), "-m", "binary", "127.0.0.1",
+                         str(server.port), "-c", "get", "boot/vmlinuz",
+                         str(tmp_path / f"s{i}")])
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for cmd in commands]
+    results = [(proc.wait(timeout=180), proc.stdout.read()) for proc in procs]
+    assert [code for code, _ in results] == [0] * 30, results
+    assert all(filecmp.cmp(tmp_path / f"s{i}", root / "boot" / "vmlinuz", shallow=False)
+               for i in range(30))
+
+
 def test_dynamic_per_mac_file(server, tmp_path):
     out = tmp_path / "cfg"
     assert curl(server.port, MAC_CONFIG, out) == 0

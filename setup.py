@@ -46,6 +46,7 @@ setup(
         "pyghmi>=1.6,<1.7",         # IPMI: ipmi driver client, virtlab.bmc server (1.6 quirks handled)
         "dnspython>=2.6,<3",        # DNS registration: RFC 2136 UPDATE with TSIG (drivers/dns.py)
         "tftpy>=0.8,<0.9",          # TFTP request/OACK packets (hot transfer loop is ours: netboot/tftp.py)
+        "zstandard>=0.20,<1",       # agent: zstd-compressed qcow2 clusters (ramdisk/qcow2.py)
     ],
     extras_require={
         "postgresql": POSTGRESQL,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ramdisk_agent import validate
 from ramdisk_agent.commands import Extension, async_command, sync_command
 from ramdisk_agent.errors import InvalidContent
-from ramdisk_agent.ramdisk.imagewrite import CHUNK, DiskTarget
+from ramdisk_agent.ramdisk.pipeline import CHUNK, DiskTarget
 
 LOG = logging.getLogger(__name__)
 

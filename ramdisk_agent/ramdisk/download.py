@@ -1,8 +1,17 @@
 """HTTP(S) image download as a byte stream that survives dropped connections.
 
 :class:`HttpStream` reads the body straight into caller-supplied buffers
-(``readinto``; no intermediate ``bytes``), which is what lets the image writer keep
-up with ``curl | dd``. When the connection drops mid-body it reconnects and asks
+(``readinto``; no intermediate ``bytes``). ``http.client`` parses the status line
+and headers; a body of plain bytes on a plain TCP socket (not chunked, not TLS) is
+then read with ``socket.recv_into`` straight into the caller's buffer
+(:class:`_SocketBody`), after taking the few body bytes ``http.client`` had
+already buffered with the headers. ``http.client``'s own path goes through a
+``BufferedReader`` and a Python-level ``SocketIO`` for each ``recv`` of whatever
+has arrived; with the direct read the image writer used 0.95 instead of 1.03 CPU
+s/GiB (same run, loopback, A/B interleaved), CPU the hash thread wants on a 2-core
+machine. Chunked and TLS bodies keep ``http.client``'s reader.
+
+When the connection drops mid-body it reconnects and asks
 for ``Range: bytes=<received>-`` (with ``If-Range`` so a changed image is not
 spliced onto the old one); a server that answers 200 instead of 206 is handled by
 discarding the bytes already received. Only the standard library is used: the agent
@@ -14,6 +23,7 @@ import http.client
 import logging
 import socket
 import ssl
+import struct
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -48,7 +58,14 @@ class HttpStream:
         self.resumes = 0
         self._validator: str | None = None
         self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None    # the connection's, kept past its close
         self._response: http.client.HTTPResponse | None = None
+        self._body: _SocketBody | http.client.HTTPResponse | None = None
+
+    @property
+    def direct(self) -> bool:
+        """Whether the body is read from the socket directly (plain HTTP, not chunked)."""
+        return isinstance(self._body, _SocketBody)
 
     def __enter__(self) -> HttpStream:
         try:
@@ -63,15 +80,17 @@ class HttpStream:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
-        self._conn = self._response = None
+        if self._response is not None:   # a "Connection: close" response owns the socket
+            self._response.close()
+        self._conn = self._sock = self._response = self._body = None
 
     def readinto(self, buffer: memoryview) -> int:
         """Fill as much of ``buffer`` as one read gives; 0 only at the real end."""
         failures = 0
         while True:
-            assert self._response is not None, "read after close"
+            assert self._body is not None, "read after close"
             try:
-                count = self._response.readinto(buffer)
+                count = self._body.readinto(buffer)
             except RETRYABLE as exc:
                 count, error = 0, exc
             else:
@@ -123,6 +142,9 @@ class HttpStream:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ImageDownloadError(f"Unsupported image URL {url!r}: only http(s) is supported")
         self._conn = self._connection(parts)
+        # getresponse() drops conn.sock when the server will close the connection (the
+        # response's reader keeps it open): the direct body reader needs it after that.
+        self._sock = self._conn.sock
         headers = {"Accept-Encoding": "identity", "User-Agent": "metalcast-agent"}
         if self.offset:
             headers["Range"] = f"bytes={self.offset}-"
@@ -159,18 +181,18 @@ class HttpStream:
                 self.length = response.length
             self._validator = (response.getheader("ETag")
                                or response.getheader("Last-Modified"))
-            self._response = response
+            self._response = response     # before the skip, which reads through it
             if self.offset:
                 LOG.info("Server ignored the Range request for %s; skipping %s bytes",
                          self.url, self.offset)
                 self._skip(self.offset)
-            return
         else:
             body = response.read(200).decode("utf-8", "replace")
             raise ImageDownloadError(
                 f"Image download from {self.url} failed: HTTP {response.status} "
                 f"{response.reason} {body.strip()}")
         self._response = response
+        self._body = _SocketBody.of(response, self._sock) or response
 
     def _skip(self, count: int) -> None:
         scratch = memoryview(bytearray(1 << 20))
@@ -180,6 +202,74 @@ class HttpStream:
             if not got:
                 raise ConnectionError("connection closed while skipping to the resume point")
             count -= got
+
+
+class _SocketBody:
+    """The rest of a plain (identity, unencrypted) response body, read from the socket.
+
+    ``http.client`` reads the headers through a ``BufferedReader`` that may already
+    hold the first body bytes: reads take those with ``read1`` (which returns only
+    buffered bytes if there are any, else makes one read) until one returns less
+    than asked, which proves that reader empty; every later read is one
+    ``recv_into(MSG_WAITALL)`` into the caller's buffer, never past ``Content-Length``.
+
+    ``MSG_WAITALL`` makes the kernel fill the whole buffer (4 MiB in the image
+    writer) in one call
+    instead of returning each ~300 KiB that has arrived: 256 calls per GiB instead
+    of ~2,400, fewer wake-ups of this thread and of the sender (measured on
+    loopback: 0.19 instead of 0.21 CPU s/GiB here, 0.20 instead of 0.22 in the
+    server). It needs a blocking socket (Python's timeout mode is non-blocking
+    underneath, where the flag is ignored), so the connection's timeout becomes
+    ``SO_RCVTIMEO``: a call that waits that long returns what it has, or, with
+    nothing, fails with ``TimeoutError`` as the ``http.client`` path does.
+    """
+
+    def __init__(self, fp, sock: socket.socket, length: int | None):
+        self._fp = fp             # http.client's reader: kept, it may hold the socket open
+        self._drained = False     # whether every byte it buffered was taken
+        self._sock = sock
+        self._timeout = sock.gettimeout()
+        self.left = length        # None: the body ends when the server closes
+
+    @classmethod
+    def of(cls, response: http.client.HTTPResponse,
+           sock: socket.socket | None) -> _SocketBody | None:
+        """The direct reader for ``response``, or None when it needs ``http.client``."""
+        if response.chunked or response.fp is None or isinstance(sock, ssl.SSLSocket) \
+                or not isinstance(sock, socket.socket):
+            return None
+        return cls(response.fp, sock, response.length)
+
+    def readinto(self, buffer: memoryview) -> int:
+        view = memoryview(buffer)
+        if self.left is not None:
+            view = view[:self.left]
+        if not view:
+            return 0
+        if not self._drained:
+            data = self._fp.read1(len(view))
+            got = len(data)
+            self._drained = got < len(view)
+            view[:got] = data
+            if self._drained:
+                self._block()
+        else:
+            try:
+                got = self._sock.recv_into(view, len(view), socket.MSG_WAITALL)
+            except BlockingIOError:   # SO_RCVTIMEO expired with nothing received
+                raise TimeoutError(f"no data for {self._timeout}s") from None
+        if self.left is not None:
+            self.left -= got
+        return got
+
+    def _block(self) -> None:
+        """Blocking mode (for MSG_WAITALL) with the connection's timeout in the kernel."""
+        self._sock.settimeout(None)
+        if self._timeout:
+            seconds = int(self._timeout)
+            micro = int((self._timeout - seconds) * 1e6)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                  struct.pack("ll", seconds, micro))
 
 
 def _content_range_start(value: str) -> int | None:

@@ -1,10 +1,26 @@
 """Stream an image from HTTP(S) onto a disk, hashing it on the way.
 
 The fast path (raw images) is a three-stage pipeline over a few page-aligned
-``mmap`` buffers: the calling thread fills a buffer from the socket (``readinto``,
-no copy), a hash thread feeds it to ``hashlib`` (which releases the GIL) and a
-writer thread ``pwrite``\\ s it with ``O_DIRECT``; the stages work on different
-buffers at once, like ``curl | tee >(sha256sum) | dd oflag=direct``.
+``mmap`` buffers: the calling thread fills a buffer from the socket (``readinto``:
+one ``recv_into(MSG_WAITALL)`` per buffer for a plain HTTP body, see
+``download._SocketBody``; no copy but the kernel's), a hash thread feeds it to
+``hashlib`` (which releases the GIL) and two writer threads ``pwrite`` buffers with
+``O_DIRECT`` (two writes in flight, see ``pipeline.Writers``); the stages work on
+different buffers at once, like ``curl | tee >(sha256sum) | dd oflag=direct``.
+:class:`WriteResult` ``busy`` says how long each stage worked: the busiest one
+limited the write.
+
+What limits it is the hash, slowed by sharing the CPU. Measured with
+``bench/image_write.py`` (1 GiB over loopback, 2-core VM, quiet): SHA-256 alone
+1,790 MB/s (0.60 CPU s/GiB, SHA-NI); the write to a file 1,394 MB/s, the hash
+stage busy 96 % of the time, so running at ~1,450 MB/s: per GiB this process used
+0.97 CPU s (hash, socket copy 0.19, writers, Python), the image server 0.16 and
+kernel threads 0.11, and the reader and hash threads waited on the run queue for
+part of it (a second core is shared by the server, the socket copy and the disk's
+own work). To a loop device 1,053 MB/s: the same stream phase, then a quarter of
+the time in the final ``fsync``, which writes the loop's page-cached backing file
+(``dd oflag=direct conv=fsync`` pays it too). Buffers: 6 x 4 MiB (24 MiB, within
+L3); 8 or 16 MiB chunks measured no different in CPU per GiB.
 ``O_DIRECT`` needs aligned offsets and lengths, so the
 last partial block goes through a second, buffered descriptor followed by
 ``fsync``. Where the kernel refuses ``O_DIRECT`` (tmpfs on old kernels, some
@@ -16,7 +32,12 @@ disk is zeroed before the error is raised, so a half-written or unverified image
 never mistaken for a bootable one (no partition table, no boot sector), and the node
 can simply be deployed again.
 
-qcow2 images are downloaded (hashed on the fly) to a scratch file, inspected with
+qcow2 images are converted to raw while they download, through the same buffers and
+hash stage, by ``qcow2stream.StreamConverter`` (header checks, tables, compressed
+clusters) writing through ``rawsink.RawSink`` (zero ranges by BLKZEROOUT or
+fallocate): no scratch copy. Where the image's layout does not allow one pass (a
+table after the data it maps, beyond what may be kept in memory), the image is
+downloaded again (hashed on the fly) to a scratch file, inspected with
 ``qemu-img info`` (no backing file, format really qcow2, fits on the disk) and
 converted with ``qemu-img convert -O raw -t none -n`` onto the disk.
 """
@@ -30,21 +51,31 @@ import os
 import queue
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ramdisk_agent.errors import ImageChecksumError, ImageWriteError, InvalidContent
 from ramdisk_agent.ramdisk.download import DownloadOptions, HttpStream
+from ramdisk_agent.ramdisk.pipeline import (
+    BUFFERS,
+    CHUNK,
+    WRITERS,
+    DiskTarget,
+    Stage,
+    Writers,
+    device_size,
+    pwrite_all,
+    release,
+)
+from ramdisk_agent.ramdisk.qcow2 import NotStreamable
+from ramdisk_agent.ramdisk.qcow2stream import StreamConverter
+from ramdisk_agent.ramdisk.rawsink import RawSink
 from ramdisk_agent.wire import checksum
 from ramdisk_agent.wire.errors import ChecksumError
 
 LOG = logging.getLogger(__name__)
 
-ALIGN = 4096                 # O_DIRECT alignment valid for 512 and 4096 byte sectors
-CHUNK = 4 << 20              # 4 MiB: the size dd and the lab measurements use
-BUFFERS = 4                  # in flight between the reader and the writer
 WIPE_BYTES = 1 << 20
 QCOW2_MAGIC = b"QFI\xfb"
 
@@ -91,76 +122,13 @@ class WriteResult:
     direct_io: bool
     resumes: int = 0
     verified: bool = False
+    #: seconds each stage spent working (read, hash, write, sync): the busiest one
+    #: limited the write, a stage far below ``seconds`` waited on the others
+    busy: dict[str, float] = field(default_factory=dict)
 
     @property
     def mb_per_s(self) -> float:
         return self.size / self.seconds / 1e6 if self.seconds else 0.0
-
-
-def device_size(path: str) -> int:
-    """Capacity of a block device or the current size of a disk image file."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
-
-
-class DiskTarget:
-    """The disk opened for aligned direct writes, plus a buffered fd for the tail."""
-
-    def __init__(self, path: str, direct: bool = True, growable: bool = False):
-        if not os.path.exists(path):
-            raise ImageWriteError(f"Target disk {path} does not exist")
-        self.path = path
-        self.capacity = float("inf") if growable else device_size(path)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        self.direct_fd = self._open_direct() if direct else None
-        self.direct_used = self.direct_fd is not None
-
-    def _open_direct(self) -> int | None:
-        try:
-            return os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
-        except OSError as exc:
-            LOG.warning("O_DIRECT unsupported on %s (%s): buffered writes + fsync",
-                        self.path, exc)
-            return None
-
-    def check_fits(self, end: int) -> None:
-        if end > self.capacity:
-            raise ImageWriteError(f"Image does not fit on {self.path}: needs at least {end} "
-                                  f"bytes, the disk has {self.capacity}")
-
-    def write(self, offset: int, data: memoryview) -> None:
-        """Write ``data`` at ``offset``: aligned part direct, the tail buffered."""
-        self.check_fits(offset + len(data))
-        aligned = len(data) - len(data) % ALIGN if self.direct_fd is not None else 0
-        if aligned:
-            assert self.direct_fd is not None   # aligned > 0 only with O_DIRECT
-            try:
-                _pwrite_all(self.direct_fd, data[:aligned], offset)
-            except OSError as exc:
-                if exc.errno != 22:     # EINVAL: the filesystem rejects O_DIRECT I/O
-                    raise
-                LOG.warning("O_DIRECT write refused on %s; buffered from now on", self.path)
-                os.close(self.direct_fd)
-                self.direct_fd, aligned, self.direct_used = None, 0, False
-        if aligned < len(data):
-            _pwrite_all(self.fd, data[aligned:], offset + aligned)
-
-    def close(self, sync: bool = True) -> None:
-        if sync:
-            os.fsync(self.fd)
-        for fd in (self.direct_fd, self.fd):
-            if fd is not None:
-                os.close(fd)
-        self.direct_fd = None
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        done = os.pwrite(fd, data, offset)
-        data, offset = data[done:], offset + done
 
 
 def _fill(stream: HttpStream, buffer: memoryview) -> int:
@@ -174,35 +142,6 @@ def _fill(stream: HttpStream, buffer: memoryview) -> int:
     return filled
 
 
-class _Stage(threading.Thread):
-    """One pipeline stage: ``work(offset, buffer, length)`` per job, then pass it on.
-
-    The job goes to ``forward`` (the next stage's queue) or, for the last stage, its
-    buffer goes back to ``free``. After an error the stage keeps passing jobs on
-    without working, so no buffer is lost and the reader sees ``error``.
-    """
-
-    def __init__(self, name: str, work, forward: queue.Queue | None, free: queue.Queue):
-        super().__init__(name=name, daemon=True)
-        self.work, self.forward, self.free = work, forward, free
-        self.jobs: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.error is None:
-                try:
-                    self.work(*job)
-                except BaseException as exc:  # noqa: BLE001 - reported to the reader thread
-                    self.error = exc
-            if self.forward is not None:
-                self.forward.put(job)
-            else:
-                self.free.put(job[1])
-        if self.forward is not None:
-            self.forward.put(None)
-
-
 def stream_raw(url: str, target_path: str, hash_algo: str = "sha256",
                options: DownloadOptions | None = None, direct: bool = True,
                scratch: bool = False) -> WriteResult:
@@ -213,41 +152,52 @@ def stream_raw(url: str, target_path: str, hash_algo: str = "sha256",
     start = time.monotonic()
     hasher = hashlib.new(hash_algo)
     target = DiskTarget(target_path, direct=direct, growable=scratch)
-    maps = [mmap.mmap(-1, CHUNK) for _ in range(BUFFERS)]
+    maps = [mmap.mmap(-1, CHUNK) for _ in range(BUFFERS + WRITERS)]
     free: queue.Queue = queue.Queue()
     for m in maps:
         free.put(memoryview(m))
-    writer = _Stage("image-writer", lambda off, buf, n: target.write(off, buf[:n]), None, free)
-    hashing = _Stage("image-hash", lambda off, buf, n: hasher.update(buf[:n]), writer.jobs,
-                     free)
+    writer = Writers(WRITERS, lambda off, buf, n: target.write(off, buf[:n]), free)
+    hashing = Stage("image-hash", lambda off, buf, n: hasher.update(buf[:n]), writer.jobs,
+                    free)
     writer.start()
     hashing.start()
+    busy: dict[str, float] = {}
     ok = False
     try:
         with HttpStream(url, options) as stream:
             if stream.length is not None:
                 target.check_fits(stream.length)
-            offset = _pump(stream, free, hashing.jobs, writer, check_raw=not scratch)
+            offset = _pump(stream, free, hashing.jobs, writer, check_raw=not scratch,
+                           busy=busy)
             resumes = stream.resumes
         ok = True
     finally:
         hashing.jobs.put(None)
         writer.join()
+        syncing = time.monotonic()
         target.close(sync=ok and writer.error is None)
-        _release(free, maps)
+        busy.update(hash=hashing.busy, write=writer.busy, sync=time.monotonic() - syncing)
+        release(free, maps)
     if writer.error is not None:
         raise ImageWriteError(f"Writing to {target_path} failed: {writer.error}")
     return WriteResult(offset, time.monotonic() - start, hasher.hexdigest(),
-                       target.direct_used, resumes)
+                       target.direct_used, resumes, busy=busy)
 
 
-def _pump(stream: HttpStream, free: queue.Queue, jobs: queue.Queue, writer: _Stage,
-          check_raw: bool) -> int:
-    """Fill free buffers from ``stream`` and queue them; the byte count read."""
-    offset = 0
+def _pump(stream: HttpStream, free: queue.Queue, jobs: queue.Queue,
+          writer: Stage | Writers, check_raw: bool, busy: dict[str, float] | None = None) -> int:
+    """Fill free buffers from ``stream`` and queue them; the byte count read.
+
+    ``busy["read"]`` gets the seconds spent reading (not waiting for a free buffer).
+    """
+    offset, reading = 0, 0.0
     while writer.error is None:
         buffer = free.get()
+        started = time.monotonic()
         length = _fill(stream, buffer)
+        reading += time.monotonic() - started
+        if busy is not None:
+            busy["read"] = reading
         if offset == 0 and check_raw and bytes(buffer[:4]) == QCOW2_MAGIC:
             free.put(buffer)
             raise ImageWriteError("The image is qcow2 but disk_format says raw")
@@ -256,16 +206,6 @@ def _pump(stream: HttpStream, free: queue.Queue, jobs: queue.Queue, writer: _Sta
         if length < CHUNK:
             break
     return offset
-
-
-def _release(free: queue.Queue, maps: list[mmap.mmap]) -> None:
-    while not free.empty():
-        free.get_nowait().release()
-    for m in maps:      # a buffer still referenced after an error is left to the GC
-        try:
-            m.close()
-        except BufferError:
-            pass
 
 
 def read_back(path: str, size: int, hash_algo: str) -> str:
@@ -297,7 +237,7 @@ def wipe_start(path: str, length: int = WIPE_BYTES) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            _pwrite_all(fd, memoryview(bytes(min(length, device_size(path)))), 0)
+            pwrite_all(fd, memoryview(bytes(min(length, device_size(path)))), 0)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -338,6 +278,76 @@ def _check_digest(spec: ImageSpec, digest: str) -> None:
 
 def _write_qcow2(spec: ImageSpec, target_path: str, options: DownloadOptions | None,
                  scratch_dir: str | None) -> WriteResult:
+    """Convert the qcow2 onto the disk as it downloads; where its layout does not
+    allow one pass, download it again to a scratch file for qemu-img."""
+    try:
+        return _stream_qcow2(spec, target_path, options)
+    except NotStreamable as exc:
+        LOG.warning("qcow2 image %s cannot be converted while it downloads (%s): "
+                    "downloading it to a scratch file for qemu-img instead", spec.url, exc)
+    return _write_qcow2_scratch(spec, target_path, options, scratch_dir)
+
+
+def _stream_qcow2(spec: ImageSpec, target_path: str,
+                  options: DownloadOptions | None) -> WriteResult:
+    """Read, hash and convert (qcow2stream) on three threads; checksum before success."""
+    start = time.monotonic()
+    hasher = hashlib.new(spec.hash_algo)
+    target = DiskTarget(target_path)
+    sink = RawSink(target)
+    ok = False
+    try:
+        with HttpStream(spec.url, options) as stream:
+            converter = StreamConverter(sink, target.capacity, stream.length, disk=target_path)
+            busy = _convert_stream(stream, converter, hasher, target_path)
+            resumes = stream.resumes
+        size = converter.finish()
+        _check_digest(spec, hasher.hexdigest())
+        syncing = time.monotonic()
+        sink.close()
+        ok = True
+    finally:
+        if not ok:
+            sink.close(flush=False)
+        target.close(sync=ok)
+    busy["sync"] = time.monotonic() - syncing
+    LOG.info("qcow2 %s streamed to %s; zero ranges by %s", spec.url, target_path,
+             sink.zero_method or "none needed")
+    return WriteResult(size, time.monotonic() - start, hasher.hexdigest(),
+                       target.direct_used, resumes, busy=busy)
+
+
+def _convert_stream(stream: HttpStream, converter: StreamConverter, hasher,
+                    target_path: str) -> dict[str, float]:
+    """The raw path's buffers and stages, with the converter as the last stage (its
+    busy time is ``write``: converting is mostly writing); the stages' busy seconds."""
+    busy: dict[str, float] = {}
+    maps = [mmap.mmap(-1, CHUNK) for _ in range(BUFFERS)]
+    free: queue.Queue = queue.Queue()
+    for m in maps:
+        free.put(memoryview(m))
+    convert = Stage("qcow2-convert", lambda off, buf, n: converter.feed(buf[:n]), None,
+                    free)
+    hashing = Stage("image-hash", lambda off, buf, n: hasher.update(buf[:n]), convert.jobs,
+                    free)
+    convert.start()
+    hashing.start()
+    try:
+        _pump(stream, free, hashing.jobs, convert, check_raw=False, busy=busy)
+    finally:
+        hashing.jobs.put(None)
+        convert.join()
+        release(free, maps)
+    if isinstance(convert.error, OSError):
+        raise ImageWriteError(f"Writing to {target_path} failed: {convert.error}")
+    if convert.error is not None:
+        raise convert.error
+    busy.update(hash=hashing.busy, write=convert.busy)
+    return busy
+
+
+def _write_qcow2_scratch(spec: ImageSpec, target_path: str, options: DownloadOptions | None,
+                         scratch_dir: str | None) -> WriteResult:
     """Download to a scratch file (hashed), inspect, then qemu-img convert to raw."""
     start = time.monotonic()
     capacity = device_size(target_path)

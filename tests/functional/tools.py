@@ -18,7 +18,8 @@ TOOLS = {
     "curl": "curl", "dig": "bind9-dnsutils", "dnf": "dnf", "dnsmasq": "dnsmasq-base",
     "ip": "iproute2", "ipmi_sim": "openipmi", "ipmitool": "ipmitool", "losetup": "mount",
     "mkfs.ext4": "e2fsprogs", "mount": "mount", "named": "bind9", "openssl": "openssl",
-    "qemu-img": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86", "rpm": "rpm",
+    "qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86",
+    "rpm": "rpm",
     "rpmbuild": "rpm", "sgdisk": "gdisk", "tftp": "tftp-hpa", "tsig-keygen": "bind9",
     # What the stock ironic-python-agent runs on its test machine (test_stock_ipa.py).
     "fuser": "psmisc", "hdparm": "hdparm", "hexdump": "bsdextrautils", "lsblk": "util-linux",

@@ -1,0 +1,187 @@
+"""What the image writers share: the disk opened for direct writes, and the threads.
+
+:class:`DiskTarget` writes aligned ranges with ``O_DIRECT`` and the rest through a
+buffered descriptor, falling back to buffered writes where the kernel refuses
+``O_DIRECT``; several threads may write disjoint ranges at once. :class:`Stage` is
+one thread of a pipeline over a few page-aligned buffers (hash, write, convert),
+:class:`Writers` several writer stages on one queue. ``imagewrite`` builds the raw
+and qcow2 pipelines from them; ``clean`` erases through a ``DiskTarget``.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import queue
+import threading
+import time
+
+from ramdisk_agent.errors import ImageWriteError
+
+LOG = logging.getLogger(__name__)
+
+ALIGN = 4096                 # O_DIRECT alignment valid for 512 and 4096 byte sectors
+CHUNK = 4 << 20              # 4 MiB: the size dd and the lab measurements use
+BUFFERS = 4                  # in flight between the reader and the writer
+WRITERS = 2                  # raw path: O_DIRECT writes in flight (one buffer more each)
+
+
+def device_size(path: str) -> int:
+    """Capacity of a block device or the current size of a disk image file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+class DiskTarget:
+    """The disk opened for aligned direct writes, plus a buffered fd for the tail.
+
+    Several threads may ``write`` disjoint ranges at once (the image writer's two
+    writer threads): a refused ``O_DIRECT`` switches all of them to buffered writes,
+    and the direct descriptor stays open until ``close`` so that a write still using
+    it never meets a closed (or reused) descriptor number.
+    """
+
+    def __init__(self, path: str, direct: bool = True, growable: bool = False):
+        if not os.path.exists(path):
+            raise ImageWriteError(f"Target disk {path} does not exist")
+        self.path = path
+        self.capacity = float("inf") if growable else device_size(path)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        self.direct_fd = self._open_direct() if direct else None
+        self.direct_used = self.direct_fd is not None
+        self._refusal = threading.Lock()
+
+    def _open_direct(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
+        except OSError as exc:
+            LOG.warning("O_DIRECT unsupported on %s (%s): buffered writes + fsync",
+                        self.path, exc)
+            return None
+
+    def check_fits(self, end: int) -> None:
+        if end > self.capacity:
+            raise ImageWriteError(f"Image does not fit on {self.path}: needs at least {end} "
+                                  f"bytes, the disk has {self.capacity}")
+
+    def write(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset``: aligned part direct, the tail buffered."""
+        self.check_fits(offset + len(data))
+        aligned = len(data) - len(data) % ALIGN if self.direct_used else 0
+        if aligned:
+            assert self.direct_fd is not None   # direct_used only with O_DIRECT
+            try:
+                pwrite_all(self.direct_fd, data[:aligned], offset)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:   # the filesystem rejects O_DIRECT I/O
+                    raise
+                self._refuse_direct()
+                aligned = 0
+        if aligned < len(data):
+            pwrite_all(self.fd, data[aligned:], offset + aligned)
+
+    def _refuse_direct(self) -> None:
+        with self._refusal:
+            if self.direct_used:
+                LOG.warning("O_DIRECT write refused on %s; buffered from now on", self.path)
+                self.direct_used = False
+
+    def close(self, sync: bool = True) -> None:
+        if sync:
+            os.fsync(self.fd)
+        for fd in (self.direct_fd, self.fd):
+            if fd is not None:
+                os.close(fd)
+        self.direct_fd = None
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+class Stage(threading.Thread):
+    """One pipeline stage: ``work(offset, buffer, length)`` per job, then pass it on.
+
+    The job goes to ``forward`` (the next stage's queue) or, for the last stage, its
+    buffer goes back to ``free``. After an error the stage keeps passing jobs on
+    without working, so no buffer is lost and the reader sees ``error``. Stages given
+    the same ``jobs`` queue share the work (:class:`Writers`); the end marker
+    (``None``) is put back for the others.
+    """
+
+    def __init__(self, name: str, work, forward: queue.Queue | None, free: queue.Queue,
+                 jobs: queue.Queue | None = None):
+        super().__init__(name=name, daemon=True)
+        self.work, self.forward, self.free = work, forward, free
+        self.jobs: queue.Queue = queue.Queue() if jobs is None else jobs
+        self.error: BaseException | None = None
+        self.busy = 0.0          # seconds spent in ``work``
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is None:
+                started = time.monotonic()
+                try:
+                    self.work(*job)
+                except BaseException as exc:  # noqa: BLE001 - reported to the reader thread
+                    self.error = exc
+                self.busy += time.monotonic() - started
+            if self.forward is not None:
+                self.forward.put(job)
+            else:
+                self.free.put(job[1])
+        self.jobs.put(None)      # for the stages sharing this queue
+        if self.forward is not None:
+            self.forward.put(None)
+
+
+class Writers:
+    """``count`` writer stages on one job queue: that many writes in flight.
+
+    One synchronous ``O_DIRECT`` writer keeps one request at the disk at a time (a
+    4 MiB write is one request on a virtio disk) and the pipeline waits for each;
+    with two, the disk has the next one while the first completes. Measured to a
+    file on a virtio disk (same run, A/B): 1,430 MB/s with two writers against 1,360
+    with one, the hash stage then busy 95 % instead of 91 % and the writers 44 %
+    instead of 79 %. A loop device gains nothing (its worker takes one request at a
+    time) and loses nothing.
+    """
+
+    def __init__(self, count: int, work, free: queue.Queue):
+        self.jobs: queue.Queue = queue.Queue()
+        self.stages = [Stage(f"image-writer-{i}", work, None, free, self.jobs)
+                       for i in range(count)]
+
+    def start(self) -> None:
+        for stage in self.stages:
+            stage.start()
+
+    def join(self) -> None:
+        for stage in self.stages:
+            stage.join()
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((s.error for s in self.stages if s.error is not None), None)
+
+    @property
+    def busy(self) -> float:
+        """Seconds the writers worked, on average: the share of time they were busy."""
+        return sum(stage.busy for stage in self.stages) / len(self.stages)
+
+
+def release(free: queue.Queue, maps: list[mmap.mmap]) -> None:
+    """Release the views in ``free`` and close the buffers' maps."""
+    while not free.empty():
+        free.get_nowait().release()
+    for m in maps:      # a buffer still referenced after an error is left to the GC
+        try:
+            m.close()
+        except BufferError:
+            pass

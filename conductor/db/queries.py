@@ -16,6 +16,19 @@ from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
 
 #: Non-null columns only, so keyset pagination needs no NULL ordering rules.
 SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
+#: The columns an UPDATE of a node may set (a key outside them is a bug: refused).
+_NODE_KEYS = frozenset(nodes.c.keys())
+
+# The statements of the hot paths (a node by id, UUID or name; one node's UPDATE; its
+# ports) are built once and run with parameters. Building a statement per call and
+# its cache key cost SQLAlchemy three to four times the query itself (measured on
+# SQLite: ~190-260 us against ~55-60 us), and a deploy runs some fifty of them per
+# node. Bind names start with "_": they never meet a column's name.
+_NODE_BY_ID = sa.select(nodes).where(nodes.c.id == sa.bindparam("_id"))
+_NODE_BY_UUID = sa.select(nodes).where(nodes.c.uuid == sa.bindparam("_ident"))
+_NODE_BY_NAME = sa.select(nodes).where(nodes.c.name == sa.bindparam("_ident"))
+_COUNT_IN_STATES = sa.select(sa.func.count()).where(
+    nodes.c.provision_state.in_(sa.bindparam("_states", expanding=True)))
 
 
 #: Filters that are not plain column equality.
@@ -58,6 +71,8 @@ class Store:
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
+        #: Statements built once per shape of their arguments (see _NODE_BY_ID).
+        self._statements: dict[tuple[Any, ...], Any] = {}
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, values: dict[str, Any]) -> Node:
@@ -73,16 +88,16 @@ class Store:
 
     def get_node_by_id(self, node_id: int) -> Node:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(nodes).where(nodes.c.id == node_id)).first()
+            row = conn.execute(_NODE_BY_ID, {"_id": node_id}).first()
         if row is None:
             raise errors.NodeNotFound(node=node_id)
         return Node(*row)
 
     def get_node(self, ident: str) -> Node:
         """Find a node by UUID or by name."""
-        col = nodes.c.uuid if is_uuid_like(ident) else nodes.c.name
+        query = _NODE_BY_UUID if is_uuid_like(ident) else _NODE_BY_NAME
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(nodes).where(col == ident)).first()
+            row = conn.execute(query, {"_ident": ident}).first()
         if row is None:
             raise errors.NodeNotFound(node=ident)
         return Node(*row)
@@ -115,17 +130,37 @@ class Store:
 
     def update_node(self, node_id: int, values: dict[str, Any],
                     expect: dict[str, Any] | None = None) -> bool:
-        """UPDATE one node; with ``expect``, only if those columns still hold those values."""
-        query = nodes.update().where(nodes.c.id == node_id)
-        for key, value in (expect or {}).items():
-            col = nodes.c[key]
-            query = query.where(col.is_(None) if value is None else col == value)
-        values = dict(values, updated_at=utcnow())
+        """UPDATE one node; with ``expect``, only if those columns still hold those values.
+
+        ``updated_at`` is now unless ``values`` gives it: every write changes it, so
+        ``expect={"updated_at": node.updated_at}`` means "unchanged since ``node`` was
+        read" (an optimistic write that needs no lock).
+        """
+        unknown = values.keys() - _NODE_KEYS
+        if unknown:  # a bug, as SQLAlchemy's "Unconsumed column names" was
+            raise ValueError(f"nodes has no column(s) {', '.join(sorted(unknown))}")
+        expect = expect or {}
+        query = self._node_update(tuple((key, value is None) for key, value in expect.items()))
+        values = {"updated_at": utcnow(), **values}
+        params = dict(values, _id=node_id,
+                      **{f"_{key}": value for key, value in expect.items() if value is not None})
         try:
             with self.engine.begin() as conn:
-                return conn.execute(query.values(**values)).rowcount == 1
+                return conn.execute(query, params).rowcount == 1
         except IntegrityError as exc:
             raise _duplicate(exc, values) from None
+
+    def _node_update(self, shape: tuple[tuple[str, bool], ...]) -> Any:
+        """The UPDATE of one node whose ``expect`` has this shape ((column, is None)...);
+        built once per shape (a handful: the lock's and the state checks')."""
+        query = self._statements.get(("update", shape))
+        if query is None:
+            query = nodes.update().where(nodes.c.id == sa.bindparam("_id"))
+            for key, is_none in shape:
+                col = nodes.c[key]
+                query = query.where(col.is_(None) if is_none else col == sa.bindparam(f"_{key}"))
+            self._statements["update", shape] = query
+        return query
 
     def reserve(self, node: Node, host: str, values: dict[str, Any] | None = None,
                 expect: dict[str, Any] | None = None) -> None:
@@ -154,22 +189,27 @@ class Store:
             conn.execute(nodes.delete().where(nodes.c.id == node_id))
 
     def count_nodes(self, states: Iterable[str]) -> int:
-        query = sa.select(sa.func.count()).where(nodes.c.provision_state.in_(list(states)))
         with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one()
+            return conn.execute(_COUNT_IN_STATES, {"_states": list(states)}).scalar_one()
 
     def nodes_in_states(self, states: Iterable[str],
                         updated_before: datetime.datetime | None = None,
                         unreserved: bool = False, affinity: str | None = None) -> list[Node]:
-        query = sa.select(nodes).where(nodes.c.provision_state.in_(list(states)))
-        if updated_before is not None:
-            query = query.where(nodes.c.provision_updated_at < updated_before)
-        if unreserved:
-            query = query.where(nodes.c.reservation.is_(None))
-        if affinity is not None:
-            query = query.where(nodes.c.conductor_affinity == affinity)
+        shape = ("in_states", updated_before is not None, unreserved, affinity is not None)
+        query = self._statements.get(shape)
+        if query is None:  # built once per shape: the periodic checks run it every second
+            query = sa.select(nodes).where(
+                nodes.c.provision_state.in_(sa.bindparam("_states", expanding=True)))
+            if updated_before is not None:
+                query = query.where(nodes.c.provision_updated_at < sa.bindparam("_before"))
+            if unreserved:
+                query = query.where(nodes.c.reservation.is_(None))
+            if affinity is not None:
+                query = query.where(nodes.c.conductor_affinity == sa.bindparam("_affinity"))
+            self._statements[shape] = query
+        params = {"_states": list(states), "_before": updated_before, "_affinity": affinity}
         with self.engine.connect() as conn:
-            return [Node(*row) for row in conn.execute(query)]
+            return [Node(*row) for row in conn.execute(query, params)]
 
     def nodes_for_power_sync(self, host: str, drivers: Iterable[str],
                              excluded_states: Iterable[str], fault: str) -> list[Node]:
@@ -260,6 +300,8 @@ class Store:
 
     def list_ports(self, filters: dict[str, Any] | None = None, limit: int | None = None,
                    marker: str | None = None) -> list[Port]:
+        if marker is None and limit is None:
+            return self._ports_where(filters or {})
         query = self._PORT_SELECT
         for key, value in (filters or {}).items():
             col = nodes.c.uuid if key == "node_uuid" else ports.c[key]
@@ -273,6 +315,21 @@ class Store:
         query = _paginate(query, ports, marker_row, "id", "asc", limit)
         with self.engine.connect() as conn:
             return [Port(*row) for row in conn.execute(query)]
+
+    def _ports_where(self, filters: dict[str, Any]) -> list[Port]:
+        """A node's ports (the deploy and boot flows ask several times per node), a
+        MAC's: one statement per set of filter keys, built once."""
+        shape = ("ports", *sorted(filters))
+        query = self._statements.get(shape)
+        if query is None:
+            query = self._PORT_SELECT
+            for key in shape[1:]:
+                col = nodes.c.uuid if key == "node_uuid" else ports.c[key]
+                query = query.where(col == sa.bindparam(f"_{key}"))
+            query = self._statements[shape] = query.order_by(ports.c.id)
+        with self.engine.connect() as conn:
+            return [Port(*row) for row in
+                    conn.execute(query, {f"_{k}": v for k, v in filters.items()})]
 
     def update_port(self, port_id: int, values: dict[str, Any]) -> None:
         values = dict(values, updated_at=utcnow())

@@ -1,20 +1,20 @@
 """What the interface implementations of one process share, built once and passed in.
 
 Interfaces are built per task; what must outlive a task (BMC sessions and per-BMC
-rate limits, Redfish sessions, the agent HTTP session, the secrets cipher) and the
-services some interfaces drive (boot servers, DHCP, DNS, the patch controller) are
-fields of one DriverContext that the appliance builds with everything in it. Each
-field is typed and named: there is no lookup by string and no object created
-behind a caller's back.
+rate limits, Redfish sessions, the kept connections to agents, the image checks and
+their HTTP session, the secrets cipher) and the services some interfaces drive
+(boot servers, DHCP, DNS, the patch controller) are fields of one DriverContext
+that the appliance builds with everything in it. Each field is typed and named:
+there is no lookup by string and no object created behind a caller's back.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import TYPE_CHECKING
 
-import requests
-
 from conductor.dns.rfc2136 import DnsInterface, NoopDns
+from conductor.drivers.deploy.connections import AgentConnections
+from conductor.drivers.deploy.images import ImageChecks
 from conductor.drivers.ipmi.client import BmcChannels
 from conductor.drivers.redfish.client import SessionCache
 from conductor.netboot.dhcp import DhcpProvider, NoopDhcp
@@ -37,8 +37,10 @@ class DriverContext:
     bmc_channels: BmcChannels
     #: sushy sessions by address and credentials (conductor/drivers/redfish/client.py).
     redfish_sessions: SessionCache
-    #: Keep-alive HTTP session to the agents' command APIs.
-    agent_session: requests.Session
+    #: Kept-alive connections to the agents' command APIs, TLS contexts per certificate.
+    agent_connections: AgentConnections
+    #: The deploy's image checks (HEAD before the node reboots, on one session).
+    image_checks: ImageChecks
     #: TFTP/HTTP boot servers and config rendering; None where [pxe] is off.
     netboot: NetbootServices | None
     #: Per-MAC DHCP host entries (the no-op provider when [dhcp] mode = none).
@@ -56,11 +58,13 @@ class DriverContext:
         """A context whose sessions are new; services not given are the no-op ones."""
         return cls(settings=settings, cipher=cipher, bmc_channels=BmcChannels(settings),
                    redfish_sessions=SessionCache(settings),
-                   agent_session=requests.Session(), netboot=netboot,
+                   agent_connections=AgentConnections(),
+                   image_checks=ImageChecks(), netboot=netboot,
                    dhcp=dhcp or NoopDhcp(), dns=dns or NoopDns(), patching=patching)
 
     def close(self) -> None:
         """Log out of BMCs and close pooled connections (the services stop elsewhere)."""
         self.bmc_channels.close()
         self.redfish_sessions.close()
-        self.agent_session.close()
+        self.agent_connections.close()
+        self.image_checks.close()

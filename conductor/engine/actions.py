@@ -53,10 +53,10 @@ def finish_deploy(task: Task) -> None:
     task.boot.clean_up_ramdisk(task)
     task.boot.prepare_instance(task)
     task.management.set_boot_device(task, BootDevice.DISK, persistent=True)
-    set_power(task, PowerState.ON)
+    powered = set_power(task, PowerState.ON, write=False)  # recorded with "done"
     # DNS before "done": that UPDATE also drops the node lock the records are kept under.
     dns_registration.on_active(task)
-    task.process_event("done", last_error=None, deploy_step={})
+    task.process_event("done", last_error=None, deploy_step={}, **powered)
 
 
 def tear_down(task: Task) -> None:

@@ -31,6 +31,8 @@ class Task:
         #: Builds the node's interfaces; they share ``drivers.context``.
         self.drivers = drivers
         self._interfaces: dict[str, Any] = {}
+        #: (the node's driver_info dict, it decrypted): decrypted once per version.
+        self._secrets: tuple[Any, dict[str, Any]] | None = None
         self.released = False
 
     @property
@@ -40,10 +42,17 @@ class Task:
 
     @property
     def driver_info(self) -> dict[str, Any]:
-        """The node's driver_info with secrets decrypted: drivers read credentials here."""
+        """The node's driver_info with secrets decrypted: drivers read credentials here
+        (a copy; its nested values are shared, to be read only).
+
+        Decrypted once while ``node.driver_info`` stays the same object: a deploy reads
+        the BMC credentials for every IPMI command, some twenty times.
+        """
         info = self.node.driver_info or {}
-        cipher = self.context.cipher
-        return dict(cipher.decrypt_dict(info)) if cipher else dict(info)
+        if self._secrets is None or self._secrets[0] is not info:
+            cipher = self.context.cipher
+            self._secrets = (info, cipher.decrypt_dict(info) if cipher else dict(info))
+        return dict(self._secrets[1])
 
     def interface_name(self, kind: str) -> str:
         name: str = getattr(self.node, f"{kind}_interface")

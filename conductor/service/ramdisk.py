@@ -2,18 +2,21 @@
 the node vendor passthru that issues host-agent tokens.
 
 Lookup answers only in the states where an agent is expected and mints the token
-once, under the node lock; a repeat lookup sees "******". The token is stored
+once; a repeat lookup sees "******". The token is stored
 hashed, with an encrypted copy for the command API (conductor/drivers/internal_info.py).
 A lookup that names an ``agent_mode`` (the host-mode lookup of older versions) gets
 the answer of an unknown node: a host agent's token comes from the authenticated
 vendor passthru ``issue_host_agent_token`` instead (conductor/patching/host_channel.py).
 A heartbeat is checked (token, callback URL, certificate) before anything is stored,
-recorded under the node lock, and the step work it triggers runs on a worker, so the
-API answers 202 at once. Everything here returns quickly; NodeLocked (409) makes the
-agent retry.
+recorded (with the node lock taken for the worker that goes on) in one conditional
+UPDATE of the node as checked, or under the lock when the node changed meanwhile, and
+the step work it triggers runs on a worker, so the API answers 202 at once. A lookup
+mints its token the same way. Everything here returns quickly; NodeLocked (409)
+makes the agent retry.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets as pysecrets
 from typing import TYPE_CHECKING
@@ -48,6 +51,8 @@ S = states.State
 LOOKUP_STATES = frozenset(s.value for s in (
     S.DEPLOYING, S.DEPLOYWAIT, S.CLEANING, S.CLEAN_WAIT, S.INSPECTING, S.INSPECT_WAIT,
     S.RESCUING, S.RESCUEWAIT, S.SERVICE_WAIT))
+#: Where a heartbeat also resets the wait's timeout.
+WAIT_STATES = frozenset(s.value for s in states.WAIT_STATES)
 #: Wait states whose heartbeats hand work to the deploy interface.
 DRIVEN_STATES = frozenset({S.DEPLOYWAIT.value, S.CLEAN_WAIT.value})
 #: Node vendor passthru methods (Ironic's extension point, ``POST
@@ -122,7 +127,17 @@ class AgentService:
         return self.store.get_node(next(iter(owners)))
 
     def _mint_token(self, node):
-        """Generate and store the token under the node lock (409 while it is busy)."""
+        """Generate and store the token: in one conditional UPDATE of the node as read
+        (free, unchanged), else under the node lock (409 while it is busy)."""
+        token = pysecrets.token_urlsafe(32)
+        minted = self._write_unchanged(node, {"driver_internal_info": internal_info.with_token(
+            node.driver_internal_info, token, self.cipher)})
+        if minted is not None:
+            LOG.info("Node %s: agent token issued at lookup", node.uuid)
+            return minted, token
+        return self._mint_token_locked(node)
+
+    def _mint_token_locked(self, node):
         self.store.reserve(node, self.host, expect={"provision_state": node.provision_state})
         token, values = None, {}
         try:
@@ -203,28 +218,41 @@ class AgentService:
         node, token = self.host_agents.issue_token(ident)
         return {"token": token, "node_uuid": node.uuid}
 
+    def _write_unchanged(self, node, values: dict):
+        """``values`` written in one conditional UPDATE, if nobody holds the node and
+        nothing wrote it since ``node`` was read (its ``updated_at``): the node as
+        written, or None (the caller then takes the lock and reads it again). Taking
+        the lock, reading and writing cost three statements more, per heartbeat."""
+        written = dict(values, updated_at=utcnow())
+        if not self.store.update_node(node.id, written, expect={
+                "reservation": None, "provision_state": node.provision_state,
+                "updated_at": node.updated_at}):
+            return None
+        return dataclasses.replace(node, **written)
+
     # -- heartbeat ----------------------------------------------------------
     def heartbeat(self, ident: str, beat: Heartbeat) -> None:
         """Validate and record a heartbeat; continue deploy/clean on a worker."""
         node = self.store.get_node(ident)
         self._check(node, beat)
+        if node.reservation:
+            # Busy (an agent beats when its command ends, often while the worker that
+            # sent it still holds the node): 409 at once, as the lock would answer.
+            raise errors.NodeLocked(node=node.uuid, host=node.reservation)
         driven = node.provision_state in DRIVEN_STATES and not node.maintenance
         if driven:
             self.workers.claim_slot()
         try:
-            self.store.reserve(node, self.host,
-                               expect={"provision_state": node.provision_state})
+            # The heartbeat recorded (and the lock taken when a worker goes on) in one
+            # UPDATE of the node as checked; else (it changed meanwhile) lock, read and
+            # check again.
+            lock = {"reservation": self.host} if driven else {}
+            written = self._write_unchanged(node, dict(self._recorded(node, beat), **lock))
+            if written is not None and not driven:
+                return
+            task = Task(self.store, written or self._lock_and_record(node, beat), self.host,
+                        self.workers.drivers)
         except BaseException:
-            if driven:
-                self.workers.release_slot()
-            raise
-        task = Task(self.store, self.store.get_node_by_id(node.id), self.host,
-                    self.workers.drivers)
-        try:
-            self._check(task.node, beat)
-            self._record(task, beat)
-        except BaseException:
-            task.release()
             if driven:
                 self.workers.release_slot()
             raise
@@ -234,6 +262,20 @@ class AgentService:
                 self.workers.release_slot()
             return
         self.workers.spawn(task, actions.heartbeat)
+
+    def _lock_and_record(self, node, beat: Heartbeat):
+        """The node under this conductor's lock, read again, checked and the heartbeat
+        recorded (NodeLocked, Conflict or InvalidParameter leave it unlocked)."""
+        self.store.reserve(node, self.host, expect={"provision_state": node.provision_state})
+        task = Task(self.store, self.store.get_node_by_id(node.id), self.host,
+                    self.workers.drivers)
+        try:
+            self._check(task.node, beat)
+            task.update(**self._recorded(task.node, beat))
+        except BaseException:
+            task.release()
+            raise
+        return task.node
 
     def _check(self, node, beat: Heartbeat) -> None:
         """Every reason to refuse a heartbeat, before anything is stored."""
@@ -257,21 +299,26 @@ class AgentService:
                       url, agent.url)
             raise errors.InvalidParameter('Detected change in ramdisk provided "callback_url"')
 
-    def _record(self, task: Task, beat: Heartbeat) -> None:
+    @staticmethod
+    def _recorded(node, beat: Heartbeat) -> dict[str, object]:
+        """What an accepted heartbeat writes to ``node``."""
+        LOG.debug("Node %s: heartbeat from %s (agent %s)", node.uuid, beat.callback_url,
+                  beat.agent_version)
+        now = utcnow()
         info = internal_info.with_heartbeat(
-            task.node.driver_internal_info, beat.callback_url, beat.agent_version,
-            utcnow().isoformat(), beat.agent_verify_ca)
+            node.driver_internal_info, beat.callback_url, beat.agent_version,
+            now.isoformat(), beat.agent_verify_ca)
         values: dict[str, object] = {"driver_internal_info": info}
-        if task.node.provision_state in {s.value for s in states.WAIT_STATES}:
-            values["provision_updated_at"] = utcnow()  # a live agent is not a timeout
-        task.update(**values)
-        LOG.debug("Node %s: heartbeat from %s (agent %s)", task.node.uuid,
-                  beat.callback_url, beat.agent_version)
+        if node.provision_state in WAIT_STATES:
+            values["provision_updated_at"] = now  # a live agent is not a timeout
+        return values
 
 
 def _check_certificate(node, agent: AgentBoot, pem: str) -> None:
-    check_pem_certificate(pem)
-    if agent.verify_ca not in (None, pem):
+    if agent.verify_ca == pem:
+        return  # the certificate this boot's first heartbeat gave: parsed then
+    if agent.verify_ca is not None:
         LOG.error("Node %s: heartbeat with a different agent certificate", node.uuid)
         raise errors.InvalidParameter('Detected change in ramdisk provided "agent_verify_ca"')
+    check_pem_certificate(pem)
 

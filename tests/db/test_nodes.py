@@ -104,3 +104,46 @@ def test_deleting_a_node_removes_its_ports(store, make_node):
     # The MACs are free again for a re-enrolled node.
     again = make_node(name="doomed")
     store.create_port({"address": macs[0], "node_id": again.id})
+
+
+def test_the_prebuilt_statements_keep_every_shape_apart(store, make_node):
+    """Store builds the hot statements once per shape (an expected NULL is IS NULL, a
+    value a bound one; a node's ports by node, by MAC, by both): each shape stays
+    right on both backends whatever ran before it."""
+    one, two = (make_node(name=name, provision_state="enroll") for name in ("one", "two"))
+    for node, mac in ((one, "52:54:00:00:00:11"), (two, "52:54:00:00:00:22")):
+        store.create_port({"address": mac, "node_id": node.id})
+    assert store.update_node(one.id, {"reservation": "c1"}, expect={"reservation": None})
+    assert not store.update_node(one.id, {"reservation": "c2"}, expect={"reservation": None})
+    assert not store.update_node(one.id, {"reservation": None}, expect={"reservation": "c2"})
+    assert store.update_node(one.id, {"reservation": None, "extra": {"a": None}},
+                             expect={"reservation": "c1"})
+    assert store.get_node_by_id(one.id).extra == {"a": None}
+    assert [p.address for p in store.list_ports({"node_uuid": two.uuid})] == \
+        ["52:54:00:00:00:22"]
+    assert [p.node_uuid for p in store.list_ports({"address": "52:54:00:00:00:11"})] == \
+        [one.uuid]
+    assert store.list_ports({"address": "52:54:00:00:00:11", "node_id": two.id}) == []
+    assert store.count_nodes(["enroll", "available"]) == 2
+    assert sorted(n.name for n in store.nodes_in_states(["enroll"], unreserved=True)) == \
+        ["one", "two"]
+
+
+def test_an_update_of_a_column_that_does_not_exist_is_refused(store, make_node):
+    node = make_node(name="one", provision_state="enroll")
+    with pytest.raises(ValueError, match="no column.*provision_stat"):
+        store.update_node(node.id, {"provision_stat": "active"})
+    assert store.get_node_by_id(node.id).provision_state == "enroll"
+
+
+def test_a_write_expecting_updated_at_fails_once_anyone_wrote(store, make_node):
+    """The ramdisk endpoints' one-statement writes: "only if unchanged since read"."""
+    read = make_node(name="one", provision_state="wait call-back")
+    assert store.update_node(read.id, {"extra": {"a": 1}}, expect={"updated_at": None})
+    read = store.get_node_by_id(read.id)
+    other = store.get_node_by_id(read.id)
+    assert store.update_node(other.id, {"extra": {"b": 2}},
+                             expect={"updated_at": other.updated_at})
+    assert not store.update_node(read.id, {"extra": {"c": 3}},
+                                 expect={"updated_at": read.updated_at})
+    assert store.get_node_by_id(read.id).extra == {"b": 2}

@@ -17,6 +17,7 @@ from conductor import errors
 from conductor.config import from_options
 from conductor.drivers.base import BootDevice, PowerState
 from conductor.drivers.context import DriverContext
+from conductor.drivers.ipmi import interfaces
 from conductor.drivers.registry import DriverRegistry
 from conductor.engine.task import Task
 from tests.functional.ipmi_peers import (
@@ -128,6 +129,29 @@ def test_reboot_reasserts_the_one_time_boot_device(store, context, bmc):
     assert (state.boots, state.last_boot_device, state.last_boot_uefi) == (2, "pxe", True)
     assert task.node.driver_internal_info["ipmi_boot_device"] == {"boot_device": "pxe",
                                                                   "persistent": False}
+
+
+def test_a_reboot_right_after_the_boot_device_is_set_sends_it_once(store, context, bmc,
+                                                                   monkeypatch):
+    """A deploy sets the one-time device on a node that is off, then reboots it: no
+    boot and no power request came between, so the flags are sent once, not twice.
+    After any power request in between they are sent again (a boot takes them)."""
+    port = bmc.ports[0]
+    sent = []
+    set_flags = interfaces._IpmiInterface._set_boot_flags   # management's and power's
+    monkeypatch.setattr(interfaces._IpmiInterface, "_set_boot_flags",
+                        lambda self, task, device, persistent: (
+                            sent.append(device), set_flags(self, task, device, persistent)))
+    task = make_task(store, context, port)
+    task.management.set_boot_device(task, BootDevice.PXE)
+    task.power.reboot(task)                       # off: just on, with the flags set above
+    state = bmc.state(port)
+    assert sent == [BootDevice.PXE] and (state.boots, state.last_boot_device) == (1, "pxe")
+    task.power.set_power_state(task, PowerState.OFF)
+    task.power.reboot(task)                       # the flags went with the first boot
+    state = bmc.state(port)
+    assert sent == [BootDevice.PXE] * 2 and (state.boots, state.last_boot_device) == \
+        (2, "pxe")
 
 
 def test_supported_devices_and_unsupported_one_is_a_400(store, context, bmc):

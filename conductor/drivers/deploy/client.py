@@ -2,24 +2,24 @@
 
 ``POST {agent_url}/v1/commands/?wait=true|false&agent_token=T`` runs one command,
 ``GET {agent_url}/v1/commands/?agent_token=T`` lists them. TLS is verified against
-the certificate the agent sent in its heartbeat (``agent_verify_ca``), written once
-per process to ``DATA_DIR/agent-ca/<sha256>.pem``. Every ``requests`` failure and
-every error answer becomes ``AgentConnectionFailed`` or ``AgentCommandError`` here.
+the certificate the agent sent in its heartbeat (``agent_verify_ca``); the
+connection is kept for the next request (conductor/drivers/deploy/connections.py).
+Every connection failure and every error answer becomes ``AgentConnectionFailed``
+or ``AgentCommandError`` here.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import http.client
+import json
 import logging
-import os
-import tempfile
+import ssl
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import requests
+from urllib.parse import urlencode
 
 from conductor import errors
+from conductor.drivers.deploy.connections import AgentConnections, AnswerTooLarge
 from conductor.drivers.internal_info import AgentBoot
 
 # The command statuses are defined once, in the wire format both sides share.
@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["AgentClient", "CommandResult", "FAILED", "RUNNING", "SUCCEEDED", "ca_file"]
-CA_DIR = "agent-ca"
+__all__ = ["AgentClient", "CommandResult", "FAILED", "RUNNING", "SUCCEEDED"]
 #: HTTP status from the agent -> why, for the error message.
 HTTP_REASONS = {400: "the agent refused the command's parameters (400)",
                 401: "the agent rejected the agent token (401)",
@@ -77,33 +76,20 @@ class CommandResult:
         return str(error or f"status {self.status}")
 
 
-def ca_file(data_path: Path, pem: str | None) -> str | None:
-    """The path of a file holding ``pem`` (written once, content-addressed)."""
-    if not pem:
-        return None
-    folder = Path(data_path) / CA_DIR
-    path = folder / f"{hashlib.sha256(pem.encode()).hexdigest()}.pem"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(pem)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    return str(path)
-
-
 class AgentClient:
-    """Talks to the agent of one node, with its URL, token and CA."""
+    """Talks to the agent of one node, with its URL, token and certificate.
 
-    def __init__(self, node, settings, session: requests.Session | None = None,
+    ``connections`` are the process's kept connections to agents (DriverContext);
+    without them, each request has a connection of its own.
+    """
+
+    def __init__(self, node, settings, connections: AgentConnections | None = None,
                  cipher: Cipher | None = None):
-        url, self.token, verify_ca = self._endpoint(node, cipher)
+        url, self.token, self.verify_ca = self._endpoint(node, cipher)
         self.node_uuid = node.uuid
         self.url = url.rstrip("/") + "/v1/commands/"
         self.settings = settings
-        self.session = session or requests.Session()
-        self.verify = ca_file(settings.data_path, verify_ca) or True
+        self.connections = connections or AgentConnections(keep=False)
 
     @staticmethod
     def _endpoint(node, cipher: Cipher | None) -> tuple[str, str, str | None]:
@@ -118,7 +104,9 @@ class AgentClient:
 
     def command(self, name: str, params: dict, wait: bool = False) -> CommandResult:
         """Start ``name`` ("<extension>.<command>"); FAILED raises AgentCommandError."""
-        LOG.info("Node %s: agent command %s (wait=%s)", self.node_uuid, name, wait)
+        # Debug, as Ironic's agent client: the state changes and the steps are the
+        # operator's INFO lines (five commands per deploy, a fleet's worth of lines).
+        LOG.debug("Node %s: agent command %s (wait=%s)", self.node_uuid, name, wait)
         data = self._request("POST", {"wait": str(wait).lower()},
                              {"name": name, "params": params})
         result = CommandResult.from_json(data)
@@ -157,41 +145,50 @@ class AgentClient:
                    f"{self.settings.agent.command_wait_attempts} polls")
 
     def _request(self, method: str, query: dict, body: dict | None):
-        params = dict(query, agent_token=self.token)
+        target = f"{self.url}?{urlencode(dict(query, agent_token=self.token))}"
+        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        timeout = self.settings.agent.command_timeout
         attempts = max(1, self.settings.agent.max_command_attempts)
         for attempt in range(1, attempts + 1):
             try:
-                response = self.session.request(
-                    method, self.url, params=params, json=body, verify=self.verify,
-                    timeout=self.settings.agent.command_timeout)
+                status, data = self.connections.request(
+                    method, target, payload, self.verify_ca, timeout,
+                    who=f"the agent of node {self.node_uuid}")
                 break
-            except requests.exceptions.SSLError as exc:
+            except ssl.SSLError as exc:
                 raise errors.AgentConnectionFailed(
                     reason=f"TLS to the agent of node {self.node_uuid} at {self.url} "
                            f"failed (certificate from its heartbeat does not match?): "
                            f"{_short(exc)}") from None
-            except requests.exceptions.Timeout:
+            except TimeoutError:
                 raise errors.AgentConnectionFailed(
                     reason=f"the agent of node {self.node_uuid} at {self.url} did not "
-                           f"answer within {self.settings.agent.command_timeout} s") from None
-            except requests.exceptions.RequestException as exc:
+                           f"answer within {timeout} s") from None
+            except http.client.InvalidURL as exc:
+                raise errors.AgentConnectionFailed(
+                    reason=f"the agent of node {self.node_uuid}: {exc}") from None
+            except AnswerTooLarge as exc:
+                raise errors.AgentCommandError(
+                    reason=f"the agent of node {self.node_uuid} at {self.url} sent too "
+                           f"much: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
                 if attempt == attempts:
                     raise errors.AgentConnectionFailed(
                         reason=f"cannot reach the agent of node {self.node_uuid} at "
                                f"{self.url} after {attempts} attempt(s): {_short(exc)}"
                     ) from None
                 time.sleep(min(2.0, self.settings.agent.command_wait_interval))
-        return self._decode(response)
+        return self._decode(status, data)
 
-    def _decode(self, response: requests.Response):
+    def _decode(self, status: int, body: bytes):
         try:
-            data = response.json()
+            data = json.loads(body)
         except ValueError:
             data = None
-        if response.status_code >= 400:
-            why = HTTP_REASONS.get(response.status_code, f"HTTP {response.status_code}")
+        if status >= 400:
+            why = HTTP_REASONS.get(status, f"HTTP {status}")
             detail = data.get("faultstring") if isinstance(data, dict) else None
-            detail = detail or response.text[:200]
+            detail = detail or body[:200].decode("utf-8", "replace")
             raise errors.AgentCommandError(
                 reason=f"the agent of node {self.node_uuid} refused the request: {why}: "
                        f"{detail}")
@@ -202,7 +199,5 @@ class AgentClient:
 
 
 def _short(exc: Exception) -> str:
-    """The innermost reason of a requests error, without the pool's long preamble."""
-    text = str(exc)
-    return text[text.rfind("(Caused by ") + 11:].rstrip(")") if "(Caused by " in text \
-        else text[:300]
+    """One line naming the failure (an empty OSError message names its type)."""
+    return (str(exc) or type(exc).__name__)[:300]

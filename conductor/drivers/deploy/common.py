@@ -76,16 +76,17 @@ def step_finished(agent: AgentClient, kind: str, current: dict) -> bool:
 
 
 def client(task: Task) -> AgentClient:
-    """The command API client of the node's current agent (shared HTTP session)."""
-    return AgentClient(task.node, task.context.settings, task.context.agent_session,
+    """The command API client of the node's current agent (kept connections)."""
+    return AgentClient(task.node, task.context.settings, task.context.agent_connections,
                        task.context.cipher)
 
 
-def advance(task: Task, event: str) -> None:
-    """process_event that keeps a manual clean heading for manageable."""
+def advance(task: Task, event: str, **values: Any) -> None:
+    """process_event that keeps a manual clean heading for manageable; ``values`` are
+    written in the same UPDATE."""
     manual = internal_info.CleanRun.of(task.node).manual
     target = S.MANAGEABLE if manual and event in ("resume", "wait") else None
-    task.process_event(event, target=target)
+    task.process_event(event, target=target, **values)
 
 
 def fail(task: Task, what: str, exc: BaseException) -> None:

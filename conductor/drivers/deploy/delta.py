@@ -84,7 +84,8 @@ def begin(task: Task) -> None:
             info[INFO_KEY].update(state="skipped", error=reason)
             LOG.warning("Node %s: delta skipped: %s; deploying the full image",
                         task.node.uuid, reason)
-    task.update(driver_internal_info=info)
+    if info != (task.node.driver_internal_info or {}):  # most deploys: nothing to write
+        task.update(driver_internal_info=info)
 
 
 def add_to(task: Task, image_info: dict) -> dict:
@@ -118,8 +119,9 @@ def fall_back(task: Task, exc: BaseException) -> bool:
     return True
 
 
-def finished(task: Task, checksum: dict, agent) -> None:
-    """write_image succeeded: remember the image now on the disk, and the delta's fate.
+def finished(task: Task, checksum: dict, agent) -> dict:
+    """write_image succeeded: the node's driver_internal_info remembering the image
+    now on the disk and the delta's fate, for the caller's next UPDATE.
 
     An agent that does not know ``image_info["delta"]`` (a stock IPA) writes the full
     image and says nothing about a delta: that is recorded as ``ignored``.
@@ -134,4 +136,4 @@ def finished(task: Task, checksum: dict, agent) -> None:
         info[INFO_KEY] = dict(state, state="applied" if applied else "ignored")
         LOG.info("Node %s: delta %s %s", task.node.uuid, state.get("url"),
                  "applied" if applied else "ignored by the agent (full image written)")
-    task.update(driver_internal_info=info)
+    return info

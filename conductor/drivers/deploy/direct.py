@@ -21,8 +21,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import requests
-
 from conductor import errors, states
 from conductor.drivers import base
 from conductor.drivers.base import PowerState
@@ -30,7 +28,7 @@ from conductor.drivers.deploy import clean as agent_clean
 from conductor.drivers.deploy import common as agent_base
 from conductor.drivers.deploy import delta as deploy_delta
 from conductor.drivers.deploy import patches as deploy_patches
-from conductor.drivers.power import set_power, wipe_agent
+from conductor.drivers.power import powered_off, set_power, wipe_agent
 from ramdisk_agent.wire import checksum
 from ramdisk_agent.wire.errors import ChecksumError
 
@@ -50,8 +48,9 @@ STEPS = {name: {"interface": "deploy", "step": name, "priority": prio, "args": {
          for name, prio in (("deploy", 100), ("write_image", 80),
                             ("prepare_instance_boot", 60), ("tear_down_agent", 40),
                             ("boot_instance", 20))}
-#: Polling of the power state while the agent powers itself off: first pause, cap.
-POWER_OFF_POLL_FIRST, POWER_OFF_POLL_MAX = 0.1, 1.0
+#: Polling of the power state while the agent powers itself off: the first pause
+#: (the agent has just accepted the request: it is not off yet), growth, cap.
+POWER_OFF_POLL_FIRST, POWER_OFF_POLL_GROWTH, POWER_OFF_POLL_MAX = 0.5, 1.5, 1.0
 PARTITION_FIELDS = ("root_gb", "root_mb", "swap_mb", "ephemeral_mb", "ephemeral_format",
                     "preserve_ephemeral", "kernel", "ramdisk")
 
@@ -120,20 +119,6 @@ def image_info(node) -> dict:
     return result
 
 
-def check_image(url: str, timeout: float) -> None:
-    """HEAD an http(s) image so a wrong URL fails before the node reboots."""
-    if urlparse(url).scheme not in ("http", "https"):
-        return
-    try:
-        response = requests.head(url, timeout=timeout, allow_redirects=True)
-    except requests.RequestException as exc:
-        raise errors.DriverError(reason=f"validation of image href {url} failed: "
-                                        f"{type(exc).__name__}: {exc}") from None
-    if response.status_code >= 400:
-        raise errors.DriverError(reason=f"validation of image href {url} failed: HTTP "
-                                        f"{response.status_code}")
-
-
 class AgentDeploy(base.DeployInterface):
     """``direct``: works with any power/management/boot interface, fake ones included."""
 
@@ -143,9 +128,9 @@ class AgentDeploy(base.DeployInterface):
 
     def deploy(self, task: Task) -> str:
         settings = task.context.settings
-        check_image(image_info(task.node)["urls"][0], settings.agent.image_head_timeout)
-        task.update(deploy_step=STEPS["deploy"])
-        set_power(task, PowerState.REBOOT)
+        task.context.image_checks.check(image_info(task.node)["urls"][0],
+                                        settings.agent.image_head_timeout)
+        set_power(task, PowerState.REBOOT, deploy_step=STEPS["deploy"])
         LOG.info("Node %s: rebooted into the agent ramdisk, waiting for its call-back",
                  task.node.uuid)
         return "wait"
@@ -191,27 +176,26 @@ def continue_deploy(task: Task, finish_deploy: Callable[[Task], None]) -> None:
         if not deploy_delta.fall_back(task, exc):  # the delta failed: full image now
             raise
         return _start_write(task, agent, finish_deploy)
-    agent_base.advance(task, "resume")
-    _finish(task, agent, finish_deploy)
+    _finish(task, agent, finish_deploy, resume=True)
 
 
 def _start_write(task: Task, agent, finish_deploy: Callable[[Task], None]) -> None:
-    found = agent.command("deploy.get_deploy_steps", _params(task), wait=True)
+    ports = agent_base.ports_payload(task)  # the same for both commands: read once
+    found = agent.command("deploy.get_deploy_steps", _params(task, ports), wait=True)
     offered = (found.result or {}).get("deploy_steps") or {}
     names = {s.get("step") for steps in offered.values() if isinstance(steps, list)
              for s in steps if isinstance(s, dict)}
     if "write_image" not in names:
         raise errors.AgentCommandError(reason="the agent does not offer the write_image "
                                               f"deploy step (offers {sorted(map(str, names))})")
-    agent_base.advance(task, "resume")
-    task.update(deploy_step=STEPS["write_image"])
+    agent_base.advance(task, "resume", deploy_step=STEPS["write_image"])
     version = (found.result or {}).get("hardware_manager_version")
     try:
-        started = _execute_write(task, agent, version)
+        started = _execute_write(task, agent, version, ports)
     except errors.AgentCommandError as exc:
         if not deploy_delta.fall_back(task, exc):
             raise
-        started = _execute_write(task, agent, version)
+        started = _execute_write(task, agent, version, ports)
     if started.running:
         LOG.info("Node %s: write_image started on the agent", task.node.uuid)
         agent_base.advance(task, "wait")
@@ -219,43 +203,56 @@ def _start_write(task: Task, agent, finish_deploy: Callable[[Task], None]) -> No
     _finish(task, agent, finish_deploy)
 
 
-def _execute_write(task: Task, agent, version):
+def _execute_write(task: Task, agent, version, ports: list[dict]):
     """Start write_image (with the delta while one is being tried)."""
     args = {"image_info": deploy_delta.add_to(task, image_info(task.node)),
             "configdrive": (task.node.instance_info or {}).get("configdrive")}
-    params = dict(_params(task), step=dict(STEPS["write_image"], args=args),
+    params = dict(_params(task, ports), step=dict(STEPS["write_image"], args=args),
                   deploy_version=version)
     return agent.command("deploy.execute_deploy_step", params, wait=False)
 
 
-def _finish(task: Task, agent, finish_deploy: Callable[[Task], None]) -> None:
-    """prepare_instance_boot, tear_down_agent, boot_instance: node becomes active."""
-    deploy_delta.finished(task, checksum_fields(task.node.instance_info or {}), agent)
+def _finish(task: Task, agent, finish_deploy: Callable[[Task], None],
+            resume: bool = False) -> None:
+    """prepare_instance_boot, tear_down_agent, boot_instance: node becomes active.
+
+    ``resume``: the node is still in "wait call-back" (this heartbeat found
+    write_image done); it goes back to "deploying" in the UPDATE that records the image.
+    """
+    info = deploy_delta.finished(task, checksum_fields(task.node.instance_info or {}), agent)
+    values = {"driver_internal_info": info, "deploy_step": STEPS["prepare_instance_boot"]}
+    if resume:
+        agent_base.advance(task, "resume", **values)
+    else:
+        task.update(**values)
     deploy_patches.install(task, agent)  # Applied patches into the new root, if any
-    _prepare_instance_boot(task, agent)
-    task.update(deploy_step=STEPS["tear_down_agent"])
-    _power_off_agent(task, agent)
-    task.update(deploy_step=STEPS["boot_instance"])
+    info = _prepare_instance_boot(task, agent)
+    task.update(driver_internal_info=info, deploy_step=STEPS["tear_down_agent"])
+    _power_off_agent(task, agent)  # ends in the boot_instance step
     # Ramdisk config removed, instance boot prepared, boot device disk, power on, active.
     finish_deploy(task)
     LOG.info("Node %s: deployed by the agent, now active", task.node.uuid)
 
 
-def _prepare_instance_boot(task: Task, agent) -> None:
-    task.update(deploy_step=STEPS["prepare_instance_boot"])
+def _prepare_instance_boot(task: Task, agent) -> dict:
+    """The root's UUID from the agent (and the bootloader installed where a partition
+    image needs one); the node's driver_internal_info with that UUID, for the next
+    UPDATE."""
+    if task.node.deploy_step != STEPS["prepare_instance_boot"]:  # install_patches ran
+        task.update(deploy_step=STEPS["prepare_instance_boot"])
     uuids = agent.command("standby.get_partition_uuids", {}, wait=True).result or {}
     info = dict(task.node.driver_internal_info or {})
     info["root_uuid_or_disk_id"] = uuids.get("root uuid")
-    task.update(driver_internal_info=info)
     node_info = task.node.instance_info or {}
     if image_type(node_info) != "partition" or boot_mode(task.node) != "uefi":
-        return  # whole-disk images carry their own bootloader
+        return info  # whole-disk images carry their own bootloader
     agent.command("image.install_bootloader", {
         "root_uuid": uuids.get("root uuid"),
         "efi_system_part_uuid": uuids.get("efi system partition uuid"),
         "prep_boot_part_uuid": uuids.get("PReP Boot partition uuid"),
         "target_boot_mode": "uefi"}, wait=False)
     agent.wait_done("image.install_bootloader")
+    return info
 
 
 def _power_off_agent(task: Task, agent) -> None:
@@ -267,19 +264,23 @@ def _power_off_agent(task: Task, agent) -> None:
                     task.node.uuid, exc)
     wait = task.context.settings.agent.post_deploy_power_off_wait
     deadline, pause = time.monotonic() + wait, POWER_OFF_POLL_FIRST
-    while time.monotonic() < deadline:
-        if task.power.get_power_state(task) is PowerState.OFF:
-            break
-        # Short first polls (an agent is usually off within a second), backing off
+    while True:
+        # A pause before each look (an agent needs a moment to sync and go), growing
         # to POWER_OFF_POLL_MAX so a slow machine costs few BMC requests.
         time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-        pause = min(pause * 2, POWER_OFF_POLL_MAX)
-    set_power(task, PowerState.OFF)
+        if task.power.get_power_state(task) is PowerState.OFF:
+            powered_off(task, deploy_step=STEPS["boot_instance"])  # no 2nd request (Ironic)
+            return
+        if time.monotonic() >= deadline:
+            break
+        pause = min(pause * POWER_OFF_POLL_GROWTH, POWER_OFF_POLL_MAX)
+    LOG.warning("Node %s: still on %s s after the agent's power off; forcing it off",
+                task.node.uuid, wait)
+    set_power(task, PowerState.OFF, deploy_step=STEPS["boot_instance"])
 
 
-def _params(task: Task) -> dict:
-    return {"node": agent_base.node_payload(task.node),
-            "ports": agent_base.ports_payload(task)}
+def _params(task: Task, ports: list[dict]) -> dict:
+    return {"node": agent_base.node_payload(task.node), "ports": ports}
 
 
 #: Wait state -> (what the operator reads, the node's step field, the continuation).

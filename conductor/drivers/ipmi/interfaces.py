@@ -195,14 +195,17 @@ class IPMIPower(_IpmiInterface, base.PowerInterface):
         self._reboot(task, soft=False, timeout=timeout)
 
     def _reboot(self, task, soft: bool, timeout) -> None:
-        if self.get_power_state(task) is not PowerState.OFF:
+        was_on = self.get_power_state(task) is not PowerState.OFF
+        if was_on:
             self._control(task, "soft off" if soft else "off", PowerState.OFF, timeout)
-        self._reassert_boot_device(task)
+        self._reassert_boot_device(task, powered_off=was_on)
         self._control(task, "on", PowerState.ON, timeout)
 
     def _control(self, task, action: str, final: PowerState, timeout) -> None:
         LOG.info("Node %s: IPMI power %s", task.node.uuid, action)
         self._call(task, f"power {action}", CMD_CHASSIS_CONTROL, (CHASSIS_CONTROL[action],))
+        if isinstance(task.management, IPMIManagement):
+            task.management.power_changed()  # a boot (some BMCs: an off) takes the flags
         self._wait_for(task, final, timeout)
 
     def _wait_for(self, task, final: PowerState, timeout) -> None:
@@ -218,10 +221,14 @@ class IPMIPower(_IpmiInterface, base.PowerInterface):
                     f"after the IPMI request; the BMC still reports {state.value!r}.")
             time.sleep(0.1)
 
-    def _reassert_boot_device(self, task) -> None:
+    def _reassert_boot_device(self, task, powered_off: bool) -> None:
         # A one-time boot device is used up by the boot it applied to; Ironic sets
         # it again before every reboot so the node keeps booting where we asked.
         request = (task.node.driver_internal_info or {}).get(BOOT_REQUEST_KEY)
+        management = task.management
+        if not powered_off and isinstance(management, IPMIManagement) and \
+                management.fresh_request == request:
+            return  # set by this task, no power on or off since: not used up yet
         if request and not request.get("persistent"):
             device = BootDevice(request["boot_device"])
             LOG.info("Node %s: re-asserting one-time boot device %s before power on",
@@ -231,6 +238,17 @@ class IPMIPower(_IpmiInterface, base.PowerInterface):
 
 class IPMIManagement(_IpmiInterface, base.ManagementInterface):
     """Boot device via Set/Get System Boot Options, parameter 5 (boot flags)."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        #: The boot request this interface (one per task) sent to the BMC: a reboot
+        #: of a node that stayed off since need not send it again.
+        self.fresh_request: dict | None = None
+
+    def power_changed(self) -> None:
+        """A power request went to the BMC: the one-time flags this task set may be
+        used up (a boot takes them; some BMCs drop them at power off)."""
+        self.fresh_request = None
 
     def validate(self, task) -> None:
         parse_driver_info(task)
@@ -256,6 +274,7 @@ class IPMIManagement(_IpmiInterface, base.ManagementInterface):
         info = dict(task.node.driver_internal_info or {})
         info[BOOT_REQUEST_KEY] = {"boot_device": device.value, "persistent": bool(persistent)}
         task.update(driver_internal_info=info)
+        self.fresh_request = info[BOOT_REQUEST_KEY]
 
     def get_boot_device(self, task) -> dict:
         data = self._call(task, "get boot device", CMD_GET_BOOT_OPTIONS,

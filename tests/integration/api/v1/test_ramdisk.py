@@ -18,6 +18,7 @@ from ramdisk_agent.commands import CommandRunner
 from ramdisk_agent.extensions.deploy import DeployExtension
 from ramdisk_agent.extensions.standby import StandbyExtension
 from ramdisk_agent.server import create_app, make_certificate, serve_https
+from ramdisk_agent.wire.agent_tokens import token_hash
 from tests.waiting import wait_until
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
@@ -383,3 +384,80 @@ def test_agent_refusing_the_params_fails_the_deploy_with_its_message(app, refusi
     assert [r.command_name for r in runner.list()] == ["get_deploy_steps"]
     assert node["power_state"] == "power off"
     assert "agent_secret_token" not in internal(appliance, uuid)
+
+
+class Counted:
+    """Counts the Store calls the ramdisk endpoints make (wrapping the real ones)."""
+
+    def __init__(self, monkeypatch, store, names=("get_node", "get_node_by_id",
+                                                  "update_node", "reserve", "release")):
+        self.calls: list[str] = []
+        for name in names:
+            real = getattr(store, name)
+            monkeypatch.setattr(store, name, self._counting(name, real))
+
+    def _counting(self, name, real):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return real(*args, **kwargs)
+        return call
+
+
+def test_a_heartbeat_is_one_read_and_one_write(app, monkeypatch):
+    client, appliance = app
+    uuid = waiting_node(client)
+    token = token_of(client, uuid)
+    hold(client, uuid)
+    counted = Counted(monkeypatch, appliance.store)
+    assert beat(client, uuid, token).status_code == 202
+    assert counted.calls == ["get_node", "update_node"]
+    assert internal(appliance, uuid)["agent_url"] == "https://127.0.0.1:1"
+    assert get_node(client, uuid)["reservation"] is None
+
+
+def test_a_lookup_mints_its_token_in_one_write(app, monkeypatch):
+    client, appliance = app
+    uuid = waiting_node(client)
+    counted = Counted(monkeypatch, appliance.store)
+    answer = lookup(client, node_uuid=uuid).get_json()
+    assert answer["config"]["agent_token"] not in (None, "******")
+    assert counted.calls == ["get_node", "update_node"]
+    assert "agent_token_hash" in internal(appliance, uuid)
+
+
+def test_a_heartbeat_raced_by_another_write_loses_nothing(app, monkeypatch):
+    """The node changed between the heartbeat's read and its write (an operator's
+    PATCH here): the one-statement write does not happen; the heartbeat takes the
+    lock, reads the node again and records on top of that change."""
+    client, appliance = app
+    uuid = waiting_node(client)
+    token = token_of(client, uuid)
+    hold(client, uuid)
+    stale = appliance.store.get_node(uuid)
+    patched = client.patch(f"/v1/nodes/{uuid}", json=[
+        {"op": "add", "path": "/extra/rack", "value": "r7"}], headers=LATEST)
+    assert patched.status_code == 200
+    real_get = appliance.store.get_node
+    monkeypatch.setattr(appliance.store, "get_node",
+                        lambda ident: stale if ident == uuid else real_get(ident))
+    counted = Counted(monkeypatch, appliance.store, ("reserve", "get_node_by_id"))
+    assert beat(client, uuid, token).status_code == 202
+    assert counted.calls == ["reserve", "get_node_by_id"]   # the locked way
+    node = real_get(uuid)
+    assert node.extra == {"rack": "r7"} and node.reservation is None
+    assert node.driver_internal_info["agent_url"] == "https://127.0.0.1:1"
+
+
+def test_two_lookups_racing_mint_one_token(app, monkeypatch):
+    """Both read the node before either minted: the second one's write finds the node
+    changed, takes the lock, sees the token issued and answers the mask."""
+    client, appliance = app
+    uuid = waiting_node(client)
+    before = appliance.store.get_node(uuid)
+    first = lookup(client, node_uuid=uuid).get_json()["config"]["agent_token"]
+    real_get = appliance.store.get_node
+    monkeypatch.setattr(appliance.store, "get_node",
+                        lambda ident: before if ident == uuid else real_get(ident))
+    second = lookup(client, node_uuid=uuid).get_json()["config"]["agent_token"]
+    assert first not in (None, "******") and second == "******"
+    assert real_get(uuid).driver_internal_info["agent_token_hash"] == token_hash(first)

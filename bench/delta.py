@@ -63,6 +63,9 @@ from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
 from virtlab.demo.lab import sha256_of
 from virtlab.process import start_ready, stop
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cache import drop_caches
+
 BLOCK = 4096
 LOW_ENTROPY = bytes.maketrans(bytes(range(256)), bytes(b"abcdefghijklmnop"[i % 16]
                                                        for i in range(256)))
@@ -94,16 +97,6 @@ def make_images(work: Path, size: int, changed: float) -> tuple[Path, Path]:
             stream.seek(block * BLOCK)
             stream.write(_blocks(rng, 1))
     return old, new
-
-
-def drop_caches() -> bool:
-    """Drop the page cache (root only); whether it was dropped."""
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False  # not root: the figures then include page-cache effects
-    return True
 
 
 def full_write(url: str, digest: str, disk: Path) -> float:

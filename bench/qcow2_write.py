@@ -49,6 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ramdisk_agent.ramdisk.imagewrite import ImageSpec, write_image
 from virtlab.process import start_ready, stop
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cache import drop_caches
+
 MIB = 1 << 20
 EXTENT = 512 << 10                 # allocated/unallocated granule: 8 clusters of 64 KiB
 MEMORY_TARGET = 64                 # MiB of peak extra memory
@@ -79,14 +82,6 @@ def make_images(raw: Path, qcow: Path, size_mib: int, allocated: int,
            str(raw), str(qcow)]
     subprocess.run(cmd, check=True)
     return hasher.hexdigest()
-
-
-def drop_caches() -> None:
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        pass
 
 
 def vm_kib(field: str) -> int:

@@ -34,6 +34,21 @@ def connect(url: str, source: str = "127.0.0.1",
                                     source_address=(source, 0))
 
 
+def pending(sock: socket.socket, size: int = 4096) -> bytes | None:
+    """A look at what the server left to read, without waiting: None when nothing
+    yet, b"" when it closed the connection (EOF or a reset), else the bytes."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        return sock.recv(size, socket.MSG_PEEK)
+    except BlockingIOError:
+        return None
+    except ConnectionResetError:
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 

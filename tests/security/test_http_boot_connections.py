@@ -26,6 +26,7 @@ import pytest
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.limits import HttpLimits
 from tests.functional.netboot_peers import curl
+from tests.security.http_attacks import pending
 from tests.waiting import wait_until
 
 ATTACKER = "127.0.0.2"
@@ -44,17 +45,8 @@ def open_idle(port: int, source: str, count: int) -> list[socket.socket]:
 
 def closed_by_server(sock: socket.socket) -> bool:
     """The server closed it: a 503 and EOF, or EOF, or a reset, waiting to be read."""
-    timeout = sock.gettimeout()
-    sock.settimeout(0)  # a look, not a wait
-    try:
-        data = sock.recv(4096, socket.MSG_PEEK)
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    finally:
-        sock.settimeout(timeout)
-    return data == b"" or data.startswith(b"HTTP/1.1 503 ")
+    data = pending(sock)
+    return data is not None and (data == b"" or data.startswith(b"HTTP/1.1 503 "))
 
 
 @pytest.fixture

@@ -195,8 +195,11 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
     client = Client(appliance.url)
     uuid = _available(client, running, "m0", f"{slow.url}/lab-v1.img", appliance.v1_sha256)
     client.set_provision_state(uuid, "active")
+    # The step is recorded ("deploying", write_image) just before the agent is asked to
+    # run it; the node is back in "wait call-back" once the agent has taken it.
     writing = wait_until(lambda: (node := client.get_node(uuid)) and (
-        node.get("deploy_step") or {}).get("step") == "write_image" and node, WAIT, 0.2,
+        node.get("deploy_step") or {}).get("step") == "write_image" and
+        node["provision_state"] == "wait call-back" and node, WAIT, 0.2,
         lambda: f"write_image to start: {client.get_node(uuid)}")
     agent_url = writing["driver_internal_info"]["agent_url"]
     agent = running.status("m0")["agent"]

@@ -65,5 +65,6 @@ setup(
         "metalcast-agent = ramdisk_agent.cli:main",
         "sw-patch-build = conductor.cmd.patch_build:main",
         "sw-patch = cli.sw_patch:main",
+        "sw-manager = cli.sw_manager:main",
     ]},
 )

@@ -1,0 +1,252 @@
+"""What ``sw-manager`` prints for a strategy: StarlingX 6.0.0's client
+(nfv_client/sw_update/_sw_update.py), line for line.
+
+A field is ``name:`` padded to column 42, the value as Python prints it (a list of
+names as ``['compute-0']``, a JSON null as ``None``), one space and an optional unit:
+so every line ends with a space after its value, as StarlingX's do. The strategy
+block, then either the current phase's result and reason, or (``--details``,
+``--active``) the phases, their stages and steps; ``--active`` keeps the phases and
+stages in progress and the steps that are neither initial nor successful.
+
+The API's JSON is parsed once into the dataclasses below; a document missing a key
+the layout needs is a :class:`BadDocument` naming it (StarlingX's client dies with
+a KeyError).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cli.errors import CliError
+
+COLUMN = 42
+#: strategy ``name`` -> the title StarlingX prints (metalcast's own: sw-image)
+TITLES = {"sw-patch": "Patch", "sw-upgrade": "Upgrade", "fw-update": "Firmware Update",
+          "kube-rootca-update": "Kubernetes RootCA Update",
+          "kube-upgrade": "Kubernetes Upgrade", "sw-image": "Image"}
+#: strategy states in which nothing more happens without an operator
+FINAL_STATES = frozenset({"initial", "ready-to-apply", "build-failed", "build-timeout",
+                          "applied", "apply-failed", "apply-timeout", "aborted",
+                          "abort-failed", "abort-timeout"})
+#: final states that mean the operator's request succeeded
+SUCCESS_STATES = frozenset({"ready-to-apply", "applied"})
+
+
+class BadDocument(CliError):
+    """The API's strategy lacks a key the layout needs, or has the wrong shape."""
+
+
+def _get(data: Any, key: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise BadDocument(f"the API's strategy has no object at {where}")
+    try:
+        return data[key]
+    except KeyError:
+        raise BadDocument(f"the API's strategy lacks {where}.{key}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    step_id: Any
+    step_name: Any
+    entity_type: Any
+    entity_names: Any
+    entity_uuids: Any
+    timeout: Any
+    start_date_time: Any
+    end_date_time: Any
+    result: Any
+    reason: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    stage_id: Any
+    stage_name: Any
+    total_steps: Any
+    current_step: Any
+    timeout: Any
+    start_date_time: Any
+    end_date_time: Any
+    inprogress: Any
+    result: Any
+    reason: Any
+    steps: list[Step]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    phase_name: Any
+    total_stages: Any
+    current_stage: Any
+    stop_at_stage: Any
+    timeout: Any
+    start_date_time: Any
+    end_date_time: Any
+    inprogress: Any
+    completion_percentage: Any
+    result: Any
+    reason: Any
+    stages: list[Stage]
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    uuid: Any
+    name: Any
+    controller_apply_type: Any
+    storage_apply_type: Any
+    swift_apply_type: Any
+    worker_apply_type: Any
+    max_parallel_worker_hosts: Any
+    default_instance_action: Any
+    alarm_restrictions: Any
+    current_phase: Any
+    current_phase_completion_percentage: Any
+    state: Any
+    build_phase: Phase
+    apply_phase: Phase
+    abort_phase: Phase
+
+
+def _scalars(cls, data: Any, where: str, nested: tuple[str, ...] = ()) -> dict:
+    """The fields of ``cls`` other than ``nested``, read from their hyphenated keys."""
+    return {f.name: _get(data, f.name.replace("_", "-"), where)
+            for f in dataclasses.fields(cls) if f.name not in nested}
+
+
+def _items(data: Any, key: str, where: str) -> list:
+    items = _get(data, key, where)
+    if not isinstance(items, list):
+        raise BadDocument(f"the API's strategy has no list at {where}.{key}")
+    return items
+
+
+def _step(data: Any, where: str) -> Step:
+    return Step(**_scalars(Step, data, where))
+
+
+def _stage(data: Any, where: str) -> Stage:
+    steps = [_step(s, f"{where}.steps[{i}]") for i, s in
+             enumerate(_items(data, "steps", where))]
+    return Stage(steps=steps, **_scalars(Stage, data, where, ("steps",)))
+
+
+def _phase(data: Any, where: str) -> Phase:
+    stages = [_stage(s, f"{where}.stages[{i}]") for i, s in
+              enumerate(_items(data, "stages", where))]
+    return Phase(stages=stages, **_scalars(Phase, data, where, ("stages",)))
+
+
+def parse(data: Any) -> Strategy:
+    """The API's ``strategy`` object as a :class:`Strategy`."""
+    phases = {name: _phase(_get(data, name.replace("_", "-"), "strategy"),
+                           f"strategy.{name.replace('_', '-')}")
+              for name in ("build_phase", "apply_phase", "abort_phase")}
+    return Strategy(**phases, **_scalars(Strategy, data, "strategy", tuple(phases)))
+
+
+def field(indent: int, name: str, value: Any, unit: str = "") -> str:
+    """One ``name:`` line padded to column 42, as StarlingX prints it."""
+    pad = " " * (COLUMN - indent - len(name) - 1)
+    return f"{' ' * indent}{name}:{pad}{value} {unit}"
+
+
+def _step_lines(step: Step, active: bool) -> list[str]:
+    if active and step.result in ("initial", "success"):
+        return []
+    lines = [field(12, "step-id", step.step_id), field(12, "step-name", step.step_name)]
+    for name, value in (("entity-type", step.entity_type),
+                        ("entity-names", step.entity_names),
+                        ("entity-uuids", step.entity_uuids)):
+        if value:
+            lines.append(field(12, name, value))
+    lines.append(field(12, "timeout", step.timeout, "seconds"))
+    if step.start_date_time:
+        lines.append(field(12, "start-date-time", step.start_date_time))
+    if step.end_date_time:
+        lines.append(field(12, "end-date-time", step.end_date_time))
+    return lines + [field(12, "result", step.result), field(12, "reason", step.reason), ""]
+
+
+def _outcome(indent: int, item: Stage | Phase) -> list[str]:
+    """``inprogress: true``, or the end time, result and reason."""
+    if item.inprogress:
+        return [field(indent, "inprogress", "true")]
+    return [field(indent, "end-date-time", item.end_date_time),
+            field(indent, "result", item.result), field(indent, "reason", item.reason)]
+
+
+def _stage_lines(stage: Stage, details: bool, active: bool) -> list[str]:
+    if active and not stage.inprogress:
+        return []
+    lines = [field(8, "stage-id", stage.stage_id), field(8, "stage-name", stage.stage_name),
+             field(8, "total-steps", stage.total_steps),
+             field(8, "current-step", stage.current_step),
+             field(8, "timeout", stage.timeout, "seconds"),
+             field(8, "start-date-time", stage.start_date_time), *_outcome(8, stage)]
+    if details or active:
+        lines.append("        steps:")
+        for step in stage.steps:
+            lines += _step_lines(step, active)
+    return lines + [""]
+
+
+def _phase_lines(phase: Phase, details: bool, active: bool) -> list[str]:
+    if active and not phase.inprogress:
+        return []
+    lines = [f"  {phase.phase_name}-phase:", field(4, "total-stages", phase.total_stages),
+             field(4, "current-stage", phase.current_stage),
+             field(4, "stop-at-stage", phase.stop_at_stage),
+             field(4, "timeout", phase.timeout, "seconds"),
+             field(4, "completion-percentage", f"{phase.completion_percentage}%"),
+             field(4, "start-date-time", phase.start_date_time), *_outcome(4, phase)]
+    if details or active:
+        lines.append("    stages:")
+        for stage in phase.stages:
+            lines += _stage_lines(stage, details, active)
+    return lines
+
+
+def _summary_lines(s: Strategy) -> list[str]:
+    """Without --details: the current phase's result and reason (in progress: say so)."""
+    apply = [field(2, "apply-result", s.apply_phase.result),
+             field(2, "apply-reason", s.apply_phase.reason)]
+    if s.current_phase == s.build_phase.phase_name:
+        if s.build_phase.inprogress:
+            return [field(2, "inprogress", "true")]
+        return [field(2, "build-result", s.build_phase.result),
+                field(2, "build-reason", s.build_phase.reason)]
+    if s.current_phase == s.apply_phase.phase_name:
+        return [field(2, "inprogress", "true")] if s.apply_phase.inprogress else apply
+    if s.current_phase == s.abort_phase.phase_name:
+        if s.abort_phase.inprogress:
+            return [field(2, "inprogress", "true"), *apply, field(2, "abort-result", ""),
+                    field(2, "abort-reason", "")]
+        return [*apply, field(2, "abort-result", s.abort_phase.result),
+                field(2, "abort-reason", s.abort_phase.reason)]
+    return []
+
+
+def render(strategy: Strategy, details: bool = False, active: bool = False) -> list[str]:
+    """The lines StarlingX's ``sw-manager … show`` prints for this strategy."""
+    s = strategy
+    lines = [f"Strategy {TITLES.get(s.name, 'Unknown')} Strategy:",
+             field(2, "strategy-uuid", s.uuid),
+             field(2, "controller-apply-type", s.controller_apply_type),
+             field(2, "storage-apply-type", s.storage_apply_type),
+             field(2, "worker-apply-type", s.worker_apply_type)]
+    if s.worker_apply_type == "parallel":
+        lines.append(field(2, "max-parallel-worker-hosts", s.max_parallel_worker_hosts))
+    lines += [field(2, "default-instance-action", s.default_instance_action),
+              field(2, "alarm-restrictions", s.alarm_restrictions),
+              field(2, "current-phase", s.current_phase),
+              field(2, "current-phase-completion",
+                    f"{s.current_phase_completion_percentage}%"),
+              field(2, "state", s.state)]
+    if not (details or active):
+        return lines + _summary_lines(s)
+    for phase in (s.build_phase, s.apply_phase, s.abort_phase):
+        if phase.total_stages > 0:
+            lines += _phase_lines(phase, details, active)
+    return lines

@@ -125,3 +125,14 @@ class PatchEngineError(AgentError):
 
 class MetadataUnsupported(PatchEngineError):
     """A repo's metadata uses a compression the stdlib cannot read (fall back to dnf)."""
+
+
+class GptError(AgentError):
+    """A disk's GPT cannot be read or safely rewritten (no valid copy, truncated, not
+    GPT); nothing was written."""
+
+
+class InvalidSlot(GptError):
+    """An A/B slot edit names a partition that does not exist or a value out of range."""
+    status_code = 400
+    faultcode = "Client"

@@ -26,9 +26,9 @@ import pytest
 
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.helpers import api_call, mac, provision, wait_node
+from tests.functional.patch_lab import HTTP_RE, hosts, issue_token, wait_for
 from tests.functional.rpm_tools import build_rpm
 from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH, installed
-from tests.functional.test_patch_walkthrough import HTTP_RE, hosts, issue_token, wait_for
 from tests.functional.test_virtlab_machine import (  # noqa: F401
     TFTP_RE,
     _enrol,

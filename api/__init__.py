@@ -9,7 +9,7 @@ import flask
 
 from api import auth, common, errors, identity, limits
 from api.json_provider import OrjsonProvider
-from api.starlingx import alarms, patching
+from api.starlingx import alarms, orchestration, patching
 from api.throttle import CheckBudget
 from api.v1 import drivers, microversion, nodes, ports, root
 from api.v1 import ramdisk as agent
@@ -19,7 +19,8 @@ ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
 def _negotiate() -> None:
     if flask.request.path.startswith(("/fm/", "/v3")) or \
-            patching.is_patch_path(flask.request.path):
+            patching.is_patch_path(flask.request.path) or \
+            orchestration.is_orchestration_path(flask.request.path):
         return  # StarlingX's APIs and Identity v3 have no Ironic microversions
     if flask.request.path in ROOT_PATHS:
         try:  # discovery must answer even for a version we refuse elsewhere
@@ -59,7 +60,7 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
     for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp, agent.bp, alarms.bp,
-                      identity.bp):
+                      identity.bp, orchestration.bp):
         app.register_blueprint(blueprint)
     patching.register(app)
     return app

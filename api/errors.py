@@ -8,7 +8,7 @@ import logging
 import flask
 from werkzeug import exceptions as http
 
-from api.starlingx import patching
+from api.starlingx import orchestration, patching
 from conductor import errors
 
 LOG = logging.getLogger(__name__)
@@ -26,9 +26,10 @@ def client_fault(message: str) -> dict:
 
 
 def _body(status: int, payload: dict) -> flask.Response:
-    response = flask.current_app.response_class(document(payload), status=status,
-                                                mimetype="application/json")
-    return response
+    # StarlingX's VIM API (wsme) puts faultstring at the top level; its client reads it.
+    body = json.dumps(payload).encode() if orchestration.is_orchestration_path(
+        flask.request.path) else document(payload)
+    return flask.current_app.response_class(body, status=status, mimetype="application/json")
 
 
 def _starlingx_body(exc: errors.PatchOpError) -> flask.Response:

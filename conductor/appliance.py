@@ -19,6 +19,7 @@ from conductor.db.engine import make_engine
 from conductor.db.patch_hosts import PatchHostRows
 from conductor.db.queries import Store
 from conductor.db.records import Node
+from conductor.db.strategies import StrategyRows
 from conductor.db.tokens import TokenRows
 from conductor.dns import rfc2136
 from conductor.dns.registration import DnsRetry
@@ -31,6 +32,8 @@ from conductor.identity import Tokens
 from conductor.netboot import dhcp
 from conductor.netboot import dnsmasq as dhcp_dnsmasq
 from conductor.netboot.services import NetbootServices
+from conductor.orchestration.fleet import ApplianceFleet
+from conductor.orchestration.orchestrator import Orchestrator
 from conductor.patching.controller import PatchController
 from conductor.patching.host_channel import HostAgents, HostCommands
 from conductor.service.facade import Service
@@ -80,8 +83,14 @@ class Appliance:
         agent.upgrade_stored_tokens()   # no agent token stays in plain text
         #: Identity v3 tokens, stored hashed in the database (conductor/identity.py).
         tokens = Tokens(TokenRows(self.engine), settings.identity.token_expiration)
+        #: sw-manager strategies and their runner (conductor/orchestration/); steps act
+        #: through the store, the patch controller, the alarms and the workers.
+        self.orchestration = Orchestrator(
+            StrategyRows(self.engine),
+            ApplianceFleet(self.store, settings, self.patching, self.alarms, self.workers),
+            self.alarms, settings) if settings.orchestration.enabled else None
         self.service = Service(self.store, settings, self.workers, agent, self.alarms,
-                               self.patching, tokens)
+                               self.patching, tokens, self.orchestration)
 
     def _task_opener(self) -> Callable[[Node], Task]:
         """Wraps a node that this conductor has locked into a Task with its drivers."""
@@ -120,10 +129,14 @@ class Appliance:
     def start(self) -> None:
         self.start_boot_services()
         self.workers.start()
+        if self.orchestration is not None:     # after the workers: steps may reboot hosts
+            self.orchestration.start()
         LOG.info("Conductor %s started (hardware types: %s)", self.settings.conductor.host,
                  ", ".join(self.settings.conductor.hardware_types))
 
     def stop(self) -> None:
+        if self.orchestration is not None:     # a pass in flight ends and is saved
+            self.orchestration.stop()
         self.workers.stop()
         self.netboot.stop()
         if self.dhcp_service is not None:

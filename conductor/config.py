@@ -259,6 +259,20 @@ class PatchingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class OrchestrationSettings:
+    """``[orchestration]``: sw-manager strategies (conductor/orchestration/) and their
+    REST API under /api/orchestration/ (api/orchestration.py)."""
+
+    enabled: bool = True
+    audit_interval: float = 2.0      # seconds between two passes of the strategy runner
+    stabilize_factor: float = 1.0    # system-stabilize waits its StarlingX time times
+                                     # this (tests: 0); its timeout stays StarlingX's
+    host_offline_after: float = 180.0  # seconds without a host-agent report: offline
+    lease: float = 30.0              # seconds a conductor owns a running strategy
+                                     # without touching it before another takes it over
+
+
+@dataclasses.dataclass(frozen=True)
 class IdentitySettings:
     """``[identity]``: the Keystone-style login clients with an openrc use
     (``POST /v3/auth/tokens``, api/identity/, conductor/identity.py). The users are the
@@ -300,6 +314,7 @@ class Settings:
     dhcp: DhcpSettings = _section(DhcpSettings)
     patching: PatchingSettings = _section(PatchingSettings)
     identity: IdentitySettings = _section(IdentitySettings)
+    orchestration: OrchestrationSettings = _section(OrchestrationSettings)
 
     @property
     def data_path(self) -> Path:

@@ -160,3 +160,24 @@ identity_tokens = sa.Table(
     sa.Column("expires_at", _TS, nullable=False, index=True),
     sa.Column("revoked_at", _TS, nullable=True),
 )
+
+#: The one sw-update strategy (conductor/orchestration/): StarlingX's VIM holds exactly
+#: one across every strategy type, so ``slot`` is always 1 and unique, and a second
+#: create loses on the constraint whichever conductor runs it. ``document`` is the whole
+#: strategy (phases, stages, steps and what each running step has done so far); the
+#: conductor running it (``owner``) touches ``owner_seen_at``, so a restarted or another
+#: conductor takes it over when that stops.
+sw_update_strategies = sa.Table(
+    "sw_update_strategies", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("slot", sa.Integer, nullable=False, unique=True, default=1),
+    sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    _json("document"),
+    sa.Column("revision", sa.String(32), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("owner_seen_at", _TS, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)

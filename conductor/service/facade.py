@@ -25,6 +25,7 @@ from conductor.service.ports import PortChanges
 from conductor.service.ramdisk import AgentService
 
 if TYPE_CHECKING:
+    from conductor.orchestration.orchestrator import Orchestrator
     from conductor.patching.controller import PatchController
 
 LOG = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Service:
 
     def __init__(self, store: Store, settings: Settings, workers: Workers,
                  agent: AgentService, alarms: AlarmTable,
-                 patching: PatchController | None, tokens: Tokens):
+                 patching: PatchController | None, tokens: Tokens,
+                 orchestration: Orchestrator | None = None):
         self.store = store
         self.settings = settings
         self.workers = workers
@@ -71,6 +73,8 @@ class Service:
         self.patching = patching
         #: Identity v3 tokens (/v3/auth/tokens, X-Auth-Token): conductor/identity.py.
         self.tokens = tokens
+        #: sw-manager strategies (/api/orchestration/...); None when disabled.
+        self.orchestration = orchestration
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):

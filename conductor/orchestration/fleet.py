@@ -1,0 +1,98 @@
+"""The fleet as this appliance has it: what strategy steps read and change.
+
+Hosts are active nodes plus the patch controller's host states (hosts.map_hosts);
+alarms are the appliance's AlarmTable (patching's re-evaluated first); lock and
+unlock are the node's maintenance flag (what ``sw-patch host-install`` treats as a
+locked host); installs go through the patch controller exactly as
+``sw-patch host-install-async`` does; a reboot is a power reboot through the
+node's BMC, run by the engine's workers under the node lock like ``PUT
+states/power``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from conductor import errors
+from conductor.alarms import AlarmTable
+from conductor.config import Settings
+from conductor.db.queries import Store
+from conductor.drivers.base import PowerState
+from conductor.engine import actions
+from conductor.engine.task import Task
+from conductor.engine.workers import Workers
+from conductor.orchestration.hosts import FleetHost, map_hosts
+
+if TYPE_CHECKING:
+    from conductor.patching.controller import PatchController
+
+LOG = logging.getLogger(__name__)
+ACTIVE = "active"
+
+
+class ApplianceFleet:
+    """steps.Fleet over the store, the patch controller, the alarms and the workers."""
+
+    def __init__(self, store: Store, settings: Settings, patching: PatchController | None,
+                 alarms: AlarmTable, workers: Workers | None):
+        self.store, self.settings = store, settings
+        self.patching, self.alarm_table, self.workers = patching, alarms, workers
+
+    def hosts(self) -> dict[str, FleetHost]:
+        nodes = self.store.list_nodes({"provision_state": ACTIVE})
+        views = self.patching.query_hosts() if self.patching is not None else []
+        return map_hosts(nodes, views, self.settings.orchestration.host_offline_after)
+
+    def patches(self) -> dict[str, Any]:
+        return self.patching.query()["pd"] if self.patching is not None else {}
+
+    def alarms(self) -> list[Any]:
+        if self.patching is not None:
+            self.patching.reevaluate_alarms()
+        return self.alarm_table.list()
+
+    def lock(self, name: str, reason: str) -> bool:
+        """Maintenance on; False when the host was locked already (not ours)."""
+        node = self.store.get_node(name)
+        if node.maintenance:
+            return False
+        self.store.update_node(node.id, {"maintenance": True, "maintenance_reason": reason})
+        LOG.info("Node %s (%s): locked (maintenance on): %s", node.uuid, name, reason)
+        return True
+
+    def unlock(self, name: str) -> None:
+        node = self.store.get_node(name)
+        self.store.update_node(node.id, {"maintenance": False, "maintenance_reason": None,
+                                         "fault": None})
+        LOG.info("Node %s (%s): unlocked (maintenance off)", node.uuid, name)
+
+    def install(self, name: str) -> str:
+        """Ask the host to install (host-install-async); the error text, or ""."""
+        if self.patching is None:
+            return "patching is disabled on this conductor ([patching] enabled = false)"
+        return self.patching.host_install_async(name).error.strip()
+
+    def reboot(self, name: str) -> None:
+        """Power reboot through the node's BMC; a refusal (node busy, no free worker)
+        is logged: the step waiting for the host shows it did not come back."""
+        if self.workers is None:
+            LOG.error("Host %s: no workers to reboot it", name)
+            return
+        host = self.settings.conductor.host
+        node = self.store.get_node(name)
+        try:
+            self.workers.claim_slot()
+        except errors.MetalcastError as exc:
+            LOG.error("Node %s (%s): reboot not requested: %s", node.uuid, name, exc)
+            return
+        try:
+            self.store.reserve(node, host, {"target_power_state": PowerState.REBOOT.value,
+                                            "conductor_affinity": host})
+            node = self.store.get_node_by_id(node.id)
+        except errors.MetalcastError as exc:
+            self.workers.release_slot()
+            LOG.error("Node %s (%s): reboot not requested: %s", node.uuid, name, exc)
+            return
+        LOG.info("Node %s (%s): reboot requested by orchestration", node.uuid, name)
+        self.workers.spawn(Task(self.store, node, host, self.workers.drivers),
+                           actions.change_power, PowerState.REBOOT, None)

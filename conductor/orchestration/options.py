@@ -1,0 +1,59 @@
+"""The create options of a patch strategy, checked once at the edge (400 otherwise).
+
+StarlingX's VIM API (specs/starlingx-patching.md §6.1): ``controller-apply-type``,
+``storage-apply-type``, ``worker-apply-type`` and ``default-instance-action`` are
+required; ``swift-apply-type`` defaults to ignore, ``max-parallel-worker-hosts`` to
+2 (2..100), ``alarm-restrictions`` to strict. ``parallel`` controllers are accepted
+here and fail the build, as StarlingX does. Unknown keys are refused: a misspelt
+option silently ignored would build a strategy the operator did not ask for.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from conductor import errors
+
+APPLY_TYPES = ("serial", "parallel", "ignore")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "controller-apply-type": APPLY_TYPES,
+    "storage-apply-type": APPLY_TYPES,
+    "swift-apply-type": APPLY_TYPES,
+    "worker-apply-type": APPLY_TYPES,
+    "default-instance-action": ("migrate", "stop-start"),
+    "alarm-restrictions": ("strict", "relaxed"),
+}
+REQUIRED = ("controller-apply-type", "storage-apply-type", "worker-apply-type",
+            "default-instance-action")
+DEFAULTS: dict[str, Any] = {"swift-apply-type": "ignore", "max-parallel-worker-hosts": 2,
+                            "alarm-restrictions": "strict"}
+MIN_PARALLEL, MAX_PARALLEL = 2, 100
+#: Order of the keys in the strategy JSON (StarlingX's).
+ORDER = ("controller-apply-type", "storage-apply-type", "swift-apply-type",
+         "worker-apply-type", "max-parallel-worker-hosts", "default-instance-action",
+         "alarm-restrictions")
+
+
+def parse(body: dict[str, Any]) -> dict[str, Any]:
+    """The options of a create request body, with defaults, in StarlingX's order."""
+    unknown = sorted(set(body) - set(ORDER))
+    if unknown:
+        raise errors.InvalidParameter(
+            f"Unknown strategy option(s): {', '.join(unknown)}; the options are "
+            f"{', '.join(ORDER)}.")
+    for key in REQUIRED:
+        if body.get(key) is None:
+            raise errors.InvalidParameter(f"Mandatory field '{key}' missing.")
+    values = dict(DEFAULTS)
+    values.update({k: v for k, v in body.items() if v is not None})
+    for key, choices in CHOICES.items():
+        if values[key] not in choices:
+            raise errors.InvalidParameter(
+                f"Invalid value for {key}: {values[key]!r}; expected one of "
+                f"{', '.join(choices)}.")
+    parallel = values["max-parallel-worker-hosts"]
+    if not isinstance(parallel, int) or isinstance(parallel, bool):
+        raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts: "
+                                      f"expected an integer ({MIN_PARALLEL}..{MAX_PARALLEL}).")
+    if not MIN_PARALLEL <= parallel <= MAX_PARALLEL:
+        raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts")
+    return {key: values[key] for key in ORDER}

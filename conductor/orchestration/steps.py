@@ -1,0 +1,194 @@
+"""What each step kind does: ``start`` it once, then ``poll`` it until it ends.
+
+A step's progress lives in ``step.data`` (persisted with the strategy), and ``start``
+and ``poll`` are safe to run again after a restart: locking a locked host or asking
+a host to install again changes nothing. ``poll`` answers None while the step is
+still running, or (result, reason). Timeouts are the runner's (engine.py).
+
+* query-alarms — fails (``fail``) when alarms block, after the ignore list and the
+  strict/relaxed filter (patch_build.blocking_alarms); in the build it only records.
+* lock-hosts — maintenance on, with the strategy named as the reason; only hosts not
+  locked already are ours (``data["locked"]``), and only ours are unlocked on abort.
+* sw-patch-hosts — the patch controller's host-install-async per host, then the
+  hosts' reports: ``patch_failed`` is checked before ``patch_current`` (LP 1842952).
+* unlock-hosts / reboot-hosts — a host whose install needs a reboot is rebooted
+  (its BMC); the step waits until its agent reports again without the reboot flag,
+  then (unlock) takes it out of maintenance.
+* system-stabilize — waits its time (times ``[orchestration] stabilize_factor``).
+* wait-alarms-clear / wait-data-sync — wait until no alarm blocks.
+* swact-hosts — nothing to move here (hosts.py): succeeds at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from conductor.orchestration.hosts import FleetHost
+from conductor.orchestration.model import Result, Step
+from conductor.orchestration.patch_build import blocking_alarms
+
+LOG = logging.getLogger(__name__)
+
+Outcome = tuple[str, str] | None
+
+
+class Fleet(Protocol):
+    """What steps act on (fleet.ApplianceFleet; tests may build their own)."""
+
+    def hosts(self) -> dict[str, FleetHost]: ...
+    def alarms(self) -> list[Any]: ...
+    def lock(self, name: str, reason: str) -> bool: ...
+    def unlock(self, name: str) -> None: ...
+    def install(self, name: str) -> str: ...
+    def reboot(self, name: str) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    strategy_uuid: str
+    restrictions: str
+    now: float
+    stabilize_factor: float = 1.0
+
+    @property
+    def lock_reason(self) -> str:
+        return f"locked by sw-patch strategy {self.strategy_uuid}"
+
+
+def _noop(step: Step, fleet: Fleet, ctx: Context) -> None:
+    return None
+
+
+def _succeed(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    return Result.SUCCESS, ""
+
+
+def _query_alarms(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    blocking = blocking_alarms(fleet.alarms(), step.params.get("restrictions", ctx.restrictions))
+    step.data["alarms"] = blocking
+    if blocking and step.params.get("fail"):
+        return Result.FAILED, f"active alarms present [ {', '.join(blocking)} ]"
+    return Result.SUCCESS, ""
+
+
+def _wait_alarms(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    if blocking_alarms(fleet.alarms(), ctx.restrictions):
+        return None
+    return Result.SUCCESS, ""
+
+
+def _lock(step: Step, fleet: Fleet, ctx: Context) -> None:
+    locked = step.data.setdefault("locked", [])
+    for name in step.entity_names:
+        if name not in locked and fleet.lock(name, ctx.lock_reason):
+            locked.append(name)
+            LOG.info("Strategy %s: host %s locked", ctx.strategy_uuid, name)
+
+
+def _install(step: Step, fleet: Fleet, ctx: Context) -> None:
+    sent = step.data.setdefault("sent", [])
+    for name in step.entity_names:
+        if name in sent:
+            continue
+        error = fleet.install(name)
+        if error:
+            step.data["error"] = f"software update failed to apply on host {name}: {error}"
+            LOG.error("Strategy %s: install request to %s failed: %s", ctx.strategy_uuid,
+                      name, error)
+            return
+        sent.append(name)
+        LOG.info("Strategy %s: install requested on host %s", ctx.strategy_uuid, name)
+
+
+def _installed(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    if step.data.get("error"):
+        return Result.FAILED, step.data["error"]
+    hosts = fleet.hosts()
+    for name in step.entity_names:
+        host = hosts.get(name)
+        if host is None:
+            return Result.FAILED, f"host {name} no longer known"
+        if host.patch_state == "installing":
+            return None
+        if host.patch_failed:       # before patch_current: LP 1842952
+            return Result.FAILED, f"software update failed to apply on host {name}"
+        if host.patch_state == "install-rejected":
+            return Result.FAILED, f"software update rejected by host {name}"
+        if not host.patch_current:
+            return None
+    return Result.SUCCESS, ""
+
+
+def _reboot_if_needed(step: Step, fleet: Fleet, ctx: Context) -> None:
+    rebooting = step.data.setdefault("rebooting", [])
+    hosts = fleet.hosts()
+    for name in step.entity_names:
+        host = hosts.get(name)
+        if host is not None and host.requires_reboot and name not in rebooting:
+            fleet.reboot(name)
+            rebooting.append(name)
+            LOG.info("Strategy %s: host %s rebooting", ctx.strategy_uuid, name)
+
+
+def _healthy(host: FleetHost | None) -> bool:
+    return host is not None and host.availability != "offline" and not host.requires_reboot
+
+
+def _unlocked(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    done = step.data.setdefault("unlocked", [])
+    hosts = fleet.hosts()
+    for name in step.entity_names:
+        if name not in done and _healthy(hosts.get(name)):
+            fleet.unlock(name)
+            done.append(name)
+            LOG.info("Strategy %s: host %s unlocked", ctx.strategy_uuid, name)
+    return (Result.SUCCESS, "") if len(done) == len(step.entity_names) else None
+
+
+def _rebooted(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    hosts = fleet.hosts()
+    if all(_healthy(hosts.get(name)) for name in step.entity_names):
+        return Result.SUCCESS, ""
+    return None
+
+
+def _stabilize(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    started = step.started if step.started is not None else ctx.now
+    if ctx.now - started >= step.timeout * ctx.stabilize_factor:
+        return Result.SUCCESS, ""
+    return None
+
+
+Starter = Callable[[Step, Fleet, Context], None]
+Poller = Callable[[Step, Fleet, Context], Outcome]
+#: Step name -> (start, poll).
+KINDS: dict[str, tuple[Starter, Poller]] = {
+    "query-alarms": (_noop, _query_alarms),
+    "query-sw-patches": (_noop, _succeed),
+    "query-sw-patch-hosts": (_noop, _succeed),
+    "swact-hosts": (_noop, _succeed),
+    "lock-hosts": (_lock, _succeed),
+    "sw-patch-hosts": (_install, _installed),
+    "unlock-hosts": (_reboot_if_needed, _unlocked),
+    "reboot-hosts": (_reboot_if_needed, _rebooted),
+    "system-stabilize": (_noop, _stabilize),
+    "wait-alarms-clear": (_noop, _wait_alarms),
+    "wait-data-sync": (_noop, _wait_alarms),
+}
+#: A timed-out step of these kinds succeeded (StarlingX: a stabilize that ran out).
+TIMEOUT_IS_SUCCESS = frozenset({"system-stabilize"})
+
+
+def compensation(step: Step) -> Step | None:
+    """The step that undoes ``step`` on abort: unlock for lock (only the hosts it
+    locked); nothing for the rest (installed patches are never rolled back)."""
+    if step.name != "lock-hosts" or step.result == Result.INITIAL:
+        return None
+    names = list(step.data.get("locked", step.entity_names))
+    if not names:
+        return None
+    uuids = [u for n, u in zip(step.entity_names, step.entity_uuids) if n in names]
+    return Step("unlock-hosts", 1800, entity_type="hosts", entity_names=names,
+                entity_uuids=uuids)

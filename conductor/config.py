@@ -261,7 +261,7 @@ class PatchingSettings:
 @dataclasses.dataclass(frozen=True)
 class OrchestrationSettings:
     """``[orchestration]``: sw-manager strategies (conductor/orchestration/) and their
-    REST API under /api/orchestration/ (api/orchestration.py)."""
+    REST API under /api/orchestration/ (api/starlingx/orchestration.py)."""
 
     enabled: bool = True
     audit_interval: float = 2.0      # seconds between two passes of the strategy runner

@@ -74,3 +74,13 @@ def create_patching_app(service, settings=None,
     app = _base_app(service, settings, checks)
     patching.register(app, listener=True)
     return app
+
+
+def create_orchestration_app(service, settings=None,
+                             checks: CheckBudget | None = None) -> flask.Flask:
+    """The VIM listener's app ([api] vim_port, StarlingX's 4545): the orchestration
+    API alone (api/starlingx/orchestration.py), behind the same authentication."""
+    settings = settings or service.settings
+    app = _base_app(service, settings, checks)
+    app.register_blueprint(orchestration.bp)
+    return app

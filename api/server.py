@@ -9,7 +9,7 @@ import sys
 import threading
 from types import ModuleType
 
-from api import create_app, create_patching_app
+from api import create_app, create_orchestration_app, create_patching_app
 from api.http_server import BoundedServer, ConnectionGuard, ConnectionLimits, create_server
 from api.throttle import CheckBudget
 from conductor import errors
@@ -55,8 +55,11 @@ class Server:
         self.url = _url(settings.api.host, self._wsgi.effective_port)
         self._patching_wsgi: BoundedServer | None = None
         self.patching_url: str | None = None
+        self._vim_wsgi: BoundedServer | None = None
+        self.vim_url: str | None = None
         try:  # these bind now too: a failure stops serve before it reports ready
             self._start_patching_listener(settings, service)
+            self._start_vim_listener(settings, service)
             self.boot_lines = self.appliance.start_boot_services(self.url)
         except BaseException:
             self._close_sockets()
@@ -79,13 +82,31 @@ class Server:
                 "to serve the patch API on the API port only.")) from None
         self.patching_url = _url(patching.listen_host, self._patching_wsgi.effective_port)
 
+    def _start_vim_listener(self, settings: Settings, service) -> None:
+        """The orchestration API on StarlingX's VIM port too ([api] vim_port)."""
+        if not settings.api.vim_port or service.orchestration is None:
+            return
+        try:
+            self._vim_wsgi = _listen(create_orchestration_app(service, settings, self._checks),
+                                     settings.api.host, settings.api.vim_port,
+                                     PATCHING_THREADS, self._sockets, self._guard)
+        except OSError as exc:
+            hint = BIND_HINTS.get(exc.errno or 0, exc.strerror or str(exc))
+            raise errors.ConfigError(reason=(
+                f"cannot listen for the orchestration API on {settings.api.host} port "
+                f"{settings.api.vim_port}: {hint} ({exc.strerror}). Set [api] vim_port "
+                "(or METALCAST_API_VIM_PORT) to a free port, or to 0 to serve it on the "
+                "API port only.")) from None
+        self.vim_url = _url(settings.api.host, self._vim_wsgi.effective_port)
+
     def serve_forever(self) -> None:
         self.appliance.start()
         try:
             self._wsgi.run()  # the one loop: it serves every listener's sockets
         finally:
-            if self._patching_wsgi is not None:
-                self._patching_wsgi.task_dispatcher.shutdown()
+            for listener in (self._patching_wsgi, self._vim_wsgi):
+                if listener is not None:
+                    listener.task_dispatcher.shutdown()
             self.appliance.stop()
 
     def start_in_thread(self) -> threading.Thread:
@@ -141,6 +162,8 @@ def run(settings: Settings, on_ready=print) -> None:
         on_ready(line)
     if server.patching_url:
         on_ready(f"StarlingX patch API (sw-patch) listening on {server.patching_url}")
+    if server.vim_url:
+        on_ready(f"StarlingX orchestration API (sw-manager) listening on {server.vim_url}")
     on_ready(f"metalcast API listening on {server.url}")
     try:
         server.serve_forever()

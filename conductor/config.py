@@ -56,6 +56,9 @@ class ApiSettings:
     auth_max_backoff: float = 60         # 1, 2, 4 ... s, at most this, per address
     max_limit: int = 1000
     public_endpoint: str = ""
+    vim_port: int = 0                    # also serve the orchestration API (sw-manager)
+                                         # on this port of [api] host, as StarlingX's VIM
+                                         # on 4545; 0: on the API port only
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,7 +70,19 @@ def service_urls(settings: Settings, base: str) -> list[tuple[str, str, str]]:
     return [("identity", "keystone", f"{base}/v3"),
             ("baremetal", "ironic", base),
             ("patching", "patching", identity.patching_url or patching_url(settings, base)),
-            ("nfv", "vim", identity.orchestration_url or base)]
+            ("nfv", "vim", identity.orchestration_url or orchestration_url(settings, base))]
+
+
+def orchestration_url(settings: Settings, base: str) -> str:
+    """The orchestration API: the VIM listener ([api] vim_port) when there is one,
+    else the API's own URL (it serves /api/orchestration/ too)."""
+    if not settings.api.vim_port:
+        return base
+    host = settings.api.host
+    if host in WILDCARDS:
+        host = urllib.parse.urlsplit(base).hostname or host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.api.vim_port}"
 
 
 def patching_url(settings: Settings, base: str) -> str:

@@ -169,9 +169,9 @@ def test_nfv_client_gets_a_token_and_the_vim_endpoint(keystone):
 
 
 def test_sw_manager_show_reaches_the_vim_url_with_its_token(keystone):
-    # The token is taken at the VIM URL: the orchestration routes do not exist yet (a
-    # 404, which the client prints as "No strategy available"); a refused token would
-    # be a 401, which it prints as a Rest-API error and exits 1.
+    # The token is taken at the VIM URL: no strategy exists ({"strategy": null}, which
+    # the client prints as "No strategy available"); a refused token would be a 401,
+    # which it prints as a Rest-API error and exits 1.
     result = sw_manager(manager_env(keystone), "patch-strategy", "show")
     assert (result.returncode, result.stdout) == (0, "No strategy available\n"), result
 

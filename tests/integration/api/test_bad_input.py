@@ -150,6 +150,8 @@ def error_text(response) -> str | None:
         return inner.get("faultstring") or inner.get("description") or None  # 406
     if isinstance(body, dict) and body.get("error"):  # StarlingX patching
         return body["error"]
+    if isinstance(body, dict) and isinstance(body.get("faultstring"), str):
+        return body["faultstring"] or None          # StarlingX's VIM (wsme)
     return None
 
 

@@ -72,10 +72,12 @@ def _pump(stream, log: list[str], ready: threading.Event, found: list[str]) -> N
 
 
 def start_server(data_dir: Path, sections: dict | None = None,
-                 host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> RunningServer:
+                 host: str = "127.0.0.1", prefix: tuple[str, ...] = (),
+                 port: int = 0) -> RunningServer:
     """Start ``metalcast serve`` and return once it prints its ready line. A ``host``
     other than loopback (a test machine's link) needs [api] auth_strategy set;
-    ``prefix`` runs it through a command (nsenter into a network namespace)."""
+    ``prefix`` runs it through a command (nsenter into a network namespace); ``port``
+    0 lets the kernel pick (a restarted server takes its old port again)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sections = dict(sections or {})
     # Boot servers (TFTP 69, HTTP 8080) only where a test asks for [pxe]: servers run in parallel.
@@ -83,7 +85,7 @@ def start_server(data_dir: Path, sections: dict | None = None,
     # Likewise the patching listener (127.0.0.1:5487): only where a test asks for it.
     sections["patching"] = {"listen_port": 0, **sections.get("patching", {})}
     config = _write_config(data_dir, sections)
-    cmd = [*prefix, str(BIN_DIR / "metalcast"), "serve", "--host", host, "--port", "0",
+    cmd = [*prefix, str(BIN_DIR / "metalcast"), "serve", "--host", host, "--port", str(port),
            "--data-dir", str(data_dir), "--config-file", str(config)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=_clean_env())

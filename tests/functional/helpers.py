@@ -27,14 +27,15 @@ HEADERS = {"X-OpenStack-Ironic-API-Version": "latest"}
 WAIT = 90  # seconds; generous for a shared 2-core machine, never a timing assertion
 
 
-def api_call(url: str, method: str, path: str, body=None, ok=(200,)):
-    """One API call; a 409 (a periodic task holds the node lock for a moment) is
-    retried, as the Ironic clients do. Returns the JSON body or None."""
+def api_call(url: str, method: str, path: str, body=None, ok=(200,), auth=None):
+    """One API call (``auth``: basic credentials, if the server wants them); a 409 (a
+    periodic task holds the node lock for a moment) is retried, as the Ironic clients
+    do. Returns the JSON body or None."""
     last = []
 
     def answered():
         last[:] = [requests.request(method, url + path, json=body, headers=HEADERS,
-                                    timeout=30)]
+                                    timeout=30, auth=auth)]
         return last[0].status_code != 409 or 409 in ok
     wait_until(answered, 10, 0.2, lambda: f"{method} {path} without a 409: {last[0].text}")
     response = last[0]
@@ -42,22 +43,23 @@ def api_call(url: str, method: str, path: str, body=None, ok=(200,)):
     return response.json() if response.content else None
 
 
-def wait_node(url: str, uuid: str, done, what: str, timeout: float = WAIT) -> dict:
+def wait_node(url: str, uuid: str, done, what: str, timeout: float = WAIT,
+              auth=None) -> dict:
     """Poll the node until ``done(node)``; fail with the node's last view."""
     seen = {}
 
     def reached():
-        seen.update(api_call(url, "GET", f"/v1/nodes/{uuid}"))
+        seen.update(api_call(url, "GET", f"/v1/nodes/{uuid}", auth=auth))
         return seen if done(seen) else None
     return wait_until(reached, timeout, 0.1, lambda: f"node {uuid} to become {what}: {seen}")
 
 
-def provision(url: str, uuid: str, target: str, state: str) -> dict:
+def provision(url: str, uuid: str, target: str, state: str, auth=None) -> dict:
     """PUT a provision target and wait for ``state`` with the lock released."""
     api_call(url, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target},
-             ok=(202,))
+             ok=(202,), auth=auth)
     return wait_node(url, uuid, lambda n: n["provision_state"] == state
-                     and n["reservation"] is None, state)
+                     and n["reservation"] is None, state, auth=auth)
 
 
 def agent_sections(power_off_wait: float, callback_timeout: float = 60) -> dict:

@@ -22,7 +22,10 @@ import shutil
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import bcrypt
 
 from ramdisk_agent.host.convention import (
     SCRIPTS_SOURCE,
@@ -30,7 +33,7 @@ from ramdisk_agent.host.convention import (
     restart_script_scriptlets,
 )
 from tests.functional.conftest import start_server, stop_server
-from tests.functional.helpers import api_call, provision
+from tests.functional.helpers import api_call, provision, wait_node
 from tests.functional.rpm_tools import build_rpm
 from tests.functional.test_host_patching import BASE_INSTALL, BASE_SH
 from tests.waiting import wait_until
@@ -48,10 +51,12 @@ WAIT = 90
 INTERVALS = {"controller-0": "600", "controller-1": "600"}
 
 
-def issue_token(url: str, node: str, path: Path) -> dict:
+def issue_token(url: str, node: str, path: Path, auth: tuple[str, str] | None = None
+                ) -> dict:
     """``metalcast host token NODE --output PATH`` (the real client): the token file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([BIN / "metalcast", "--url", url, "host", "token", node,
+    login = ["--username", auth[0], "--password", auth[1]] if auth else []
+    proc = subprocess.run([BIN / "metalcast", "--url", url, *login, "host", "token", node,
                            "--output", path], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the previous token is revoked" in proc.stdout
@@ -72,13 +77,26 @@ class Walkthrough:
     """The server, the RPMs, the nodes and one agent process per host."""
 
     def __init__(self, work: Path, sections: dict | None = None,
-                 names: dict[str, str] | None = None):
+                 names: dict[str, str] | None = None, intervals: dict | None = None,
+                 users: bool = False, extra_base: tuple[str, ...] = ()):
         """``sections``: more of the server's INI (merged per section); ``names``:
-        hostname -> nodetype of the hosts (default: the six of HOSTS)."""
+        hostname -> nodetype of the hosts (default: the six of HOSTS); ``intervals``:
+        hostname -> heartbeat seconds (default INTERVALS, else 2); ``users``: an
+        htpasswd user (``self.auth``) the API, Identity v3 and the clients use;
+        ``extra_base``: more packages (1.0) in the base feed and every host."""
         self.work = work
+        self.extra_base = extra_base
         self.names = dict(names or HOSTS)
+        self.intervals = INTERVALS if intervals is None else intervals
         self.sections = {"pxe": {"enabled": "true", "tftp_port": 0, "http_port": 0},
                          "patching": {"release": "1.0"}}
+        self.auth: tuple[str, str] | None = None
+        if users:
+            self.auth = ("operator", f"pw-{uuid.uuid4().hex[:12]}")
+            htpasswd = work / "htpasswd"
+            hashed = bcrypt.hashpw(self.auth[1].encode(), bcrypt.gensalt(rounds=4))
+            htpasswd.write_text(f"{self.auth[0]}:{hashed.decode()}\n")
+            self.sections["api"] = {"auth_strategy": "http_basic", "htpasswd_file": htpasswd}
         for name, options in (sections or {}).items():
             self.sections[name] = {**self.sections.get(name, {}), **options}
         self.server = start_server(work / "data", self.sections)
@@ -97,7 +115,8 @@ class Walkthrough:
         self.base = [build_rpm(b, "hostbase", extra_tags=BASE_SH,
                                install=BASE_INSTALL.replace("{busybox}", busybox),
                                files="/bin/sh\n/usr/bin/busybox")]
-        self.base += [build_rpm(b, name) for name in ("tool", "svc", "kern", "rel")]
+        self.base += [build_rpm(b, name) for name in ("tool", "svc", "kern", "rel",
+                                                      *self.extra_base)]
         feed = self.server.data_dir / "httpboot" / "feed" / "rel-1.0"
         (feed / "Packages" / "noarch").mkdir(parents=True)
         for rpm in self.base:
@@ -119,14 +138,19 @@ class Walkthrough:
         rpm = ["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--quiet"]
         subprocess.run([*rpm, str(self.base[0])], check=True, capture_output=True)
         subprocess.run([*rpm, *map(str, self.base[1:])], check=True, capture_output=True)
-        node = api_call(self.server.url, "POST", "/v1/nodes",
+        node = self.api("POST", "/v1/nodes",
                         {"driver": "fake-hardware", "name": name,
                          "properties": {"nodetype": self.names[name]}}, ok=(201,))
         self.uuids[name] = node["uuid"]
-        provision(self.server.url, node["uuid"], "manage", "manageable")
-        provision(self.server.url, node["uuid"], "adopt", "active")
-        assert issue_token(self.server.url, name, self.token_file(name))["node_uuid"] == \
-            node["uuid"]
+        provision(self.server.url, node["uuid"], "manage", "manageable", auth=self.auth)
+        provision(self.server.url, node["uuid"], "adopt", "active", auth=self.auth)
+        # a host that runs its agent is powered on (a fake node starts off)
+        self.api("PUT", f"/v1/nodes/{node['uuid']}/states/power", {"target": "power on"},
+                 ok=(202,))
+        wait_node(self.server.url, node["uuid"], lambda n: n["power_state"] == "power on"
+                  and n["reservation"] is None, "powered on", auth=self.auth)
+        assert issue_token(self.server.url, name, self.token_file(name),
+                           self.auth)["node_uuid"] == node["uuid"]
         self.start_agent(name)
 
     def root(self, name: str) -> Path:
@@ -136,9 +160,20 @@ class Walkthrough:
         """The agent's default token file (under its state dir)."""
         return self.work / "state" / name / "host-agent-token.json"
 
+    def api(self, method: str, path: str, body=None, ok=(200,)):
+        """helpers.api_call on this server, with its user if it has one."""
+        return api_call(self.server.url, method, path, body, ok, auth=self.auth)
+
     def info(self, name: str) -> dict:
-        return api_call(self.server.url, "GET", f"/v1/nodes/{self.uuids[name]}")[
-            "driver_internal_info"]
+        return self.api("GET", f"/v1/nodes/{self.uuids[name]}")["driver_internal_info"]
+
+    def client_env(self) -> dict[str, str]:
+        """The environment of a metalcast client (sw-patch, sw-manager) of this lab."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "METALCAST_"))}
+        env.update(METALCAST_URL=self.server.url, SW_PATCH_POLL_INTERVAL="0.2")
+        if self.auth:
+            env.update(METALCAST_USERNAME=self.auth[0], METALCAST_PASSWORD=self.auth[1])
+        return env
 
     def start_agent(self, name: str, *extra) -> None:
         cmd = [str(c) for c in (*self.agent_command(name), *extra)]
@@ -149,7 +184,7 @@ class Walkthrough:
         return [BIN / "metalcast-agent", "host", "--api-url", self.server.url,
                "--node-uuid", self.uuids[name], "--listen", "127.0.0.1:0",
                "--advertise-host", "127.0.0.1", "--state-dir", self.work / "state" / name,
-               "--heartbeat-interval", INTERVALS.get(name, "2"), "--root", self.root(name),
+               "--heartbeat-interval", self.intervals.get(name, "2"), "--root", self.root(name),
                "--base-url", f"{self.http}/feed/rel-1.0",
                "--updates-url", f"{self.http}/updates/rel-1.0", "--sw-version", "1.0",
                "--nodetype", self.names[name]]
@@ -158,6 +193,18 @@ class Walkthrough:
         process = self.agents.pop(name)[0]
         stop(process.pid, process)
 
+    def restart_server(self, kill: bool = False) -> None:
+        """Stop the server (SIGKILL with ``kill``: no clean shutdown) and start it again
+        on its data, port and INI; the agents keep running and find it there again
+        (a fixed ``[pxe] http_port`` keeps their repo URLs valid too)."""
+        if kill:
+            self.server.process.kill()
+            self.server.process.wait(30)
+        else:
+            stop_server(self.server.process)
+        port = int(self.server.url.rsplit(":", 1)[1])
+        self.server = start_server(self.server.data_dir, self.sections, port=port)
+
     def close(self) -> None:
         for name in list(self.agents):
             self.stop_agent(name)
@@ -165,9 +212,8 @@ class Walkthrough:
 
 
 def sw_patch(lab, *argv, stdin: str | None = None):
-    env = dict(os.environ, METALCAST_URL=lab.server.url, SW_PATCH_POLL_INTERVAL="0.2")
     return subprocess.run([BIN / "sw-patch", *map(str, argv)], capture_output=True,
-                          text=True, env=env, timeout=180, input=stdin)
+                          text=True, env=lab.client_env(), timeout=180, input=stdin)
 
 
 def build(lab, pid: str, rpm: str, *extra) -> Path:

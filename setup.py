@@ -47,6 +47,7 @@ setup(
         "dnspython>=2.6,<3",        # DNS registration: RFC 2136 UPDATE with TSIG (drivers/dns.py)
         "tftpy>=0.8,<0.9",          # TFTP request/OACK packets (hot transfer loop is ours: netboot/tftp.py)
         "zstandard>=0.20,<1",       # agent: zstd-compressed qcow2 clusters (ramdisk/qcow2.py)
+        "defusedxml>=0.7,<0.8",     # Omaha XML from anonymous update clients: no DTDs, entities, external refs (wire/omaha_xml.py)
     ],
     extras_require={
         "postgresql": POSTGRESQL,
@@ -57,7 +58,7 @@ setup(
             "openstacksdk>=4.0,<5",          # real Ironic client under test
             "python-ironicclient>=5.0,<7",   # the `baremetal` CLI under test
             "ruff>=0.17.6,<0.18", "mypy>=2.4.1,<2.5", "import-linter>=2.17,<3",  # scripts/lint
-            "types-PyYAML", "types-requests",  # stubs for mypy (scripts/lint)
+            "types-PyYAML", "types-requests", "types-defusedxml",  # stubs for mypy (scripts/lint)
         ],
     },
     entry_points={"console_scripts": [

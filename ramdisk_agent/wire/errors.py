@@ -21,3 +21,34 @@ class DeltaError(WireError):
 
 class ChecksumError(WireError):
     """An image checksum that is missing, malformed, or of a refused algorithm."""
+
+
+class OmahaError(WireError):
+    """An Omaha (update protocol) document that cannot be used; the message says why.
+    The server answers it with 400 and changes nothing."""
+
+
+class OmahaTooLarge(OmahaError):
+    """The body is over the size cap; none of it was parsed."""
+
+
+class OmahaMalformed(OmahaError):
+    """Not a well-formed UTF-8 XML document of the expected kind (truncated, another
+    encoding, another root element)."""
+
+
+class OmahaForbiddenXml(OmahaError):
+    """A DTD, an entity declaration or an external reference: refused before expansion
+    (billion laughs, XXE)."""
+
+
+class OmahaUnsupported(OmahaError):
+    """A protocol version other than 3.0."""
+
+
+class OmahaInvalid(OmahaError):
+    """A required attribute missing, or a value of the wrong shape or length."""
+
+
+class OmahaLimitExceeded(OmahaError):
+    """More apps, events, elements or nesting than one update client sends."""

@@ -9,7 +9,7 @@ can cost is bounded before and while it is parsed:
   UTF-16/UTF-7 trick never reaches the parser);
 - defusedxml with DTDs, entity declarations and external references forbidden: the
   billion-laughs expansion and XXE (``file:///etc/passwd``) stop at the declaration;
-- while parsing (expat events, so a hostile body stops early): nesting depth, the
+- while parsing (the tree builder's callbacks, so a hostile body stops early): nesting depth, the
   number of elements and of attributes per element, and each attribute's length.
 
 Every refusal is an :class:`~ramdisk_agent.wire.errors.OmahaError` subclass naming what
@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import io
 import re
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
@@ -85,38 +84,44 @@ def read(body: bytes, root: str, bounds: Bounds) -> ET.Element:
 
 
 def _parse(body: bytes, bounds: Bounds) -> ET.Element:
-    depth = elements = 0
-    root: ET.Element | None = None
+    parser = SafeET.DefusedXMLParser(target=_BoundedBuilder(bounds), forbid_dtd=True,
+                                     forbid_entities=True, forbid_external=True)
     try:
-        for event, element in SafeET.iterparse(io.BytesIO(body), events=("start", "end"),
-                                               forbid_dtd=True, forbid_entities=True,
-                                               forbid_external=True):
-            if event == "end":
-                depth -= 1
-                continue
-            depth, elements = depth + 1, elements + 1
-            root = element if root is None else root
-            if depth > bounds.depth:
-                raise OmahaLimitExceeded(f"elements nested deeper than {bounds.depth}")
-            if elements > bounds.elements:
-                raise OmahaLimitExceeded(f"more than {bounds.elements} elements")
-            _check_attributes(element, bounds)
+        parser.feed(body)
+        return parser.close()
     except defusedxml.DefusedXmlException as e:
         raise OmahaForbiddenXml(f"refused XML construct: {e}") from e
     except ET.ParseError as e:
         raise OmahaMalformed(f"not well-formed XML: {e}") from e
-    assert root is not None   # a well-formed document has a root
-    return root
 
 
-def _check_attributes(element: ET.Element, bounds: Bounds) -> None:
-    if len(element.attrib) > bounds.attributes:
-        raise OmahaLimitExceeded(f"<{element.tag}> has more than {bounds.attributes} "
-                                 "attributes")
-    for name, value in element.attrib.items():
-        if len(value) > bounds.attribute_length:
-            raise OmahaInvalid(f"<{element.tag}> attribute {name!r} is {len(value)} "
-                               f"characters long (at most {bounds.attribute_length})")
+class _BoundedBuilder(ET.TreeBuilder):
+    """A tree builder that refuses, as each element starts, what is over the bounds:
+    expat stops at once (the refusal propagates out of ``feed``). A target rather than
+    iterparse: half the time per request (bench/omaha_wire.py)."""
+
+    def __init__(self, bounds: Bounds):
+        super().__init__()
+        self.bounds, self.depth, self.elements = bounds, 0, 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
+        self.depth, self.elements = self.depth + 1, self.elements + 1
+        if self.depth > self.bounds.depth:
+            raise OmahaLimitExceeded(f"elements nested deeper than {self.bounds.depth}")
+        if self.elements > self.bounds.elements:
+            raise OmahaLimitExceeded(f"more than {self.bounds.elements} elements")
+        if len(attrs) > self.bounds.attributes:
+            raise OmahaLimitExceeded(f"<{tag}> has more than {self.bounds.attributes} "
+                                     "attributes")
+        for name, value in attrs.items():
+            if len(value) > self.bounds.attribute_length:
+                raise OmahaInvalid(f"<{tag}> attribute {name!r} is {len(value)} characters "
+                                   f"long (at most {self.bounds.attribute_length})")
+        return super().start(tag, attrs)
+
+    def end(self, tag: str) -> ET.Element:
+        self.depth -= 1
+        return super().end(tag)
 
 
 # -- attribute values (both directions) ------------------------------------------------

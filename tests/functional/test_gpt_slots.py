@@ -284,3 +284,21 @@ def test_a_crash_between_the_writes_leaves_one_consistent_table(tmp_path, monkey
     assert cgpt_bits(disk, 4)[:3] == (2, 1, 0)
     assert gptdisk.read(disk).whole
     sgdisk_verify(disk)
+
+
+def test_an_image_written_to_a_larger_disk_keeps_its_backup_where_the_primary_points(
+        tmp_path):
+    """The ramdisk writes an image onto a larger disk: the backup is not at the end.
+    Edits keep it where the primary's alternate LBA says, both copies valid; once
+    ``sgdisk -e`` moves it to the end, sgdisk finds nothing wrong and the bits are kept."""
+    disk = make_disk(tmp_path / "d.img")
+    with open(disk, "r+b") as f:
+        f.truncate(2 * SIZE)
+    SlotDisk(disk).mark_for_trial(4)
+    table = gptdisk.read(disk)
+    assert table.whole and table.backup.header.my_lba == SIZE // 512 - 1
+    assert cgpt_bits(disk, 4)[:3] == (1, 1, 0)
+    subprocess.run(["sgdisk", "-e", disk], check=True, capture_output=True)
+    sgdisk_verify(disk)
+    assert SlotDisk(disk).bits(4) == SlotBits(1, 1, False)
+    assert gptdisk.read(disk).backup.header.my_lba == 2 * SIZE // 512 - 1

@@ -36,6 +36,7 @@ NODE_FILTERS: dict[str, Callable[[Any], sa.ColumnElement[bool]]] = {
     "associated": lambda v: (nodes.c.instance_uuid.is_not(None) if v
                              else nodes.c.instance_uuid.is_(None)),
     "description_contains": lambda v: nodes.c.description.icontains(v, autoescape=True),
+    "names": lambda v: nodes.c.name.in_(list(v)),
 }
 
 

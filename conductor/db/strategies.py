@@ -50,6 +50,12 @@ class StrategyRows:
             row = conn.execute(sa.select(*_COLUMNS).where(table.c.slot == 1)).first()
         return None if row is None else StrategyRow(*row)
 
+    def revision(self) -> str | None:
+        """The strategy's revision (None: no strategy): what a cached copy checks."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(table.c.revision).where(table.c.slot == 1)
+                                ).scalar_one_or_none()
+
     def create(self, strategy_uuid: str, name: str, state: str,
                document: dict[str, Any]) -> str | None:
         """Insert the strategy; its revision, or None when one exists already."""

@@ -11,6 +11,7 @@ states/power``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from conductor import errors
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 ACTIVE = "active"
+#: The node columns a host's states come from (hosts.map_hosts): the rest of a node
+#: row is not read on every pass of the runner.
+HOST_COLUMNS = ("uuid", "name", "provision_state", "maintenance", "maintenance_reason",
+                "power_state", "properties")
 
 
 class ApplianceFleet:
@@ -38,9 +43,15 @@ class ApplianceFleet:
         self.store, self.settings = store, settings
         self.patching, self.alarm_table, self.workers = patching, alarms, workers
 
-    def hosts(self) -> dict[str, FleetHost]:
-        nodes = self.store.list_nodes({"provision_state": ACTIVE})
+    def hosts(self, names: Iterable[str] | None = None) -> dict[str, FleetHost]:
+        """Every host, or those of ``names`` (what a running step polls)."""
+        filters: dict[str, Any] = {"provision_state": ACTIVE}
+        if names is not None:
+            filters["names"] = names = set(names)
+        nodes = self.store.list_nodes(filters, columns=HOST_COLUMNS)
         views = self.patching.query_hosts() if self.patching is not None else []
+        if names is not None:
+            views = [view for view in views if view["hostname"] in names]
         return map_hosts(nodes, views, self.settings.orchestration.host_offline_after)
 
     def patches(self) -> dict[str, Any]:

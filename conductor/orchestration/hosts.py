@@ -71,9 +71,12 @@ class FleetHost:
         return self.administrative, self.operational, self.availability
 
 
+_KNOWN = frozenset(PERSONALITIES)
+_WORKER = frozenset({"worker"})
+
+
 def personalities(nodetype: str | None, subfunctions: Iterable[str] | None) -> frozenset[str]:
-    found = {nodetype or "worker", *(subfunctions or ())}
-    return frozenset(p for p in found if p in PERSONALITIES) or frozenset({"worker"})
+    return _KNOWN.intersection((nodetype or "worker", *(subfunctions or ()))) or _WORKER
 
 
 def map_hosts(nodes: Iterable[Any], views: Iterable[Mapping[str, Any]],
@@ -87,40 +90,40 @@ def map_hosts(nodes: Iterable[Any], views: Iterable[Mapping[str, Any]],
         hosts[name] = _host(node, reports.get(name), offline_after)
     for name, view in reports.items():
         if name not in hosts:
-            hosts[name] = dataclasses.replace(
-                _from_view(name, "", view, offline_after), in_inventory=False)
+            seen = float(view.get("secs_since_ack", 0))
+            hosts[name] = dataclasses.replace(_from_view(name, "", view, seen, (
+                "unlocked", "enabled", "available" if seen <= offline_after else "offline")),
+                in_inventory=False)
     return hosts
 
 
 def _host(node: Any, view: Mapping[str, Any] | None, offline_after: float) -> FleetHost:
     locked = bool(node.maintenance)
+    reason = node.maintenance_reason or "" if locked else ""
     if view is None:
         properties = node.properties or {}
         return FleetHost(node.name or node.uuid, node.uuid,
                          personalities(properties.get("nodetype"), ()),
                          "locked" if locked else "unlocked", "disabled", "offline",
                          patching=False, seconds_since_report=float("inf"),
-                         lock_reason=node.maintenance_reason or "" if locked else "")
-    host = _from_view(node.name or node.uuid, node.uuid, view, offline_after)
-    reporting = host.seconds_since_report <= offline_after and node.power_state != "power off"
+                         lock_reason=reason)
+    seen = float(view.get("secs_since_ack", 0))
+    reporting = seen <= offline_after and node.power_state != "power off"
     if locked:
         states = ("locked", "disabled", "online" if reporting else "offline")
     elif reporting:
         states = ("unlocked", "enabled", "available")
     else:
         states = ("unlocked", "disabled", "offline")
-    return dataclasses.replace(host, administrative=states[0], operational=states[1],
-                               availability=states[2],
-                               lock_reason=node.maintenance_reason or "" if locked else "")
+    return _from_view(node.name or node.uuid, node.uuid, view, seen, states, reason)
 
 
-def _from_view(name: str, uuid: str, view: Mapping[str, Any],
-               offline_after: float) -> FleetHost:
-    seen = float(view.get("secs_since_ack", 0))
+def _from_view(name: str, uuid: str, view: Mapping[str, Any], seen: float,
+               states: tuple[str, str, str], lock_reason: str = "") -> FleetHost:
     return FleetHost(
         name, uuid, personalities(view.get("nodetype"), view.get("subfunctions")),
-        availability="available" if seen <= offline_after else "offline",
-        patch_current=bool(view.get("patch_current")),
+        *states, patch_current=bool(view.get("patch_current")),
         requires_reboot=bool(view.get("requires_reboot")),
         patch_failed=bool(view.get("patch_failed")), interim=bool(view.get("interim_state")),
-        patch_state=str(view.get("state", "idle")), seconds_since_report=seen)
+        patch_state=str(view.get("state", "idle")), seconds_since_report=seen,
+        lock_reason=lock_reason)

@@ -202,7 +202,16 @@ class Strategy:
 
     # -- persistence ------------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-able view of the whole strategy (shallow: it shares the lists and
+        dicts of the model, and is serialised at once; dataclasses.asdict deep-copied
+        a 1000-host strategy on every save of the runner)."""
+        doc = dict(vars(self))
+        for name in PHASES:
+            phase = dict(vars(self.phase(name)))
+            phase["stages"] = [dict(vars(stage), steps=[vars(step) for step in stage.steps])
+                               for stage in phase["stages"]]
+            doc[name] = phase
+        return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Strategy:

@@ -54,14 +54,27 @@ class Orchestrator:
         self._lock = threading.RLock()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
+        #: (revision, rendering) of the last strategy shown: a GET of an unchanged
+        #: strategy costs one small query (sw-manager show --watch polls).
+        self._shown: tuple[str, dict[str, Any]] | None = None
+        #: (revision, strategy) the runner last saved, and when it last touched its
+        #: lease: a pass that finds both fresh reads and writes nothing.
+        self._running: tuple[str, Strategy] | None = None
+        self._claimed: tuple[str, float] = ("", 0.0)
 
     # -- the API --------------------------------------------------------------------
     def get(self, strategy_uuid: str | None = None) -> dict[str, Any] | None:
         """The strategy as StarlingX renders it (None: none, or not that uuid)."""
-        row = self.rows.get()
-        if row is None or (strategy_uuid is not None and row.uuid != strategy_uuid.lower()):
+        shown = self._shown
+        if shown is None or self.rows.revision() != shown[0]:
+            row = self.rows.get()
+            if row is None:
+                return None
+            shown = self._shown = (row.revision,
+                                   Strategy.from_document(row.document).to_api())
+        if strategy_uuid is not None and shown[1]["uuid"] != strategy_uuid.lower():
             return None
-        return Strategy.from_document(row.document).to_api()
+        return shown[1]
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         chosen = options.parse(body)
@@ -137,28 +150,54 @@ class Orchestrator:
     def run_once(self) -> bool:
         """One pass: advance the running strategy if this conductor owns it; True when
         something changed."""
-        row = self.rows.get()
-        if row is None or row.state not in (State.APPLYING, State.ABORTING):
-            if row is not None:
-                self._refresh_alarms(Strategy.from_document(row.document))
-            return False
-        if not self.rows.claim(row.uuid, self.host, self.settings.orchestration.lease):
-            return False                    # another conductor runs it
         with self._lock:
-            row = self.rows.get()
-            if row is None:
+            found = self._current()
+            if found is None:
+                self._refresh_alarms(None)
                 return False
-            strategy = Strategy.from_document(row.document)
+            revision, strategy = found
+            if strategy.state not in (State.APPLYING, State.ABORTING):
+                self._refresh_alarms(strategy)
+                return False
+            if not self._claim(strategy.uuid):
+                return False                # another conductor runs it
             ctx = steps.Context(strategy.uuid, strategy.options["alarm-restrictions"],
                                 self.clock(), self.settings.orchestration.stabilize_factor)
             changed = lifecycle.advance(strategy, self.fleet, ctx)
-            if changed and not self.rows.save(strategy.uuid, strategy.state,
-                                              strategy.to_document(), row.revision):
-                LOG.warning("Strategy %s changed during a runner pass; next pass re-reads",
-                            strategy.uuid)
-                return False
+            if changed:
+                saved = self.rows.save(strategy.uuid, strategy.state,
+                                       strategy.to_document(), revision)
+                if saved is None:
+                    self._running = None
+                    LOG.warning("Strategy %s changed during a runner pass; the next pass "
+                                "re-reads it", strategy.uuid)
+                    return False
+                self._running = (saved, strategy)
+                self._shown = (saved, strategy.to_api())
             self._refresh_alarms(strategy)
         return changed
+
+    def _current(self) -> tuple[str, Strategy] | None:
+        """The strategy and its revision: the runner's copy while nobody else wrote."""
+        running = self._running
+        if running is not None and self.rows.revision() == running[0]:
+            return running
+        row = self.rows.get()
+        self._running = None if row is None else \
+            (row.revision, Strategy.from_document(row.document))
+        return self._running
+
+    def _claim(self, strategy_uuid: str) -> bool:
+        """Hold the runner's lease, touching it at most every third of its length."""
+        lease, now = self.settings.orchestration.lease, time.monotonic()
+        claimed, at = self._claimed
+        if claimed == strategy_uuid and now - at < lease / 3:
+            return True
+        if not self.rows.claim(strategy_uuid, self.host, lease):
+            self._claimed = ("", 0.0)
+            return False
+        self._claimed = (strategy_uuid, now)
+        return True
 
     def start(self) -> None:
         if self._thread is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from conductor.orchestration.hosts import FleetHost
@@ -37,7 +37,7 @@ Outcome = tuple[str, str] | None
 class Fleet(Protocol):
     """What steps act on (fleet.ApplianceFleet; tests may build their own)."""
 
-    def hosts(self) -> dict[str, FleetHost]: ...
+    def hosts(self, names: Iterable[str] | None = None) -> dict[str, FleetHost]: ...
     def alarms(self) -> list[Any]: ...
     def lock(self, name: str, reason: str) -> bool: ...
     def unlock(self, name: str) -> None: ...
@@ -105,7 +105,7 @@ def _install(step: Step, fleet: Fleet, ctx: Context) -> None:
 def _installed(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     if step.data.get("error"):
         return Result.FAILED, step.data["error"]
-    hosts = fleet.hosts()
+    hosts = fleet.hosts(step.entity_names)
     for name in step.entity_names:
         host = hosts.get(name)
         if host is None:
@@ -123,7 +123,7 @@ def _installed(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
 
 def _reboot_if_needed(step: Step, fleet: Fleet, ctx: Context) -> None:
     rebooting = step.data.setdefault("rebooting", [])
-    hosts = fleet.hosts()
+    hosts = fleet.hosts(step.entity_names)
     for name in step.entity_names:
         host = hosts.get(name)
         if host is not None and host.requires_reboot and name not in rebooting:
@@ -138,7 +138,7 @@ def _healthy(host: FleetHost | None) -> bool:
 
 def _unlocked(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     done = step.data.setdefault("unlocked", [])
-    hosts = fleet.hosts()
+    hosts = fleet.hosts(step.entity_names)
     for name in step.entity_names:
         if name not in done and _healthy(hosts.get(name)):
             fleet.unlock(name)
@@ -148,7 +148,7 @@ def _unlocked(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
 
 
 def _rebooted(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
-    hosts = fleet.hosts()
+    hosts = fleet.hosts(step.entity_names)
     if all(_healthy(hosts.get(name)) for name in step.entity_names):
         return Result.SUCCESS, ""
     return None

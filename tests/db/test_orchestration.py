@@ -27,9 +27,12 @@ class ReportedFleet(ApplianceFleet):
         super().__init__(store, settings, None, AlarmTable(), None)
         self.reports, self.installs, self.reboots = reports, [], []
 
-    def hosts(self):
-        views = [dict(report, hostname=name) for name, report in self.reports.items()]
-        return map_hosts(self.store.list_nodes({"provision_state": "active"}), views, 180)
+    def hosts(self, names=None):
+        views = [dict(report, hostname=name) for name, report in self.reports.items()
+                 if names is None or name in names]
+        filters = {"provision_state": "active"} if names is None else \
+            {"provision_state": "active", "names": names}
+        return map_hosts(self.store.list_nodes(filters), views, 180)
 
     def patches(self):
         return {"P1": {"patchstate": "Partial-Apply"}}

@@ -27,8 +27,8 @@ class FleetTwin:
         self.alarm_list: list[Alarm] = []
         self.calls: list[tuple[str, str]] = []
 
-    def hosts(self):
-        return dict(self.by_name)
+    def hosts(self, names=None):
+        return {n: h for n, h in self.by_name.items() if names is None or n in names}
 
     def alarms(self):
         return list(self.alarm_list)

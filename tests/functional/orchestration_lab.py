@@ -47,7 +47,8 @@ class OrchestrationLab(Walkthrough):
         for name, options in (sections or {}).items():
             merged[name] = {**merged.get(name, {}), **options}
         self.rebooted: list[str] = []
-        self._stop = threading.Event()
+        self._stop, self._reboots_go = threading.Event(), threading.Event()
+        self._reboots_go.set()
         super().__init__(work, merged, names, intervals={}, users=users,
                          extra_base=("gate",))
         self._watcher = threading.Thread(target=self._reboots, daemon=True)
@@ -86,17 +87,26 @@ class OrchestrationLab(Walkthrough):
         self.start_agent(name)
         self.rebooted.append(name)
 
+    def hold_reboots(self, held: bool = True) -> None:
+        """While held, hosts the strategy reboots stay down (their agents run on,
+        still requiring the reboot); let go, they come back."""
+        if held:
+            self._reboots_go.clear()
+        else:
+            self._reboots_go.set()
+
     def _reboots(self) -> None:
-        server, seen = self.server, 0
+        server, seen, due = self.server, 0, []
         while not self._stop.wait(0.1):
             if self.server is not server:     # restarted: a new log
                 server, seen = self.server, 0
             log = server.log
-            for line in log[seen:]:
-                match = REBOOTING_RE.search(line)
-                if match and match.group(1) in self.agents:
-                    self.reboot(match.group(1))
+            due += [m.group(1) for m in map(REBOOTING_RE.search, log[seen:len(log)]) if m]
             seen = len(log)
+            while due and self._reboots_go.is_set():
+                name = due.pop(0)
+                if name in self.agents:
+                    self.reboot(name)
 
     def close(self) -> None:
         self._stop.set()
@@ -128,6 +138,9 @@ class OrchestrationLab(Walkthrough):
                                 timeout=30)
         assert response.status_code == 200, response.text
         return {alarm["alarm_id"] for alarm in response.json()["alarms"]}
+
+    def wait_for_alarm(self, alarm_id: str) -> None:
+        wait_for(f"alarm {alarm_id} raised", lambda: alarm_id in self.alarms())
 
     def locked(self) -> set[str]:
         nodes = self.api("GET", "/v1/nodes?fields=name,maintenance")["nodes"]

@@ -147,7 +147,8 @@ def rewrite(path: str, edit: Callable[[bytearray, Header], None]) -> bytes:
     """Repair, let ``edit`` change the trusted entry array in place, write it to both
     copies (backup first, see the module docstring); the entries now on disk.
 
-    ``edit`` may raise to refuse (nothing of its change is written). An edit that
+    ``edit`` may raise to refuse (nothing of its change is written; a repair made
+    first stays, it only completes the table readers already use). An edit that
     changes nothing writes nothing beyond the repair.
     """
     fd = _open(path, os.O_RDWR)

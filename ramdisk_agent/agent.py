@@ -42,6 +42,8 @@ class Agent:
         self.exit_code = 0
         self.root_disk: str | None = None      # set by write_image
         self._wake = threading.Event()
+        #: Set by a power action that ends this process: no heartbeat from then on.
+        self._going_down = False
         self._server: HttpsServer | None = None
         self.callback_url = ""
         self.verify_ca = ""
@@ -61,8 +63,18 @@ class Agent:
         return self.config.macs or inventory.interface_macs()
 
     def heartbeat_now(self) -> None:
-        """Heartbeat at once (after an async command finished)."""
-        self._wake.set()
+        """Heartbeat at once (after an async command finished), unless going down."""
+        if not self._going_down:
+            self._wake.set()
+
+    def stop_after_power_action(self, delay: float) -> None:
+        """The machine "powers off" in ``delay`` seconds (``--power-action exit``): the
+        process ends then, and sends no heartbeat meanwhile. The conductor that asked
+        watches the power state, not the agent, and holds the node while it does: a
+        beat now would only be refused (409). A real ramdisk's ``poweroff -f`` ends the
+        machine before the command could finish, so it never beats either."""
+        self._going_down = True
+        threading.Timer(delay, self.stop, args=(0,)).start()
 
     def stop(self, exit_code: int = 0) -> None:
         self.exit_code = exit_code
@@ -119,13 +131,14 @@ class Agent:
         return timeout * random.uniform(0.3, 0.6)
 
     def _heartbeat_loop(self) -> None:
-        delay = 0.0                     # the first heartbeat goes out at once
+        delay: float | None = 0.0       # the first heartbeat goes out at once
         while not self.stopping.is_set():
             self._wake.wait(delay)
             if self.stopping.is_set():
                 return
             self._wake.clear()
-            delay = self._heartbeat_once()
+            # Going down: wait for stop() only.
+            delay = None if self._going_down else self._heartbeat_once()
 
     def _heartbeat_once(self) -> float:
         """Send one heartbeat; the delay before the next one."""

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 from ramdisk_agent import gpt
@@ -63,7 +62,7 @@ class StandbyExtension(Extension):
         os.sync()
         self.agent.power_event(event)
         if self.agent.config.power_action == "exit":
-            threading.Timer(EXIT_DELAY, self.agent.stop, args=(0,)).start()
+            self.agent.stop_after_power_action(EXIT_DELAY)
             return None
         time.sleep(SYSTEM_DELAY)  # this is the command's thread, not the HTTP reply's
         tool = SYSTEM_COMMANDS[event]

@@ -252,6 +252,14 @@ def test_heartbeat_forced_when_a_command_ends(lab):
     wait_until(lambda: len(api.heartbeats) > 2, 5, 0.02, "the forced heartbeat")
     assert len(api.heartbeats) == 3 and api.heartbeats[2][0] - started < 3.0
     assert wait_done(agent)["command_status"] == "SUCCEEDED"
+    # A power action is the end: the agent exits without the forced heartbeat (a real
+    # ramdisk is off by then; the conductor watches the power state, not the agent).
+    status, _ = agent_call(agent, "POST", "/v1/commands/?wait=false",
+                           {"name": "standby.power_off", "params": {}})
+    assert status == 200
+    assert lab["process"].wait(timeout=15) == 0
+    assert json.loads(lab["state"].read_text())["event"] == "power_off"
+    assert len(api.heartbeats) == 3, "".join(lab["log"])
 
 
 def test_agent_bad_arguments(tmp_path):

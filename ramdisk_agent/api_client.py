@@ -6,9 +6,18 @@ version; lookup uses min(that, 1.62) and heartbeat min(that, 1.68) in
 that allows lookup yet") until a deadline. The token from the first successful
 lookup is kept for the life of the process: a repeat lookup would only return
 ``"******"`` and lock the agent out, so nothing here ever looks up twice.
+
+The calls of the start-up (version discovery, lookup, the first heartbeat) share one
+kept connection, as a stock IPA's ``requests`` session does: each new connection
+costs the API more than a request on a kept one. A heartbeat closes it (the next
+call is a beat seconds to minutes away: the connection would only sit idle on the
+server, which may close it). A kept connection the server closed meanwhile fails
+before any answer: the request is sent once more on a new one. With a proxy set in
+the environment for the API's scheme, each call goes through ``urllib`` as before.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -65,9 +74,22 @@ class ApiClient:
                 self.context.check_hostname = False
                 self.context.verify_mode = ssl.CERT_NONE
         self.lookup_version, self.heartbeat_version = LOOKUP_VERSION, HEARTBEAT_VERSION
+        self._url = urllib.parse.urlsplit(self.api_url)
+        host = self._url.hostname or ""
+        self._proxied = bool(urllib.request.getproxies().get(self._url.scheme)) and \
+            not urllib.request.proxy_bypass(host)
+        self._conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        """Close the kept connection, if any."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _call(self, method: str, path: str, version: tuple | None = None,
-              body: dict | None = None) -> tuple[int, object]:
+              body: dict | None = None, keep: bool = False) -> tuple[int, object]:
+        """One request: (status, decoded body). ``keep``: leave the connection open
+        for the next call (made at once); otherwise it is closed after this one."""
         headers = {"Accept": "application/json", "User-Agent": f"metalcast-agent/{__version__}"}
         if version:
             headers[VERSION_HEADER] = "%d.%d" % version
@@ -75,22 +97,72 @@ class ApiClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.api_url + path, data=data, method=method,
-                                     headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
+        if self._proxied:
+            status, raw = self._through_urllib(method, path, data, headers)
+        else:
+            try:
+                status, raw = self._exchange(method, path, data, headers)
+            finally:
+                if not keep:
+                    self.close()
         try:
             return status, json.loads(raw) if raw else None
         except ValueError:
             return status, raw.decode("utf-8", "replace")
 
+    def _exchange(self, method: str, path: str, data: bytes | None,
+                  headers: dict) -> tuple[int, bytes]:
+        """Send on the kept connection (opened if none); once more on a new one when a
+        kept connection turns out closed by the server before any answer."""
+        reused = self._conn is not None
+        while True:
+            if self._conn is None:
+                self._conn = self._open()
+            try:
+                self._conn.request(method, self._url.path + path, body=data, headers=headers)
+                resp = self._conn.getresponse()
+                raw = resp.read()
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                # http.client.RemoteDisconnected (no status line) is a ConnectionResetError
+                self.close()
+                if not reused:
+                    raise
+                LOG.debug("Kept API connection closed by the server (%s); reconnecting", exc)
+                reused = False
+                continue
+            except BaseException:
+                self.close()
+                raise
+            if resp.will_close:
+                self.close()
+            return resp.status, raw
+
+    def _open(self) -> http.client.HTTPConnection:
+        host, port = self._url.hostname or "", self._url.port
+        if self._url.scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                               context=self.context)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def _through_urllib(self, method: str, path: str, data: bytes | None,
+                        headers: dict) -> tuple[int, bytes]:
+        """One call through urllib (the environment's proxy settings apply)."""
+        req = urllib.request.Request(self.api_url + path, data=data, method=method,
+                                     headers=headers)
+        # An opener of this client's own: urlopen()'s global one keeps the proxies of
+        # the environment it was first used in.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler(),
+                                             urllib.request.HTTPSHandler(context=self.context))
+        try:
+            with opener.open(req, timeout=self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
     def discover_versions(self) -> None:
         """Cap lookup/heartbeat versions by the server's default version."""
         try:
-            status, body = self._call("GET", "/")
+            status, body = self._call("GET", "/", keep=True)
             server = _version(body["default_version"]["version"])  # type: ignore[index]
         except (OSError, KeyError, TypeError, ValueError) as exc:
             LOG.warning("API version discovery failed (%s); using %s/%s", exc,
@@ -108,7 +180,7 @@ class ApiClient:
         if node_uuid:
             query["node_uuid"] = node_uuid
         status, body = self._call("GET", "/v1/lookup?" + urllib.parse.urlencode(query),
-                                  self.lookup_version)
+                                  self.lookup_version, keep=True)
         if status == 200 and isinstance(body, dict) and "node" in body:
             return LookupResult(node=body["node"], config=body.get("config") or {})
         if status == 400:

@@ -152,7 +152,7 @@ def reconcile(task: Task, client: dns.DnsInterface, wanted: HostRecords | None) 
     else:
         info[RECORDS_KEY] = wanted.to_dict()
         LOG.info("Node %s: DNS records registered: %s", node.uuid, describe([wanted]))
-    task.update(driver_internal_info=info)
+    task.update_now(driver_internal_info=info)  # what DNS holds: kept at once
     return True
 
 
@@ -181,7 +181,7 @@ def _record_failure(task: Task, info: dict, wanted, stale, exc) -> None:
         "stale": [records.to_dict() for records in stale],
         "error": str(exc), "attempts": attempts,
     }
-    task.update(driver_internal_info=info)
+    task.update_now(driver_internal_info=info)  # what DNS holds: kept at once
     what = f"registration of {describe([wanted])}" if wanted else \
         f"removal of {describe(stale)}"
     interval = task.context.settings.dns.retry_interval

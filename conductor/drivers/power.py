@@ -59,7 +59,9 @@ def _record(task: Task, state: PowerState, forget_agent: bool, extra: dict[str, 
     if wiped:
         values["driver_internal_info"] = internal_info.without_agent(
             task.node.driver_internal_info)
-    if write:
+    if write and wiped:
+        task.update_now(**values)   # the boot's token must stop working now
+    elif write:
         task.update(**values)
     if wiped:
         LOG.info("Node %s: agent token and URL wiped", task.node.uuid)
@@ -69,7 +71,7 @@ def _record(task: Task, state: PowerState, forget_agent: bool, extra: dict[str, 
 def wipe_agent(task: Task) -> None:
     """Forget the agent of the last boot: its token is never valid again."""
     if internal_info.has_agent(task.node):
-        task.update(driver_internal_info=internal_info.without_agent(
+        task.update_now(driver_internal_info=internal_info.without_agent(
             task.node.driver_internal_info))
         LOG.info("Node %s: agent token and URL wiped", task.node.uuid)
 

@@ -40,23 +40,29 @@ def clean(task: Task, steps: list[dict[str, Any]] | None = None, manual: bool = 
 
 
 def deploy(task: Task) -> None:
-    """deploying -> wait call-back (agent deploys) or active (already written)."""
-    task.boot.prepare_ramdisk(task)
-    if task.deploy.deploy(task) == "wait":
-        task.process_event("wait")
-        return
-    finish_deploy(task)
+    """deploying -> wait call-back (agent deploys) or active (already written).
+    The boot device, the power state and the state change are one UPDATE (an agent
+    token wiped by the reboot is written at once: conductor/drivers/power.py)."""
+    with task.merged_writes():
+        task.boot.prepare_ramdisk(task)
+        if task.deploy.deploy(task) == "wait":
+            task.process_event("wait")
+            return
+        finish_deploy(task)
 
 
 def finish_deploy(task: Task) -> None:
-    """Boot the written instance and mark the node active."""
-    task.boot.clean_up_ramdisk(task)
-    task.boot.prepare_instance(task)
-    task.management.set_boot_device(task, BootDevice.DISK, persistent=True)
-    powered = set_power(task, PowerState.ON, write=False)  # recorded with "done"
-    # DNS before "done": that UPDATE also drops the node lock the records are kept under.
-    dns_registration.on_active(task)
-    task.process_event("done", last_error=None, deploy_step={}, **powered)
+    """Boot the written instance and mark the node active (the boot device and power
+    state written with "done", in one UPDATE; DNS records are written at once)."""
+    with task.merged_writes():
+        task.boot.clean_up_ramdisk(task)
+        task.boot.prepare_instance(task)
+        task.management.set_boot_device(task, BootDevice.DISK, persistent=True)
+        powered = set_power(task, PowerState.ON, write=False)  # recorded with "done"
+        # DNS before "done": that UPDATE also drops the node lock the records are kept
+        # under.
+        dns_registration.on_active(task)
+        task.process_event("done", last_error=None, deploy_step={}, **powered)
 
 
 def tear_down(task: Task) -> None:

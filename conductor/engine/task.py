@@ -1,7 +1,9 @@
 """A Task: one node under this conductor's exclusive lock, with its interfaces."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from conductor import states
@@ -22,7 +24,8 @@ LOG = logging.getLogger(__name__)
 
 
 class Task:
-    """Holds the lock on ``node``; every change goes to the database at once."""
+    """Holds the lock on ``node``; every change goes to the database at once, or at
+    the end of a :meth:`merged_writes` block."""
 
     def __init__(self, store: Store, node: Node, host: str, drivers: DriverRegistry):
         self.store = store
@@ -33,6 +36,8 @@ class Task:
         self._interfaces: dict[str, Any] = {}
         #: (the node's driver_info dict, it decrypted): decrypted once per version.
         self._secrets: tuple[Any, dict[str, Any]] | None = None
+        #: Values waiting for the end of a merged_writes() block; None: none open.
+        self._pending: dict[str, Any] | None = None
         self.released = False
 
     @property
@@ -81,10 +86,42 @@ class Task:
         return cast("DeployInterface", self.iface("deploy"))
 
     def update(self, **values: Any) -> None:
-        """Write ``values`` to the node row and to ``self.node``."""
+        """Write ``values`` to the node row and to ``self.node`` (inside
+        :meth:`merged_writes`: to ``self.node`` now, to the row when the block ends)."""
+        if self._pending is not None:
+            self._pending.update(values)
+        else:
+            self.store.update_node(self.node.id, values)
+        for key, value in values.items():
+            setattr(self.node, key, value)
+
+    def update_now(self, **values: Any) -> None:
+        """:meth:`update` written at once, with whatever a merged_writes() block holds
+        so far: for what must be true in the row before the task goes on (an agent's
+        token wiped)."""
+        if self._pending:
+            values = {**self._pending, **values}
+            self._pending.clear()
         self.store.update_node(self.node.id, values)
         for key, value in values.items():
             setattr(self.node, key, value)
+
+    @contextlib.contextmanager
+    def merged_writes(self) -> Iterator[None]:
+        """The updates inside go to the row in one UPDATE when the block ends (also when
+        it raises, before the error goes on); ``self.node`` has them at once. For steps
+        that record several facts in a row under the lock (boot device, power state,
+        the state change): one statement instead of three. Nested blocks join the outer."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = {}
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            if pending:
+                self.store.update_node(self.node.id, pending)
 
     def process_event(self, event: str, target: str | states.State | None = None,
                       **values: Any) -> None:
@@ -108,6 +145,9 @@ class Task:
         if self.released:
             return
         self.released = True
+        if self._pending:           # a merged_writes() block still open: its values too
+            values = {**self._pending, **values}
+            self._pending.clear()
         if not self.store.release(self.node.id, self.host, values):
             LOG.warning("Node %s: lock of %s was already gone at release",
                         self.node.uuid, self.host)

@@ -142,3 +142,19 @@ def test_an_agent_that_stays_on_is_forced_off(monkeypatch):
         direct.POWER_OFF_POLL_MAX
     assert store.updates[-1]["power_state"] == "power off"
     assert store.updates[-1]["deploy_step"] == direct.STEPS["boot_instance"]
+
+
+def test_a_wiped_agent_is_written_at_once_inside_merged_writes():
+    """Merged writes wait for the end of their block; an agent's token wiped by a
+    power change does not: it is written at once, with what the block held so far."""
+    task, store = make_task(Power())
+    with task.merged_writes():
+        task.update(last_error=None)
+        set_power(task, PowerState.ON)               # keeps the agent: waits
+        assert store.updates == []
+        set_power(task, PowerState.REBOOT)           # ends the boot: at once
+        assert len(store.updates) == 1
+        assert store.updates[0]["driver_internal_info"] == {"other": 1}
+        assert store.updates[0]["last_error"] is None
+        task.update(deploy_step={"step": "x"})
+    assert store.updates[1:] == [{"deploy_step": {"step": "x"}}]

@@ -77,7 +77,13 @@ def _capability(value, key: str):
 
 
 class _NetworkBoot(base.BootInterface):
-    """Shared logic; subclasses choose the boot loader."""
+    """Shared logic; subclasses choose the boot loader. One instance per task (the
+    node locked): it knows whether it removed the node's ramdisk config already."""
+
+    #: This task removed the node's ramdisk config and published none since: the end
+    #: of a deploy (clean_up_ramdisk, then prepare_instance) removes it once. Port
+    #: changes that write boot files take the node lock, so none lands meanwhile.
+    _removed = False
 
     def _loader(self, task) -> str:
         raise NotImplementedError
@@ -104,6 +110,7 @@ class _NetworkBoot(base.BootInterface):
         services = self._services()
         boot = self._boot_config(task, services)
         assert services.renderer is not None  # set by prepare()
+        self._removed = False
         services.renderer.write(boot)
         provider = self._dhcp(task)
         if provider is not None:
@@ -142,7 +149,8 @@ class _NetworkBoot(base.BootInterface):
 
     def prepare_instance(self, task) -> None:
         """Whole-disk images boot locally: the node must not network-boot again."""
-        self._remove(task)
+        if not self._removed:   # clean_up_ramdisk just did, in this task
+            self._remove(task)
 
     def clean_up_instance(self, task) -> None:
         self._remove(task)
@@ -158,6 +166,7 @@ class _NetworkBoot(base.BootInterface):
         provider = self._dhcp(task)
         if provider is not None and hasattr(provider, "clean"):
             provider.clean(task)
+        self._removed = True
 
     def _dhcp(self, task) -> DhcpProvider:
         """The appliance's DHCP provider (the no-op one without [dhcp])."""

@@ -213,6 +213,28 @@ def test_dhcp_hook_only_when_a_provider_exists(store, context):
         bootfile="undionly.kpxe", ipxe_script_url="http://127.0.0.1:8080/boot.ipxe")
 
 
+def test_the_end_of_a_deploy_removes_the_ramdisk_config_once(store, context):
+    """finish_deploy runs clean_up_ramdisk then prepare_instance in one task: the second
+    finds nothing this task left, so it does not list and remove again; a stale file
+    from elsewhere is still removed by a later task, and one published since, by this."""
+    dhcp = RecordingDhcp()
+    registry = DriverRegistry(dataclasses.replace(context, dhcp=dhcp))
+    task = Task(store, make_task(store, context).node, "test-host", registry)
+    task.boot.prepare_ramdisk(task)
+    task.boot.clean_up_ramdisk(task)
+    task.boot.prepare_instance(task)
+    assert [kind for kind, _ in dhcp.calls] == ["update", "clean"]
+    task.boot.prepare_ramdisk(task)              # published again: removed again
+    task.boot.prepare_instance(task)
+    assert [kind for kind, _ in dhcp.calls] == ["update", "clean", "update", "clean"]
+    assert not list((root(context, "http") / "ipxe").iterdir())
+    stale = root(context, "http") / "ipxe" / "52-54-00-00-00-0a.ipxe"
+    stale.write_text("#!ipxe\n")                # left by another process or version
+    later = Task(store, task.node, "test-host", registry)
+    later.boot.prepare_instance(later)
+    assert not stale.exists() and dhcp.calls[-1][0] == "clean"
+
+
 def test_ports_without_pxe_get_no_config_but_are_cleaned(store, context):
     task = make_task(store, context, ports=(MACS[0],), no_pxe=(MACS[1],))
     stale = root(context, "http") / "ipxe" / "52-54-00-00-00-0b.ipxe"

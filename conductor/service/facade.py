@@ -5,6 +5,7 @@ into its transient state in one conditional UPDATE, then a worker finishes them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -240,6 +241,18 @@ class Service:
         """
         self.workers.claim_slot()
         try:
+            # Unchanged since it was read (its updated_at): the locked row is ``node``
+            # with ``values``, no need to read it back. Changed meanwhile (a PATCH, a
+            # power sync): locked on ``expect`` alone and read again, as before.
+            written = dict(values, updated_at=utcnow())
+            try:
+                self.store.reserve(node, self.host, written,
+                                   expect=dict(expect or {}, updated_at=node.updated_at))
+                return dataclasses.replace(node, **written, reservation=self.host)
+            except errors.NodeLocked:
+                raise
+            except errors.Conflict:
+                pass
             self.store.reserve(node, self.host, values, expect=expect)
             return self.store.get_node_by_id(node.id)
         except BaseException:

@@ -87,10 +87,15 @@ class Appliance:
         #: through the store, the patch controller, the alarms and the workers.
         self.orchestration = Orchestrator(
             StrategyRows(self.engine),
-            ApplianceFleet(self.store, settings, self.patching, self.alarms, self.workers),
+            ApplianceFleet(self.store, settings, self.patching, self.alarms, self.workers,
+                           rebuild=self._rebuild),
             self.alarms, settings) if settings.orchestration.enabled else None
         self.service = Service(self.store, settings, self.workers, agent, self.alarms,
                                self.patching, tokens, self.orchestration)
+
+    def _rebuild(self, name: str) -> None:
+        """A node's rebuild as the API starts it (the image-update strategy's steps)."""
+        self.service.set_provision_state(name, "rebuild")
 
     def _task_opener(self) -> Callable[[Node], Task]:
         """Wraps a node that this conductor has locked into a Task with its drivers."""

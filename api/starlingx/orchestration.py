@@ -1,5 +1,9 @@
 """StarlingX's VIM orchestration API (specs/starlingx-patching.md §6.1,
-specs/starlingx-sw-manager-rest.md) under ``/api/orchestration/sw-patch/strategy``.
+specs/starlingx-sw-manager-rest.md) under ``/api/orchestration/sw-patch/strategy``,
+and the same for metalcast's rolling re-image under ``/api/orchestration/
+image-update/strategy`` (create body: image, image-checksum, delta-url,
+delta-version, worker-apply-type serial|parallel, max-parallel-worker-hosts,
+alarm-restrictions). One strategy of any type exists at a time.
 
 Thin views over the conductor's Orchestrator (``service.orchestration``). Bodies are
 StarlingX's: ``{"strategy": {...}}`` (null when there is none) on every 2xx, DELETE
@@ -17,7 +21,18 @@ from api import common
 from conductor import errors
 
 PREFIX = "/api/orchestration"
-bp = flask.Blueprint("orchestration", __name__, url_prefix=PREFIX + "/sw-patch/strategy")
+#: The strategy types: StarlingX's sw-patch, and metalcast's rolling re-image.
+TYPES = ("sw-patch", "image-update")
+bp = flask.Blueprint("orchestration", __name__, url_prefix=PREFIX + "/<kind>/strategy")
+
+
+@bp.url_value_preprocessor
+def _kind(endpoint, values) -> None:
+    kind = (values or {}).pop("kind", None)
+    if kind not in TYPES:
+        raise errors.NotFound(f"No strategy type {kind!r}; the types are "
+                              f"{', '.join(TYPES)}.")
+    flask.g.strategy_type = kind
 
 
 def _is_uuid(value: str) -> bool:
@@ -41,14 +56,14 @@ def _orchestrator():
 
 @bp.get("")
 def show():
-    return {"strategy": _orchestrator().get()}
+    return {"strategy": _orchestrator().get(name=flask.g.strategy_type)}
 
 
 @bp.get("/<strategy_uuid>")
 def show_one(strategy_uuid: str):
     if not _is_uuid(strategy_uuid):
         raise errors.InvalidParameter(f"Invalid strategy uuid, uuid={strategy_uuid}")
-    strategy = _orchestrator().get(strategy_uuid)
+    strategy = _orchestrator().get(strategy_uuid, name=flask.g.strategy_type)
     if strategy is None:
         raise errors.NotFound(f"No strategy {strategy_uuid} exists.")
     return {"strategy": strategy}
@@ -56,7 +71,7 @@ def show_one(strategy_uuid: str):
 
 @bp.post("")
 def create():
-    return {"strategy": _orchestrator().create(common.json_body())}
+    return {"strategy": _orchestrator().create(common.json_body(), flask.g.strategy_type)}
 
 
 @bp.delete("")
@@ -69,9 +84,10 @@ def delete():
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise errors.InvalidParameter("force must be true or false.")
-    return {"strategy": _orchestrator().delete(force)}
+    return {"strategy": _orchestrator().delete(force, flask.g.strategy_type)}
 
 
 @bp.post("/actions")
 def action():
-    return {"strategy": _orchestrator().action(common.json_body())}, 202
+    return {"strategy": _orchestrator().action(common.json_body(),
+                                               flask.g.strategy_type)}, 202

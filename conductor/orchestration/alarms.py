@@ -15,7 +15,7 @@ ENTITY = "orchestration=sw-patch"
 
 def evaluate(strategy: Strategy | None, hosts: Iterable[FleetHost] = ()) -> list[Alarm]:
     """The orchestration alarms that should be active now."""
-    if strategy is None:
+    if strategy is None or strategy.name != "sw-patch":
         return []
     wanted = []
     if strategy.state == State.APPLYING:

@@ -11,7 +11,7 @@ states/power``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from conductor import errors
@@ -32,16 +32,20 @@ ACTIVE = "active"
 #: The node columns a host's states come from (hosts.map_hosts): the rest of a node
 #: row is not read on every pass of the runner.
 HOST_COLUMNS = ("uuid", "name", "provision_state", "maintenance", "maintenance_reason",
-                "power_state", "properties")
+                "power_state", "properties", "driver_internal_info")
 
 
 class ApplianceFleet:
     """steps.Fleet over the store, the patch controller, the alarms and the workers."""
 
     def __init__(self, store: Store, settings: Settings, patching: PatchController | None,
-                 alarms: AlarmTable, workers: Workers | None):
+                 alarms: AlarmTable, workers: Workers | None,
+                 rebuild: Callable[[str], None] | None = None):
         self.store, self.settings = store, settings
         self.patching, self.alarm_table, self.workers = patching, alarms, workers
+        #: Starts a node's ``rebuild`` as the API does (the service facade's
+        #: set_provision_state: its checks, limits and worker); None: no re-image.
+        self._rebuild = rebuild
 
     def hosts(self, names: Iterable[str] | None = None) -> dict[str, FleetHost]:
         """Every host, or those of ``names`` (what a running step polls)."""
@@ -82,6 +86,30 @@ class ApplianceFleet:
         if self.patching is None:
             return "patching is disabled on this conductor ([patching] enabled = false)"
         return self.patching.host_install_async(name).error.strip()
+
+    def rebuild(self, name: str, instance_info: dict[str, Any]) -> str:
+        """Re-image the host through the ramdisk with ``instance_info``'s image (a
+        delta when it names one); the refusal's text, or ""."""
+        if self._rebuild is None:
+            return "re-imaging is not available on this conductor"
+        try:
+            node = self.store.get_node(name)
+            info = {k: v for k, v in (node.instance_info or {}).items()
+                    if not k.startswith("image_delta_")}
+            info.update({k: v for k, v in instance_info.items() if v is not None})
+            self.store.update_node(node.id, {"instance_info": info})
+            self._rebuild(name)
+        except errors.MetalcastError as exc:
+            return str(exc)
+        LOG.info("Node %s (%s): rebuild requested by orchestration (%s)", node.uuid, name,
+                 info["image_source"])
+        return ""
+
+    def provision(self, names: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """(provision state, last error) of each named node, whatever its state."""
+        nodes = self.store.list_nodes({"names": set(names)},
+                                      columns=("name", "provision_state", "last_error"))
+        return {str(n.name): (n.provision_state or "", n.last_error or "") for n in nodes}
 
     def reboot(self, name: str) -> None:
         """Power reboot through the node's BMC; a refusal (node busy, no free worker)

@@ -32,6 +32,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 PERSONALITIES = ("controller", "worker", "storage")
+#: driver_internal_info key of the checksum the node's last deploy wrote
+#: (conductor/drivers/deploy/delta.py).
+DEPLOYED_KEY = "deployed_image_checksum"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,7 @@ class FleetHost:
     patch_state: str = "idle"        #: the agent's state (idle, installing, ...)
     seconds_since_report: float = 0.0
     lock_reason: str = ""            #: the node's maintenance reason when locked
+    image_checksum: str = ""         #: what its last deploy wrote ("algo:hex")
 
     @property
     def locked(self) -> bool:
@@ -100,13 +104,14 @@ def map_hosts(nodes: Iterable[Any], views: Iterable[Mapping[str, Any]],
 def _host(node: Any, view: Mapping[str, Any] | None, offline_after: float) -> FleetHost:
     locked = bool(node.maintenance)
     reason = node.maintenance_reason or "" if locked else ""
+    image = str((node.driver_internal_info or {}).get(DEPLOYED_KEY) or "")
     if view is None:
         properties = node.properties or {}
         return FleetHost(node.name or node.uuid, node.uuid,
                          personalities(properties.get("nodetype"), ()),
                          "locked" if locked else "unlocked", "disabled", "offline",
                          patching=False, seconds_since_report=float("inf"),
-                         lock_reason=reason)
+                         lock_reason=reason, image_checksum=image)
     seen = float(view.get("secs_since_ack", 0))
     reporting = seen <= offline_after and node.power_state != "power off"
     if locked:
@@ -115,7 +120,10 @@ def _host(node: Any, view: Mapping[str, Any] | None, offline_after: float) -> Fl
         states = ("unlocked", "enabled", "available")
     else:
         states = ("unlocked", "disabled", "offline")
-    return _from_view(node.name or node.uuid, node.uuid, view, seen, states, reason)
+    return dataclasses.replace(
+        _from_view(node.name or node.uuid, node.uuid, view, seen, states, reason),
+        image_checksum=image) if image else \
+        _from_view(node.name or node.uuid, node.uuid, view, seen, states, reason)
 
 
 def _from_view(name: str, uuid: str, view: Mapping[str, Any], seen: float,

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import logging
 
-from conductor.orchestration import steps
+from conductor.orchestration import image_build, patch_build, steps
 from conductor.orchestration.model import ENDED, GOOD, Phase, Result, Stage, State, Strategy
-from conductor.orchestration.patch_build import Snapshot, build, build_steps
+from conductor.orchestration.patch_build import Snapshot
+
+#: Strategy name -> (its build stage's name and steps, its build).
+BUILDS = {"sw-patch": ("sw-patch-query", patch_build.build_steps, patch_build.build),
+          "image-update": ("image-query", image_build.build_steps, image_build.build)}
 
 LOG = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ def run_build(strategy: Strategy, snap: Snapshot, now: float) -> None:
     strategy.state, strategy.current_phase = State.BUILDING, "build"
     phase = strategy.build
     restrictions = strategy.options["alarm-restrictions"]
-    phase.stages = [Stage("sw-patch-query", build_steps(restrictions))]
+    stage_name, build_steps, build = BUILDS[strategy.name]
+    phase.stages = [Stage(stage_name, build_steps(restrictions))]
     phase.stop_at_stage, phase.inprogress, phase.started = 1, True, now
     phase.result = Result.INPROGRESS
     phase.arm_timer(now)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from conductor import errors
+from ramdisk_agent.wire import checksum
+from ramdisk_agent.wire.errors import ChecksumError
 
 APPLY_TYPES = ("serial", "parallel", "ignore")
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -57,3 +59,45 @@ def parse(body: dict[str, Any]) -> dict[str, Any]:
     if not MIN_PARALLEL <= parallel <= MAX_PARALLEL:
         raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts")
     return {key: values[key] for key in ORDER}
+
+
+#: The image-update strategy (metalcast's own, the same engine): a rolling re-image
+#: of the active hosts through the ramdisk (rebuild), with a delta payload when given.
+IMAGE_ORDER = ("image", "image-checksum", "delta-url", "delta-version",
+               "worker-apply-type", "max-parallel-worker-hosts", "alarm-restrictions")
+IMAGE_TEXT = ("image", "image-checksum", "delta-url", "delta-version")
+
+
+def parse_image(body: dict[str, Any]) -> dict[str, Any]:
+    """The options of an image-update create body, with defaults."""
+    unknown = sorted(set(body) - set(IMAGE_ORDER))
+    if unknown:
+        raise errors.InvalidParameter(
+            f"Unknown strategy option(s): {', '.join(unknown)}; the options are "
+            f"{', '.join(IMAGE_ORDER)}.")
+    for key in ("image", "image-checksum"):
+        if not body.get(key):
+            raise errors.InvalidParameter(f"Mandatory field '{key}' missing.")
+    for key in IMAGE_TEXT:
+        if key in body and body[key] is not None and not isinstance(body[key], str):
+            raise errors.InvalidParameter(f"Invalid value for {key}: expected a string.")
+    try:
+        checksum.parse_text(body["image-checksum"], "image-checksum")
+    except ChecksumError as exc:
+        raise errors.InvalidParameter(f"Invalid value for image-checksum: {exc}.") from None
+    values = {"delta-url": None, "delta-version": None, "worker-apply-type": "serial",
+              "max-parallel-worker-hosts": 2, "alarm-restrictions": "strict"}
+    values.update({k: v for k, v in body.items() if v is not None})
+    if values["worker-apply-type"] not in ("serial", "parallel"):
+        raise errors.InvalidParameter("Invalid value for worker-apply-type: "
+                                      f"{values['worker-apply-type']!r}; expected one of "
+                                      "serial, parallel.")
+    if values["alarm-restrictions"] not in CHOICES["alarm-restrictions"]:
+        raise errors.InvalidParameter("Invalid value for alarm-restrictions: "
+                                      f"{values['alarm-restrictions']!r}; expected one of "
+                                      "strict, relaxed.")
+    parallel = values["max-parallel-worker-hosts"]
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or \
+            not MIN_PARALLEL <= parallel <= MAX_PARALLEL:
+        raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts")
+    return {key: values[key] for key in IMAGE_ORDER}

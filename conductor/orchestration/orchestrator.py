@@ -32,6 +32,8 @@ from conductor.orchestration.patch_build import Snapshot
 LOG = logging.getLogger(__name__)
 
 ACTIONS = ("apply-all", "apply-stage", "abort", "abort-stage")
+#: Strategy types (the path's name, StarlingX's ``name``) -> their create options.
+TYPES = {"sw-patch": options.parse, "image-update": options.parse_image}
 STAGE_ACTIONS = ("apply-stage", "abort-stage")
 #: Writes lost to another writer before an action gives up (409, retry).
 SAVE_ATTEMPTS = 5
@@ -63,8 +65,10 @@ class Orchestrator:
         self._claimed: tuple[str, float] = ("", 0.0)
 
     # -- the API --------------------------------------------------------------------
-    def get(self, strategy_uuid: str | None = None) -> dict[str, Any] | None:
-        """The strategy as StarlingX renders it (None: none, or not that uuid)."""
+    def get(self, strategy_uuid: str | None = None,
+            name: str | None = None) -> dict[str, Any] | None:
+        """The strategy as StarlingX renders it (None: none, not that uuid, or not of
+        type ``name``: StarlingX shows a type's path only its own strategy)."""
         shown = self._shown
         if shown is None or self.rows.revision() != shown[0]:
             row = self.rows.get()
@@ -74,16 +78,18 @@ class Orchestrator:
                                    Strategy.from_document(row.document).to_api())
         if strategy_uuid is not None and shown[1]["uuid"] != strategy_uuid.lower():
             return None
+        if name is not None and shown[1]["name"] != name:
+            return None
         return shown[1]
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        chosen = options.parse(body)
+    def create(self, body: dict[str, Any], name: str = SW_PATCH) -> dict[str, Any]:
+        chosen = TYPES[name](body)
         with self._lock:
             existing = self.rows.get()
             if existing is not None:
                 raise errors.Conflict(f"A strategy already exists: {_describe(existing)}; "
                                       "delete it first.")
-            strategy = Strategy(str(uuidlib.uuid4()), SW_PATCH, chosen)
+            strategy = Strategy(str(uuidlib.uuid4()), name, chosen)
             lifecycle.run_build(strategy, self._snapshot(), self.clock())
             if self.rows.create(strategy.uuid, strategy.name, strategy.state,
                                 strategy.to_document()) is None:
@@ -94,11 +100,11 @@ class Orchestrator:
         LOG.info("Strategy %s (%s) created: %s", strategy.uuid, strategy.name, strategy.state)
         return strategy.to_api()
 
-    def delete(self, force: bool) -> dict[str, Any]:
+    def delete(self, force: bool, name: str = SW_PATCH) -> dict[str, Any]:
         with self._lock:
             row = self.rows.get()
-            if row is None:
-                raise errors.NotFound("No strategy exists.")
+            if row is None or row.name != name:
+                raise errors.NotFound(f"No {name} strategy exists.")
             if row.state in BUSY and not force:
                 raise errors.Conflict(f"Cannot delete {_describe(row)} while it is "
                                       f"{row.state}; abort it first, or delete with force.")
@@ -111,11 +117,13 @@ class Orchestrator:
                  row.state)
         return strategy.to_api()
 
-    def action(self, body: dict[str, Any]) -> dict[str, Any]:
+    def action(self, body: dict[str, Any], name: str = SW_PATCH) -> dict[str, Any]:
         action, stage_id = _parse_action(body)
         apply = action.startswith("apply")
 
         def change(strategy: Strategy) -> None:
+            if strategy.name != name:
+                raise errors.NotFound(f"No {name} strategy exists.")
             try:
                 (lifecycle.apply if apply else lifecycle.abort)(strategy, stage_id, self.clock())
             except lifecycle.Refused as exc:
@@ -134,7 +142,7 @@ class Orchestrator:
                 if row is None:
                     raise errors.NotFound("No strategy exists.")
                 strategy = Strategy.from_document(row.document)
-                change(strategy)
+                change(strategy)     # raises to refuse
                 if self.rows.save(strategy.uuid, strategy.state, strategy.to_document(),
                                   row.revision):
                     self._refresh_alarms(strategy)

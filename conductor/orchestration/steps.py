@@ -17,6 +17,9 @@ still running, or (result, reason). Timeouts are the runner's (engine.py).
 * system-stabilize — waits its time (times ``[orchestration] stabilize_factor``).
 * wait-alarms-clear / wait-data-sync — wait until no alarm blocks.
 * swact-hosts — nothing to move here (hosts.py): succeeds at once.
+* rebuild-hosts — the image-update strategy's: each host's instance_info gets the
+  image (and delta), then ``rebuild`` as the API starts it; done when every host is
+  ``active`` again, failed when one is ``deploy failed`` (with its last_error).
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ class Fleet(Protocol):
     def unlock(self, name: str) -> None: ...
     def install(self, name: str) -> str: ...
     def reboot(self, name: str) -> None: ...
+    def rebuild(self, name: str, instance_info: dict[str, Any]) -> str: ...
+    def provision(self, names: Iterable[str]) -> dict[str, tuple[str, str]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +159,33 @@ def _rebooted(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     return None
 
 
+def _rebuild(step: Step, fleet: Fleet, ctx: Context) -> None:
+    sent = step.data.setdefault("sent", [])
+    for name in step.entity_names:
+        if name in sent:
+            continue
+        error = fleet.rebuild(name, step.params["instance_info"])
+        if error:
+            step.data["error"] = f"re-image failed to start on host {name}: {error}"
+            LOG.error("Strategy %s: %s", ctx.strategy_uuid, step.data["error"])
+            return
+        sent.append(name)
+        LOG.info("Strategy %s: host %s re-imaging", ctx.strategy_uuid, name)
+
+
+def _rebuilt(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
+    if step.data.get("error"):
+        return Result.FAILED, step.data["error"]
+    states = fleet.provision(step.entity_names)
+    for name in step.entity_names:
+        state, error = states.get(name, ("", "no longer known"))
+        if state in FAILED_DEPLOY:
+            return Result.FAILED, f"re-image failed on host {name} ({state}): {error}"
+        if state != "active":
+            return None
+    return Result.SUCCESS, ""
+
+
 def _stabilize(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     started = step.started if step.started is not None else ctx.now
     if ctx.now - started >= step.timeout * ctx.stabilize_factor:
@@ -176,7 +208,11 @@ KINDS: dict[str, tuple[Starter, Poller]] = {
     "system-stabilize": (_noop, _stabilize),
     "wait-alarms-clear": (_noop, _wait_alarms),
     "wait-data-sync": (_noop, _wait_alarms),
+    "query-hosts": (_noop, _succeed),
+    "rebuild-hosts": (_rebuild, _rebuilt),
 }
+#: Provision states in which a rebuild has failed (the node can be rebuilt again).
+FAILED_DEPLOY = frozenset({"deploy failed", "error", ""})
 #: A timed-out step of these kinds succeeded (StarlingX: a stabilize that ran out).
 TIMEOUT_IS_SUCCESS = frozenset({"system-stabilize"})
 

@@ -1,0 +1,104 @@
+"""metalcast's rolling re-image strategy (image-update) on a real appliance with
+fake-hardware nodes: stages of max-parallel hosts rebuilt one stage after the other
+by the runner thread, the first failure stopping and aborting the strategy with the
+host and the reason; one strategy of any type at a time."""
+from __future__ import annotations
+
+import pytest
+
+from tests.waiting import wait_until
+
+LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
+IMAGE = "/api/orchestration/image-update/strategy"
+PATCH = "/api/orchestration/sw-patch/strategy"
+SUM = "sha256:" + "ab" * 32
+CREATE = {"image": "http://images.example/v2.img", "image-checksum": SUM,
+          "worker-apply-type": "parallel", "max-parallel-worker-hosts": 2}
+
+
+@pytest.fixture
+def app_defaults():
+    return {"pxe.enabled": False, "orchestration.audit_interval": 0.05,
+            "orchestration.stabilize_factor": 0}
+
+
+@pytest.fixture
+def client(make_app):
+    client = make_app()[0]
+    for name in ("node-a", "node-b", "node-c"):
+        node = client.post("/v1/nodes", json={"driver": "fake-hardware", "name": name,
+                                              "driver_info": {"fake_delay": 0.1}},
+                           headers=LATEST).get_json()
+        for target in ("manage", "adopt"):
+            assert client.put(f"/v1/nodes/{node['uuid']}/states/provision",
+                              json={"target": target}, headers=LATEST).status_code == 202
+            wait_until(lambda n=name: client.get(f"/v1/nodes/{n}", headers=LATEST)
+                       .get_json()["reservation"] is None, timeout=30)
+    return client
+
+
+def node(client, name):
+    return client.get(f"/v1/nodes/{name}", headers=LATEST).get_json()
+
+
+def state_of(client):
+    return client.get(IMAGE).get_json()["strategy"]["state"]
+
+
+def test_rolling_reimage_in_stages_of_max_parallel(client):
+    created = client.post(IMAGE, json=CREATE).get_json()["strategy"]
+    assert created["name"] == "image-update" and created["state"] == "ready-to-apply"
+    groups = [[n for s in stage["steps"] if s["step-name"] == "rebuild-hosts"
+               for n in s["entity-names"]] for stage in created["apply-phase"]["stages"]]
+    assert groups == [["node-a", "node-b"], ["node-c"]]
+    # one strategy of any type: sw-patch's path sees none and may not create one
+    assert client.get(PATCH).get_json() == {"strategy": None}
+    refused = client.post(PATCH, json={"controller-apply-type": "serial",
+                                       "storage-apply-type": "serial",
+                                       "worker-apply-type": "serial",
+                                       "default-instance-action": "migrate"})
+    assert refused.status_code == 409 and created["uuid"] in refused.get_json()["faultstring"]
+    assert client.post(IMAGE + "/actions", json={"action": "apply-all"}).status_code == 202
+    wait_until(lambda: state_of(client) == "applied", timeout=60,
+               message=lambda: str(client.get(IMAGE).get_json()))
+    for name in ("node-a", "node-b", "node-c"):
+        shown = node(client, name)
+        assert shown["provision_state"] == "active"
+        assert shown["instance_info"]["image_source"] == CREATE["image"]
+    strategy = client.get(IMAGE).get_json()["strategy"]
+    assert strategy["current-phase-completion-percentage"] == 100
+    assert client.delete(IMAGE, json={"force": False}).status_code == 200
+
+
+def test_first_failure_stops_and_aborts_naming_the_host(client):
+    # a protected node refuses its rebuild, as the API would refuse it
+    assert client.patch("/v1/nodes/node-b", json=[
+        {"op": "replace", "path": "/protected", "value": True}],
+        headers=LATEST).status_code == 200
+    client.post(IMAGE, json=CREATE)
+    client.post(IMAGE + "/actions", json={"action": "apply-all"})
+    wait_until(lambda: state_of(client) == "aborted", timeout=60)
+    strategy = client.get(IMAGE).get_json()["strategy"]
+    reason = strategy["apply-phase"]["reason"]
+    assert reason.startswith("re-image failed to start on host node-b:") and \
+        "protected" in reason, reason
+    assert node(client, "node-c")["instance_info"].get("image_source") is None  # never run
+    assert node(client, "node-b")["provision_state"] == "active"
+
+
+@pytest.mark.parametrize("body, text", [
+    ({**CREATE, "image-checksum": "nothex"}, "image-checksum"),
+    ({k: v for k, v in CREATE.items() if k != "image"}, "image"),
+    ({**CREATE, "worker-apply-type": "ignore"}, "worker-apply-type"),
+    ({**CREATE, "delta-url": 5}, "delta-url"),
+    ({**CREATE, "controller-apply-type": "serial"}, "Unknown strategy option"),
+])
+def test_bad_image_strategies_are_400(client, body, text):
+    response = client.post(IMAGE, json=body)
+    assert response.status_code == 400 and text in response.get_json()["faultstring"]
+    assert client.get(IMAGE).get_json() == {"strategy": None}
+
+
+def test_unknown_strategy_type_is_404(client):
+    response = client.get("/api/orchestration/kube-upgrade/strategy")
+    assert response.status_code == 404 and "image-update" in response.get_json()["faultstring"]

@@ -53,9 +53,7 @@ class ApplianceFleet:
         if names is not None:
             filters["names"] = names = set(names)
         nodes = self.store.list_nodes(filters, columns=HOST_COLUMNS)
-        views = self.patching.query_hosts() if self.patching is not None else []
-        if names is not None:
-            views = [view for view in views if view["hostname"] in names]
+        views = self.patching.host_summaries(names) if self.patching is not None else []
         return map_hosts(nodes, views, self.settings.orchestration.host_offline_after)
 
     def patches(self) -> dict[str, Any]:

@@ -14,7 +14,9 @@ still running, or (result, reason). Timeouts are the runner's (engine.py).
 * unlock-hosts / reboot-hosts — a host whose install needs a reboot is rebooted
   (its BMC); the step waits until its agent reports again without the reboot flag,
   then (unlock) takes it out of maintenance.
-* system-stabilize — waits its time (times ``[orchestration] stabilize_factor``).
+* system-stabilize — waits its time (times ``[orchestration] stabilize_factor``);
+  a host whose locked/enabled/available states change meanwhile fails it (its
+  timeout counts as success, as StarlingX's).
 * wait-alarms-clear / wait-data-sync — wait until no alarm blocks.
 * swact-hosts — nothing to move here (hosts.py): succeeds at once.
 * rebuild-hosts — the image-update strategy's: each host's instance_info gets the
@@ -24,6 +26,7 @@ still running, or (result, reason). Timeouts are the runner's (engine.py).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -186,10 +189,22 @@ def _rebuilt(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     return Result.SUCCESS, ""
 
 
+def _host_states(fleet: Fleet) -> str:
+    """A digest of every host's (administrative, operational, availability)."""
+    states = sorted((h.name, h.states()) for h in fleet.hosts().values() if h.in_inventory)
+    return hashlib.sha256(repr(states).encode()).hexdigest()[:16]
+
+
+def _stabilize_start(step: Step, fleet: Fleet, ctx: Context) -> None:
+    step.data["states"] = _host_states(fleet)
+
+
 def _stabilize(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     started = step.started if step.started is not None else ctx.now
     if ctx.now - started >= step.timeout * ctx.stabilize_factor:
         return Result.SUCCESS, ""
+    if step.data.get("states") not in (None, _host_states(fleet)):
+        return Result.FAILED, "host state changed during system stabilization"
     return None
 
 
@@ -205,7 +220,7 @@ KINDS: dict[str, tuple[Starter, Poller]] = {
     "sw-patch-hosts": (_install, _installed),
     "unlock-hosts": (_reboot_if_needed, _unlocked),
     "reboot-hosts": (_reboot_if_needed, _rebooted),
-    "system-stabilize": (_noop, _stabilize),
+    "system-stabilize": (_stabilize_start, _stabilize),
     "wait-alarms-clear": (_noop, _wait_alarms),
     "wait-data-sync": (_noop, _wait_alarms),
     "query-hosts": (_noop, _succeed),

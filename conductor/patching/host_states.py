@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import logging
 import time
+from collections.abc import Iterable
 
 from conductor.db.patch_hosts import PatchHostRows, new_revision
 from conductor.patching import hosts
@@ -78,10 +79,12 @@ class HostStates:
     def installing(self) -> bool:
         return any(report.state == INSTALLING for report in self.table.hosts.values())
 
-    def views(self) -> list[dict]:
-        """Every host as query_hosts shows it, by hostname."""
+    def views(self, names: Iterable[str] | None = None, packages: bool = True) -> list[dict]:
+        """Every host (or those of ``names``) as query_hosts shows it, by hostname."""
         allow = self.table.allow_insvc_patching()
-        return [self.table.host_view(name, allow) for name in sorted(self.table.hosts)]
+        wanted = sorted(self.table.hosts) if names is None else \
+            sorted(set(names) & set(self.table.hosts))
+        return [self.table.host_view(name, allow, packages) for name in wanted]
 
     # -- reading the database ---------------------------------------------------------
     def sync(self) -> None:

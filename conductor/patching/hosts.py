@@ -196,23 +196,28 @@ class HostTable:
         return not any(self.patch_state(pid) in (PARTIAL_APPLY, PARTIAL_REMOVE) and
                        patch.reboot_required != "N" for pid, patch in self.patches.items())
 
-    def host_view(self, name: str, allow_insvc: bool | None = None) -> dict:
-        """One host as ``query_hosts`` returns it."""
+    def host_view(self, name: str, allow_insvc: bool | None = None,
+                  packages: bool = True) -> dict:
+        """One host as ``query_hosts`` returns it; without ``packages`` its package
+        lists are left out (what orchestration polls, for every host of a step)."""
         host = self.hosts[name]
         if allow_insvc is None:
             allow_insvc = self.allow_insvc_patching()
         interim = any(name in hosts for hosts in self.interim.values())
-        return {
+        view = {
             "ip": host.ip, "hostname": name, "patch_current": not host.out_of_date,
             "secs_since_ack": max(0, int(time.time() - self.last_report.get(name, 0))),
             "patch_failed": host.patch_failed, "stale_details": False,
-            "installed": dict(host.installed), "to_remove": list(host.to_remove),
-            "missing_pkgs": list(host.missing_pkgs),
-            "duplicated_pkgs": dict(host.duplicated_pkgs), "nodetype": host.nodetype,
+            "nodetype": host.nodetype,
             "subfunctions": list(host.subfunctions), "sw_version": host.sw_version,
             "state": host.state,
             "requires_reboot": host.node_is_patched or (host.out_of_date and not allow_insvc),
             "allow_insvc_patching": allow_insvc, "interim_state": interim}
+        if packages:
+            view.update(installed=dict(host.installed), to_remove=list(host.to_remove),
+                        missing_pkgs=list(host.missing_pkgs),
+                        duplicated_pkgs=dict(host.duplicated_pkgs))
+        return view
 
 
 def _version_release(installed: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from conductor.errors import InsufficientStorage, PatchOpError, is_disk_full
@@ -361,6 +362,13 @@ class PatchOperations:
         with self.lock:
             self.hosts.sync()
             return self.hosts.views()
+
+    def host_summaries(self, names: Iterable[str] | None = None) -> list[dict]:
+        """query_hosts of ``names`` (every host: None) without their package lists:
+        what a strategy step polls (conductor/orchestration/fleet.py)."""
+        with self.lock:
+            self.hosts.sync()
+            return self.hosts.views(names, packages=False)
 
     def host_install_async(self, host: str, force: bool = False) -> Result:
         """Ask ``host``'s agent to install; forced while no reboot-required patch is

@@ -234,6 +234,20 @@ def test_alarm_mid_apply_fails_the_next_stage_query():
     assert strategy.data["apply_failed"]
 
 
+def test_a_host_state_change_during_stabilization_fails_the_step():
+    fleet = FleetTwin(["w0", "w1"], reboot=False)
+    strategy = built(fleet)
+    lifecycle.apply(strategy, None, 2.0)
+    step_on(strategy, fleet, factor=1.0)
+    fleet.installed("w0")
+    step_on(strategy, fleet, now=3.0, factor=1.0)       # stabilize (30 s) running
+    assert strategy.apply.stages[0].steps[2].result == "inprogress"
+    fleet.set("w1", availability="offline", operational="disabled")
+    step_on(strategy, fleet, now=4.0, factor=1.0)
+    assert strategy.apply.stages[0].steps[2].result == "failed"
+    assert strategy.apply.reason == "host state changed during system stabilization"
+
+
 def test_step_timeout_fails_and_aborts():
     fleet = FleetTwin(["w0"])
     strategy = built(fleet)

@@ -65,10 +65,12 @@ class ApplianceFleet:
         return self.alarm_table.list()
 
     def lock(self, name: str, reason: str) -> bool:
-        """Maintenance on; False when the host was locked already (not ours)."""
+        """Maintenance on; False when the host was locked already by someone else (a
+        host locked with this very reason is ours: a pass cut short after locking it
+        and before saving that, resumed after a restart)."""
         node = self.store.get_node(name)
         if node.maintenance:
-            return False
+            return node.maintenance_reason == reason
         self.store.update_node(node.id, {"maintenance": True, "maintenance_reason": reason})
         LOG.info("Node %s (%s): locked (maintenance on): %s", node.uuid, name, reason)
         return True

@@ -145,3 +145,22 @@ def test_delete_needs_force_while_applying(fleet_db):
     assert orchestrator.get()["state"] == "applying"
     assert orchestrator.delete(True)["state"] == "applying"
     assert orchestrator.get() is None
+
+
+def test_a_host_locked_before_a_crash_is_still_ours(fleet_db):
+    """Killed after the lock and before the save: the resumed lock step owns the host
+    (its maintenance reason names the strategy), so an abort unlocks it."""
+    conductor, reports = fleet_db
+    orchestrator, fleet = conductor()
+    created = orchestrator.create(CREATE)
+    reason = f"locked by sw-patch strategy {created['uuid']}"
+    assert fleet.lock("w0", reason) and fleet.lock("w0", reason)
+    assert not fleet.lock("w0", "locked by the operator")
+    orchestrator.action({"action": "apply-all"})
+    orchestrator.run_once()
+    orchestrator.action({"action": "abort"})
+    reports["w0"].update(state="idle", patch_failed=True, requires_reboot=False)
+    while orchestrator.run_once():
+        pass
+    assert orchestrator.get()["state"] == "aborted"
+    assert not fleet.store.get_node("w0").maintenance

@@ -53,7 +53,7 @@ class SimulatedFleet(ApplianceFleet):
 
     def __init__(self, store, settings, names, delay: float, reboot: bool):
         super().__init__(store, settings, None, AlarmTable(), None)
-        self.delay, self.done_at = delay, {}
+        self.delay, self.done_at, self.reboot_required = delay, {}, reboot
         self.lock_ = threading.Lock()
         self.reports = {n: {"hostname": n, "nodetype": "worker", "subfunctions": ["worker"],
                             "state": "idle", "patch_current": False,
@@ -68,7 +68,7 @@ class SimulatedFleet(ApplianceFleet):
             for name, at in list(self.done_at.items()):
                 if now >= at:
                     self.reports[name].update(state="idle", patch_current=True,
-                                              requires_reboot=False)
+                                              node_is_patched=self.reboot_required)
                     del self.done_at[name]
             views = [dict(r) for r in self.reports.values()]
         filters = {"provision_state": "active"}
@@ -88,7 +88,8 @@ class SimulatedFleet(ApplianceFleet):
         return ""
 
     def reboot(self, name):
-        pass                        # the simulated host comes back at its install time
+        with self.lock_:            # the simulated host is back at once
+            self.reports[name].update(node_is_patched=False, requires_reboot=False)
 
 
 def serve(app) -> tuple[str, object]:

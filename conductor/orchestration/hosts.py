@@ -50,7 +50,9 @@ class FleetHost:
     in_inventory: bool = True
     patching: bool = True            #: known to the patch controller (has reported)
     patch_current: bool = True
-    requires_reboot: bool = False
+    requires_reboot: bool = False    #: query_hosts' (also true while in-service
+                                     #: installs are off: an RR patch is partial)
+    node_is_patched: bool = False    #: installed, and not rebooted since (the agent's)
     patch_failed: bool = False
     interim: bool = False
     patch_state: str = "idle"        #: the agent's state (idle, installing, ...)
@@ -132,6 +134,7 @@ def _from_view(name: str, uuid: str, view: Mapping[str, Any], seen: float,
         name, uuid, personalities(view.get("nodetype"), view.get("subfunctions")),
         *states, patch_current=bool(view.get("patch_current")),
         requires_reboot=bool(view.get("requires_reboot")),
+        node_is_patched=bool(view.get("node_is_patched")),
         patch_failed=bool(view.get("patch_failed")), interim=bool(view.get("interim_state")),
         patch_state=str(view.get("state", "idle")), seconds_since_report=seen,
         lock_reason=lock_reason)

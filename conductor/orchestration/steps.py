@@ -11,9 +11,12 @@ still running, or (result, reason). Timeouts are the runner's (engine.py).
   locked already are ours (``data["locked"]``), and only ours are unlocked on abort.
 * sw-patch-hosts — the patch controller's host-install-async per host, then the
   hosts' reports: ``patch_failed`` is checked before ``patch_current`` (LP 1842952).
-* unlock-hosts / reboot-hosts — a host whose install needs a reboot is rebooted
-  (its BMC); the step waits until its agent reports again without the reboot flag,
-  then (unlock) takes it out of maintenance.
+* unlock-hosts / reboot-hosts — a host that installed and has not rebooted since (its
+  agent's node_is_patched) is rebooted (its BMC); the step waits until its agent
+  reports again without that flag, then (unlock) takes it out of maintenance. A host
+  whose install failed before changing anything needs no reboot: it is unlocked once
+  it reports (query_hosts' requires_reboot stays true for it while the patch is
+  partially applied, so it cannot be what the step waits on).
 * system-stabilize — waits its time (times ``[orchestration] stabilize_factor``);
   a host whose locked/enabled/available states change meanwhile fails it (its
   timeout counts as success, as StarlingX's).
@@ -134,14 +137,14 @@ def _reboot_if_needed(step: Step, fleet: Fleet, ctx: Context) -> None:
     hosts = fleet.hosts(step.entity_names)
     for name in step.entity_names:
         host = hosts.get(name)
-        if host is not None and host.requires_reboot and name not in rebooting:
+        if host is not None and host.node_is_patched and name not in rebooting:
             fleet.reboot(name)
             rebooting.append(name)
             LOG.info("Strategy %s: host %s rebooting", ctx.strategy_uuid, name)
 
 
 def _healthy(host: FleetHost | None) -> bool:
-    return host is not None and host.availability != "offline" and not host.requires_reboot
+    return host is not None and host.availability != "offline" and not host.node_is_patched
 
 
 def _unlocked(step: Step, fleet: Fleet, ctx: Context) -> Outcome:

@@ -217,6 +217,8 @@ class HostTable:
             view.update(installed=dict(host.installed), to_remove=list(host.to_remove),
                         missing_pkgs=list(host.missing_pkgs),
                         duplicated_pkgs=dict(host.duplicated_pkgs))
+        else:       # the agent's own flag: it installed and has not rebooted since
+            view["node_is_patched"] = host.node_is_patched
         return view
 
 

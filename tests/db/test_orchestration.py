@@ -102,10 +102,10 @@ def test_restart_mid_apply_resumes_and_unlocks(fleet_db):
     after, fleet = conductor("c1")
     assert not after.run_once()                      # still installing: nothing changed
     assert fleet.installs == []                      # the install is not sent again
-    reports["w0"].update(state="idle", patch_current=True)
+    reports["w0"].update(state="idle", patch_current=True, node_is_patched=True)
     after.run_once()
     assert fleet.reboots == ["w0"] and fleet.store.get_node("w0").maintenance
-    reports["w0"]["requires_reboot"] = False        # it rebooted and reported
+    reports["w0"].update(requires_reboot=False, node_is_patched=False)  # rebooted
     while after.run_once():
         pass
     assert not fleet.store.get_node("w0").maintenance

@@ -21,6 +21,7 @@ class FleetTwin:
     """The Fleet the steps act on, in memory: what a host agent would report."""
 
     def __init__(self, names, reboot=True):
+        self.reboot_required = reboot
         self.by_name = {n: FleetHost(n, f"uuid-{n}", frozenset({"worker"}),
                                      patch_current=False, requires_reboot=reboot)
                         for n in names}
@@ -59,10 +60,11 @@ class FleetTwin:
     # what the hosts do
     def installed(self, name, failed=False):
         self.set(name, patch_state="install-failed" if failed else "idle",
-                 patch_current=not failed, patch_failed=failed)
+                 patch_current=not failed, patch_failed=failed,
+                 node_is_patched=self.reboot_required and not failed)
 
     def rebooted(self, name):
-        self.set(name, requires_reboot=False)
+        self.set(name, requires_reboot=False, node_is_patched=False)
 
 
 class Clock:
@@ -134,7 +136,8 @@ def test_failed_install_aborts_and_unlocks_only_what_it_locked():
     strategy = built(fleet)
     lifecycle.apply(strategy, None, 2.0)
     step_on(strategy, fleet)
-    fleet.set("w0", patch_state="idle", patch_failed=True, patch_current=True)
+    fleet.set("w0", patch_state="idle", patch_failed=True, patch_current=True,
+              node_is_patched=True)
     step_on(strategy, fleet)
     assert strategy.apply.result == "failed"
     assert strategy.apply.reason == "software update failed to apply on host w0"
@@ -152,6 +155,29 @@ def test_failed_install_aborts_and_unlocks_only_what_it_locked():
         ["900.103"]
     fleet.rebooted("w1")
     assert alarms.evaluate(strategy, fleet.hosts().values()) == []
+
+
+def test_a_failed_install_that_changed_nothing_is_unlocked_without_a_reboot():
+    """A reboot-required install refused before it changed anything: the host has
+    nothing to reboot for, though query_hosts says requires_reboot while the patch is
+    partially applied; the abort unlocks it as soon as it reports."""
+    fleet = FleetTwin(["w0", "w1"])
+    strategy = built(fleet, **{"worker-apply-type": "parallel"})
+    lifecycle.apply(strategy, None, 2.0)
+    step_on(strategy, fleet)
+    fleet.installed("w0")
+    fleet.set("w1", patch_state="install-failed", patch_failed=True, requires_reboot=True,
+              node_is_patched=False)
+    step_on(strategy, fleet)
+    assert strategy.apply.reason == "software update failed to apply on host w1"
+    step_on(strategy, fleet)                      # the abort phase: unlock-hosts
+    assert ("reboot", "w0") in fleet.calls and ("reboot", "w1") not in fleet.calls
+    assert not fleet.by_name["w1"].locked and fleet.by_name["w0"].locked
+    fleet.rebooted("w0")
+    step_on(strategy, fleet)
+    assert strategy.state == State.ABORTED and not fleet.by_name["w0"].locked
+    assert [a.alarm_id for a in alarms.evaluate(strategy, fleet.hosts().values())] == \
+        ["900.103"]                               # w1 still behind, requiring a reboot
 
 
 def test_abort_lets_the_running_step_finish_then_skips_the_stage():

@@ -19,6 +19,10 @@ one against one server). It differs on purpose where StarlingX's is unhelpful:
 * ``--format json`` prints the API's strategy; ``show --watch`` re-renders until the
   strategy reaches a final state (exit 0 when it is ready-to-apply or applied, 1
   otherwise; Ctrl-C exits 130 without a traceback).
+
+``sw-manager image-strategy …`` is metalcast's own family, the same commands on the
+rolling re-image strategy (``/api/orchestration/image-update/strategy``): create takes
+the image, its checksum, an optional delta, the worker apply type and max-parallel.
 """
 from __future__ import annotations
 
@@ -31,14 +35,16 @@ from cli import sw_manager_output as out
 from cli.errors import CliError
 from cli.sw_manager_api import ApiError, OrchestrationApi, Unreachable, connect
 
-#: sub-command family -> (strategy name in the API, help)
-FAMILIES = {"patch-strategy": ("sw-patch", "Patch Strategy")}
 #: create option -> its choices, the first being the default (StarlingX's lists)
-CREATE_CHOICES = {
+PATCH_CHOICES: dict[str, tuple[str, ...]] = {
     "controller-apply-type": ("serial", "ignore"),
     "storage-apply-type": ("serial", "parallel", "ignore"),
     "worker-apply-type": ("serial", "parallel", "ignore"),
     "instance-action": ("stop-start", "migrate"),
+    "alarm-restrictions": ("strict", "relaxed"),
+}
+IMAGE_CHOICES: dict[str, tuple[str, ...]] = {
+    "worker-apply-type": ("serial", "parallel"),
     "alarm-restrictions": ("strict", "relaxed"),
 }
 MAX_PARALLEL = (2, 100)
@@ -99,7 +105,8 @@ def _emit(args, strategy: dict) -> None:
         print("\n".join(out.render(out.parse(strategy), args.details, args.active)))
 
 
-def cmd_create(api: OrchestrationApi, args) -> int:
+def patch_body(args) -> dict:
+    """StarlingX's create body (nfv-client's keys, swift always ignore)."""
     body = {"controller-apply-type": args.controller_apply_type,
             "swift-apply-type": "ignore",
             "default-instance-action": args.instance_action,
@@ -108,7 +115,21 @@ def cmd_create(api: OrchestrationApi, args) -> int:
             "alarm-restrictions": args.alarm_restrictions}
     if args.max_parallel_worker_hosts is not None:
         body["max-parallel-worker-hosts"] = args.max_parallel_worker_hosts
-    _emit(args, api.create(args.kind, body))
+    return body
+
+
+def image_body(args) -> dict:
+    body = {"image": args.image, "image-checksum": args.image_checksum,
+            "worker-apply-type": args.worker_apply_type,
+            "alarm-restrictions": args.alarm_restrictions}
+    for key in ("delta_url", "delta_version", "max_parallel_worker_hosts"):
+        if getattr(args, key) is not None:
+            body[key.replace("_", "-")] = getattr(args, key)
+    return body
+
+
+def cmd_create(api: OrchestrationApi, args) -> int:
+    _emit(args, api.create(args.kind, args.body(args)))
     return 0
 
 
@@ -203,25 +224,51 @@ def _display_options() -> argparse.ArgumentParser:
     return common
 
 
-def _create_parser(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("create", parents=[common], help="Create a strategy")
-    for option, choices in CREATE_CHOICES.items():
-        p.add_argument(f"--{option}", default=choices[0], choices=choices,
-                       help=f"defaults to {choices[0]}")
+def _choices(p: argparse.ArgumentParser, choices: dict[str, tuple[str, ...]]) -> None:
+    for option, values in choices.items():
+        p.add_argument(f"--{option}", default=values[0], choices=values,
+                       help=f"defaults to {values[0]}")
     p.add_argument("--max-parallel-worker-hosts", type=_max_parallel, metavar="N",
                    help="maximum worker hosts to update in parallel "
                         f"({MAX_PARALLEL[0]}..{MAX_PARALLEL[1]}; the server's default: 2)")
-    p.set_defaults(handler=cmd_create)
+
+
+def _patch_create(p: argparse.ArgumentParser) -> None:
+    _choices(p, PATCH_CHOICES)
+    p.set_defaults(body=patch_body)
+
+
+def _image_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, metavar="URL",
+                   help="the image every active host is rebuilt with")
+    p.add_argument("--image-checksum", required=True, metavar="ALGO:HEX",
+                   help="its checksum, e.g. sha256:<64 hex digits>")
+    p.add_argument("--delta-url", metavar="URL",
+                   help="a signed delta from the hosts' image to this one (written "
+                        "instead of the whole image where a host can take it)")
+    p.add_argument("--delta-version", metavar="VERSION", help="the version the delta makes")
+    _choices(p, IMAGE_CHOICES)
+    p.set_defaults(body=image_body)
+
+
+#: sub-command family -> (strategy name in the API, title, what create takes)
+FAMILIES = {
+    "patch-strategy": ("sw-patch", "Patch Strategy", _patch_create),
+    "image-strategy": ("image-update", "Image Update Strategy (metalcast: rolling "
+                       "re-image of the active hosts through the ramdisk)", _image_create),
+}
 
 
 def _family_parser(commands, family: str) -> None:
-    kind, title = FAMILIES[family]
+    kind, title, create_options = FAMILIES[family]
     parser = commands.add_parser(family, help=title)
     parser.set_defaults(kind=kind, family=family)
-    sub = parser.add_subparsers(title=f"{title} Commands", metavar="COMMAND",
+    sub = parser.add_subparsers(title=f"{title.split(' (')[0]} Commands", metavar="COMMAND",
                                 required=True)
     common = _display_options()
-    _create_parser(sub, common)
+    p = sub.add_parser("create", parents=[common], help="Create a strategy")
+    create_options(p)
+    p.set_defaults(handler=cmd_create)
     p = sub.add_parser("delete", help="Delete a strategy")
     p.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_delete)

@@ -1,5 +1,6 @@
 """What ``sw-manager`` prints for a strategy: StarlingX 6.0.0's client
-(nfv_client/sw_update/_sw_update.py), line for line.
+(nfv_client/sw_update/_sw_update.py), line for line; metalcast's image-update
+strategy in the same layout, with its own settings (KINDS).
 
 A field is ``name:`` padded to column 42, the value as Python prints it (a list of
 names as ``['compute-0']``, a JSON null as ``None``), one space and an optional unit:
@@ -20,10 +21,26 @@ from typing import Any
 from cli.errors import CliError
 
 COLUMN = 42
-#: strategy ``name`` -> the title StarlingX prints (metalcast's own: sw-image)
-TITLES = {"sw-patch": "Patch", "sw-upgrade": "Upgrade", "fw-update": "Firmware Update",
-          "kube-rootca-update": "Kubernetes RootCA Update",
-          "kube-upgrade": "Kubernetes Upgrade", "sw-image": "Image"}
+PATCH_SETTINGS = ("controller-apply-type", "storage-apply-type", "worker-apply-type",
+                  "max-parallel-worker-hosts", "default-instance-action",
+                  "alarm-restrictions")
+#: strategy ``name`` -> (the title, the create settings shown under the uuid in order,
+#: the other keys the document must have). StarlingX's names; metalcast's own is
+#: image-update (the rolling re-image). An unknown name is shown as StarlingX's client
+#: shows it: an "Unknown Strategy" with the patch settings.
+KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "sw-patch": ("Patch", PATCH_SETTINGS, ("swift-apply-type",)),
+    "sw-upgrade": ("Upgrade", PATCH_SETTINGS, ("swift-apply-type",)),
+    "fw-update": ("Firmware Update", PATCH_SETTINGS, ("swift-apply-type",)),
+    "kube-rootca-update": ("Kubernetes RootCA Update", PATCH_SETTINGS, ("swift-apply-type",)),
+    "kube-upgrade": ("Kubernetes Upgrade", PATCH_SETTINGS, ("swift-apply-type",)),
+    "image-update": ("Image Update", ("image", "image-checksum", "delta-url", "delta-version",
+                                      "worker-apply-type", "max-parallel-worker-hosts",
+                                      "alarm-restrictions"), ()),
+}
+UNKNOWN = ("Unknown", PATCH_SETTINGS, ("swift-apply-type",))
+#: settings shown only when set (metalcast's image-update: no delta)
+SHOWN_IF_SET = frozenset({"delta-url", "delta-version"})
 #: strategy states in which nothing more happens without an operator
 FINAL_STATES = frozenset({"initial", "ready-to-apply", "build-failed", "build-timeout",
                           "applied", "apply-failed", "apply-timeout", "aborted",
@@ -94,13 +111,7 @@ class Phase:
 class Strategy:
     uuid: Any
     name: Any
-    controller_apply_type: Any
-    storage_apply_type: Any
-    swift_apply_type: Any
-    worker_apply_type: Any
-    max_parallel_worker_hosts: Any
-    default_instance_action: Any
-    alarm_restrictions: Any
+    settings: tuple[tuple[str, Any], ...]     #: (key, value) in the order shown
     current_phase: Any
     current_phase_completion_percentage: Any
     state: Any
@@ -140,10 +151,18 @@ def _phase(data: Any, where: str) -> Phase:
 
 def parse(data: Any) -> Strategy:
     """The API's ``strategy`` object as a :class:`Strategy`."""
-    phases = {name: _phase(_get(data, name.replace("_", "-"), "strategy"),
-                           f"strategy.{name.replace('_', '-')}")
-              for name in ("build_phase", "apply_phase", "abort_phase")}
-    return Strategy(**phases, **_scalars(Strategy, data, "strategy", tuple(phases)))
+    name = _get(data, "name", "strategy")
+    _, shown, other = KINDS.get(name, UNKNOWN)
+    for key in other:
+        _get(data, key, "strategy")
+    phases = {key: _phase(_get(data, key.replace("_", "-"), "strategy"),
+                          f"strategy.{key.replace('_', '-')}")
+              for key in ("build_phase", "apply_phase", "abort_phase")}
+    scalars = {key: _get(data, key.replace("_", "-"), "strategy")
+               for key in ("uuid", "current_phase", "current_phase_completion_percentage",
+                           "state")}
+    settings = tuple((key, _get(data, key, "strategy")) for key in shown)
+    return Strategy(name=name, settings=settings, **scalars, **phases)
 
 
 def field(indent: int, name: str, value: Any, unit: str = "") -> str:
@@ -231,16 +250,17 @@ def _summary_lines(s: Strategy) -> list[str]:
 def render(strategy: Strategy, details: bool = False, active: bool = False) -> list[str]:
     """The lines StarlingX's ``sw-manager … show`` prints for this strategy."""
     s = strategy
-    lines = [f"Strategy {TITLES.get(s.name, 'Unknown')} Strategy:",
-             field(2, "strategy-uuid", s.uuid),
-             field(2, "controller-apply-type", s.controller_apply_type),
-             field(2, "storage-apply-type", s.storage_apply_type),
-             field(2, "worker-apply-type", s.worker_apply_type)]
-    if s.worker_apply_type == "parallel":
-        lines.append(field(2, "max-parallel-worker-hosts", s.max_parallel_worker_hosts))
-    lines += [field(2, "default-instance-action", s.default_instance_action),
-              field(2, "alarm-restrictions", s.alarm_restrictions),
-              field(2, "current-phase", s.current_phase),
+    lines = [f"Strategy {KINDS.get(s.name, UNKNOWN)[0]} Strategy:",
+             field(2, "strategy-uuid", s.uuid)]
+    settings = dict(s.settings)
+    for key, value in s.settings:
+        if key == "max-parallel-worker-hosts" and settings.get("worker-apply-type") \
+                != "parallel":
+            continue
+        if key in SHOWN_IF_SET and value is None:
+            continue
+        lines.append(field(2, key, value))
+    lines += [field(2, "current-phase", s.current_phase),
               field(2, "current-phase-completion",
                     f"{s.current_phase_completion_percentage}%"),
               field(2, "state", s.state)]

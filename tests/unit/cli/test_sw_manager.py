@@ -360,3 +360,69 @@ def _response(status: int, body: bytes, content_type="application/json"):
     (b"", "Reason")])
 def test_error_text_reads_every_error_body(body, text):
     assert sw_manager_api.error_text(_response(400, body)) == text
+
+
+# -- metalcast's image-strategy family -------------------------------------------------
+IMAGE_SUM = "sha256:" + "ab" * 32
+
+
+def _image_doc(**options):
+    doc = {k: v for k, v in APPLYING.items() if k not in (
+        "controller-apply-type", "storage-apply-type", "swift-apply-type",
+        "default-instance-action")}
+    doc.update({"name": "image-update", "image": "http://img/v2.img",
+                "image-checksum": IMAGE_SUM, "delta-url": None, "delta-version": None})
+    doc.update(options)
+    return doc
+
+
+def test_image_create_body(monkeypatch, capsys):
+    api = FakeApi(_image_doc())
+    rc, stdout, _ = run(monkeypatch, capsys, api, "image-strategy", "create", "--image",
+                        "http://img/v2.img", "--image-checksum", IMAGE_SUM,
+                        "--worker-apply-type", "parallel", "--max-parallel-worker-hosts", "2")
+    assert rc == 0 and api.calls == [("create", "image-update", {
+        "image": "http://img/v2.img", "image-checksum": IMAGE_SUM,
+        "worker-apply-type": "parallel", "alarm-restrictions": "strict",
+        "max-parallel-worker-hosts": 2})]
+    assert stdout.splitlines()[:8] == [
+        "Strategy Image Update Strategy:",
+        out.field(2, "strategy-uuid", APPLYING["uuid"]),
+        out.field(2, "image", "http://img/v2.img"),
+        out.field(2, "image-checksum", IMAGE_SUM),
+        out.field(2, "worker-apply-type", "parallel"),
+        out.field(2, "max-parallel-worker-hosts", 2),
+        out.field(2, "alarm-restrictions", "strict"),
+        out.field(2, "current-phase", "apply")]
+
+
+def test_image_delta_is_shown_when_set_and_sent(monkeypatch, capsys):
+    api = FakeApi(_image_doc(**{"delta-url": "http://img/v1-v2.delta",
+                                "delta-version": "2", "worker-apply-type": "serial"}))
+    rc, stdout, _ = run(monkeypatch, capsys, api, "image-strategy", "create", "--image",
+                        "http://img/v2.img", "--image-checksum", IMAGE_SUM, "--delta-url",
+                        "http://img/v1-v2.delta", "--delta-version", "2")
+    assert rc == 0 and api.calls[0][2]["delta-url"] == "http://img/v1-v2.delta"
+    assert api.calls[0][2]["delta-version"] == "2"
+    assert out.field(2, "delta-url", "http://img/v1-v2.delta") in stdout.splitlines()
+    assert "max-parallel-worker-hosts" not in stdout          # serial
+
+
+def test_image_strategy_needs_image_and_checksum(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        run(monkeypatch, capsys, FakeApi(), "image-strategy", "create", "--image", "x")
+    assert "--image-checksum" in capsys.readouterr().err
+    with pytest.raises(out.BadDocument, match="lacks strategy.image"):
+        out.parse({k: v for k, v in _image_doc().items() if k != "image"})
+    with pytest.raises(SystemExit):        # no patch options on an image strategy
+        run(monkeypatch, capsys, FakeApi(), "image-strategy", "create", "--image", "x",
+            "--image-checksum", IMAGE_SUM, "--controller-apply-type", "serial")
+
+
+def test_image_family_calls_its_own_path(monkeypatch, capsys):
+    api = FakeApi(None, _image_doc())
+    assert run(monkeypatch, capsys, api, "image-strategy", "show")[1] == \
+        "No strategy available\n"
+    assert run(monkeypatch, capsys, api, "image-strategy", "apply")[0] == 0
+    assert [call[:2] for call in api.calls] == [("show", "image-update"),
+                                                ("action", "image-update")]

@@ -74,6 +74,12 @@ def finish(lab) -> None:
     assert {"900.101", "900.102"}.isdisjoint(lab.alarms())
 
 
+def field_of(text: str, name: str) -> str:
+    """The value of the ``name:`` line of sw-manager's output."""
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.strip().startswith(name + ":"))
+
+
 def stage_hosts(strategy: dict) -> list[tuple[str, list[str]]]:
     """(stage name, hosts it installs) of every apply stage."""
     return [(stage, names) for stage, step, names in steps_of(strategy)
@@ -207,14 +213,11 @@ def test_server_killed_mid_apply_resumes_and_unlocks(lab):
     finish(lab)
 
 
-@pytest.mark.xfail(strict=True, reason="the abort's unlock-hosts waits for the host to "
-                   "stop requiring a reboot, which a host whose reboot-required install "
-                   "failed never does while the patch is partially applied: it stays "
-                   "locked until the step's 1800 s timeout")
 def test_a_reboot_required_install_failing_on_a_locked_host(lab):
     """The install fails on compute-1 (a %pre scriptlet refuses), both workers locked:
     the step fails, the abort unlocks both (the lab reboots them), 900.103 stays raised
-    while compute-1 is behind and requires a reboot; a new strategy then patches it."""
+    while compute-1 is behind and requires a reboot, and blocks a new strategy until
+    the operator has fixed compute-1 by hand."""
     pre = "%pre\nif [ -e /etc/fail-install ]; then exit 1; fi\n"
     lab.patch_rpms["kern-1.3"] = build_rpm(lab.work / "rpms-1.3", "kern", "1.3",
                                            scripts=reboot_required_scriptlets() + pre)
@@ -234,10 +237,21 @@ def test_a_reboot_required_install_failing_on_a_locked_host(lab):
     assert not lab.locked()
     assert "900.103" in lab.alarms()
     manager(lab, "delete")
+    blocked = sw_manager(lab, "patch-strategy", "create")      # strict: 900.103 blocks
+    assert field_of(blocked.stdout, "build-reason") == "active alarms present"
+    manager(lab, "delete")
+    # the operator's fix: lock compute-1, install, reboot, unlock
     (lab.root("compute-1") / "etc" / "fail-install").unlink()
-    strategy = run_strategy(lab, *options)
-    assert strategy["state"] == "applied", strategy["apply-phase"]["reason"]
-    assert "900.103" not in lab.alarms()
+    node = f"/v1/nodes/{lab.uuids['compute-1']}/maintenance"
+    lab.api("PUT", node, {"reason": "fixing compute-1"}, ok=(202,))
+    proc = sw_patch(lab, "host-install", "compute-1")
+    assert proc.stdout.endswith("Installation was successful.\n"), proc.stdout
+    lab.reboot("compute-1")
+    wait_for("compute-1 back without a pending reboot",
+             lambda: hosts(lab)["compute-1"]["Reboot Required"] == "No")
+    lab.api("DELETE", node, ok=(202,))
+    wait_for("900.103 and 900.002 cleared",
+             lambda: {"900.103", "900.002"}.isdisjoint(lab.alarms()))
     strategy = run_strategy(lab)               # controllers and storage
     assert strategy["state"] == "applied", strategy["apply-phase"]["reason"]
     finish(lab)

@@ -60,9 +60,10 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
     for blueprint in (root.bp, nodes.bp, ports.bp, drivers.bp, agent.bp, alarms.bp,
-                      identity.bp, orchestration.bp):
+                      identity.bp):
         app.register_blueprint(blueprint)
     patching.register(app)
+    orchestration.register(app)
     return app
 
 
@@ -82,5 +83,5 @@ def create_orchestration_app(service, settings=None,
     API alone (api/starlingx/orchestration.py), behind the same authentication."""
     settings = settings or service.settings
     app = _base_app(service, settings, checks)
-    app.register_blueprint(orchestration.bp)
+    orchestration.register(app)
     return app

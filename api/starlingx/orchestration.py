@@ -23,16 +23,20 @@ from conductor import errors
 PREFIX = "/api/orchestration"
 #: The strategy types: StarlingX's sw-patch, and metalcast's rolling re-image.
 TYPES = ("sw-patch", "image-update")
-bp = flask.Blueprint("orchestration", __name__, url_prefix=PREFIX + "/<kind>/strategy")
+bp = flask.Blueprint("orchestration", __name__)
+#: Blueprint name (one registration per type) -> strategy type.
+_NAMES = {f"orchestration_{kind.replace('-', '_')}": kind for kind in TYPES}
 
 
-@bp.url_value_preprocessor
-def _kind(endpoint, values) -> None:
-    kind = (values or {}).pop("kind", None)
-    if kind not in TYPES:
-        raise errors.NotFound(f"No strategy type {kind!r}; the types are "
-                              f"{', '.join(TYPES)}.")
-    flask.g.strategy_type = kind
+def register(app: flask.Flask) -> None:
+    """Serve the API on ``app``: the same routes under each type's path."""
+    for name, kind in _NAMES.items():
+        app.register_blueprint(bp, url_prefix=f"{PREFIX}/{kind}/strategy", name=name)
+
+
+@bp.before_request
+def _kind() -> None:
+    flask.g.strategy_type = _NAMES[str(flask.request.blueprint)]
 
 
 def _is_uuid(value: str) -> bool:

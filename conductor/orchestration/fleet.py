@@ -31,6 +31,10 @@ LOG = logging.getLogger(__name__)
 ACTIVE = "active"
 #: The node columns a host's states come from (hosts.map_hosts): the rest of a node
 #: row is not read on every pass of the runner.
+#: instance_info fields a re-image replaces as a whole: the image's checksum in any of
+#: its forms (Glance's os_hash pair wins over image_checksum when both are there) and
+#: the previous delta.
+IMAGE_FIELDS = ("image_checksum", "image_os_hash_algo", "image_os_hash_value")
 HOST_COLUMNS = ("uuid", "name", "provision_state", "maintenance", "maintenance_reason",
                 "power_state", "properties", "driver_internal_info")
 
@@ -95,7 +99,7 @@ class ApplianceFleet:
         try:
             node = self.store.get_node(name)
             info = {k: v for k, v in (node.instance_info or {}).items()
-                    if not k.startswith("image_delta_")}
+                    if k not in IMAGE_FIELDS and not k.startswith("image_delta_")}
             info.update({k: v for k, v in instance_info.items() if v is not None})
             self.store.update_node(node.id, {"instance_info": info})
             self._rebuild(name)

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 from tests.functional.ipmi_peers import require
+from tests.functional.test_host_patching import require_tools as require_patch_tools
 from tests.functional.test_virtlab_machine import require_image_tools
 
 METALCAST = str(Path(sys.executable).with_name("metalcast"))
 ROW_RE = re.compile(r"^\| (demo-machine-\d) +\| (\S+) +\| (power \w+) +\| ([^|]+?) +\| (\S+) +\| "
-                    r"(\d+\.\d)s +\|$", re.M)
+                    r"(\d+\.\d)s +\| ([^|]+?) +\|$", re.M)
 STOPPED_RE = re.compile(r"^stopped: (.*)$", re.M)
 
 
@@ -37,6 +38,7 @@ def _environment() -> dict:
 def test_demo_deploys_the_lab_updates_one_machine_and_cleans_up(tmp_path):
     require("ipmitool")
     require_image_tools()
+    require_patch_tools()
     env = dict(_environment(), TMPDIR=str(tmp_path))   # its temporary dir lands here
     done = subprocess.run([METALCAST, "demo"], capture_output=True, text=True, timeout=240,
                           env=env)
@@ -44,17 +46,24 @@ def test_demo_deploys_the_lab_updates_one_machine_and_cleans_up(tmp_path):
     assert done.returncode == 0, out + done.stderr
     rows = {m[0]: m[1:] for m in ROW_RE.findall(out)}
     assert sorted(rows) == ["demo-machine-1", "demo-machine-2", "demo-machine-3"], out
-    for name, (state, power, pretty, version, _seconds) in rows.items():
+    for name, (state, power, pretty, version, _seconds, patching) in rows.items():
         assert (state, power) == ("active", "power on"), rows
+        assert patching == "patch-current, demo-app 1.1", rows
         expected = "2" if name == "demo-machine-1" else "1"     # the delta-updated one
         assert version == expected and pretty == f"Metalcast Lab OS {expected}", rows
     assert out.count("VERSION_ID=1") == 3 and out.count("VERSION_ID=2") == 1, out
     assert "delta deploy: applied" in out
     assert "agent: Wrote http://127.0.0.1:" in out          # the real agent's write result
     assert "runs metalcast-agent directly" in out
+    # the fleet-patching chapter: one strategy, a stage per host, live step progress
+    assert "sw-manager patch-strategy create: ready-to-apply, 3 stages" in out
+    for stage, host in enumerate(sorted(rows), 1):
+        assert (f"stage {stage}/3 sw-patch-worker-hosts: sw-patch-hosts {host} success"
+                in out), out
+    assert "strategy applied in " in out
     # Every process it started (appliance, lab, BMCs, agents) is gone; so is its data.
     pids = [int(p) for p in re.findall(r"pid (\d+)", STOPPED_RE.search(out).group(1))]
-    assert len(pids) == 3 and not any(_alive(pid) for pid in pids), out
+    assert len(pids) == 6 and not any(_alive(pid) for pid in pids), out   # 3 host agents
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                                check=True).stdout
     assert str(tmp_path) not in leftovers, leftovers

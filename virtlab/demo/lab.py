@@ -48,6 +48,9 @@ DEMO_SECTIONS = {
     "conductor": {"deploy_callback_timeout": 120, "check_provision_state_interval": 1},
     # Free ports only: no patching listener on the fixed 127.0.0.1:5487.
     "patching": {"listen_port": 0},
+    # The fleet-patching chapter: a strategy looks every 0.2 s, and system-stabilize
+    # waits 5% of StarlingX's 30 s after an install (a demo host has nothing to settle).
+    "orchestration": {"audit_interval": 0.2, "stabilize_factor": 0.05},
 }
 
 

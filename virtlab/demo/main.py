@@ -15,7 +15,10 @@
    deploy v1 with live per-node progress, shows every machine booted into v1;
 5. re-images one machine with ``rebuild`` and the delta payload (the agent patches
    the changed blocks in place) and shows it booted into v2;
-6. prints a summary table, stops every process it started by PID, exits 0.
+6. runs the machines as hosts (``metalcast-agent host`` each) and patches them with
+   one ``sw-manager patch-strategy create`` + ``apply``, stage by stage (fleet_patch.py;
+   skipped, saying why, when rpm, dnf or createrepo_c are missing);
+7. prints a summary table, stops every process it started by PID, exits 0.
 
 Nothing needs root: no loop devices, no raw sockets, only high ports on 127.0.0.1.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +39,8 @@ from conductor.cmd import command
 from conductor.netboot import render
 from conductor.updates import delta_build, keys
 from virtlab import images
+from virtlab import process as vproc
+from virtlab.demo import fleet_patch
 from virtlab.demo import lab as demo_lab
 from virtlab.demo.watch import Watcher
 from virtlab.lab import LabProcess, start_lab, stop_lab
@@ -130,7 +136,8 @@ def _delta_update(client: Client, watcher: Watcher, lab: LabProcess, uuid: str,
     return seconds
 
 
-def _summary(client: Client, lab: LabProcess, names: dict, times: dict) -> None:
+def _summary(client: Client, lab: LabProcess, names: dict, times: dict,
+             patches: dict[str, str]) -> None:
     nodes = {n["uuid"]: n for n in client.list_nodes(detail=True)}
     rows = []
     for uuid, name in names.items():
@@ -139,10 +146,11 @@ def _summary(client: Client, lab: LabProcess, names: dict, times: dict) -> None:
                      "power": nodes[uuid]["power_state"],
                      "booted OS": booted.get("pretty_name", "-"),
                      "VERSION_ID": booted.get("version_id", "-"),
-                     "deploy time": f"{times[uuid]:.1f}s"})
+                     "deploy time": f"{times[uuid]:.1f}s",
+                     "patching": patches.get(nodes[uuid]["name"], "-")})
     _say("\nsummary:")
-    output.table(rows, ["node", "state", "power", "booted OS", "VERSION_ID", "deploy time"],
-                 out=sys.stdout)
+    output.table(rows, ["node", "state", "power", "booted OS", "VERSION_ID", "deploy time",
+                        "patching"], out=sys.stdout)
     _say("(deploy time: from the deploy request to active; for the updated node, its rebuild)")
 
 
@@ -170,7 +178,8 @@ def _story(root: Path, nodes: int, keep: bool, started: list) -> None:
     first = uuids[0]
     _say(f"\n== delta update of {names[first]} to v2 through the ramdisk (rebuild)")
     times[first] = _delta_update(client, watcher, lab, first, names[first], built)
-    _summary(client, lab, names, times)
+    patches = _fleet_patch(root, appliance, client, started)
+    _summary(client, lab, names, times, patches)
     if keep:
         _say(f"\nStill serving at {appliance.url} (lab running); press Ctrl-C to stop.")
         try:
@@ -178,6 +187,24 @@ def _story(root: Path, nodes: int, keep: bool, started: list) -> None:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+def _fleet_patch(root: Path, appliance, client: Client, started: list) -> dict[str, str]:
+    """The fleet-patching chapter; each host's patch state for the summary."""
+    _say("\n== fleet patching: the machines as hosts, one sw-manager patch strategy")
+    missing = fleet_patch.missing_tools()
+    if missing:
+        _say("   skipped: missing " + ", ".join(missing))
+        return {}
+    def on_start(name: str, process) -> None:
+        started.append((f"host agent of {name}", process.pid,
+                        lambda: vproc.stop(process.pid, process), None))
+    nodes = {n["uuid"]: n["name"] for n in client.list_nodes()}
+    fleet = fleet_patch.FleetPatch(appliance, client, nodes, root / "fleet", on_start)
+    fleet.start_hosts()
+    fleet.publish_patch()
+    fleet.orchestrate()
+    return fleet.patch_states()
 
 
 def _stop_all(started: list) -> None:
@@ -219,7 +246,7 @@ def run(nodes: int = 3, data_dir: str | None = None, keep: bool = False) -> int:
     try:
         _story(root, nodes, keep, started)
     except (ClientError, RuntimeError, TimeoutError, AssertionError, OSError,
-            images.ImageError) as exc:
+            images.ImageError, subprocess.CalledProcessError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         if started:
             print("appliance output (tail):\n" + started[0][3].output()[-6000:],

@@ -309,11 +309,11 @@ def main(argv=None) -> int:
         return args.handler(connect(args), args)
     except ApiError as exc:
         hint = NEXT_STEP.get((args.handler.__name__[4:], exc.status), "")
-        print(f"Error: {exc}" + (f"\n{hint.format(family=args.family)}" if hint else ""),
-              file=sys.stderr)
+        print(f"Error: {out.printable(exc)}"
+              + (f"\n{hint.format(family=args.family)}" if hint else ""), file=sys.stderr)
         return 1
     except CliError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {out.printable(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)

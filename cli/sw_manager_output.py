@@ -165,10 +165,22 @@ def parse(data: Any) -> Strategy:
     return Strategy(name=name, settings=settings, **scalars, **phases)
 
 
+#: C0 and C1 control characters (and DEL) -> their escaped form
+CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+
+
+def printable(value: Any) -> str:
+    """``str(value)`` with control characters escaped: a reason or name comes from the
+    server and, through it, from hosts' reports; an escape sequence in it must not
+    reach the operator's terminal (StarlingX's client prints it raw). Text without
+    control characters is unchanged."""
+    return str(value).translate(CONTROLS)
+
+
 def field(indent: int, name: str, value: Any, unit: str = "") -> str:
     """One ``name:`` line padded to column 42, as StarlingX prints it."""
     pad = " " * (COLUMN - indent - len(name) - 1)
-    return f"{' ' * indent}{name}:{pad}{value} {unit}"
+    return f"{' ' * indent}{name}:{pad}{printable(value)} {unit}"
 
 
 def _step_lines(step: Step, active: bool) -> list[str]:
@@ -214,7 +226,8 @@ def _stage_lines(stage: Stage, details: bool, active: bool) -> list[str]:
 def _phase_lines(phase: Phase, details: bool, active: bool) -> list[str]:
     if active and not phase.inprogress:
         return []
-    lines = [f"  {phase.phase_name}-phase:", field(4, "total-stages", phase.total_stages),
+    lines = [f"  {printable(phase.phase_name)}-phase:",
+             field(4, "total-stages", phase.total_stages),
              field(4, "current-stage", phase.current_stage),
              field(4, "stop-at-stage", phase.stop_at_stage),
              field(4, "timeout", phase.timeout, "seconds"),

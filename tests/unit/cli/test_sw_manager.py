@@ -426,3 +426,27 @@ def test_image_family_calls_its_own_path(monkeypatch, capsys):
     assert run(monkeypatch, capsys, api, "image-strategy", "apply")[0] == 0
     assert [call[:2] for call in api.calls] == [("show", "image-update"),
                                                 ("action", "image-update")]
+
+
+# -- what a hostile server or host could send --------------------------------------------
+def test_control_characters_never_reach_the_terminal(monkeypatch, capsys):
+    """A host's error text travels into a step's reason; an escape sequence in it (or in
+    a server's error) is shown escaped, not executed by the operator's terminal."""
+    doc = copy.deepcopy(APPLYING)
+    step = doc["apply-phase"]["stages"][1]["steps"][2]
+    step["reason"] = "failed\x1b]0;pwned\x07\x1b[2J\nfake-line: ok\x9b"
+    step["entity-names"] = ["compute-0\x1b[31m"]
+    rc, stdout, _ = run(monkeypatch, capsys, FakeApi(doc), "patch-strategy", "show",
+                        "--details")
+    assert rc == 0 and not any(ord(c) < 32 and c != "\n" or 127 <= ord(c) < 160
+                               for c in stdout)
+    assert "reason:                       failed\\x1b]0;pwned\\x07\\x1b[2J\\x0afake-line: " \
+           "ok\\x9b " in stdout
+    assert "['compute-0\\x1b[31m']" in stdout
+    rc, _, stderr = run(monkeypatch, capsys, FakeApi(ApiError(400, "bad\x1b[2J")),
+                        "patch-strategy", "apply")
+    assert (rc, stderr) == (1, "Error: bad\\x1b[2J\n")
+
+
+def test_plain_text_is_untouched():
+    assert out.printable("compute-0 ü ✓ [1, 2]") == "compute-0 ü ✓ [1, 2]"

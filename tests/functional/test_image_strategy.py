@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
-
 from cli.client import Client
 from tests.functional.orchestration_lab import BIN
 from tests.functional.test_lab_deploy import (  # noqa: F401 - fixtures
@@ -34,9 +32,6 @@ def sw_manager(running, *argv: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-@pytest.mark.xfail(strict=True, reason="the rebuild keeps the node's image_os_hash_algo/"
-                   "value of v1 (set when it was deployed, as Glance sets them) next to the "
-                   "strategy's image_checksum, and the old hash wins: checksum mismatch")
 def test_rolling_reimage_two_at_a_time(appliance, lab):  # noqa: F811 - fixtures
     running = lab(3)
     client = Client(appliance.url)

@@ -9,10 +9,14 @@ restart script waits on a gate) when it needs the strategy to stay in a step.
 """
 from __future__ import annotations
 
+import signal
+import subprocess
+
 import pytest
 import requests
 
 from tests.functional.orchestration_lab import (
+    BIN,
     STRATEGY,
     OrchestrationLab,
     steps_of,
@@ -92,6 +96,18 @@ def same_everywhere(lab, *flags: str) -> str:
     assert shown[0].stdout == shown[1].stdout == shown[2].stdout, \
         [p.stdout for p in shown]
     return shown[0].stdout
+
+
+def watch_then_interrupt(lab) -> subprocess.CompletedProcess:
+    """``show --watch`` until it has printed the strategy once, then Ctrl-C (SIGINT)."""
+    process = subprocess.Popen([str(BIN / "sw-manager"), "patch-strategy", "show",
+                                "--watch", "--interval", "0.2"], env=lab.client_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()            # the title line: it is watching
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, first + stdout,
+                                       stderr)
 
 
 def field(text: str, name: str) -> list[str]:
@@ -309,6 +325,9 @@ def test_apply_all_watched_to_the_end(lab):
     assert (proc.returncode, proc.stdout) == (1, "Operation failed: conflict detected\n")
     proc = ours(lab, "delete")
     assert proc.returncode == 1 and "abort it first" in proc.stderr, proc.stderr
+    interrupted = watch_then_interrupt(lab)
+    assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr
+    assert interrupted.stdout.startswith("Strategy Patch Strategy:\n")
     lab.hold("compute-1", False)
     watched = ours(lab, "show", "--watch", "--interval", "0.2")
     assert watched.returncode == 0, watched.stdout + watched.stderr
@@ -352,7 +371,7 @@ def test_force_delete_while_applying(lab):
     lab.hold("compute-0")
     assert ours(lab, "apply").returncode == 0
     lab.wait_state("applying")
-    proc = ours(lab, "delete", "--force")
+    proc = peer(lab, "delete", "--force")         # hidden in both clients' help
     assert (proc.returncode, proc.stdout) == (0, "Strategy deleted\n")
     assert lab.strategy() is None and ours(lab, "show").stdout == "No strategy available\n"
     lab.hold("compute-0", False)

@@ -82,27 +82,32 @@ def _max_parallel(text: str) -> int:
 
 
 def _stage_id(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
         raise argparse.ArgumentTypeError(f"expected a stage number (0, 1, ...), got {text!r}")
     return int(text)
 
 
-def _positive(text: str) -> float:
+def _interval(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = 0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("expected seconds between two looks, above 0 and "
+                                         f"at most 3600, got {text!r}")
     return value
 
 
 # -- commands -----------------------------------------------------------------------
-def _emit(args, strategy: dict) -> None:
+def _text(args, strategy: dict) -> str:
+    """The strategy as ``--format`` says: StarlingX's layout, or the API's JSON."""
     if args.format == "json":
-        print(json.dumps({"strategy": strategy}, indent=2))
-    else:
-        print("\n".join(out.render(out.parse(strategy), args.details, args.active)))
+        return json.dumps({"strategy": strategy}, indent=2)
+    return "\n".join(out.render(out.parse(strategy), args.details, args.active))
+
+
+def _emit(args, strategy: dict) -> None:
+    print(_text(args, strategy))
 
 
 def patch_body(args) -> dict:
@@ -183,8 +188,7 @@ def watch(api: OrchestrationApi, args) -> int:
         if strategy is None:
             print("No strategy available")
             return 0 if shown is None else 1
-        text = (json.dumps({"strategy": strategy}, indent=2) if args.format == "json" else
-                "\n".join(out.render(out.parse(strategy), args.details, args.active)))
+        text = _text(args, strategy)
         if text != shown:
             print(("\x1b[H\x1b[J" if tty else "" if shown is None else "\n") + text,
                   flush=True)
@@ -284,7 +288,7 @@ def _family_parser(commands, family: str) -> None:
     p.add_argument("--watch", action="store_true",
                    help="show it again as it advances, until it reaches a final state "
                         "(exit 0 when ready-to-apply or applied, else 1)")
-    p.add_argument("--interval", type=_positive, default=2.0, metavar="SECONDS",
+    p.add_argument("--interval", type=_interval, default=2.0, metavar="SECONDS",
                    help="with --watch: seconds between two looks (default 2)")
     p.set_defaults(handler=cmd_show)
 

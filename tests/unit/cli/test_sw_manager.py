@@ -157,7 +157,7 @@ def test_abort_bodies(monkeypatch, capsys, argv, body):
     assert (rc, api.calls) == (0, [("action", "sw-patch", body)])
 
 
-@pytest.mark.parametrize("stage", ["-1", "x", "1.5", ""])
+@pytest.mark.parametrize("stage", ["-1", "x", "1.5", "", "²", "9" * 5000])
 def test_a_stage_id_must_be_a_stage_number(monkeypatch, capsys, stage):
     with pytest.raises(SystemExit):
         run(monkeypatch, capsys, FakeApi(), "patch-strategy", "apply", "--stage-id", stage)
@@ -259,7 +259,7 @@ def test_watch_of_a_deleted_strategy_and_ctrl_c(monkeypatch, capsys):
     assert (rc, stderr) == (130, "\n")
 
 
-@pytest.mark.parametrize("interval", ["0", "-1", "soon"])
+@pytest.mark.parametrize("interval", ["0", "-1", "soon", "nan", "inf", "1e400"])
 def test_watch_interval_must_be_positive(monkeypatch, capsys, interval):
     with pytest.raises(SystemExit):
         run(monkeypatch, capsys, FakeApi(), "patch-strategy", "show", "--watch",

@@ -60,7 +60,7 @@ def error_text(response: requests.Response) -> str:
 
 
 class OrchestrationApi:
-    """The strategy calls of one strategy type (``sw-patch``, ``sw-image``)."""
+    """The strategy calls, for one strategy type each (``sw-patch``, ``image-update``)."""
 
     def __init__(self, url: str, session: requests.Session, debug: bool = False):
         self.url = url.rstrip("/")
@@ -79,9 +79,9 @@ class OrchestrationApi:
         except requests.Timeout:
             raise Unreachable(f"the orchestration API at {self.url} did not answer within "
                               f"{TIMEOUT} s") from None
-        if self.debug:
+        if self.debug:     # the answer escaped: it is the server's text (see printable)
             print(f"{method} {url} {json.dumps(body) if body is not None else ''} -> "
-                  f"{response.status_code} {response.text}", file=sys.stderr)
+                  f"{response.status_code} {response.text!r}", file=sys.stderr)
         if response.status_code == 401:
             raise ApiError(401, "authentication failed: set METALCAST_USERNAME and "
                                 "METALCAST_PASSWORD, or source an openrc (OS_AUTH_URL ...)")
@@ -97,12 +97,15 @@ class OrchestrationApi:
         return data
 
     def show(self, kind: str) -> dict | None:
-        """The strategy, or None when there is none."""
+        """The strategy, or None when there is none (``{"strategy": null}``). A 404 is
+        no orchestration API at this URL (StarlingX's client would say "No strategy
+        available", which sends the operator looking in the wrong place)."""
         try:
             data = self._call("GET", f"{kind}/strategy")
         except ApiError as exc:
-            if exc.status == 404:       # as the VIM's client: no strategy
-                return None
+            if exc.status == 404:
+                raise ApiError(404, f"{self.url} serves no /api/orchestration/{kind}/"
+                               "strategy: is it a metalcast API URL?") from None
             raise
         return data.get("strategy")
 

@@ -450,3 +450,55 @@ def test_control_characters_never_reach_the_terminal(monkeypatch, capsys):
 
 def test_plain_text_is_untouched():
     assert out.printable("compute-0 ü ✓ [1, 2]") == "compute-0 ü ✓ [1, 2]"
+
+
+class FakeSession:
+    """requests.Session's ``request``, answering from a list (an exception is raised)."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), []
+
+    def request(self, method, url, json=None, timeout=None):
+        self.calls.append((method, url, json))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize("answer,raised,says", [
+    (_response(404, b'{"faultstring": "Not Found"}'), ApiError,
+     "http://m serves no /api/orchestration/sw-patch/strategy"),
+    (_response(401, b""), ApiError, "authentication failed: set METALCAST_USERNAME"),
+    (_response(200, b"<html>"), ApiError, "the API answered no JSON"),
+    (_response(200, b"[1]"), ApiError, "unexpected answer"),
+    (_response(503, b'{"faultstring": "Orchestration is disabled"}'), ApiError,
+     "Orchestration is disabled"),
+    (requests.ConnectionError(), Unreachable, "cannot reach the orchestration API at http://m"),
+    (requests.Timeout(), Unreachable, "did not answer within 40 s")])
+def test_show_answers_that_are_not_a_strategy(answer, raised, says):
+    api = sw_manager_api.OrchestrationApi("http://m/", FakeSession(answer))
+    with pytest.raises(raised, match=says.replace("(", r"\(")):
+        api.show("sw-patch")
+
+
+def test_the_calls_and_their_answers():
+    session = FakeSession(_response(200, b'{"strategy": null}'),
+                          _response(200, json.dumps({"strategy": APPLYING}).encode()),
+                          _response(202, json.dumps({"strategy": APPLYING}).encode()),
+                          _response(200, b'{"strategy": null}'),
+                          _response(202, b'{"strategy": null}'))
+    api = sw_manager_api.OrchestrationApi("http://m", session)
+    assert api.show("sw-patch") is None
+    assert api.create("sw-patch", {"a": 1}) == APPLYING
+    assert api.action("image-update", {"action": "apply-all"}) == APPLYING
+    api.delete("sw-patch", True)
+    with pytest.raises(ApiError, match="answered no strategy"):
+        api.action("sw-patch", {"action": "abort"})
+    assert [call[:2] for call in session.calls] == [
+        ("GET", "http://m/api/orchestration/sw-patch/strategy"),
+        ("POST", "http://m/api/orchestration/sw-patch/strategy"),
+        ("POST", "http://m/api/orchestration/image-update/strategy/actions"),
+        ("DELETE", "http://m/api/orchestration/sw-patch/strategy"),
+        ("POST", "http://m/api/orchestration/sw-patch/strategy/actions")]
+    assert session.calls[3][2] == {"force": True}

@@ -14,6 +14,8 @@ one against one server). It differs on purpose where StarlingX's is unhelpful:
 * a failure is explained on stderr with the server's message (a 409 names the
   strategy that exists) and what to do next; StarlingX's prints "Operation failed:
   conflict detected" or a traceback-like dump on stdout. Both exit 1;
+* a 404 on ``show`` is an error (no orchestration API at that URL), not "No strategy
+  available" (none is a 200 with a null strategy);
 * ``abort`` without ``--stage-id`` sends ``abort`` (StarlingX's sends ``abort-stage``
   with a null stage, which the VIM reads as the same);
 * ``--format json`` prints the API's strategy; ``show --watch`` re-renders until the

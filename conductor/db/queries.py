@@ -129,6 +129,26 @@ class Store:
             raise errors.InvalidParameter(f"The marker {marker} could not be found.")
         return row
 
+    def set_maintenance_by_name(self, names: Iterable[str], on: bool,
+                                reason: str | None = None) -> list[str]:
+        """Maintenance on (only for nodes not in it) or off, for the named nodes in one
+        statement; the names now in maintenance for ``reason`` (on) or taken out (off)."""
+        wanted = list(names)
+        query = nodes.update().where(nodes.c.name.in_(wanted))
+        if on:
+            query = query.where(nodes.c.maintenance.is_(False)).values(
+                maintenance=True, maintenance_reason=reason, updated_at=utcnow())
+        else:
+            query = query.values(maintenance=False, maintenance_reason=None, fault=None,
+                                 updated_at=utcnow())
+        with self.engine.begin() as conn:
+            conn.execute(query)
+            if not on:
+                return wanted
+            return [row[0] for row in conn.execute(sa.select(nodes.c.name).where(
+                nodes.c.name.in_(wanted), nodes.c.maintenance.is_(True),
+                nodes.c.maintenance_reason == reason))]
+
     def update_node(self, node_id: int, values: dict[str, Any],
                     expect: dict[str, Any] | None = None) -> bool:
         """UPDATE one node; with ``expect``, only if those columns still hold those values.

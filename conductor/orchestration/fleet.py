@@ -68,22 +68,19 @@ class ApplianceFleet:
             self.patching.reevaluate_alarms()
         return self.alarm_table.list()
 
-    def lock(self, name: str, reason: str) -> bool:
-        """Maintenance on; False when the host was locked already by someone else (a
-        host locked with this very reason is ours: a pass cut short after locking it
-        and before saving that, resumed after a restart)."""
-        node = self.store.get_node(name)
-        if node.maintenance:
-            return node.maintenance_reason == reason
-        self.store.update_node(node.id, {"maintenance": True, "maintenance_reason": reason})
-        LOG.info("Node %s (%s): locked (maintenance on): %s", node.uuid, name, reason)
-        return True
+    def lock(self, names: Iterable[str], reason: str) -> list[str]:
+        """Maintenance on for the hosts not in it, in one statement; the hosts locked
+        for ``reason`` now (a host locked already by someone else is not among them;
+        one locked with this very reason is: a pass cut short after locking it and
+        before saving that, resumed after a restart)."""
+        ours = self.store.set_maintenance_by_name(names, True, reason)
+        LOG.info("Hosts locked (maintenance on, %s): %s", reason, ", ".join(ours) or "none")
+        return ours
 
-    def unlock(self, name: str) -> None:
-        node = self.store.get_node(name)
-        self.store.update_node(node.id, {"maintenance": False, "maintenance_reason": None,
-                                         "fault": None})
-        LOG.info("Node %s (%s): unlocked (maintenance off)", node.uuid, name)
+    def unlock(self, names: Iterable[str]) -> None:
+        names = list(names)
+        self.store.set_maintenance_by_name(names, False)
+        LOG.info("Hosts unlocked (maintenance off): %s", ", ".join(names))
 
     def install(self, name: str) -> str:
         """Ask the host to install (host-install-async); the error text, or ""."""

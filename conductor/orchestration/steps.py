@@ -48,8 +48,8 @@ class Fleet(Protocol):
 
     def hosts(self, names: Iterable[str] | None = None) -> dict[str, FleetHost]: ...
     def alarms(self) -> list[Any]: ...
-    def lock(self, name: str, reason: str) -> bool: ...
-    def unlock(self, name: str) -> None: ...
+    def lock(self, names: Iterable[str], reason: str) -> list[str]: ...
+    def unlock(self, names: Iterable[str]) -> None: ...
     def install(self, name: str) -> str: ...
     def reboot(self, name: str) -> None: ...
     def rebuild(self, name: str, instance_info: dict[str, Any]) -> str: ...
@@ -92,10 +92,12 @@ def _wait_alarms(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
 
 def _lock(step: Step, fleet: Fleet, ctx: Context) -> None:
     locked = step.data.setdefault("locked", [])
-    for name in step.entity_names:
-        if name not in locked and fleet.lock(name, ctx.lock_reason):
-            locked.append(name)
-            LOG.info("Strategy %s: host %s locked", ctx.strategy_uuid, name)
+    todo = [name for name in step.entity_names if name not in locked]
+    if todo:
+        ours = set(fleet.lock(todo, ctx.lock_reason))
+        locked += [name for name in todo if name in ours]
+        LOG.info("Strategy %s: hosts locked: %s", ctx.strategy_uuid,
+                 ", ".join(n for n in todo if n in ours) or "none (locked already)")
 
 
 def _install(step: Step, fleet: Fleet, ctx: Context) -> None:
@@ -150,11 +152,12 @@ def _healthy(host: FleetHost | None) -> bool:
 def _unlocked(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
     done = step.data.setdefault("unlocked", [])
     hosts = fleet.hosts(step.entity_names)
-    for name in step.entity_names:
-        if name not in done and _healthy(hosts.get(name)):
-            fleet.unlock(name)
-            done.append(name)
-            LOG.info("Strategy %s: host %s unlocked", ctx.strategy_uuid, name)
+    ready = [name for name in step.entity_names
+             if name not in done and _healthy(hosts.get(name))]
+    if ready:
+        fleet.unlock(ready)
+        done += ready
+        LOG.info("Strategy %s: hosts unlocked: %s", ctx.strategy_uuid, ", ".join(ready))
     return (Result.SUCCESS, "") if len(done) == len(step.entity_names) else None
 
 

@@ -154,8 +154,11 @@ def test_a_host_locked_before_a_crash_is_still_ours(fleet_db):
     orchestrator, fleet = conductor()
     created = orchestrator.create(CREATE)
     reason = f"locked by sw-patch strategy {created['uuid']}"
-    assert fleet.lock("w0", reason) and fleet.lock("w0", reason)
-    assert not fleet.lock("w0", "locked by the operator")
+    assert fleet.lock(["w0"], reason) == ["w0"] == fleet.lock(["w0"], reason)
+    assert fleet.lock(["w0", "w1"], "locked by the operator") == ["w1"]
+    assert fleet.store.get_node("w1").maintenance_reason == "locked by the operator"
+    fleet.unlock(["w1"])
+    assert not fleet.store.get_node("w1").maintenance
     orchestrator.action({"action": "apply-all"})
     orchestrator.run_once()
     orchestrator.action({"action": "abort"})

@@ -37,17 +37,21 @@ class FleetTwin:
     def set(self, name, **fields):
         self.by_name[name] = dataclasses.replace(self.by_name[name], **fields)
 
-    def lock(self, name, reason):
-        self.calls.append(("lock", name))
-        if self.by_name[name].locked:
-            return False
-        self.set(name, administrative="locked", operational="disabled", availability="online")
-        return True
+    def lock(self, names, reason):
+        ours = []
+        for name in names:
+            self.calls.append(("lock", name))
+            if not self.by_name[name].locked:
+                self.set(name, administrative="locked", operational="disabled",
+                         availability="online")
+                ours.append(name)
+        return ours
 
-    def unlock(self, name):
-        self.calls.append(("unlock", name))
-        self.set(name, administrative="unlocked", operational="enabled",
-                 availability="available")
+    def unlock(self, names):
+        for name in names:
+            self.calls.append(("unlock", name))
+            self.set(name, administrative="unlocked", operational="enabled",
+                     availability="available")
 
     def install(self, name):
         self.calls.append(("install", name))

@@ -168,12 +168,7 @@ class Walkthrough:
         return self.api("GET", f"/v1/nodes/{self.uuids[name]}")["driver_internal_info"]
 
     def client_env(self) -> dict[str, str]:
-        """The environment of a metalcast client (sw-patch, sw-manager) of this lab."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "METALCAST_"))}
-        env.update(METALCAST_URL=self.server.url, SW_PATCH_POLL_INTERVAL="0.2")
-        if self.auth:
-            env.update(METALCAST_USERNAME=self.auth[0], METALCAST_PASSWORD=self.auth[1])
-        return env
+        return client_env(self)
 
     def start_agent(self, name: str, *extra) -> None:
         cmd = [str(c) for c in (*self.agent_command(name), *extra)]
@@ -211,9 +206,20 @@ class Walkthrough:
         stop_server(self.server.process)
 
 
+def client_env(lab) -> dict[str, str]:
+    """The environment of a metalcast client (sw-patch, sw-manager) of ``lab``: its
+    server's URL and, if it has users, its user (any lab with a ``server``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "METALCAST_"))}
+    env.update(METALCAST_URL=lab.server.url, SW_PATCH_POLL_INTERVAL="0.2")
+    auth = getattr(lab, "auth", None)
+    if auth:
+        env.update(METALCAST_USERNAME=auth[0], METALCAST_PASSWORD=auth[1])
+    return env
+
+
 def sw_patch(lab, *argv, stdin: str | None = None):
     return subprocess.run([BIN / "sw-patch", *map(str, argv)], capture_output=True,
-                          text=True, env=lab.client_env(), timeout=180, input=stdin)
+                          text=True, env=client_env(lab), timeout=180, input=stdin)
 
 
 def build(lab, pid: str, rpm: str, *extra) -> Path:

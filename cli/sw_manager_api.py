@@ -72,7 +72,8 @@ class OrchestrationApi:
         url = f"{self.url}/api/orchestration/{path}"
         try:
             response = self.session.request(method, url, json=body, timeout=TIMEOUT)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            # refused, reset, or cut in the middle of an answer (a server restarting)
             raise Unreachable(f"cannot reach the orchestration API at {self.url}: is "
                               "`metalcast serve` running? (set --url or METALCAST_URL, or "
                               "source an openrc)") from None

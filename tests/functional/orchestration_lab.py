@@ -165,6 +165,25 @@ def sw_manager(lab: Walkthrough, *argv: str, env: dict | None = None,
                           env=env or lab.client_env(), timeout=timeout)
 
 
+class Watch:
+    """``sw-manager patch-strategy show --watch`` running in the background, its output
+    in files (a pipe read part way loses what its reader buffered)."""
+
+    def __init__(self, lab: Walkthrough, name: str):
+        self.out, self.err = lab.work / f"{name}.out", lab.work / f"{name}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen(
+                [str(BIN / "sw-manager"), "patch-strategy", "show", "--watch",
+                 "--interval", "0.3"], env=lab.client_env(), stdout=out, stderr=err)
+        wait_for("sw-manager --watch showing the strategy",
+                 lambda: "Strategy Patch Strategy:" in self.out.read_text())
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        """(exit status, stdout, stderr) once it has ended."""
+        code = self.process.wait(timeout)
+        return code, self.out.read_text(), self.err.read_text()
+
+
 def upload_and_apply(lab: Walkthrough, patch: Path) -> str:
     """``sw-patch upload`` and ``apply`` (into the repo): the patch's ID."""
     pid = patch.name.removesuffix(".patch")

@@ -17,6 +17,7 @@ import pytest
 from ramdisk_agent.host.convention import reboot_required_scriptlets
 from tests.functional.orchestration_lab import (
     OrchestrationLab,
+    Watch,
     steps_of,
     sw_manager,
     upload_and_apply,
@@ -198,11 +199,18 @@ def test_server_killed_mid_apply_resumes_and_unlocks(lab):
         step["step-name"] == "unlock-hosts" and step["result"] == "inprogress"
         for stage in s["apply-phase"]["stages"] for step in stage["steps"]))
     assert lab.locked() == {"compute-0", "compute-1"}
+    watching = Watch(lab, "watch-restart")       # an operator's --watch across it
     lab.restart_server(kill=True)
     lab.hold_reboots(False)                               # the hosts come back up
     strategy = lab.wait_state("applied", "apply-failed", "aborted", "abort-failed",
                               timeout=180)
     assert strategy["state"] == "applied", strategy["apply-phase"]["reason"]
+    code, stdout, stderr = watching.wait()
+    assert code == 0, stdout[-2000:] + stderr
+    states = [line.split(":", 1)[1].strip() for line in stdout.splitlines()
+              if line.startswith("  state:")]
+    assert states[0] == "applying" and states[-1] == "applied", stdout
+    assert "cannot reach the orchestration API" in stderr and "retrying" in stderr
     assert not lab.locked()
     for name in ("compute-0", "compute-1"):
         assert installed(lab.root(name))["kern"] == "1.2-1"

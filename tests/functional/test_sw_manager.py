@@ -10,15 +10,14 @@ restart script waits on a gate) when it needs the strategy to stay in a step.
 from __future__ import annotations
 
 import signal
-import subprocess
 
 import pytest
 import requests
 
 from tests.functional.orchestration_lab import (
-    BIN,
     STRATEGY,
     OrchestrationLab,
+    Watch,
     steps_of,
     sw_manager,
     upload_and_apply,
@@ -98,16 +97,11 @@ def same_everywhere(lab, *flags: str) -> str:
     return shown[0].stdout
 
 
-def watch_then_interrupt(lab) -> subprocess.CompletedProcess:
+def watch_then_interrupt(lab) -> tuple[int, str, str]:
     """``show --watch`` until it has printed the strategy once, then Ctrl-C (SIGINT)."""
-    process = subprocess.Popen([str(BIN / "sw-manager"), "patch-strategy", "show",
-                                "--watch", "--interval", "0.2"], env=lab.client_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = process.stdout.readline()            # the title line: it is watching
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(process.args, process.returncode, first + stdout,
-                                       stderr)
+    watching = Watch(lab, "watch-interrupted")
+    watching.process.send_signal(signal.SIGINT)
+    return watching.wait(60)
 
 
 def field(text: str, name: str) -> list[str]:
@@ -325,9 +319,10 @@ def test_apply_all_watched_to_the_end(lab):
     assert (proc.returncode, proc.stdout) == (1, "Operation failed: conflict detected\n")
     proc = ours(lab, "delete")
     assert proc.returncode == 1 and "abort it first" in proc.stderr, proc.stderr
-    interrupted = watch_then_interrupt(lab)
-    assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr
-    assert interrupted.stdout.startswith("Strategy Patch Strategy:\n")
+    code, stdout, stderr = watch_then_interrupt(lab)
+    assert code == 130 and "Traceback" not in stderr, stderr
+    assert stdout.startswith("Strategy Patch Strategy:\n")
+    assert field(stdout, "state") == ["applying"]
     lab.hold("compute-1", False)
     watched = ours(lab, "show", "--watch", "--interval", "0.2")
     assert watched.returncode == 0, watched.stdout + watched.stderr

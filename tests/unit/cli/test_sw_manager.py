@@ -475,6 +475,7 @@ class FakeSession:
     (_response(503, b'{"faultstring": "Orchestration is disabled"}'), ApiError,
      "Orchestration is disabled"),
     (requests.ConnectionError(), Unreachable, "cannot reach the orchestration API at http://m"),
+    (requests.exceptions.ChunkedEncodingError(), Unreachable, "cannot reach"),
     (requests.Timeout(), Unreachable, "did not answer within 40 s")])
 def test_show_answers_that_are_not_a_strategy(answer, raised, says):
     api = sw_manager_api.OrchestrationApi("http://m/", FakeSession(answer))

@@ -252,6 +252,11 @@ class Orchestrator:
                         strategy.uuid, ", ".join(stuck))
 
 
+#: A stage id longer than this is no stage of any strategy (and int() of a huge
+#: digit string is costly).
+MAX_STAGE_ID_DIGITS = 6
+
+
 def _parse_action(body: dict[str, Any]) -> tuple[str, int | None]:
     unknown = sorted(set(body) - {"action", "stage-id"})
     if unknown:
@@ -266,7 +271,13 @@ def _parse_action(body: dict[str, Any]) -> tuple[str, int | None]:
             raise errors.InvalidParameter("No stage-id received")
         return action, None
     stage_id = body["stage-id"]        # an explicit null: the whole strategy
+    if isinstance(stage_id, str) and stage_id.isascii() and stage_id.isdigit() \
+            and len(stage_id) <= MAX_STAGE_ID_DIGITS:
+        # StarlingX's sw-manager sends --stage-id as the string it was given ("0");
+        # the VIM's wsme integer field converts it, so a digit string is accepted.
+        stage_id = int(stage_id)
     if stage_id is not None and (not isinstance(stage_id, int) or isinstance(stage_id, bool)
                                  or stage_id < 0):
-        raise errors.InvalidParameter("stage-id must be a non-negative integer or null.")
+        raise errors.InvalidParameter("stage-id must be a non-negative integer (or a string "
+                                      "of ASCII digits) or null.")
     return action, stage_id

@@ -290,9 +290,7 @@ def test_apply_stage_by_stage_then_abort_between_stages(lab):
     assert proc.returncode == 1 and "apply" in proc.stderr, proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="the API refuses the stage-id StarlingX's client "
-                   "sends: a string (its --stage-id has no type), which the VIM's wsme "
-                   "converts with int()")
+# StarlingX's client sends --stage-id as a string ("0"): the VIM's wsme converts it.
 def test_the_peer_applies_one_stage(lab):
     pending(lab)
     assert ours(lab, "create").returncode == 0

@@ -120,7 +120,12 @@ def test_delete(client):
     ({"action": "abort-stage", "stage-id": None}, 400, "apply not inprogress"),
     ({"action": "abort"}, 400, "apply not inprogress"),
     ({"action": "explode"}, 400, "Invalid action"),
-    ({"action": "apply-stage", "stage-id": "0"}, 400, "stage-id"),
+    # StarlingX's client sends --stage-id as a string: "0" is stage 0 (not next here).
+    ({"action": "apply-stage", "stage-id": "0"}, 409, "apply of stage id 0 failed"),
+    ({"action": "apply-stage", "stage-id": "\u00b2"}, 400, "stage-id"),   # isdigit()
+    ({"action": "apply-stage", "stage-id": "9" * 5000}, 400, "stage-id"),
+    ({"action": "apply-stage", "stage-id": " 1"}, 400, "stage-id"),
+    ({"action": "apply-stage", "stage-id": 1.0}, 400, "stage-id"),
     ({"action": "apply-stage", "stage-id": -1}, 400, "stage-id"),
     ({"action": "apply-all", "force": True}, 400, "Unknown field"),
 ])

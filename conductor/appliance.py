@@ -8,6 +8,7 @@ Nothing is attached to an object after it is built.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -70,7 +71,10 @@ class Appliance:
         #: dnsmasq process starts with the boot servers (start_boot_services).
         self.dhcp = dhcp.make_provider(settings)
         self.dhcp_service: dhcp_dnsmasq.DhcpService | None = None
-        self.patching, host_agents = self._patching(settings)
+        #: Set by the patch controller when a host's report changes its state; the
+        #: orchestration runner waits on it (a step sees a host finish at once).
+        host_changed = threading.Event()
+        self.patching, host_agents = self._patching(settings, host_changed)
         self.context = DriverContext.create(
             settings, cipher=self.cipher, netboot=self.netboot, dhcp=self.dhcp,
             dns=rfc2136.build(settings), patching=self.patching)
@@ -89,7 +93,8 @@ class Appliance:
             StrategyRows(self.engine),
             ApplianceFleet(self.store, settings, self.patching, self.alarms, self.workers,
                            rebuild=self._rebuild),
-            self.alarms, settings) if settings.orchestration.enabled else None
+            self.alarms, settings, wake=host_changed) if settings.orchestration.enabled \
+            else None
         self.service = Service(self.store, settings, self.workers, agent, self.alarms,
                                self.patching, tokens, self.orchestration)
 
@@ -102,7 +107,8 @@ class Appliance:
         host = self.settings.conductor.host
         return lambda node: Task(self.store, node, host, self.drivers)
 
-    def _patching(self, settings: Settings) -> tuple[PatchController | None, HostAgents]:
+    def _patching(self, settings: Settings, host_changed: threading.Event
+                  ) -> tuple[PatchController | None, HostAgents]:
         """The patch controller (None when [patching] enabled = false) and the channel
         to installed hosts' agents (``metalcast-agent host``)."""
         if not settings.patching.enabled:
@@ -117,7 +123,8 @@ class Appliance:
                                      host_rows=PatchHostRows(self.engine),
                                      host_channel=HostCommands(self.store, settings,
                                                                self.cipher),
-                                     alarm_table=self.alarms, web_root=web_root)
+                                     alarm_table=self.alarms, web_root=web_root,
+                                     host_changed=host_changed)
         return controller, HostAgents(self.store, settings, controller, self.cipher)
 
     def start_boot_services(self, api_url: str | None = None) -> list[str]:

@@ -49,12 +49,16 @@ class Orchestrator:
 
     def __init__(self, rows: StrategyRows, fleet: ApplianceFleet,
                  alarm_table: AlarmTable, settings: Settings,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 wake: threading.Event | None = None):
         self.rows, self.fleet, self.alarm_table = rows, fleet, alarm_table
         self.settings, self.clock = settings, clock
         self.host = settings.conductor.host
         self._lock = threading.RLock()
-        self._wake, self._stop = threading.Event(), threading.Event()
+        #: Set to run a pass now: by an action here, and by whoever else is given it
+        #: (the patch controller, when a host's report changes its state).
+        self._wake = wake if wake is not None else threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: (revision, rendering) of the last strategy shown: a GET of an unchanged
         #: strategy costs one small query (sw-manager show --watch polls).

@@ -88,7 +88,8 @@ class PatchController(PatchOperations):
     def __init__(self, root: Path, trusted_dir: Path, running_release: str, *,
                  host_rows: PatchHostRows, host_channel: HostChannel | None = None,
                  alarm_table: AlarmTable | None = None, web_root: Path | None = None,
-                 semantic_timeout: float = 60.0, reader: PatchReader | None = None):
+                 semantic_timeout: float = 60.0, reader: PatchReader | None = None,
+                 host_changed: threading.Event | None = None):
         self.store = PatchStore(root, web_root)
         self.reader = reader or IsolatedReader()
         self.trusted_dir = Path(trusted_dir)
@@ -98,6 +99,9 @@ class PatchController(PatchOperations):
             raise errors.ConfigError(reason=f"[patching] release: {exc}") from None
         self.semantic_timeout = semantic_timeout
         self.hosts = HostStates(host_rows)
+        #: Set when a host's report changes its state: the orchestration runner waits
+        #: on it, so a step sees a host finish at once instead of at its next pass.
+        self.host_changed = host_changed
         self.channel = host_channel
         self.lock = threading.RLock()
         self.patches: dict[str, Patch] = {}
@@ -148,8 +152,10 @@ class PatchController(PatchOperations):
         """A host agent's report (``answered``: the install request it answers):
         O(its packages) state update, a row write only if something changed, alarms."""
         with self.lock:
-            self.hosts.report(report, answered)
+            changed = self.hosts.report(report, answered)
             self.refresh_alarms()
+        if changed and self.host_changed is not None:
+            self.host_changed.set()
 
     def agent_restarted(self, hostname: str) -> None:
         """The host's agent came back with a new URL: no install request is running."""

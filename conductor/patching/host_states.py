@@ -123,8 +123,9 @@ class HostStates:
         self._rows.pop(name, None)
 
     # -- reports ------------------------------------------------------------------------
-    def report(self, report: HostReport, answered: str | None = None) -> None:
-        """A host agent's report; ``answered`` is the install request it answers."""
+    def report(self, report: HostReport, answered: str | None = None) -> bool:
+        """A host agent's report; ``answered`` is the install request it answers.
+        True when the host's state changed (not a repeat of what it reported last)."""
         name = report.hostname
         for _ in range(WRITE_ATTEMPTS):
             now = self.clock()
@@ -134,15 +135,18 @@ class HostStates:
                 row = self._rows.get(name)
             request, sent_at = self._pending(row, answered, now)
             shown = report if request is None else dataclasses.replace(report, state=INSTALLING)
+            changed = self.table.hosts.get(name) != shown
             if row is not None and not self._changed(shown, row, request, now):
                 self.table.report(shown, now)
-                return
+                return changed
             if self._save(shown, row, request, sent_at, now, interim=[]):
                 self.table.report(shown, now)
-                return
+                return changed
             self._reload(name)          # another conductor wrote it: decide again
         LOG.warning("Host %s: report kept in memory only, its row kept changing", name)
+        changed = self.table.hosts.get(name) != report
         self.table.report(report, self.clock())
+        return changed
 
     @staticmethod
     def _pending(row: _Row | None, answered: str | None, now: float):

@@ -2,6 +2,8 @@
 conductor) and a restarted one show what the first recorded, on each backend."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from conductor.db.patch_hosts import PatchHostRows
@@ -122,3 +124,23 @@ def test_writes_only_on_change_and_a_lost_write_is_redone(root, engines, monkeyp
     monkeypatch.setattr(host_states, "LAST_SEEN_WRITE", 0.0)
     second.report_host(current("compute-0", "192.0.2.10", node_is_patched=True))
     assert rows.revisions()["compute-0"] != revision   # last-seen time, at a bounded rate
+
+
+def test_a_changed_report_wakes_the_waiter_and_a_repeat_does_not(root, engines,
+                                                                   monkeypatch):
+    """The orchestration runner waits on ``host_changed``: a host that finishes its
+    install wakes it at once; a heartbeat that repeats the last report (even one that
+    refreshes the row's last-seen time) does not."""
+    changed = threading.Event()
+    ctl = PatchController(root, root / "trusted", "1.0",
+                          host_rows=PatchHostRows(engines()), host_changed=changed)
+    ctl.report_host(behind())                          # a new host
+    assert changed.is_set()
+    changed.clear()
+    monkeypatch.setattr(host_states, "LAST_SEEN_WRITE", 0.0)
+    ctl.report_host(behind())                          # the same again: row touched only
+    assert not changed.is_set()
+    ctl.report_host(current("compute-0", "192.0.2.10"))  # installed: patch-current
+    assert changed.is_set()
+    [host] = ctl.query_hosts()
+    assert host["patch_current"] is True

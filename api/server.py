@@ -69,34 +69,33 @@ class Server:
         patching = settings.patching
         if not (patching.enabled and patching.listen_port):
             return
+        self._patching_wsgi = self._listen_extra(
+            create_patching_app(service, settings, self._checks), patching.listen_host,
+            patching.listen_port, "the patch API",
+            "[patching] listen_port (or METALCAST_PATCHING_LISTEN_PORT)")
+        self.patching_url = _url(patching.listen_host, self._patching_wsgi.effective_port)
+
+    def _listen_extra(self, app, host: str, port: int, what: str,
+                      option: str) -> BoundedServer:
+        """A listener besides the API port's; a port it cannot bind is a ConfigError
+        that names ``option`` to change."""
         try:
-            self._patching_wsgi = _listen(create_patching_app(service, settings, self._checks),
-                                          patching.listen_host, patching.listen_port,
-                                          PATCHING_THREADS, self._sockets, self._guard)
+            return _listen(app, host, port, PATCHING_THREADS, self._sockets, self._guard)
         except OSError as exc:
             hint = BIND_HINTS.get(exc.errno or 0, exc.strerror or str(exc))
             raise errors.ConfigError(reason=(
-                f"cannot listen for the patch API on {patching.listen_host} port "
-                f"{patching.listen_port}: {hint} ({exc.strerror}). Set [patching] "
-                "listen_port (or METALCAST_PATCHING_LISTEN_PORT) to a free port, or to 0 "
-                "to serve the patch API on the API port only.")) from None
-        self.patching_url = _url(patching.listen_host, self._patching_wsgi.effective_port)
+                f"cannot listen for {what} on {host} port {port}: {hint} "
+                f"({exc.strerror}). Set {option} to a free port, or to 0 to serve "
+                f"{what} on the API port only.")) from None
 
     def _start_vim_listener(self, settings: Settings, service) -> None:
         """The orchestration API on StarlingX's VIM port too ([api] vim_port)."""
         if not settings.api.vim_port or service.orchestration is None:
             return
-        try:
-            self._vim_wsgi = _listen(create_orchestration_app(service, settings, self._checks),
-                                     settings.api.host, settings.api.vim_port,
-                                     PATCHING_THREADS, self._sockets, self._guard)
-        except OSError as exc:
-            hint = BIND_HINTS.get(exc.errno or 0, exc.strerror or str(exc))
-            raise errors.ConfigError(reason=(
-                f"cannot listen for the orchestration API on {settings.api.host} port "
-                f"{settings.api.vim_port}: {hint} ({exc.strerror}). Set [api] vim_port "
-                "(or METALCAST_API_VIM_PORT) to a free port, or to 0 to serve it on the "
-                "API port only.")) from None
+        self._vim_wsgi = self._listen_extra(
+            create_orchestration_app(service, settings, self._checks), settings.api.host,
+            settings.api.vim_port, "the orchestration API",
+            "[api] vim_port (or METALCAST_API_VIM_PORT)")
         self.vim_url = _url(settings.api.host, self._vim_wsgi.effective_port)
 
     def serve_forever(self) -> None:

@@ -146,20 +146,20 @@ def cmd_delete(api: OrchestrationApi, args) -> int:
     return 0
 
 
-def cmd_apply(api: OrchestrationApi, args) -> int:
-    body: dict = {"action": "apply-all"}
-    if args.stage_id is not None:
-        body = {"action": "apply-stage", "stage-id": args.stage_id}
+def _act(api: OrchestrationApi, args, whole: str, stage: str) -> int:
+    """``whole`` (e.g. apply-all), or ``stage`` with --stage-id."""
+    body: dict = {"action": whole} if args.stage_id is None else \
+        {"action": stage, "stage-id": args.stage_id}
     _emit(args, api.action(args.kind, body))
     return 0
+
+
+def cmd_apply(api: OrchestrationApi, args) -> int:
+    return _act(api, args, "apply-all", "apply-stage")
 
 
 def cmd_abort(api: OrchestrationApi, args) -> int:
-    body: dict = {"action": "abort"}
-    if args.stage_id is not None:
-        body = {"action": "abort-stage", "stage-id": args.stage_id}
-    _emit(args, api.action(args.kind, body))
-    return 0
+    return _act(api, args, "abort", "abort-stage")
 
 
 def cmd_show(api: OrchestrationApi, args) -> int:

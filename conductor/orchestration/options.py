@@ -35,29 +35,41 @@ ORDER = ("controller-apply-type", "storage-apply-type", "swift-apply-type",
          "alarm-restrictions")
 
 
-def parse(body: dict[str, Any]) -> dict[str, Any]:
-    """The options of a create request body, with defaults, in StarlingX's order."""
-    unknown = sorted(set(body) - set(ORDER))
+def _known_only(body: dict[str, Any], order: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(order))
     if unknown:
         raise errors.InvalidParameter(
             f"Unknown strategy option(s): {', '.join(unknown)}; the options are "
-            f"{', '.join(ORDER)}.")
-    for key in REQUIRED:
-        if body.get(key) is None:
-            raise errors.InvalidParameter(f"Mandatory field '{key}' missing.")
-    values = dict(DEFAULTS)
-    values.update({k: v for k, v in body.items() if v is not None})
-    for key, choices in CHOICES.items():
-        if values[key] not in choices:
-            raise errors.InvalidParameter(
-                f"Invalid value for {key}: {values[key]!r}; expected one of "
-                f"{', '.join(choices)}.")
+            f"{', '.join(order)}.")
+
+
+def _one_of(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
+    if values[key] not in choices:
+        raise errors.InvalidParameter(
+            f"Invalid value for {key}: {values[key]!r}; expected one of "
+            f"{', '.join(choices)}.")
+
+
+def _max_parallel(values: dict[str, Any]) -> None:
     parallel = values["max-parallel-worker-hosts"]
     if not isinstance(parallel, int) or isinstance(parallel, bool):
         raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts: "
                                       f"expected an integer ({MIN_PARALLEL}..{MAX_PARALLEL}).")
     if not MIN_PARALLEL <= parallel <= MAX_PARALLEL:
         raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts")
+
+
+def parse(body: dict[str, Any]) -> dict[str, Any]:
+    """The options of a create request body, with defaults, in StarlingX's order."""
+    _known_only(body, ORDER)
+    for key in REQUIRED:
+        if body.get(key) is None:
+            raise errors.InvalidParameter(f"Mandatory field '{key}' missing.")
+    values = dict(DEFAULTS)
+    values.update({k: v for k, v in body.items() if v is not None})
+    for key, choices in CHOICES.items():
+        _one_of(values, key, choices)
+    _max_parallel(values)
     return {key: values[key] for key in ORDER}
 
 
@@ -70,11 +82,7 @@ IMAGE_TEXT = ("image", "image-checksum", "delta-url", "delta-version")
 
 def parse_image(body: dict[str, Any]) -> dict[str, Any]:
     """The options of an image-update create body, with defaults."""
-    unknown = sorted(set(body) - set(IMAGE_ORDER))
-    if unknown:
-        raise errors.InvalidParameter(
-            f"Unknown strategy option(s): {', '.join(unknown)}; the options are "
-            f"{', '.join(IMAGE_ORDER)}.")
+    _known_only(body, IMAGE_ORDER)
     for key in ("image", "image-checksum"):
         if not body.get(key):
             raise errors.InvalidParameter(f"Mandatory field '{key}' missing.")
@@ -88,16 +96,7 @@ def parse_image(body: dict[str, Any]) -> dict[str, Any]:
     values = {"delta-url": None, "delta-version": None, "worker-apply-type": "serial",
               "max-parallel-worker-hosts": 2, "alarm-restrictions": "strict"}
     values.update({k: v for k, v in body.items() if v is not None})
-    if values["worker-apply-type"] not in ("serial", "parallel"):
-        raise errors.InvalidParameter("Invalid value for worker-apply-type: "
-                                      f"{values['worker-apply-type']!r}; expected one of "
-                                      "serial, parallel.")
-    if values["alarm-restrictions"] not in CHOICES["alarm-restrictions"]:
-        raise errors.InvalidParameter("Invalid value for alarm-restrictions: "
-                                      f"{values['alarm-restrictions']!r}; expected one of "
-                                      "strict, relaxed.")
-    parallel = values["max-parallel-worker-hosts"]
-    if not isinstance(parallel, int) or isinstance(parallel, bool) or \
-            not MIN_PARALLEL <= parallel <= MAX_PARALLEL:
-        raise errors.InvalidParameter("Invalid value for max-parallel-worker-hosts")
+    _one_of(values, "worker-apply-type", ("serial", "parallel"))
+    _one_of(values, "alarm-restrictions", CHOICES["alarm-restrictions"])
+    _max_parallel(values)
     return {key: values[key] for key in IMAGE_ORDER}

@@ -100,19 +100,26 @@ def _lock(step: Step, fleet: Fleet, ctx: Context) -> None:
                  ", ".join(n for n in todo if n in ours) or "none (locked already)")
 
 
-def _install(step: Step, fleet: Fleet, ctx: Context) -> None:
+def _send_each(step: Step, ctx: Context, send: Callable[[str], str], failed: str,
+               started: str) -> None:
+    """``send`` to each of the step's hosts once (``step.data["sent"]`` survives a
+    restart, so nothing is sent twice); the first error stops and is the step's."""
     sent = step.data.setdefault("sent", [])
     for name in step.entity_names:
         if name in sent:
             continue
-        error = fleet.install(name)
+        error = send(name)
         if error:
-            step.data["error"] = f"software update failed to apply on host {name}: {error}"
-            LOG.error("Strategy %s: install request to %s failed: %s", ctx.strategy_uuid,
-                      name, error)
+            step.data["error"] = f"{failed} on host {name}: {error}"
+            LOG.error("Strategy %s: %s", ctx.strategy_uuid, step.data["error"])
             return
         sent.append(name)
-        LOG.info("Strategy %s: install requested on host %s", ctx.strategy_uuid, name)
+        LOG.info("Strategy %s: host %s %s", ctx.strategy_uuid, name, started)
+
+
+def _install(step: Step, fleet: Fleet, ctx: Context) -> None:
+    _send_each(step, ctx, fleet.install, "software update failed to apply",
+               "install requested")
 
 
 def _installed(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
@@ -169,17 +176,9 @@ def _rebooted(step: Step, fleet: Fleet, ctx: Context) -> Outcome:
 
 
 def _rebuild(step: Step, fleet: Fleet, ctx: Context) -> None:
-    sent = step.data.setdefault("sent", [])
-    for name in step.entity_names:
-        if name in sent:
-            continue
-        error = fleet.rebuild(name, step.params["instance_info"])
-        if error:
-            step.data["error"] = f"re-image failed to start on host {name}: {error}"
-            LOG.error("Strategy %s: %s", ctx.strategy_uuid, step.data["error"])
-            return
-        sent.append(name)
-        LOG.info("Strategy %s: host %s re-imaging", ctx.strategy_uuid, name)
+    info = step.params["instance_info"]
+    _send_each(step, ctx, lambda name: fleet.rebuild(name, info),
+               "re-image failed to start", "re-imaging")
 
 
 def _rebuilt(step: Step, fleet: Fleet, ctx: Context) -> Outcome:

@@ -136,7 +136,7 @@ class HostStates:
             request, sent_at = self._pending(row, answered, now)
             shown = report if request is None else dataclasses.replace(report, state=INSTALLING)
             changed = self.table.hosts.get(name) != shown
-            if row is not None and not self._changed(shown, row, request, now):
+            if row is not None and not self._row_stale(changed, shown, row, request, now):
                 self.table.report(shown, now)
                 return changed
             if self._save(shown, row, request, sent_at, now, interim=[]):
@@ -156,9 +156,11 @@ class HostStates:
             return None, 0.0
         return row.install_request, row.install_sent_at
 
-    def _changed(self, report: HostReport, row: _Row, request: str | None,
-                 now: float) -> bool:
-        return (self.table.hosts.get(report.hostname) != report
+    def _row_stale(self, changed: bool, report: HostReport, row: _Row,
+                   request: str | None, now: float) -> bool:
+        """Whether the host's row needs a write (``changed``: the report differs from
+        the last one, compared once by the caller: a report holds every package)."""
+        return (changed
                 or request != row.install_request
                 or bool(self.table.interim_of(report.hostname))
                 or now - row.stored_seen >= LAST_SEEN_WRITE)

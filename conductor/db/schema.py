@@ -181,3 +181,21 @@ sw_update_strategies = sa.Table(
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=True),
 )
+
+#: Ironic's node history (``GET /v1/nodes/{node}/history``, API 1.78): one row per event
+#: an operator wants to see later (a provision state change, an error), kept apart from
+#: the node row so a node's page can show how it got where it is. Rows go with the node.
+node_history = sa.Table(
+    "node_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("conductor", sa.String(255), nullable=True),
+    sa.Column("event_type", sa.String(255), nullable=True),
+    sa.Column("severity", sa.String(255), nullable=True),
+    sa.Column("event", sa.Text, nullable=True),
+    sa.Column("user", sa.String(32), nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)

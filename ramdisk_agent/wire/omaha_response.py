@@ -59,6 +59,9 @@ class Manifest:
     is_delta: bool = False
     disable_payload_backoff: bool = True   # Nebraska's default
     max_failure_count_per_url: int | None = None
+    #: metalcast's Ed25519 signature of a full image (wire/image_signature.py), sent
+    #: as the action's ``MetalcastSignature`` (base64); update_engine ignores it.
+    signature: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +160,8 @@ def _action_attributes(manifest: Manifest) -> str:
             f' DisablePayloadBackoff="{omaha_xml.boolean(manifest.disable_payload_backoff)}"')
     if manifest.max_failure_count_per_url is not None:
         text += f' MaxFailureCountPerUrl="{int(manifest.max_failure_count_per_url)}"'
+    if manifest.signature is not None:
+        text += f' MetalcastSignature="{base64.b64encode(manifest.signature).decode()}"'
     return text
 
 
@@ -217,7 +222,9 @@ def _manifest(manifest: ET.Element) -> Manifest:
                     action.get("IsDeltaPayload") == "true",
                     action.get("DisablePayloadBackoff") == "true",
                     None if failures is None
-                    else omaha_xml.integer(action, "MaxFailureCountPerUrl", 0, 1 << 16))
+                    else omaha_xml.integer(action, "MaxFailureCountPerUrl", 0, 1 << 16),
+                    None if action.get("MetalcastSignature") is None
+                    else omaha_xml.b64_digest(action, "MetalcastSignature", 64))
 
 
 def _package(package: ET.Element) -> Package:

@@ -18,6 +18,8 @@ import struct
 import subprocess
 
 from ramdisk_agent import gpt
+from ramdisk_agent.errors import GptError
+from ramdisk_agent.host import slots
 
 SECTOR = 512
 EXT_MAGIC_OFFSET, EXT_MAGIC = 1080, 0xEF53
@@ -112,12 +114,13 @@ def parse_os_release(text: str) -> dict[str, str]:
     return info
 
 
-def find_os(path: str) -> BootedOs | None:
-    """The first partition with an ext file system holding an os-release; None if none."""
+def find_os(path: str, only: int | None = None) -> BootedOs | None:
+    """The first partition (or partition ``only``) with an ext file system holding an
+    os-release; None if none."""
     if not os.path.isfile(path):
         raise DiskError(f"disk image {path} does not exist")
     for number, offset, _size in partitions(path):
-        label = ext_label(path, offset)
+        label = None if only not in (None, number) else ext_label(path, offset)
         if label is None:
             continue
         for name in OS_RELEASE_PATHS:
@@ -125,3 +128,14 @@ def find_os(path: str) -> BootedOs | None:
             if text:
                 return BootedOs(number, offset, label, parse_os_release(text))
     return None
+
+
+def ab_slots(path: str) -> slots.SlotDisk | None:
+    """The disk's A/B slots (CoreOS /usr partitions, as GRUB's gptprio looks for), or
+    None when it has none (an MBR or single-root disk boots the usual way)."""
+    disk_slots = slots.SlotDisk(path)
+    try:
+        found = disk_slots.slots()
+    except GptError:
+        return None
+    return disk_slots if any(s.type_guid == slots.COREOS_USR_TYPE for s in found) else None

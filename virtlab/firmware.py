@@ -9,7 +9,9 @@ no node config ``exit``s to the next device, exactly as metalcast's generic
   script from metalcast's TFTP server, run the script (virtlab.ipxe: chain to
   ``ipxe/<mac>.ipxe`` over HTTP, download kernel and initrd) -> "start this
   kernel with this command line";
-* ``disk``: look for an OS on the disk image file (virtlab.disk) -> "booted".
+* ``disk``: look for an OS on the disk image file (virtlab.disk) -> "booted"; on an
+  A/B disk (CoreOS /usr slots) the slot is chosen as GRUB's gptprio does, from the GPT
+  attribute bits, one try consumed per boot (:func:`_gptprio`).
 
 It returns an :class:`Outcome`; starting the agent process is the machine's job.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from ramdisk_agent.host import slots
 from virtlab import disk, ipxe
 
 LOG = logging.getLogger(__name__)
@@ -67,6 +70,9 @@ def boot(device: str, mac: str, disk_path: str, pxe: PxeConfig | None) -> Outcom
 
 def _disk(mac: str, disk_path: str, pxe: PxeConfig | None, events) -> Outcome | None:
     try:
+        ab = disk.ab_slots(disk_path)
+        if ab is not None:
+            return _gptprio(ab, disk_path, events)
         found = disk.find_os(disk_path)
     except (disk.DiskError, OSError) as exc:
         events.append(("disk", f"cannot read the disk: {exc}"))
@@ -78,6 +84,30 @@ def _disk(mac: str, disk_path: str, pxe: PxeConfig | None, events) -> Outcome | 
              f"label {found.fs_label!r})"
     events.append(("disk", detail))
     return Outcome("disk", detail, os=found)
+
+
+def _gptprio(ab: slots.SlotDisk, disk_path: str, events) -> Outcome | None:
+    """GRUB's ``gptprio.next`` on an A/B disk: the highest-priority /usr slot that is
+    proven or has a try left, one try consumed and written back before the boot (so a
+    slot that never gets marked good falls back on the boot after), then that slot's
+    OS; the command line names the slot as Flatcar's does (``mount.usr=PARTUUID=``)."""
+    choice = ab.boot_next()
+    if choice is None:
+        events.append(("disk", "gptprio: no /usr slot is bootable (no priority, or no "
+                               "tries left and never marked successful)"))
+        return None
+    bits = choice.before
+    events.append(("disk", f"gptprio: chose partition {choice.number} (priority "
+                           f"{bits.priority}, tries {bits.tries}->{choice.after.tries}, "
+                           f"successful {int(bits.successful)})"))
+    found = disk.find_os(disk_path, only=choice.number)
+    if found is None:
+        events.append(("disk", f"partition {choice.number} holds no operating system"))
+        return None
+    guid = next(s.guid for s in ab.slots() if s.number == choice.number)
+    detail = f"booted {found.pretty_name} from slot partition {choice.number}"
+    events.append(("disk", detail))
+    return Outcome("disk", detail, os=found, cmdline=f"mount.usr=PARTUUID={guid}")
 
 
 def _pxe(mac: str, disk_path: str, pxe: PxeConfig | None, events) -> Outcome | None:

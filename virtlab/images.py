@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ramdisk_agent.host import slots
 from virtlab import disk
 
 MIB = 1 << 20
@@ -31,6 +32,7 @@ ROOT_TYPE = "8304"           # Linux x86-64 root (/)
 DISK_GUID = "6d6c6162-0000-4000-8000-000000000001"
 ESP_GUID = "6d6c6162-0000-4000-8000-0000000000e5"
 ROOT_GUID = "6d6c6162-0000-4000-8000-000000000002"
+USR_B_GUID = "6d6c6162-0000-4000-8000-000000000003"
 FS_UUID = "6d6c6162-0000-4000-8000-0000000000f5"
 FIXED_TIME = 1700000000
 #: tool -> Debian package, for a clear error when one is missing.
@@ -77,6 +79,14 @@ def build_image(path: Path, version: str, size_mib: int = 64,
           "-n", "2:0:0", "-t", f"2:{ROOT_TYPE}", "-c", "2:root", "-U", DISK_GUID,
           "-u", f"1:{ESP_GUID}", "-u", f"2:{ROOT_GUID}", str(path)])
     _number, offset, size = disk.partitions(str(path))[1]
+    _mkfs(path, offset, size, version, files, label)
+    return path
+
+
+def _mkfs(path: Path, offset: int, size: int, version: str,
+          files: dict[str, bytes] | None, label: str) -> None:
+    """An ext4 file system with ``/etc/os-release`` of ``version`` (and ``files``) in
+    ``size`` bytes at ``offset`` of ``path``, made reproducibly (fixed UUID and times)."""
     with tempfile.TemporaryDirectory(prefix="virtlab-rootfs-") as root:
         etc = Path(root, "etc")
         etc.mkdir()
@@ -93,6 +103,37 @@ def build_image(path: Path, version: str, size_mib: int = 64,
         _run([_tool("mkfs.ext4"), "-q", "-F", "-L", label, "-U", FS_UUID,
               "-E", f"offset={offset},hash_seed={FS_UUID}", "-d", root, str(path),
               f"{size // 1024}k"], env=env)
+
+
+def build_rootfs(path: Path, version: str, size_mib: int = 32,
+                 files: dict[str, bytes] | None = None, label: str = "USR") -> Path:
+    """A bare ext4 file system image (no partition table) with OS ``version``: what an
+    A/B update writes into a slot, as Flatcar's payload is the USR partition's bytes."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size_mib * MIB)
+    _mkfs(path, 0, size_mib * MIB, version, files, label)
+    return path
+
+
+def build_ab_image(path: Path, version: str, slot_mib: int = 32,
+                   files: dict[str, bytes] | None = None) -> Path:
+    """A Flatcar-shaped A/B disk: ESP, USR-A and USR-B (the CoreOS /usr type GRUB's
+    gptprio picks among), version ``version`` in USR-A marked as a proven boot
+    (priority 1, successful, as a fresh Flatcar install) and USR-B empty and unbootable."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.truncate((1 + ESP_MIB + 2 * slot_mib + 1) * MIB)
+    _run([_tool("sgdisk"), "-n", f"1:1MiB:+{ESP_MIB}MiB", "-t", "1:EF00", "-c", "1:ESP",
+          "-n", f"2:0:+{slot_mib}MiB", "-t", f"2:{slots.COREOS_USR_TYPE}", "-c", "2:USR-A",
+          "-n", f"3:0:+{slot_mib}MiB", "-t", f"3:{slots.COREOS_USR_TYPE}", "-c", "3:USR-B",
+          "-U", DISK_GUID, "-u", f"1:{ESP_GUID}", "-u", f"2:{ROOT_GUID}",
+          "-u", f"3:{USR_B_GUID}", str(path)])
+    _number, offset, size = disk.partitions(str(path))[1]
+    _mkfs(path, offset, size, version, files, "USR")
+    slots.SlotDisk(str(path)).set_attributes(2, priority=1, tries=0, successful=True)
     return path
 
 

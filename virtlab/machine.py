@@ -22,6 +22,7 @@ Its status is written atomically to ``<status_dir>/<name>.json`` on every change
      "phase": "off" | "pxe" | "booting" (disk first) | "agent" | "booted-disk"
               | "no-boot" | "agent-exited" (agent ended without powering off) | "lab-stopped",
      "booted_os": {"partition", "offset", "fs_label", "pretty_name", "version_id", "id",
+                   "cmdline" (an A/B disk: "mount.usr=PARTUUID=<the slot gptprio chose>"),
                    "os_release"} | null,
      "agent": {"pid", "cmdline", "command", "log", "started", "kernel", "initrds"} | null,
      "last_agent": {"pid", "exit_code", "power_event": "power_off"|"reboot"|"power-cut"|null,
@@ -175,7 +176,7 @@ class Machine:
 
     def _booted_disk(self, outcome: firmware.Outcome) -> None:
         assert outcome.os is not None  # set for kind "disk"
-        self.booted_os = outcome.os.to_dict()
+        self.booted_os = dict(outcome.os.to_dict(), cmdline=outcome.cmdline)
         self._set_phase("booted-disk", outcome.detail)
 
     def _no_boot(self, outcome: firmware.Outcome) -> None:

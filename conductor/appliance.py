@@ -61,7 +61,7 @@ class Appliance:
         self.engine = make_engine(settings.db_url)
         if settings.database.auto_upgrade:
             migrate.upgrade(self.engine)
-        self.store = Store(self.engine)
+        self.store = Store(self.engine, conductor=settings.conductor.host)
         secrets.encrypt_stored(self.store, self.cipher)
         #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
         self.alarms = AlarmTable()

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from conductor import errors
+from conductor.db import history
 from conductor.db.records import NODE_COLUMNS, PORT_COLUMNS, DnsRemoval, Node, Port
 from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
 
@@ -70,8 +71,10 @@ def _duplicate(exc: IntegrityError, values: dict[str, Any]) -> errors.MetalcastE
 class Store:
     """Queries over one engine. Thread-safe: every call uses its own connection."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, conductor: str | None = None):
         self.engine = engine
+        #: The conductor named in the node history rows this store writes.
+        self.conductor = conductor
         #: Statements built once per shape of their arguments (see _NODE_BY_ID).
         self._statements: dict[tuple[Any, ...], Any] = {}
 
@@ -167,7 +170,15 @@ class Store:
                       **{f"_{key}": value for key, value in expect.items() if value is not None})
         try:
             with self.engine.begin() as conn:
-                return conn.execute(query, params).rowcount == 1
+                # A state change or an error adds a node history row in the same
+                # transaction, whichever path wrote it (conductor/db/history.py).
+                previous = history.before(conn, node_id) if history.watched(values) \
+                    else None
+                written = conn.execute(query, params).rowcount == 1
+                if written and previous is not None:
+                    history.record(conn, node_id, history.events(previous, values),
+                                   self.conductor, values["updated_at"])
+                return written
         except IntegrityError as exc:
             raise _duplicate(exc, values) from None
 

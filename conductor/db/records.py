@@ -172,6 +172,23 @@ class IdentityToken:
     revoked_at: datetime.datetime | None = _UNSET
 
 
+@dataclasses.dataclass(slots=True)
+class NodeHistory:
+    """One event of a node's history (Ironic API 1.78): a provision state change or an
+    error, with the conductor that saw it (conductor/db/history.py)."""
+
+    id: int = _UNSET
+    uuid: str = _UNSET
+    node_id: int = _UNSET
+    conductor: str | None = _UNSET
+    event_type: str | None = _UNSET
+    severity: str | None = _UNSET
+    event: str | None = _UNSET
+    user: str | None = _UNSET
+    created_at: datetime.datetime = _UNSET
+    updated_at: datetime.datetime | None = _UNSET
+
+
 def _check(record: type, table: sa.Table, extra: Sequence[str] = ()) -> None:
     names = tuple(f.name for f in dataclasses.fields(record))
     columns = tuple(c.name for c in table.columns) + tuple(extra)
@@ -185,6 +202,7 @@ _check(Port, schema.ports, extra=("node_uuid",))
 _check(DnsRemoval, schema.dns_pending_removals)
 _check(PatchHost, schema.patch_hosts)
 _check(IdentityToken, schema.identity_tokens)
+_check(NodeHistory, schema.node_history)
 
 NODE_COLUMNS = tuple(c.name for c in schema.nodes.columns)
 PORT_COLUMNS = tuple(c.name for c in schema.ports.columns)

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from conductor import errors, secrets, states
 from conductor.alarms import AlarmTable
 from conductor.config import Settings
+from conductor.db.history import NodeHistoryRows
 from conductor.db.queries import Store, is_uuid_like, utcnow
+from conductor.db.records import NodeHistory
 from conductor.db.schema import INTERFACES
 from conductor.dns import registration as dns_registration
 from conductor.drivers import registry as hardware
@@ -59,8 +61,11 @@ class Service:
     def __init__(self, store: Store, settings: Settings, workers: Workers,
                  agent: AgentService, alarms: AlarmTable,
                  patching: PatchController | None, tokens: Tokens,
-                 orchestration: Orchestrator | None = None):
+                 orchestration: Orchestrator | None = None,
+                 history: NodeHistoryRows | None = None):
         self.store = store
+        #: Nodes' history rows (GET /v1/nodes/{node}/history, the console's node page).
+        self.history = history or NodeHistoryRows(store.engine)
         self.settings = settings
         self.workers = workers
         self.host = settings.conductor.host
@@ -181,6 +186,15 @@ class Service:
             task.boot.clean_up_instance(task)
         except errors.MetalcastError as exc:
             LOG.warning("Node %s: boot config not removed on delete: %s", node.uuid, exc)
+
+    def node_history(self, ident: str, limit: int | None = None, marker: str | None = None,
+                     newest_first: bool = False) -> list[NodeHistory]:
+        """The node's history events (state changes, errors), oldest first."""
+        node = self.store.get_node(ident)
+        return self.history.list_for_node(node.id, limit, marker, newest_first)
+
+    def node_history_event(self, ident: str, event_uuid: str) -> NodeHistory:
+        return self.history.get(self.store.get_node(ident).id, event_uuid)
 
     def set_maintenance(self, ident: str, on: bool, reason: str | None = None):
         node = self.store.get_node(ident)

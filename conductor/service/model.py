@@ -8,9 +8,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from conductor.db.queries import SORTABLE_NODE_KEYS
+from conductor.db.records import NodeHistory
 from conductor.db.schema import INTERFACES, nodes
 
 #: Node fields stored as timestamps (rendered as ISO 8601 strings).
 NODE_TIMESTAMPS = frozenset(c.name for c in nodes.columns if isinstance(c.type, sa.DateTime))
 
-__all__ = ["INTERFACES", "NODE_TIMESTAMPS", "SORTABLE_NODE_KEYS"]
+__all__ = ["INTERFACES", "NODE_TIMESTAMPS", "NodeHistory", "SORTABLE_NODE_KEYS"]

@@ -199,3 +199,133 @@ node_history = sa.Table(
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=True),
 )
+
+# -- image updates (conductor/updates/, migration 0007) ----------------------------------
+#: A full OS image of an Omaha application (appid), stored content-addressed in the data
+#: dir (<data>/updates/payloads/<sha256>); ``signature`` is the base64 Ed25519 signature
+#: of ramdisk_agent/wire/image_signature.py; ``channel`` is where it was uploaded to
+#: (deltas are built from the earlier images of the same channel).
+update_images = sa.Table(
+    "update_images", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("appid", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.UniqueConstraint("appid", "version"),
+)
+
+#: A signed delta payload from one version to another (built in the background:
+#: state pending, building, ready or error).
+update_deltas = sa.Table(
+    "update_deltas", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("appid", sa.String(64), nullable=False),
+    sa.Column("from_version", sa.String(64), nullable=False),
+    sa.Column("to_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+    sa.UniqueConstraint("appid", "from_version", "to_version"),
+)
+
+#: A channel points at one version of its application (Nebraska's model, spec §2.4).
+update_channels = sa.Table(
+    "update_channels", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("appid", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(64), nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+    sa.UniqueConstraint("appid", "name"),
+)
+
+#: A group (the Omaha ``track``) follows a channel under a rollout policy
+#: (conductor/updates/policy.py); ``period_start``/``period_grants`` count the grants
+#: of the current period, raised by one conditional UPDATE per grant.
+update_groups = sa.Table(
+    "update_groups", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("appid", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("updates_enabled", sa.Boolean, nullable=False),
+    sa.Column("safe_mode", sa.Boolean, nullable=False),
+    sa.Column("max_updates_per_period", sa.Integer, nullable=False),
+    sa.Column("period_interval", sa.Integer, nullable=False),
+    sa.Column("update_timeout", sa.Integer, nullable=False),
+    sa.Column("office_hours", sa.Boolean, nullable=False),
+    sa.Column("window_start", sa.String(16), nullable=True),
+    sa.Column("window_length", sa.Integer, nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("rollout_percent", sa.Integer, nullable=False),
+    _json("floors"),
+    sa.Column("halted_reason", sa.Text, nullable=True),
+    sa.Column("period_start", _TS, nullable=True),
+    sa.Column("period_grants", sa.Integer, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+    sa.UniqueConstraint("appid", "name"),
+)
+
+#: One row per (machine id, application): a client can never add more rows than that.
+update_instances = sa.Table(
+    "update_instances", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("machineid", sa.String(64), nullable=False),
+    sa.Column("appid", sa.String(64), nullable=False),
+    sa.Column("group_name", sa.String(64), nullable=False, index=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("node_uuid", sa.String(36), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("target_version", sa.String(64), nullable=True),
+    sa.Column("error_code", sa.BigInteger, nullable=True),
+    sa.Column("error_text", sa.Text, nullable=True),
+    sa.Column("granted_at", _TS, nullable=True),
+    sa.Column("last_check_at", _TS, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+    sa.UniqueConstraint("machineid", "appid"),
+)
+
+#: An instance's history (status changes), capped per instance (conductor/db/updates.py).
+update_instance_events = sa.Table(
+    "update_instance_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("instance_id", sa.Integer,
+              sa.ForeignKey("update_instances.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("version", sa.String(64), nullable=True),
+    sa.Column("error_code", sa.BigInteger, nullable=True),
+    sa.Column("text", sa.Text, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+)
+
+#: Reboot lease groups (locksmith's semaphore): every acquire first bumps ``generation``
+#: of its group's row, which serialises acquirers of one group on every database.
+update_lease_groups = sa.Table(
+    "update_lease_groups", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("max_holders", sa.Integer, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("updated_at", _TS, nullable=True),
+)
+
+update_leases = sa.Table(
+    "update_leases", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("group_name", sa.String(64), nullable=False),
+    sa.Column("holder", sa.String(36), nullable=False),
+    sa.Column("acquired_at", _TS, nullable=False),
+    sa.Column("expires_at", _TS, nullable=False),
+    sa.UniqueConstraint("group_name", "holder"),
+)

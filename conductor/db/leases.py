@@ -1,0 +1,134 @@
+"""Queries of the reboot lease semaphore (update_lease_groups, update_leases).
+
+Every acquire starts with ``UPDATE update_lease_groups SET generation = generation + 1``
+on its group's row, in the same transaction as the count and the insert: on PostgreSQL
+the row lock makes a second acquirer wait until the first commits (and its count then
+sees the first's lease); on SQLite the first statement takes the write lock, so no
+transaction counts from a stale snapshot. Two API processes therefore never let more
+than ``max_holders`` hold a lease. Expired leases are not counted and are purged by the
+next acquire: a holder that disappears loses its lease after its TTL.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from conductor.db.queries import utcnow
+from conductor.db.schema import update_lease_groups as groups
+from conductor.db.schema import update_leases as leases
+
+DEFAULT_MAX = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    group: str
+    holder: str
+    acquired_at: datetime.datetime
+    expires_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one acquire/renew/release did and how the group stands after it."""
+
+    held: bool
+    group: str
+    max: int
+    holders: int
+    lease: Lease | None = None
+    retry_after: float | None = None
+
+
+class LeaseRows:
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    def _ensure_group(self, name: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(groups.c.id).where(groups.c.name == name)).first():
+                    return
+                conn.execute(groups.insert().values(name=name, max_holders=DEFAULT_MAX,
+                                                    generation=0, updated_at=utcnow()))
+        except IntegrityError:
+            pass   # another process created it first
+
+    def acquire(self, group: str, holder: str, ttl: float, renew_only: bool = False
+                ) -> Outcome:
+        """Take (or renew, for a current holder) ``holder``'s lease in ``group``."""
+        self._ensure_group(group)
+        now = utcnow()
+        expires = now + datetime.timedelta(seconds=ttl)
+        with self.engine.begin() as conn:
+            conn.execute(groups.update().where(groups.c.name == group)
+                         .values(generation=groups.c.generation + 1))
+            maximum = conn.execute(sa.select(groups.c.max_holders)
+                                   .where(groups.c.name == group)).scalar_one()
+            conn.execute(leases.delete().where(leases.c.group_name == group,
+                                               leases.c.expires_at <= now))
+            renewed = conn.execute(leases.update().where(
+                leases.c.group_name == group, leases.c.holder == holder)
+                .values(expires_at=expires)).rowcount == 1
+            count = self._count(conn, group)
+            if not renewed and (renew_only or count >= maximum):
+                return Outcome(False, group, maximum, count,
+                               retry_after=self._retry_after(conn, group, now, ttl))
+            if not renewed:
+                conn.execute(leases.insert().values(group_name=group, holder=holder,
+                                                    acquired_at=now, expires_at=expires))
+                count += 1
+            lease = Lease(*conn.execute(sa.select(
+                leases.c.group_name, leases.c.holder, leases.c.acquired_at,
+                leases.c.expires_at).where(leases.c.group_name == group,
+                                           leases.c.holder == holder)).one())
+        return Outcome(True, group, maximum, count, lease)
+
+    @staticmethod
+    def _count(conn: sa.Connection, group: str) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(leases)
+                            .where(leases.c.group_name == group)).scalar_one())
+
+    @staticmethod
+    def _retry_after(conn: sa.Connection, group: str, now: datetime.datetime, ttl: float) -> float:
+        """Seconds until the first lease of ``group`` runs out (at most ``ttl``)."""
+        first = conn.execute(sa.select(sa.func.min(leases.c.expires_at))
+                             .where(leases.c.group_name == group)).scalar_one_or_none()
+        if first is None:
+            return 1.0
+        if first.tzinfo is None:
+            first = first.replace(tzinfo=datetime.UTC)
+        return float(max(1.0, min(ttl, (first - now).total_seconds())))
+
+    def release(self, group: str, holder: str) -> Outcome:
+        self._ensure_group(group)
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.group_name == group,
+                                               leases.c.holder == holder))
+            conn.execute(leases.delete().where(leases.c.group_name == group,
+                                               leases.c.expires_at <= utcnow()))
+            maximum = conn.execute(sa.select(groups.c.max_holders)
+                                   .where(groups.c.name == group)).scalar_one()
+            return Outcome(False, group, maximum, self._count(conn, group))
+
+    def set_max(self, group: str, maximum: int) -> None:
+        self._ensure_group(group)
+        with self.engine.begin() as conn:
+            conn.execute(groups.update().where(groups.c.name == group)
+                         .values(max_holders=maximum, updated_at=utcnow()))
+
+    def status(self) -> list[tuple[str, int, list[Lease]]]:
+        """Every group: (name, max, live leases)."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(groups.c.name, groups.c.max_holders)
+                                .order_by(groups.c.name)).all()
+            held = conn.execute(sa.select(
+                leases.c.group_name, leases.c.holder, leases.c.acquired_at,
+                leases.c.expires_at).where(leases.c.expires_at > now)
+                .order_by(leases.c.acquired_at)).all()
+        return [(name, maximum, [Lease(*row) for row in held if row[0] == name])
+                for name, maximum in rows]

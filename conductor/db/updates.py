@@ -1,0 +1,330 @@
+"""Queries of the image-update tables: images, deltas, channels, groups, instances.
+
+The update check's path is one indexed read of the instance (machine id + appid) and
+one write of it (:meth:`UpdateRows.checked`); a grant is a conditional UPDATE of the
+group's period counter and of the instance, so two API processes never grant past a
+group's per-period maximum nor twice to one instance. The reboot leases are in
+conductor/db/leases.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from conductor.db.queries import utcnow
+from conductor.db.schema import update_channels as channels
+from conductor.db.schema import update_deltas as deltas
+from conductor.db.schema import update_groups as groups
+from conductor.db.schema import update_images as images
+from conductor.db.schema import update_instance_events as events
+from conductor.db.schema import update_instances as instances
+
+#: History rows kept per instance: a client cannot grow the table without bound.
+HISTORY = 50
+IN_PROGRESS = ("granted", "downloading", "downloaded", "installed")
+#: Defaults of a group made with its channel (Nebraska's seeded public groups).
+GROUP_DEFAULTS: dict[str, Any] = dict(
+    updates_enabled=True, safe_mode=False, max_updates_per_period=999999,
+    period_interval=60, update_timeout=3600, office_hours=False, window_start=None,
+    window_length=None, timezone="UTC", rollout_percent=100, floors=[],
+    halted_reason=None, period_grants=0)
+POLICY_COLUMNS = tuple(k for k in GROUP_DEFAULTS if k != "period_grants")
+
+
+def _row(kind: Any, row: Any) -> Any:
+    return None if row is None else kind(**row._mapping)
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    id: int
+    appid: str
+    version: str
+    channel: str | None
+    sha256: str
+    size: int
+    signature: str
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Delta:
+    id: int
+    appid: str
+    from_version: str
+    to_version: str
+    state: str
+    sha256: str | None
+    size: int | None
+    error: str | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    id: int
+    machineid: str
+    appid: str
+    group_name: str
+    version: str
+    node_uuid: str | None
+    status: str
+    target_version: str | None
+    error_code: int | None
+    error_text: str | None
+    granted_at: datetime.datetime | None
+    last_check_at: datetime.datetime | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime | None
+
+
+class UpdateRows:
+    """The update tables' queries over one engine (thread-safe, as Store)."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    # -- images and deltas ------------------------------------------------------------
+    def add_image(self, values: dict[str, Any]) -> bool:
+        """Insert an image; False when its appid already has that version."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(images.insert().values(created_at=utcnow(), **values))
+        except IntegrityError:
+            return False
+        return True
+
+    def images(self, appid: str | None = None) -> list[Image]:
+        query = sa.select(images).order_by(images.c.appid, images.c.id)
+        if appid is not None:
+            query = query.where(images.c.appid == appid)
+        with self.engine.connect() as conn:
+            return [Image(**row._mapping) for row in conn.execute(query)]
+
+    def image(self, appid: str, version: str) -> Image | None:
+        with self.engine.connect() as conn:
+            image: Image | None = _row(Image, conn.execute(sa.select(images).where(
+                images.c.appid == appid, images.c.version == version)).first())
+        return image
+
+    def delete_image(self, appid: str, version: str) -> tuple[bool, list[str]]:
+        """Delete an image and its deltas unless a channel points at it: (deleted,
+        names of the channels that point at it)."""
+        with self.engine.begin() as conn:
+            held = list(conn.execute(sa.select(channels.c.name).where(
+                channels.c.appid == appid, channels.c.version == version)).scalars())
+            if held:
+                return False, held
+            conn.execute(deltas.delete().where(deltas.c.appid == appid, sa.or_(
+                deltas.c.from_version == version, deltas.c.to_version == version)))
+            gone = conn.execute(images.delete().where(images.c.appid == appid,
+                                                      images.c.version == version))
+            return gone.rowcount == 1, []
+
+    def sha256_in_use(self, sha256: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(sa.select(images.c.id).where(images.c.sha256 == sha256)
+                                     ).first() or conn.execute(
+                sa.select(deltas.c.id).where(deltas.c.sha256 == sha256)).first())
+
+    def add_delta(self, appid: str, from_version: str, to_version: str) -> bool:
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(deltas.insert().values(
+                    appid=appid, from_version=from_version, to_version=to_version,
+                    state="pending", created_at=now, updated_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def set_delta(self, delta_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(deltas.update().where(deltas.c.id == delta_id)
+                         .values(updated_at=utcnow(), **values))
+
+    def deltas(self, appid: str | None = None, state: str | None = None) -> list[Delta]:
+        query = sa.select(deltas).order_by(deltas.c.id)
+        if appid is not None:
+            query = query.where(deltas.c.appid == appid)
+        if state is not None:
+            query = query.where(deltas.c.state == state)
+        with self.engine.connect() as conn:
+            return [Delta(**row._mapping) for row in conn.execute(query)]
+
+    # -- channels and groups ----------------------------------------------------------
+    def ensure_channel(self, appid: str, name: str) -> None:
+        """The channel and its group of the same name, made if missing."""
+        now = utcnow()
+        for table, values in ((channels, {}),
+                              (groups, dict(GROUP_DEFAULTS, channel=name))):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(sa.select(table.c.id).where(
+                            table.c.appid == appid, table.c.name == name)).first():
+                        continue
+                    conn.execute(table.insert().values(appid=appid, name=name,
+                                                       created_at=now, updated_at=now,
+                                                       **values))
+            except IntegrityError:
+                pass   # made by another process meanwhile
+
+    def set_channel(self, appid: str, name: str, version: str | None) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(channels.update().where(
+                channels.c.appid == appid, channels.c.name == name).values(
+                version=version, updated_at=utcnow())).rowcount == 1
+
+    def channels(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(
+                sa.select(channels).order_by(channels.c.appid, channels.c.name))]
+
+    def groups(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(
+                sa.select(groups).order_by(groups.c.appid, groups.c.name))]
+
+    def create_group(self, appid: str, name: str, channel: str,
+                     policy: dict[str, Any]) -> bool:
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(groups.insert().values(
+                    **dict(GROUP_DEFAULTS, **policy), appid=appid, name=name,
+                    channel=channel, created_at=now, updated_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def update_group(self, appid: str, name: str, values: dict[str, Any]) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(groups.update().where(
+                groups.c.appid == appid, groups.c.name == name).values(
+                updated_at=utcnow(), **values)).rowcount == 1
+
+    def take_grant(self, group_id: int, maximum: int, interval: int,
+                   now: datetime.datetime) -> bool:
+        """Count one grant in the group's period if that stays within ``maximum``
+        (a new period starts when the last one is over): one conditional UPDATE."""
+        expired = now - datetime.timedelta(seconds=interval)
+        new_period = sa.or_(groups.c.period_start.is_(None), groups.c.period_start <= expired)
+        query = groups.update().where(
+            groups.c.id == group_id,
+            sa.or_(new_period, groups.c.period_grants < maximum)).values(
+            period_grants=sa.case((new_period, 1), else_=groups.c.period_grants + 1),
+            period_start=sa.case((new_period, now), else_=groups.c.period_start))
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount == 1
+
+    # -- instances --------------------------------------------------------------------
+    def instance(self, machineid: str, appid: str) -> Instance | None:
+        with self.engine.connect() as conn:
+            found: Instance | None = _row(Instance, conn.execute(sa.select(instances).where(
+                instances.c.machineid == machineid, instances.c.appid == appid)).first())
+        return found
+
+    def add_instance(self, values: dict[str, Any]) -> Instance | None:
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(instances.insert().values(
+                    created_at=now, updated_at=now, last_check_at=now, **values))
+        except IntegrityError:
+            pass   # the same machine's other request came first
+        return self.instance(values["machineid"], values["appid"])
+
+    def checked(self, instance_id: int, version: str, group: str) -> None:
+        """The check path's one write: version, group and time of the last check."""
+        with self.engine.begin() as conn:
+            conn.execute(instances.update().where(instances.c.id == instance_id).values(
+                version=version, group_name=group, last_check_at=utcnow()))
+
+    def grant(self, instance: Instance, target: str, timeout: int,
+              now: datetime.datetime) -> bool:
+        """Record a grant unless another process granted the instance meanwhile."""
+        stale = now - datetime.timedelta(seconds=timeout)
+        query = instances.update().where(
+            instances.c.id == instance.id,
+            sa.or_(instances.c.status.not_in(IN_PROGRESS[1:]),
+                   instances.c.granted_at.is_(None), instances.c.granted_at <= stale)
+        ).values(status="granted", target_version=target, granted_at=now,
+                 error_code=None, error_text=None, updated_at=now)
+        with self.engine.begin() as conn:
+            if conn.execute(query).rowcount != 1:
+                return False
+            self._history(conn, instance.id, "granted", target, None, None, now)
+        return True
+
+    def set_status(self, instance_id: int, status: str, version: str | None,
+                   code: int | None = None, text: str | None = None,
+                   running: str | None = None) -> None:
+        """A reported event: the new status (and running version), one history row."""
+        now = utcnow()
+        values: dict[str, Any] = dict(status=status, error_code=code, error_text=text,
+                                      updated_at=now)
+        if running is not None:
+            values["version"] = running
+        with self.engine.begin() as conn:
+            conn.execute(instances.update().where(instances.c.id == instance_id)
+                         .values(**values))
+            self._history(conn, instance_id, status, version, code, text, now)
+
+    @staticmethod
+    def _history(conn: sa.Connection, instance_id: int, status: str, version: str | None,
+                 code: int | None, text: str | None, now: datetime.datetime) -> None:
+        conn.execute(events.insert().values(instance_id=instance_id, status=status,
+                                            version=version, error_code=code, text=text,
+                                            created_at=now))
+        ids = list(conn.execute(sa.select(events.c.id).where(
+            events.c.instance_id == instance_id).order_by(events.c.id.desc())
+            .offset(HISTORY).limit(1)).scalars())
+        if ids:
+            conn.execute(events.delete().where(events.c.instance_id == instance_id,
+                                               events.c.id <= ids[0]))
+
+    def instances(self, group: str | None = None, status: str | None = None,
+                  version: str | None = None, limit: int = 1000) -> list[Instance]:
+        query = sa.select(instances).order_by(instances.c.id).limit(limit)
+        for column, value in ((instances.c.group_name, group),
+                              (instances.c.status, status), (instances.c.version, version)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            return [Instance(**row._mapping) for row in conn.execute(query)]
+
+    def find_instance(self, ident: str) -> Instance | None:
+        """By machine id or node UUID (the first application's row)."""
+        with self.engine.connect() as conn:
+            found: Instance | None = _row(Instance, conn.execute(
+                sa.select(instances).where(sa.or_(instances.c.machineid == ident,
+                                                  instances.c.node_uuid == ident))
+                .order_by(instances.c.id)).first())
+        return found
+
+    def history(self, instance_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(
+                sa.select(events.c.status, events.c.version, events.c.error_code,
+                          events.c.text, events.c.created_at)
+                .where(events.c.instance_id == instance_id).order_by(events.c.id))]
+
+    def rollout(self, appid: str, group: str, target: str, timeout: int,
+                now: datetime.datetime) -> tuple[int, int]:
+        """(instances that attempted ``target``, instances updating within the timeout)
+        of a group: what safe mode needs, read only when a grant is possible."""
+        since = now - datetime.timedelta(seconds=timeout)
+        base = sa.select(sa.func.count()).select_from(instances).where(
+            instances.c.appid == appid, instances.c.group_name == group)
+        with self.engine.connect() as conn:
+            attempted = conn.execute(base.where(
+                instances.c.target_version == target,
+                instances.c.status.in_(("complete", "error")))).scalar_one()
+            busy = conn.execute(base.where(instances.c.status.in_(IN_PROGRESS),
+                                           instances.c.granted_at > since)).scalar_one()
+        return attempted, busy

@@ -1,0 +1,111 @@
+"""The image-update tables on both databases: catalogue rows, instances and their
+capped history, grants counted per period, and the reboot lease semaphore (two racing
+acquirers on two engines never exceed the maximum)."""
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+
+from conductor.db import updates as update_db
+from conductor.db.leases import LeaseRows
+from conductor.db.queries import utcnow
+from conductor.db.updates import UpdateRows
+
+APP = "{7d6a52c5-3e0b-4a5c-9a8e-6d6574616c63}"
+
+
+@pytest.fixture
+def rows(engines):
+    return UpdateRows(engines())
+
+
+def _image(rows, version, channel="stable"):
+    assert rows.add_image(dict(appid=APP, version=version, channel=channel,
+                               sha256=version.replace(".", "")[:1] * 64, size=10,
+                               signature="c2ln"))
+
+
+def test_delete_is_refused_while_a_channel_points_at_the_image(rows):
+    _image(rows, "1.0.0")
+    assert not rows.add_image(dict(appid=APP, version="1.0.0", sha256="a" * 64, size=1,
+                                   signature="x"))     # one row per appid+version
+    rows.ensure_channel(APP, "stable")
+    rows.ensure_channel(APP, "stable")                 # idempotent, group made once
+    assert [g["name"] for g in rows.groups()] == ["stable"]
+    rows.set_channel(APP, "stable", "1.0.0")
+    assert rows.delete_image(APP, "1.0.0") == (False, ["stable"])
+    assert rows.image(APP, "1.0.0") is not None
+    rows.set_channel(APP, "stable", None)
+    assert rows.delete_image(APP, "1.0.0") == (True, [])
+    assert rows.image(APP, "1.0.0") is None
+
+
+def test_instance_history_is_capped(rows, monkeypatch):
+    monkeypatch.setattr(update_db, "HISTORY", 5)
+    instance = rows.add_instance(dict(machineid="m1", appid=APP, group_name="stable",
+                                      version="1.0.0", status="new"))
+    assert rows.add_instance(dict(machineid="m1", appid=APP, group_name="stable",
+                                  version="1.0.0", status="new")).id == instance.id
+    for n in range(12):
+        rows.set_status(instance.id, "downloading", f"1.0.{n}")
+    history = rows.history(instance.id)
+    assert [h["version"] for h in history] == [f"1.0.{n}" for n in range(7, 12)]
+
+
+def test_a_grant_is_not_given_twice_while_the_update_runs(rows):
+    instance = rows.add_instance(dict(machineid="m1", appid=APP, group_name="stable",
+                                      version="1.0.0", status="new"))
+    now = utcnow()
+    assert rows.grant(instance, "2.0.0", 3600, now)
+    rows.set_status(instance.id, "downloading", "2.0.0")
+    assert not rows.grant(instance, "2.0.0", 3600, now)
+    later = now + datetime.timedelta(seconds=3601)      # timed out: granted again
+    assert rows.grant(instance, "2.0.0", 3600, later)
+
+
+def test_grants_per_period_stop_at_the_maximum(rows):
+    rows.ensure_channel(APP, "stable")
+    group = rows.groups()[0]
+    now = utcnow()
+    assert [rows.take_grant(group["id"], 2, 60, now) for _ in range(3)] == \
+        [True, True, False]
+    assert rows.take_grant(group["id"], 2, 60, now + datetime.timedelta(seconds=61))
+
+
+def test_lease_acquire_renew_release_and_expiry(engines):
+    leases = LeaseRows(engines())
+    a = leases.acquire("default", "node-a", 300)
+    assert (a.held, a.holders, a.max) == (True, 1, 1)
+    full = leases.acquire("default", "node-b", 300)
+    assert (full.held, full.holders) == (False, 1) and full.retry_after > 0
+    assert leases.acquire("default", "node-a", 300).held          # a renew
+    assert not leases.acquire("default", "node-b", 300, renew_only=True).held
+    assert leases.release("default", "node-a").holders == 0
+    assert leases.acquire("default", "node-b", -1).held           # expires at once
+    assert leases.acquire("default", "node-c", 300).held          # b's lease is gone
+    assert [h.holder for h in leases.status()[0][2]] == ["node-c"]
+
+
+@pytest.mark.parametrize("maximum", [1, 3])
+def test_racing_acquirers_on_two_engines_never_exceed_max(engines, maximum):
+    one, two = LeaseRows(engines()), LeaseRows(engines())
+    one.set_max("race", maximum)
+    held, lock = [], threading.Lock()
+
+    def contend(rows, n):
+        for i in range(8):
+            outcome = rows.acquire("race", f"node-{n}-{i}", 300)
+            with lock:
+                held.append(outcome)
+    threads = [threading.Thread(target=contend, args=(rows, n))
+               for n, rows in enumerate([one, two, one, two])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [o for o in held if o.held]
+    assert len(winners) == maximum
+    assert all(o.holders <= maximum for o in held)
+    assert len(one.status()[0][2]) == maximum

@@ -11,7 +11,7 @@ from api import auth, common, errors, identity, limits
 from api.json_provider import OrjsonProvider
 from api.starlingx import alarms, orchestration, patching
 from api.throttle import CheckBudget
-from api.v1 import drivers, history, microversion, nodes, ports, root
+from api.v1 import conductors, drivers, history, microversion, nodes, ports, root
 from api.v1 import ramdisk as agent
 
 ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
@@ -59,8 +59,8 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
     app = _base_app(service, settings, checks)
     app.before_request(_negotiate)
     app.after_request(microversion.add_headers)
-    for blueprint in (root.bp, nodes.bp, history.bp, ports.bp, drivers.bp, agent.bp,
-                      alarms.bp, identity.bp):
+    for blueprint in (root.bp, nodes.bp, history.bp, ports.bp, drivers.bp, conductors.bp,
+                      agent.bp, alarms.bp, identity.bp):
         app.register_blueprint(blueprint)
     patching.register(app)
     orchestration.register(app)

@@ -14,8 +14,11 @@ from pathlib import Path
 
 from conductor import secrets
 from conductor.alarms import AlarmTable
+from conductor.cluster.membership import Membership
+from conductor.cluster.ring import RingManager
 from conductor.config import Settings
 from conductor.db import migrate
+from conductor.db.conductors import ConductorRows
 from conductor.db.engine import make_engine
 from conductor.db.patch_hosts import PatchHostRows
 from conductor.db.queries import Store
@@ -37,6 +40,7 @@ from conductor.orchestration.fleet import ApplianceFleet
 from conductor.orchestration.orchestrator import Orchestrator
 from conductor.patching.controller import PatchController
 from conductor.patching.host_channel import HostAgents, HostCommands
+from conductor.service.conductors import Conductors
 from conductor.service.facade import Service
 from conductor.service.ramdisk import AgentService
 
@@ -63,6 +67,12 @@ class Appliance:
             migrate.upgrade(self.engine)
         self.store = Store(self.engine, conductor=settings.conductor.host)
         secrets.encrypt_stored(self.store, self.cipher)
+        #: The hash ring of the live conductors and this conductor's row (register,
+        #: heartbeat; conductor/cluster/): a membership change rebuilds the ring.
+        conductor_rows = ConductorRows(self.engine)
+        self.ring = RingManager(conductor_rows, settings.conductor)
+        self.membership = Membership(conductor_rows, settings.conductor, settings.data_path,
+                                     on_change=self.ring.invalidate)
         #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
         self.alarms = AlarmTable()
         #: TFTP/HTTP boot servers and boot config rendering (the pxe/ipxe boot interfaces).
@@ -96,7 +106,9 @@ class Appliance:
             self.alarms, settings, wake=host_changed) if settings.orchestration.enabled \
             else None
         self.service = Service(self.store, settings, self.workers, agent, self.alarms,
-                               self.patching, tokens, self.orchestration)
+                               self.patching, tokens, self.orchestration,
+                               conductors=Conductors(conductor_rows, self.ring,
+                                                      settings.conductor))
 
     def _rebuild(self, name: str) -> None:
         """A node's rebuild as the API starts it (the image-update strategy's steps)."""
@@ -140,7 +152,8 @@ class Appliance:
 
     def start(self) -> None:
         self.start_boot_services()
-        self.workers.start()
+        self.membership.start()                # before the workers: a name alive
+        self.workers.start()                   # elsewhere is refused before recovery
         if self.orchestration is not None:     # after the workers: steps may reboot hosts
             self.orchestration.start()
         LOG.info("Conductor %s started (hardware types: %s)", self.settings.conductor.host,
@@ -150,6 +163,7 @@ class Appliance:
         if self.orchestration is not None:     # a pass in flight ends and is saved
             self.orchestration.stop()
         self.workers.stop()
+        self.membership.stop()                 # after the workers: offline once idle
         self.netboot.stop()
         if self.dhcp_service is not None:
             self.dhcp_service.stop()

@@ -33,6 +33,11 @@ DATA_DIR_MODE = 0o700
 #: Environment shortcuts users type most.
 ENV_ALIASES = {"METALCAST_HOST": ("api", "host"), "METALCAST_PORT": ("api", "port"),
                "METALCAST_DATA_DIR": ("DEFAULT", "data_dir")}
+#: ``[DEFAULT]`` keys Ironic reads there and metalcast keeps in [conductor]; the
+#: [conductor] spelling wins when a file has both.
+DEFAULT_ALIASES = {key: ("conductor", key) for key in (
+    "host", "hash_partition_exponent", "hash_distribution_replicas",
+    "hash_ring_reset_interval")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +89,15 @@ class ConductorSettings:
     rescue_callback_timeout: int = 1800
     service_callback_timeout: int = 1800
     check_provision_state_interval: int = 60
-    heartbeat_interval: int = 10
+    # Membership and the hash ring (conductor/cluster/; Ironic's names and defaults).
+    # host is also Ironic's [DEFAULT] host; the hash_* options are also read from
+    # [DEFAULT], where Ironic has them (DEFAULT_ALIASES).
+    conductor_group: str = ""                # the group this conductor serves
+    heartbeat_interval: int = 10             # s between two heartbeats of this conductor
+    heartbeat_timeout: int = 60              # s without a heartbeat: a conductor is dead
+    hash_partition_exponent: int = 5         # 2**5 points per conductor on the ring
+    hash_distribution_replicas: int = 1      # conductors a node maps to (primary first)
+    hash_ring_reset_interval: float = 15     # s a ring is used before it is rebuilt
     automated_clean: bool = True
     enabled_hardware_types: str = "fake-hardware,ipmi,redfish"
     allow_deleting_available_nodes: bool = True
@@ -294,6 +307,16 @@ class IdentitySettings:
         return [p.strip() for p in self.projects.split(",") if p.strip()]
 
 
+@dataclasses.dataclass(frozen=True)
+class UpdatesSettings:
+    """``[updates]``: the image-update server (conductor/updates/: the Omaha endpoint
+    /v1/update/, the catalogue and the reboot leases under /updates/v1/)."""
+
+    lease_ttl: float = 300.0         # seconds a reboot lease lives unless renewed
+    cache_ttl: float = 1.0           # seconds an update check trusts its cached groups,
+                                     # channels and images (changes made here: at once)
+
+
 def _section(kind: type):
     return dataclasses.field(default_factory=kind)
 
@@ -318,6 +341,7 @@ class Settings:
     patching: PatchingSettings = _section(PatchingSettings)
     identity: IdentitySettings = _section(IdentitySettings)
     orchestration: OrchestrationSettings = _section(OrchestrationSettings)
+    updates: UpdatesSettings = _section(UpdatesSettings)
 
     @property
     def data_path(self) -> Path:
@@ -382,6 +406,7 @@ class Settings:
                                      "it with `htpasswd -B -c FILE USER`")
         self._check_patching_listener()
         self._check_api_bounds()
+        self._check_membership()
         if self.identity.token_expiration <= 0:
             raise ConfigError(reason="identity.token_expiration must be a positive number "
                                      "of seconds")
@@ -395,6 +420,27 @@ class Settings:
             if not getattr(self.api, key) > 0:
                 raise ConfigError(reason=f"api.{key} must be greater than 0, not "
                                          f"{getattr(self.api, key)!r}")
+
+    def _check_membership(self) -> None:
+        """The conductor's name and the ring's bounds (conductor/cluster/)."""
+        cond = self.conductor
+        name = cond.host
+        if not name or len(name) > 255 or not name.isprintable() or name != name.strip():
+            raise ConfigError(reason=f"[DEFAULT] host (the conductor's name) must be 1-255 "
+                                     f"printable characters without surrounding spaces, "
+                                     f"not {name!r}")
+        if len(cond.conductor_group) > 255 or not cond.conductor_group.isprintable():
+            raise ConfigError(reason="[conductor] conductor_group must be at most 255 "
+                                     "printable characters")
+        if not 0 < cond.heartbeat_interval < cond.heartbeat_timeout:
+            raise ConfigError(reason="[conductor] heartbeat_interval must be above 0 and "
+                                     "below heartbeat_timeout, not "
+                                     f"{cond.heartbeat_interval}/{cond.heartbeat_timeout}")
+        if not 0 <= cond.hash_partition_exponent <= 16 or \
+                cond.hash_distribution_replicas < 1 or cond.hash_ring_reset_interval <= 0:
+            raise ConfigError(reason="[conductor] hash_partition_exponent must be 0-16, "
+                                     "hash_distribution_replicas at least 1 and "
+                                     "hash_ring_reset_interval above 0")
 
     def _check_patching_listener(self) -> None:
         """The patching listener follows the API's rules: without authentication it
@@ -493,13 +539,19 @@ def _from_file(path: Path) -> dict:
         parser.read(path)
     except configparser.Error as exc:
         raise ConfigError(reason=f"{path}: {exc}") from None
+    # The keys each section sets itself ([DEFAULT] is a plain section to this reader).
+    literal = configparser.ConfigParser(default_section="\0", interpolation=None)
+    literal.read(path)
+    own = {section: set(literal[section]) for section in literal.sections()}
     values = {}
     sections = [("DEFAULT", parser.defaults())] + [(s, parser[s]) for s in parser.sections()]
     for section, items in sections:
         for key, raw in items.items():
-            if section != "DEFAULT" and key in parser.defaults():
-                continue
-            values[(section, key)] = convert(section, key, raw, str(path))
+            if section != "DEFAULT" and key not in own[section]:
+                continue    # inherited from [DEFAULT] (configparser shows it everywhere)
+            option = DEFAULT_ALIASES.get(key, (section, key)) if section == "DEFAULT" \
+                else (section, key)
+            values[option] = convert(*option, raw, str(path))
     return values
 
 
@@ -524,7 +576,8 @@ def _from_options(options: typing.Mapping[str, object]) -> dict:
     values = {}
     for name, value in options.items():
         section, _, key = name.rpartition(".")
-        option = (section or "DEFAULT", key)
+        option = (section or "DEFAULT", key) if section or key not in DEFAULT_ALIASES \
+            else DEFAULT_ALIASES[key]
         _declared(*option)
         if value is not None:
             values[option] = convert(*option, value)

@@ -61,9 +61,21 @@ class PortNotFound(NotFound):
     message = "Port %(port)s could not be found."
 
 
+class ConductorNotFound(NotFound):
+    message = ("Conductor %(conductor)s could not be found. List the conductors with "
+               "`baremetal conductor list`.")
+
+
 class NotAcceptable(MetalcastError):
     status_code = 406
     message = "Request not acceptable."
+
+
+class NoValidHost(Invalid):
+    """No live conductor serves the node's hardware type in its conductor group (the
+    hash ring has nobody to map it to; Ironic's NoValidHost)."""
+
+    message = "No valid host was found. Reason: %(reason)s"
 
 
 class Conflict(MetalcastError):
@@ -81,6 +93,13 @@ class InvalidTransition(Conflict):
 class NodeLocked(Conflict):
     message = ("Node %(node)s is locked by host %(host)s, please retry after "
                "the current operation is completed.")
+
+
+class ConductorAlreadyRegistered(Conflict):
+    message = ("Conductor %(conductor)s is already registered and alive (it heartbeats "
+               "within [conductor] heartbeat_timeout). Give this process another name "
+               "([DEFAULT] host), or stop the other one and retry after its heartbeat "
+               "times out.")
 
 
 class DuplicateName(Conflict):

@@ -137,6 +137,10 @@ class NodeView:
         self._traits = "traits" in self.names
         self._health = "health" in self.names
         self._nostate = "provision_state" in self.names and not microversion.at_least(2)
+        # A node's conductor is the hash ring's choice among the live conductors
+        # (conductor/cluster/ring.py), None when none serves its driver and group.
+        self._conductor = flask.current_app.extensions["metalcast.service"].conductors \
+            .shown_conductor if "conductor" in self.names else None
 
     def render(self, node) -> dict:
         out = dict(zip(self.names, self._get(node)))
@@ -150,6 +154,8 @@ class NodeView:
             out["health"] = None
         if self._nostate and out["provision_state"] == "available":
             out["provision_state"] = None  # before 1.2 "available" was shown as null
+        if self._conductor is not None:
+            out["conductor"] = self._conductor(node)
         out["links"] = links("nodes", node.uuid, self.base)
         if self.full:
             for sub in ("ports", "portgroups", "states", "volume"):

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from conductor import errors
 from conductor.db import history
 from conductor.db.records import NODE_COLUMNS, PORT_COLUMNS, DnsRemoval, Node, Port
-from conductor.db.schema import conductors, dns_pending_removals, nodes, ports
+from conductor.db.schema import dns_pending_removals, nodes, ports
 
 #: Non-null columns only, so keyset pagination needs no NULL ordering rules.
 SORTABLE_NODE_KEYS = ("id", "uuid", "created_at", "driver")
@@ -374,34 +374,6 @@ class Store:
     def delete_port(self, port_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(ports.delete().where(ports.c.id == port_id))
-
-    # -- conductors --------------------------------------------------------
-    def register_conductor(self, host: str, hardware_types: list[str], group: str = "") -> None:
-        now = utcnow()
-        values = dict(online=True, hardware_types=hardware_types, conductor_group=group,
-                      updated_at=now)
-        update = conductors.update().where(conductors.c.hostname == host).values(**values)
-        with self.engine.begin() as conn:
-            if conn.execute(update).rowcount:
-                return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(conductors.insert().values(hostname=host, created_at=now, **values))
-        except IntegrityError:  # another process registered the same name meanwhile
-            with self.engine.begin() as conn:
-                conn.execute(update)
-
-    def online_conductors(self) -> list[tuple[str, list[str]]]:
-        """(hostname, hardware types) of every conductor that is marked online."""
-        query = sa.select(conductors.c.hostname, conductors.c.hardware_types).where(
-            conductors.c.online.is_(True)).order_by(conductors.c.hostname)
-        with self.engine.connect() as conn:
-            return [(host, types or []) for host, types in conn.execute(query)]
-
-    def touch_conductor(self, host: str, online: bool = True) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(conductors.update().where(conductors.c.hostname == host)
-                         .values(updated_at=utcnow(), online=online))
 
 
 def _paginate(query: sa.Select[Any], table: sa.Table, marker_row: sa.Row[Any] | None,

@@ -95,11 +95,10 @@ class Workers:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
-        """Register, recover what a previous run of this conductor left, start periodics."""
-        self.store.register_conductor(self.host, self.settings.conductor.hardware_types)
+        """Recover what a previous run of this conductor left, start periodics. The
+        conductor's registration and heartbeat are conductor/cluster/membership.py's,
+        started before (a name alive elsewhere is refused before any recovery)."""
         recover(self.store, self.host, self.drivers)
-        self._periodic(self.settings.conductor.heartbeat_interval,
-                       lambda: self.store.touch_conductor(self.host))
         self._periodic(self.settings.conductor.check_provision_state_interval,
                        lambda: check_wait_timeouts(self.store, self.settings, self.drivers))
         if self.power_sync is not None:
@@ -133,10 +132,6 @@ class Workers:
             deadline = time.monotonic() + PERIODIC_STOP_WAIT
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        try:
-            self.store.touch_conductor(self.host, online=False)
-        except Exception:  # noqa: BLE001 - the database may be gone at shutdown
-            LOG.warning("Could not mark conductor %s offline", self.host)
 
 
 def fail(task: Task, message: str) -> None:

@@ -24,6 +24,7 @@ from conductor.engine.task import Task
 from conductor.engine.workers import Workers
 from conductor.identity import Tokens
 from conductor.service import validation
+from conductor.service.conductors import Conductors
 from conductor.service.ports import PortChanges
 from conductor.service.ramdisk import AgentService
 
@@ -62,8 +63,11 @@ class Service:
                  agent: AgentService, alarms: AlarmTable,
                  patching: PatchController | None, tokens: Tokens,
                  orchestration: Orchestrator | None = None,
-                 history: NodeHistoryRows | None = None):
+                 history: NodeHistoryRows | None = None,
+                 conductors: Conductors | None = None):
         self.store = store
+        #: GET /v1/conductors and a node's conductor (the hash ring's choice).
+        self.conductors = conductors or Conductors.standalone(store.engine, settings)
         #: Nodes' history rows (GET /v1/nodes/{node}/history, the console's node page).
         self.history = history or NodeHistoryRows(store.engine)
         self.settings = settings
@@ -357,9 +361,9 @@ class Service:
 
     # -- drivers -----------------------------------------------------------
     def list_drivers(self) -> dict[str, list[str]]:
-        """Hardware type -> the online conductors that serve it."""
+        """Hardware type -> the live conductors that serve it."""
         hosts: dict[str, list[str]] = {}
-        for host, types in self.store.online_conductors():
+        for host, types in self.conductors.alive():
             for name in types:
                 if name in hardware.HARDWARE_TYPES:
                     hosts.setdefault(name, []).append(host)

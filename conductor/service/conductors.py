@@ -1,0 +1,79 @@
+"""What the API shows of the conductors (``GET /v1/conductors``, a node's ``conductor``).
+
+``alive`` is the row's online flag and a heartbeat within ``heartbeat_timeout``
+(conductor/cluster/membership.py); a node's conductor is the hash ring's choice
+among the live conductors of its hardware type and conductor group.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import sqlalchemy as sa
+
+from conductor import errors
+from conductor.cluster.membership import Clock, stale_before, utc_clock
+from conductor.cluster.ring import NodeLike, RingManager
+from conductor.config import ConductorSettings, Settings
+from conductor.db.conductors import SORT_KEYS, ConductorRow, ConductorRows
+
+
+@dataclasses.dataclass(frozen=True)
+class ConductorInfo:
+    """One conductor as the API shows it (Ironic's fields, API 1.49)."""
+
+    hostname: str
+    conductor_group: str
+    alive: bool
+    drivers: list[str]
+    created_at: datetime.datetime
+    updated_at: datetime.datetime | None
+
+
+class Conductors:
+    """Conductor listing and node-to-conductor mapping for the API."""
+
+    def __init__(self, rows: ConductorRows, ring: RingManager, settings: ConductorSettings,
+                 clock: Clock = utc_clock):
+        self.rows = rows
+        self.ring = ring
+        self.settings = settings
+        self.clock = clock
+
+    @classmethod
+    def standalone(cls, engine: sa.Engine, settings: Settings) -> Conductors:
+        """Over ``engine`` with a ring of its own (a facade built without the appliance)."""
+        rows = ConductorRows(engine)
+        return cls(rows, RingManager(rows, settings.conductor), settings.conductor)
+
+    def _info(self, row: ConductorRow, threshold: datetime.datetime) -> ConductorInfo:
+        return ConductorInfo(row.hostname, row.conductor_group, row.alive(threshold),
+                             sorted(row.hardware_types), row.created_at, row.updated_at)
+
+    def page(self, limit: int | None = None, marker: str | None = None,
+             sort_key: str = "id", sort_dir: str = "asc") -> list[ConductorInfo]:
+        if sort_key not in SORT_KEYS:
+            raise errors.InvalidParameter(
+                f"The sort_key value {sort_key!r} is not supported; use one of "
+                f"{', '.join(SORT_KEYS)}.")
+        if sort_dir not in ("asc", "desc"):
+            raise errors.InvalidParameter("sort_dir must be 'asc' or 'desc'.")
+        threshold = stale_before(self.settings, self.clock())
+        return [self._info(row, threshold)
+                for row in self.rows.page(limit, marker, sort_key, sort_dir)]
+
+    def get(self, hostname: str) -> ConductorInfo:
+        return self._info(self.rows.get(hostname), stale_before(self.settings, self.clock()))
+
+    def alive(self) -> list[tuple[str, list[str]]]:
+        """(hostname, hardware types) of every live conductor, by hostname."""
+        threshold = stale_before(self.settings, self.clock())
+        return [(row.hostname, row.hardware_types) for row in self.rows.alive(threshold)]
+
+    def conductor_for(self, node: NodeLike) -> str:
+        """The node's conductor; NoValidHost (400) when no live one serves it."""
+        return self.ring.conductor_for(node)
+
+    def shown_conductor(self, node: NodeLike) -> str | None:
+        """A node's ``conductor`` field: None when no live conductor serves it."""
+        return self.ring.conductor_or_none(node)

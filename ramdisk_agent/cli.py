@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["host"]:        # installed host: ramdisk_agent/hostmode.py
         from ramdisk_agent import hostmode
         return hostmode.main(argv[1:])
+    if argv[:1] == ["update"]:      # A/B image updates: ramdisk_agent/host/update/
+        from ramdisk_agent.host.update import cli as update_cli
+        return update_cli.main(argv[1:])
     try:
         config, args = load(argv)
     except ValueError as exc:

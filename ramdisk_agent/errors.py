@@ -136,3 +136,13 @@ class InvalidSlot(GptError):
     """An A/B slot edit names a partition that does not exist or a value out of range."""
     status_code = 400
     faultcode = "Client"
+
+
+class UpdateEngineError(AgentError):
+    """The host's A/B update engine failed a step (check, download, verify, install,
+    lease); ``omaha_code`` is the update_engine error code it reports in its 3/0 event
+    (ramdisk_agent/wire/omaha_codes.py). The passive slot is left unbootable."""
+
+    def __init__(self, message: str, omaha_code: int = 1, details: str = ""):
+        super().__init__(message, details)
+        self.omaha_code = omaha_code

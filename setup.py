@@ -27,7 +27,8 @@ setup(
                                     "cli", "cli.*"]),
     package_data={"conductor.db": ["migrations/*.py", "migrations/*.mako",
                                    "migrations/versions/*.py"],
-                  "pxe_templates": ["*.j2", "*/*.j2"]},
+                  "pxe_templates": ["*.j2", "*/*.j2"],
+                  "api.console": ["templates/console/*.html", "static/*"]},
     install_requires=[
         "flask>=3.0,<4",            # REST API (app factory + blueprints)
         "werkzeug>=3.0,<4",         # HTTP exceptions the API raises and renders (Flask's own)

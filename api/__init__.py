@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import flask
 
-from api import auth, common, errors, identity, limits
+from api import auth, common, console, errors, identity, limits
 from api.json_provider import OrjsonProvider
 from api.starlingx import alarms, orchestration, patching
 from api.throttle import CheckBudget
@@ -18,10 +18,10 @@ ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 
 
 def _negotiate() -> None:
-    if flask.request.path.startswith(("/fm/", "/v3")) or \
+    if flask.request.path.startswith(("/fm/", "/v3", "/ui/")) or \
             patching.is_patch_path(flask.request.path) or \
             orchestration.is_orchestration_path(flask.request.path):
-        return  # StarlingX's APIs and Identity v3 have no Ironic microversions
+        return  # StarlingX's APIs, Identity v3 and the console have no microversions
     if flask.request.path in ROOT_PATHS:
         try:  # discovery must answer even for a version we refuse elsewhere
             microversion.negotiate()
@@ -64,6 +64,7 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
         app.register_blueprint(blueprint)
     patching.register(app)
     orchestration.register(app)
+    console.register(app)  # the operator console at /ui/ (api/console/)
     return app
 
 

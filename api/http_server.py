@@ -25,7 +25,10 @@ small subclasses, documented here and nowhere else:
   RFC 9112 §9.3), at the total cap the longest-idle of all; only when every
   connection in the way is busy is the new one refused. Its periodic maintenance
   also closes connections that have waited longer than ``header_timeout`` for their
-  request's headers, however slowly they trickle in.
+  request's headers, however slowly they trickle in. A request for one of the app's
+  long-lived stream paths (``app.extensions[STREAMS]``: the console's events) runs on
+  the listener's stream threads, not its worker threads, so open streams never
+  starve the API; the app bounds how many are open at once.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ from api.throttle import client_of
 
 LOG = logging.getLogger(__name__)
 
+#: app.extensions key: (paths, most open at once) of the app's long-lived streams.
+STREAMS = "metalcast.streams"
 #: Seconds between two warnings about refused connections (a flood logs one line).
 REFUSAL_LOG_INTERVAL = 60.0
 
@@ -255,6 +260,8 @@ class BoundedChannel(HTTPChannel):
     """A connection that knows its client and how long it has waited for a request."""
 
     request: Any  # waitress's: the request being received (None between requests)
+    #: Serving a long-lived stream (the console's events): on the stream threads.
+    streaming = False
 
     def __init__(self, server: BoundedServer, sock, addr, adj, socket_map: dict):
         self.client = client_of(addr[0] if isinstance(addr, tuple) else None)
@@ -290,6 +297,14 @@ class BoundedChannel(HTTPChannel):
             partial.give_back()
         super().handle_close()
 
+    def write_soon(self, data) -> int:
+        """waitress sends small writes on its loop's next wake (up to a second): a
+        stream's event is sent at once."""
+        sent = super().write_soon(data)
+        if self.streaming:
+            self.server.pull_trigger()
+        return sent
+
 
 class BoundedServer(TcpWSGIServer):
     """A listening socket that admits connections under the shared guard."""
@@ -297,9 +312,24 @@ class BoundedServer(TcpWSGIServer):
     channel_class = BoundedChannel
 
     def __init__(self, application, socket_map: dict, *, guard: ConnectionGuard,
-                 body_policy: BodyPolicy, **kw):
+                 body_policy: BodyPolicy, streams: ThreadedTaskDispatcher | None = None,
+                 stream_paths: frozenset[str] = frozenset(), **kw):
         self.guard, self.body_policy = guard, body_policy
+        self.streams, self.stream_paths = streams, stream_paths
         super().__init__(application, socket_map, **kw)
+
+    def add_task(self, task) -> None:
+        """A request for a stream path runs on the stream threads: an open stream holds
+        its thread, and must not hold one of the API's."""
+        channel = task
+        requests = getattr(channel, "requests", None)
+        if self.streams is not None and requests and requests[0].path in self.stream_paths:
+            channel.streaming = True
+            self.streams.add_task(task)
+            return
+        if requests:
+            channel.streaming = False
+        super().add_task(task)
 
     def handle_accept(self) -> None:
         try:
@@ -337,5 +367,11 @@ def create_server(app, *, sockets: dict, guard: ConnectionGuard, threads: int,
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(threads)
     policy = BodyPolicy(app.extensions[limits.EXTENSION], auth.preverified(app), guard)
+    stream_paths, most = app.extensions.get(STREAMS, (frozenset(), 0))
+    streams = None
+    if stream_paths:  # a thread for each stream the app lets open (it refuses more)
+        streams = ThreadedTaskDispatcher()
+        streams.set_thread_count(most)
     return BoundedServer(app, sockets, guard=guard, body_policy=policy, dispatcher=dispatcher,
+                         streams=streams, stream_paths=stream_paths,
                          adj=adj, sockinfo=adj.listen[0])

@@ -23,6 +23,7 @@ import flask
 from werkzeug import exceptions as http
 
 from api import errors
+from api.console import patches as console_patches
 from api.starlingx import patching
 from api.v1 import microversion, nodes
 
@@ -35,6 +36,7 @@ CONFIGDRIVE_LIMIT = 64 << 20
 #: View -> its larger cap. Only views behind authentication belong here.
 LARGE_BODIES: dict[Callable, int] = {
     patching.upload: patching.MAX_UPLOAD,
+    console_patches.upload_patch: patching.MAX_UPLOAD,   # the console's patch upload
     nodes.set_provision_state: CONFIGDRIVE_LIMIT,
 }
 #: app.extensions key of the app's :class:`BodyLimits`.

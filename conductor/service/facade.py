@@ -24,7 +24,9 @@ from conductor.engine.task import Task
 from conductor.engine.workers import Workers
 from conductor.identity import Tokens
 from conductor.service import validation
+from conductor.service.changes import ChangeFeed, live_probes
 from conductor.service.conductors import Conductors
+from conductor.service.fleet import Fleet
 from conductor.service.ports import PortChanges
 from conductor.service.ramdisk import AgentService
 
@@ -85,6 +87,10 @@ class Service:
         self.tokens = tokens
         #: sw-manager strategies (/api/orchestration/...); None when disabled.
         self.orchestration = orchestration
+        #: The console's fleet page (api/console/): counts and pages of nodes.
+        self.fleet = Fleet(store.engine)
+        #: The console's one publisher of state changes (its live pages' events).
+        self.changes = ChangeFeed(self.fleet, live_probes(patching, orchestration))
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):

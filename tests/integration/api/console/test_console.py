@@ -1,0 +1,183 @@
+"""The console's pages through Flask's test client over a real SQLite appliance:
+server-side filters and paging, hostile input refused with a clear message, CSRF
+replayed (no token, another session's token, another origin), secrets never
+rendered, destructive actions confirmed, authentication and the change feed."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import bcrypt
+import pytest
+
+from api import create_app
+
+TOKEN_RE = re.compile(rb'name="csrf-token" content="([0-9a-f]*)"')
+ALERT_RE = re.compile(rb'role="alert"[^>]*>([^<]*)')
+
+
+def _token(response) -> str:
+    return TOKEN_RE.search(response.data).group(1).decode()
+
+
+@pytest.fixture
+def console(make_app):
+    client, appliance = make_app()
+    svc = appliance.service
+    for i, (driver, group) in enumerate((("fake-hardware", "rack1"), ("fake-hardware", "rack2"),
+                                         ("fake-hardware", "rack1"))):
+        svc.create_node({"name": f"web-{i}", "driver": driver, "conductor_group": group,
+                         "driver_info": {"ipmi_password": "s3cret-pw", "fake_delay": 0},
+                         "instance_info": {"image_source": "http://x/img",
+                                           "agent_token": "tok-abc"}})
+    return client, appliance
+
+
+def test_fleet_filters_sorts_and_pages_on_the_server(console):
+    client, appliance = console
+    appliance.service.set_maintenance("web-1", True, "fan")
+    page = client.get("/ui/fleet?group=rack1&sort=name&dir=desc")
+    assert page.status_code == 200
+    names = re.findall(rb'<td><a [^>]*>(web-\d)</a>', page.data)
+    assert names == [b"web-2", b"web-0"]
+    page = client.get("/ui/fleet?maintenance=yes")
+    assert re.findall(rb'<td><a [^>]*>(web-\d)</a>', page.data) == [b"web-1"]
+    page = client.get("/ui/fleet?q=WEB-2")
+    assert re.findall(rb'<td><a [^>]*>(web-\d)</a>', page.data) == [b"web-2"]
+    page = client.get("/ui/fleet?size=25&page=2")   # past the end: an empty page, no error
+    assert b"No node matches" in page.data
+
+
+@pytest.mark.parametrize("query, words", [
+    ("page=abc", b"page must be a whole number"),
+    ("page=0", b"page must be a whole number"),
+    ("size=1000000", b"size must be one of"),
+    ("sort=driver_info", b"Cannot sort by"),
+    ("state=%3Cscript%3E", b"Unknown state"),
+    ("maintenance=maybe", b"maintenance must be yes, no or any"),
+    ("q=" + "a" * 300, b"Search text is at most 255"),
+])
+def test_a_bad_fleet_query_gets_a_clear_message(console, query, words):
+    client, _ = console
+    page = client.get(f"/ui/fleet?{query}")
+    assert page.status_code == 400
+    assert words in page.data
+    assert b"<script>" not in page.data      # what was sent is escaped, never markup
+
+
+def test_no_secret_is_rendered(console):
+    client, _ = console
+    page = client.get("/ui/nodes/web-0")
+    assert page.status_code == 200
+    assert b"s3cret-pw" not in page.data and b"tok-abc" not in page.data
+    assert b"******" in page.data
+
+
+def test_csrf_replay_is_refused(console):
+    client, appliance = console
+    page = client.get("/ui/nodes/web-0")
+    token = _token(page)
+    url = "/ui/nodes/web-0/actions/maintenance-on"
+    # no token; a forged one; the right one from another site (Origin, Sec-Fetch-Site)
+    for data, headers in (({}, {}), ({"csrf_token": "0" * 64}, {}),
+                          ({"csrf_token": token}, {"Origin": "http://evil.example"}),
+                          ({"csrf_token": token}, {"Sec-Fetch-Site": "cross-site"})):
+        refused = client.post(url, data=data, headers=headers)
+        assert refused.status_code == 403, (data, headers)
+        assert b"CSRF" in refused.data
+    assert appliance.service.get_node("web-0").maintenance is False
+    # the token replayed from another browser (its own cookie) is refused too
+    other = create_app(appliance.service).test_client()
+    other.get("/ui/fleet")
+    assert other.post(url, data={"csrf_token": token}).status_code == 403
+    assert appliance.service.get_node("web-0").maintenance is False
+    done = client.post(url, data={"csrf_token": token, "reason": "disk"},
+                       headers={"Origin": "http://localhost"})
+    assert done.status_code == 303
+    assert appliance.service.get_node("web-0").maintenance_reason == "disk"
+
+
+def test_a_destructive_action_needs_its_confirmation(console):
+    client, appliance = console
+    token = _token(client.get("/ui/nodes/web-0"))
+    before = appliance.service.get_node("web-0").target_power_state
+    asked = client.post("/ui/nodes/web-0/actions/power-off", data={"csrf_token": token})
+    assert asked.status_code == 200 and b'id="confirm-yes"' in asked.data
+    assert b"Powering off stops" in asked.data
+    assert appliance.service.get_node("web-0").target_power_state == before
+    done = client.post("/ui/nodes/web-0/actions/power-off",
+                       data={"csrf_token": token, "confirm": "yes"})
+    assert done.status_code == 303
+
+
+def test_bad_action_input_gets_a_clear_message(console):
+    client, appliance = console
+    token = _token(client.get("/ui/nodes/web-0"))
+    long = client.post("/ui/nodes/web-0/actions/maintenance-on",
+                       data={"csrf_token": token, "reason": "x" * 300})
+    assert long.status_code == 400
+    assert b"at most 255 characters (this one has 300)" in long.data
+    assert appliance.service.get_node("web-0").maintenance is False
+    unknown = client.post("/ui/nodes/web-0/actions/format-disk", data={"csrf_token": token})
+    assert unknown.status_code == 400 and b"Unknown action" in unknown.data
+    refused = client.post("/ui/nodes/web-0/actions/deploy", data={"csrf_token": token})
+    assert refused.status_code == 400 and b"Deploy was refused" in refused.data
+    assert b"while it is in state &#34;enroll&#34;" in refused.data
+    missing = client.get("/ui/nodes/no-such-node")
+    assert missing.status_code == 404 and b"no-such-node" in missing.data
+
+
+def test_patch_page_refuses_bad_names_and_files(console):
+    client, _ = console
+    token = _token(client.get("/ui/patches"))
+    bad = client.post("/ui/patches/..%2F..%2Fetc/delete", data={"csrf_token": token,
+                                                              "confirm": "yes"})
+    assert bad.status_code in (400, 404)
+    nofile = client.post("/ui/patches/upload", data={"csrf_token": token})
+    assert nofile.status_code == 400 and b"Choose a .patch file" in nofile.data
+    wrong = client.post("/ui/patches/upload", data={
+        "csrf_token": token, "file": (io.BytesIO(b"not a tar"), "../evil.patch")},
+        content_type="multipart/form-data")
+    assert wrong.status_code == 400
+    # the directory part dropped; the controller's own refusal shown as is
+    assert b"Patch validation failed for evil:" in wrong.data
+    confirm = client.post("/ui/patches/P_1/delete", data={"csrf_token": token})
+    assert b'id="confirm-yes"' in confirm.data
+
+
+def test_the_console_is_behind_basic_auth(make_app, tmp_path):
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("op:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    client, _ = make_app({"api.auth_strategy": "http_basic", "api.htpasswd_file": str(htpasswd)})
+    for path in ("/ui/fleet", "/ui/events", "/ui/static/console.js", "/ui/patches"):
+        refused = client.get(path)
+        assert refused.status_code == 401, path
+        assert refused.headers["WWW-Authenticate"].startswith("Basic ")
+    good = {"Authorization": "Basic " + base64.b64encode(b"op:pw").decode()}
+    page = client.get("/ui/fleet", headers=good)
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+def test_the_feed_publishes_a_node_change_once_for_every_page(console):
+    _, appliance = console
+    feed = appliance.service.changes
+    first, second = feed.subscribe(), feed.subscribe()
+    try:
+        ticks = feed.ticks
+        appliance.service.set_maintenance("web-2", True, "psu")
+        seen = []
+        for _ in range(50):
+            seen += [e for e in first.wait(0.5) if e["kind"] == "node"]
+            if any(e["name"] == "web-2" and e["maintenance"] for e in seen):
+                break
+        assert any(e["name"] == "web-2" and e["maintenance"] for e in seen)
+        other = [e for e in second.wait(0.5) if e["kind"] == "node"]
+        assert any(e["name"] == "web-2" for e in other)
+        assert feed.ticks > ticks   # one publisher looked, not one per page
+    finally:
+        first.close()
+        second.close()

@@ -7,6 +7,7 @@ the real ``metalcast-agent update ...`` process.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -79,6 +80,12 @@ class Host:
             "HEALTH_COMMANDS": f"test -e {root / 'healthy'}",
             "TOKEN_FILE": str(root / "token.json")}
         (root / "healthy").touch()
+
+    def token(self, node: str, token: str) -> None:
+        """The host agent's token file (0600), as 'metalcast host token' writes it."""
+        path = self.root / "token.json"
+        path.write_text(json.dumps({"token": token, "node_uuid": node}))
+        path.chmod(0o600)
 
     def know(self, image: Path, version: str) -> None:
         self.versions[hashlib.sha256(image.read_bytes()).hexdigest()] = version

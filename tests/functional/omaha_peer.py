@@ -38,6 +38,9 @@ class Responder:
         self.checks: list[omaha.AppRequest] = []
         self.stall_after: int | None = None      #: stop sending after this many bytes
         self.stalled = threading.Event()
+        self.stall_reached = False
+        self.served: list[str] = []              #: payload names, per GET from byte 0
+        self.ranges: list[int] = []              #: start of every ranged GET
         self.tamper = False                      #: flip a byte in every payload served
         self.lease_max, self.lease_ttl = 1, 300.0
         self.leases: dict[str, float] = {}       #: holder -> expiry (monotonic)
@@ -157,6 +160,9 @@ def _handler(responder: Responder):
             ranged = self.headers.get("Range", "")
             if ranged.startswith("bytes="):
                 start = int(ranged[6:].split("-")[0])
+                responder.ranges.append(start)
+            else:
+                responder.served.append(name)
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
@@ -171,6 +177,7 @@ def _handler(responder: Responder):
                 handle.seek(start)
                 while sent < size:
                     if responder.stall_after is not None and sent >= responder.stall_after:
+                        responder.stall_reached = True
                         responder.stalled.wait(60)
                         return
                     block = handle.read(1 << 20)

@@ -9,17 +9,26 @@ in parallel; once it lands these tests should also run against it.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from conductor.updates import delta_build
+from ramdisk_agent.host import gptdisk
+from ramdisk_agent.host.update.client import LeaseClient
 from ramdisk_agent.host.update.config import METALCAST_APPID
+from ramdisk_agent.wire import omaha_codes as codes
 from tests.functional.ab_host import MIB, Host, cgpt_bits, change, make_image
 from tests.functional.omaha_peer import Responder
 from tests.functional.tools import require_all
+from tests.waiting import wait_until
 
 SLOT = 8 * MIB
 
@@ -93,3 +102,154 @@ def test_full_update_end_to_end(host, server, images):
     assert complete and complete[0].previous_version == "1.0.0"
     assert "CURRENT_OP=UPDATE_STATUS_IDLE" in host.run("check").stdout   # noupdate
     assert host.reboot() == 4                                # stays on the good slot
+
+
+def test_delta_update_reads_the_active_slot(host, server, images, key, tmp_path):
+    delta = tmp_path / "v2.delta"
+    delta_build.build(images["1.0.0"], images["2.0.0"], delta, key, "2.0.0")
+    release = server.publish("2.0.0", images["2.0.0"], {"1.0.0": delta})
+    installed(host, server, "2.0.0", images["2.0.0"])
+    assert server.checks[0].delta_okay
+    assert server.served == [release.deltas["1.0.0"]]        # only the delta travelled
+    assert host.slot_bytes(4) == images["2.0.0"].read_bytes()
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)
+
+
+def test_a_failed_delta_falls_back_to_the_full_image(host, server, images, key, tmp_path):
+    """A delta built from another source (2.0.0 itself): its copy ranges do not match
+    the active slot, apply refuses before writing; the engine reports it and asks for
+    the full image."""
+    delta = tmp_path / "bad.delta"
+    delta_build.build(images["2.0.0"], images["2.0.0"], delta, key, "2.0.0")
+    release = server.publish("2.0.0", images["2.0.0"], {"1.0.0": delta})
+    installed(host, server, "2.0.0", images["2.0.0"])
+    assert [check.delta_okay for check in server.checks] == [True, False]
+    assert server.served == [release.deltas["1.0.0"], release.full]
+    failed = server.events_of(3, 0)
+    assert [e.error_code for e in failed] == [28]
+    assert host.slot_bytes(4) == images["2.0.0"].read_bytes()
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)
+
+
+def test_a_tampered_payload_is_never_made_bootable(host, server, images):
+    server.publish("2.0.0", images["2.0.0"])
+    server.tamper = True
+    done = host.run("check", check=False)
+    assert done.returncode == 1 and "SHA-256" in done.stderr, done.stderr
+    assert cgpt_bits(host.disk, 4)[:3] == (0, 0, 0)
+    assert [e.error_code for e in server.events_of(3, 0)] == [10]
+    assert host.reboot() == 3 and host.running == "1.0.0"
+    assert "LAST_ERROR=10" in host.run("status").stdout
+
+
+def test_an_image_signed_by_another_key_is_refused_before_download(host, server, images):
+    server.publish("2.0.0", images["2.0.0"], key=ed25519.Ed25519PrivateKey.generate())
+    done = host.run("check", check=False)
+    assert done.returncode == 1 and "signature" in done.stderr, done.stderr
+    assert server.served == []
+    assert [e.error_code for e in server.events_of(3, 0)] == [12]
+    assert cgpt_bits(host.disk, 4)[:3] == (0, 0, 0)
+
+
+def test_a_corrupted_primary_gpt_header_is_repaired_from_the_backup(host, server, images):
+    with open(host.disk, "r+b") as disk:       # LBA 1: the primary header
+        disk.seek(512 + 24)
+        disk.write(b"\xff" * 8)
+    assert gptdisk.read(host.disk).primary is None
+    server.publish("2.0.0", images["2.0.0"])
+    installed(host, server, "2.0.0", images["2.0.0"])
+    table = gptdisk.read(host.disk)
+    assert table.whole, table.problems
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)
+    out = subprocess.run(["sgdisk", "-v", host.disk], capture_output=True, text=True).stdout
+    assert "No problems found" in out, out
+
+
+def test_a_failed_health_check_rolls_back_and_is_reported(host, server, images):
+    server.publish("2.0.0", images["2.0.0"])
+    installed(host, server, "2.0.0", images["2.0.0"])
+    assert host.reboot() == 4
+    (host.root / "healthy").unlink()                   # the new version is broken
+    done = host.run("mark-good", check=False)
+    assert done.returncode == 1 and "Not marked good" in done.stdout
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 0, 0)     # not successful, no try left
+    assert host.reboot() == 3 and host.running == "1.0.0"   # gptprio fell back
+    server.release = None
+    host.run("check")
+    rollback = server.events_of(3, 0)
+    assert [(e.error_code, e.is_rollback) for e in rollback] == [(codes.ROLLBACK, True)]
+    status = host.run("status").stdout
+    assert "LAST_ERROR=44 rollback" in status and "UPDATE_STATUS_IDLE" in status
+
+
+def test_killed_mid_write_the_next_check_resumes(tmp_path, server, key):
+    """SIGKILL while the passive slot is written: the active slot is intact, the passive
+    one unbootable; the next check re-hashes the checkpointed prefix from the slot and
+    continues the download with Range."""
+    size = 96 * MIB
+    v1 = make_image(tmp_path / "v1.img", size, 1)
+    v2 = make_image(tmp_path / "v2.img", size, 2)
+    host = Host(tmp_path / "host", server.url, size, v1, "1.0.0", pem(key))
+    host.know(v2, "2.0.0")
+    server.publish("2.0.0", v2)
+    server.stall_after = 80 * MIB
+    state = host.root / "state" / "state.json"
+    agent = subprocess.Popen(host.command("check"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: state.exists() and json.loads(state.read_text())["checkpoint"],
+                   timeout=120, message="no checkpoint was written")
+        wait_until(lambda: server.stall_reached, timeout=120)
+    finally:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.communicate()
+    checkpoint = json.loads(state.read_text())["checkpoint"]
+    assert checkpoint == 64 * MIB
+    assert host.slot_bytes(3) == v1.read_bytes()
+    assert cgpt_bits(host.disk, 4)[:3] == (0, 0, 0)
+    assert host.reboot() == 3
+    host.boot(3, "1.0.0")
+    server.stall_after = None
+    server.ranges.clear()
+    done = host.run("check")
+    assert "Update succeeded -- reboot needed." in done.stdout
+    assert server.ranges == [checkpoint]
+    assert host.slot_bytes(4) == v2.read_bytes()
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)
+
+
+def test_a_lease_holder_that_disappears_loses_the_lease(host, server, images):
+    """Lease max 1: another host took it and powered off. This host waits (no reboot),
+    proceeds once the dead holder's lease ran out, and releases its own when healthy."""
+    server.tokens = {"node-gone": "t1", "node-here": "t2"}
+    host.token("node-here", "t2")
+    server.publish("2.0.0", images["2.0.0"])
+    host.conf(REBOOT_STRATEGY="lease")
+    installed(host, server, "2.0.0", images["2.0.0"])
+    gone = LeaseClient(server.url + "/updates/v1/leases", "node-gone", "t1")
+    assert gone.acquire().held                         # then it powers off, never renews
+    assert "REBOOT=lease-busy" in host.run("reboot").stdout
+    assert not host.marker.exists() and server.holders() == ["node-gone"]
+    server.leases["node-gone"] = time.monotonic() + 1.0    # its TTL runs out
+    wait_until(lambda: not server.holders(), message="the lease never expired")
+    assert "REBOOT=rebooting" in host.run("reboot").stdout
+    assert host.marker.exists() and server.holders() == ["node-here"]
+    assert host.reboot() == 4
+    host.run("mark-good")
+    assert server.holders() == []                      # released once healthy
+
+
+def test_no_reboot_outside_the_window(host, server, images):
+    import datetime as dt
+    later = (dt.datetime.now() + dt.timedelta(hours=3)).strftime("%H:%M")
+    server.tokens = {"node-here": "t2"}
+    host.token("node-here", "t2")
+    host.conf(REBOOT_STRATEGY="lease", REBOOT_WINDOW_START=later, REBOOT_WINDOW_LENGTH="1h")
+    server.publish("2.0.0", images["2.0.0"])
+    installed(host, server, "2.0.0", images["2.0.0"])
+    assert "REBOOT=outside-window" in host.run("reboot").stdout
+    assert not host.marker.exists() and server.holders() == []    # no lease taken either
+    now = dt.datetime.now().strftime("%a %H:%M")
+    host.conf(REBOOT_WINDOW_START=now, REBOOT_WINDOW_LENGTH="2h")
+    assert "REBOOT=rebooting" in host.run("reboot").stdout
+    assert host.marker.exists()

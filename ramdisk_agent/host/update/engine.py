@@ -158,10 +158,13 @@ class UpdateEngine:
 
     # -- after the reboot ---------------------------------------------------------
     def _after_reboot(self, state: st.EngineState) -> None:
-        """Once per boot after an install: complete (3/2) or rollback (3/0, 44)."""
+        """After the reboot that follows an install: complete (3/2) once the new version
+        passed its health checks, or rollback (3/0, 44) when the previous one runs."""
         if not state.installed_version or state.install_boot_id == self.boot_id:
             return
         installed, previous = state.installed_version, state.previous_version
+        if self.version == installed and state.marked_good != self.boot_id:
+            return        # complete only once this boot passed its health checks
         if self.version == installed:
             LOG.info("Host %s: running %s after the update from %s", self.host, installed,
                      previous)
@@ -202,6 +205,7 @@ class UpdateEngine:
         LOG.info("Host %s: slot %s (partition %d) marked good on version %s", self.host,
                  active.label, active.number, self.version)
         state.marked_good = self.boot_id
+        self._after_reboot(state)
         if state.lease_held:
             self.rebooter.release(lambda held: setattr(state, "lease_held", held))
         self.store.save(state)

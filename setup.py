@@ -48,6 +48,7 @@ setup(
         "dnspython>=2.6,<3",        # DNS registration: RFC 2136 UPDATE with TSIG (drivers/dns.py)
         "tftpy>=0.8,<0.9",          # TFTP request/OACK packets (hot transfer loop is ours: netboot/tftp.py)
         "zstandard>=0.20,<1",       # agent: zstd-compressed qcow2 clusters (ramdisk/qcow2.py)
+        "prometheus_client>=0.17,<1",  # /metrics: Prometheus' text format, typed families, per-appliance registry
         "defusedxml>=0.7,<0.8",     # Omaha XML from anonymous update clients: no DTDs, entities, external refs (wire/omaha_xml.py)
     ],
     extras_require={

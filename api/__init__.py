@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import flask
 
-from api import auth, common, console, errors, identity, limits
+from api import auth, common, console, errors, identity, limits, metrics, request_id
 from api.json_provider import OrjsonProvider
 from api.starlingx import alarms, orchestration, patching
 from api.throttle import CheckBudget
@@ -48,6 +48,7 @@ def _base_app(service, settings, checks: CheckBudget | None) -> flask.Flask:
                   checks or CheckBudget.from_settings(settings.api))
     app.before_request(common.refuse_nul)  # before any lookup: PostgreSQL 500s on NUL
     errors.init_app(app)
+    request_id.install(app)  # last: outermost, so every answer carries the header
     return app
 
 
@@ -62,6 +63,7 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
     for blueprint in (root.bp, nodes.bp, history.bp, ports.bp, drivers.bp, conductors.bp,
                       agent.bp, alarms.bp, identity.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(metrics.bp)  # Prometheus' /metrics (conductor/metrics/)
     patching.register(app)
     orchestration.register(app)
     console.register(app)  # the operator console at /ui/ (api/console/)

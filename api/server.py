@@ -12,7 +12,7 @@ from types import ModuleType
 from api import create_app, create_orchestration_app, create_patching_app
 from api.http_server import BoundedServer, ConnectionGuard, ConnectionLimits, create_server
 from api.throttle import CheckBudget
-from conductor import errors
+from conductor import errors, request_ids
 from conductor.appliance import Appliance
 from conductor.cmd import command, load_settings
 from conductor.config import Settings
@@ -176,6 +176,8 @@ def main(args, output: ModuleType) -> int:
     """``metalcast serve``: settings from file, environment and flags, then :func:`run`."""
     if not args.debug:  # the service logs what it does, one line per event
         logging.getLogger().setLevel(logging.INFO)
+    # Every line names the API request that caused it (x-openstack-request-id).
+    request_ids.install_log_format(logging.getLogger().handlers)
     settings = load_settings(args, **{"api.host": args.host, "api.port": args.port})
     run(settings, on_ready=lambda line: print(line, flush=True))
     return 0

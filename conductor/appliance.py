@@ -33,6 +33,7 @@ from conductor.engine.power_sync import PowerSync
 from conductor.engine.task import Task
 from conductor.engine.workers import Workers
 from conductor.identity import Tokens
+from conductor.metrics.exporter import Exporter, Recorders, row_collectors
 from conductor.netboot import dhcp
 from conductor.netboot import dnsmasq as dhcp_dnsmasq
 from conductor.netboot.services import NetbootServices
@@ -65,7 +66,11 @@ class Appliance:
         self.engine = make_engine(settings.db_url)
         if settings.database.auto_upgrade:
             migrate.upgrade(self.engine)
-        self.store = Store(self.engine, conductor=settings.conductor.host)
+        #: The event recorders of /metrics, on this appliance's own registry; given to
+        #: the objects that see the events (conductor/metrics/).
+        recorders = Recorders()
+        self.store = Store(self.engine, conductor=settings.conductor.host,
+                           on_transition=recorders.provisioning.transition)
         secrets.encrypt_stored(self.store, self.cipher)
         #: The hash ring of the live conductors and this conductor's row (register,
         #: heartbeat; conductor/cluster/): a membership change rebuilds the ring.
@@ -76,7 +81,7 @@ class Appliance:
         #: Active alarms (/fm/v1/alarms, `metalcast alarm list`).
         self.alarms = AlarmTable()
         #: TFTP/HTTP boot servers and boot config rendering (the pxe/ipxe boot interfaces).
-        self.netboot = NetbootServices(settings)
+        self.netboot = NetbootServices(settings, on_transfer=recorders.boot.transfer)
         #: DHCP host entries per MAC; bad [dhcp] settings stop start-up here. The
         #: dnsmasq process starts with the boot servers (start_boot_services).
         self.dhcp = dhcp.make_provider(settings)
@@ -89,11 +94,14 @@ class Appliance:
             settings, cipher=self.cipher, netboot=self.netboot, dhcp=self.dhcp,
             dns=rfc2136.build(settings), patching=self.patching)
         self.drivers = DriverRegistry(self.context, driver_overrides)
-        power_sync = PowerSync.for_settings(self.store, settings, self.drivers)
+        power_sync = PowerSync.for_settings(self.store, settings, self.drivers,
+                                            recorders.engine)
         dns_retry = DnsRetry.for_settings(self.store, settings, self.context.dns,
                                           self._task_opener(), self.alarms)
-        self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry)
-        agent = AgentService(self.store, settings, self.workers, host_agents, self.cipher)
+        self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry,
+                               metrics=recorders.engine)
+        agent = AgentService(self.store, settings, self.workers, host_agents, self.cipher,
+                             metrics=recorders.engine)
         agent.upgrade_stored_tokens()   # no agent token stays in plain text
         #: Identity v3 tokens, stored hashed in the database (conductor/identity.py).
         tokens = Tokens(TokenRows(self.engine), settings.identity.token_expiration)
@@ -105,10 +113,14 @@ class Appliance:
                            rebuild=self._rebuild),
             self.alarms, settings, wake=host_changed) if settings.orchestration.enabled \
             else None
+        #: GET /metrics: the recorders and the row counts read at scrape time.
+        self.metrics = Exporter(recorders, row_collectors(
+            self.engine, self.patching, self.netboot.open_sessions))
         self.service = Service(self.store, settings, self.workers, agent, self.alarms,
                                self.patching, tokens, self.orchestration,
                                conductors=Conductors(conductor_rows, self.ring,
-                                                      settings.conductor))
+                                                      settings.conductor),
+                               metrics=self.metrics)
 
     def _rebuild(self, name: str) -> None:
         """A node's rebuild as the API starts it (the image-update strategy's steps)."""

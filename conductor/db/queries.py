@@ -71,10 +71,14 @@ def _duplicate(exc: IntegrityError, values: dict[str, Any]) -> errors.MetalcastE
 class Store:
     """Queries over one engine. Thread-safe: every call uses its own connection."""
 
-    def __init__(self, engine: sa.Engine, conductor: str | None = None):
+    def __init__(self, engine: sa.Engine, conductor: str | None = None,
+                 on_transition: Callable[[int, str | None, str | None], None] | None = None):
         self.engine = engine
         #: The conductor named in the node history rows this store writes.
         self.conductor = conductor
+        #: Told (node id, old, new) after each committed provision state change
+        #: (the provision duration metrics, conductor/metrics/provisioning.py).
+        self.on_transition = on_transition
         #: Statements built once per shape of their arguments (see _NODE_BY_ID).
         self._statements: dict[tuple[Any, ...], Any] = {}
 
@@ -178,9 +182,12 @@ class Store:
                 if written and previous is not None:
                     history.record(conn, node_id, history.events(previous, values),
                                    self.conductor, values["updated_at"])
-                return written
         except IntegrityError as exc:
             raise _duplicate(exc, values) from None
+        if written and previous is not None and self.on_transition is not None and \
+                "provision_state" in values and values["provision_state"] != previous[0]:
+            self.on_transition(node_id, previous[0], values["provision_state"])
+        return written
 
     def _node_update(self, shape: tuple[tuple[str, bool], ...]) -> Any:
         """The UPDATE of one node whose ``expect`` has this shape ((column, is None)...);

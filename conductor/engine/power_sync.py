@@ -34,6 +34,7 @@ from conductor.engine.task import Task
 if TYPE_CHECKING:
     from conductor.config import Settings
     from conductor.drivers.registry import DriverRegistry
+    from conductor.metrics.events import EngineMetrics
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -61,12 +62,19 @@ class Outcome(str, enum.Enum):
     SKIPPED = "skipped"            #: locked or changed since listed; checked next sweep
 
 
+#: Outcomes that count as a BMC error (metalcast_bmc_errors_total).
+BMC_ERRORS = frozenset({Outcome.FAILED, Outcome.MAINTENANCE})
+
+
 @dataclasses.dataclass
 class SyncSummary:
     """The result of one sweep: each node's outcome and how long the sweep took."""
 
     outcomes: dict[str, Outcome] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    #: driver -> checks whose BMC failed (to read, or to take a pushed state).
+    bmc_errors: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -116,6 +124,8 @@ def _sweep(store: Store, settings: Settings, drivers: DriverRegistry, host: str,
         except Exception:  # e.g. the database failed at release
             LOG.exception("Node %s: power state sync failed", node.uuid)
             summary.outcomes[node.uuid] = Outcome.FAILED
+        if summary.outcomes[node.uuid] in BMC_ERRORS:
+            summary.bmc_errors[node.driver] += 1
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -282,9 +292,12 @@ def _with_failures(node: Node, count: int) -> dict[str, Any]:
 class PowerSync:
     """The periodic task: one sweep per call, on its own small bounded pool."""
 
-    def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry):
+    def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
+                 metrics: EngineMetrics | None = None):
         check_settings(settings)
         self.store = store
+        #: Records each sweep's duration and BMC errors; None: not recorded.
+        self.metrics = metrics
         self.settings = settings
         self.drivers = drivers
         self._pool = ThreadPoolExecutor(settings.conductor.sync_power_state_workers,
@@ -292,12 +305,12 @@ class PowerSync:
         self._closed = threading.Event()
 
     @classmethod
-    def for_settings(cls, store: Store, settings: Settings,
-                     drivers: DriverRegistry) -> PowerSync | None:
+    def for_settings(cls, store: Store, settings: Settings, drivers: DriverRegistry,
+                     metrics: EngineMetrics | None = None) -> PowerSync | None:
         """The periodic sync, or None when [conductor] sync_power_state_interval is 0."""
         if settings.conductor.sync_power_state_interval <= 0:
             return None
-        return cls(store, settings, drivers)
+        return cls(store, settings, drivers, metrics)
 
     def sweep(self) -> SyncSummary | None:
         if self._closed.is_set():
@@ -315,6 +328,8 @@ class PowerSync:
                         "raise conductor.sync_power_state_workers or the interval",
                         summary.seconds, interval)
         LOG.info("Power state sync: %s", summary)
+        if self.metrics is not None:
+            self.metrics.power_sweep(summary.seconds, summary.bmc_errors)
         return summary
 
     def close(self, wait: bool = True) -> None:

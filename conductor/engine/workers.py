@@ -7,6 +7,7 @@ and fails the transient states it owned, so no node stays locked or stuck.
 """
 from __future__ import annotations
 
+import contextvars
 import datetime
 import logging
 import threading
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from conductor.dns.registration import DnsRetry
     from conductor.drivers.registry import DriverRegistry
     from conductor.engine.power_sync import PowerSync
+    from conductor.metrics.events import EngineMetrics
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -47,7 +49,8 @@ class Workers:
     """A bounded pool; ``spawn`` refuses work (503) instead of queueing without end."""
 
     def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
-                 power_sync: PowerSync | None = None, dns_retry: DnsRetry | None = None):
+                 power_sync: PowerSync | None = None, dns_retry: DnsRetry | None = None,
+                 metrics: EngineMetrics | None = None):
         self.store = store
         self.settings = settings
         #: Builds the interfaces of every task this pool runs.
@@ -62,6 +65,8 @@ class Workers:
         self.power_sync = power_sync
         #: Retries of failed DNS updates (None when [dns] server is not set).
         self.dns_retry = dns_retry
+        #: Counts the callback timeouts (conductor/metrics/events.py); None: not counted.
+        self.metrics = metrics
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -78,8 +83,10 @@ class Workers:
         self._capacity.release()
 
     def spawn(self, task: Task, action: Callable[..., object], *args: Any) -> None:
-        """Run ``action(task, *args)`` on the claimed slot; the worker always unlocks."""
-        self._pool.submit(self._run, task, action, args)
+        """Run ``action(task, *args)`` on the claimed slot; the worker always unlocks.
+        The worker runs in a copy of the caller's context: its log lines carry the
+        request id of the API request that started the work (conductor/request_ids.py)."""
+        self._pool.submit(contextvars.copy_context().run, self._run, task, action, args)
 
     def _run(self, task: Task, action: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
@@ -100,12 +107,17 @@ class Workers:
         started before (a name alive elsewhere is refused before any recovery)."""
         recover(self.store, self.host, self.drivers)
         self._periodic(self.settings.conductor.check_provision_state_interval,
-                       lambda: check_wait_timeouts(self.store, self.settings, self.drivers))
+                       lambda: check_wait_timeouts(self.store, self.settings, self.drivers,
+                                                   on_timeout=self._timed_out))
         if self.power_sync is not None:
             self._periodic(self.settings.conductor.sync_power_state_interval,
                            self.power_sync.sweep)
         if self.dns_retry is not None:
             self._periodic(self.settings.dns.retry_interval, self.dns_retry.sweep)
+
+    def _timed_out(self, state: str) -> None:
+        if self.metrics is not None:
+            self.metrics.callback_timeout(state)
 
     def _periodic(self, interval: float, func: Callable[[], object]) -> None:
         def loop() -> None:
@@ -162,8 +174,10 @@ def recover(store: Store, host: str, drivers: DriverRegistry) -> None:
 
 
 def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistry,
-                        now: datetime.datetime | None = None) -> int:
-    """Fail nodes that waited too long for an agent; returns how many failed."""
+                        now: datetime.datetime | None = None,
+                        on_timeout: Callable[[str], None] | None = None) -> int:
+    """Fail nodes that waited too long for an agent; returns how many failed
+    (``on_timeout`` is told the wait state of each)."""
     now = now or utcnow()
     failed = 0
     for state, option in WAIT_TIMEOUTS.items():
@@ -173,9 +187,12 @@ def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistr
                                           unreserved=True):
             if node.conductor_affinity not in (None, settings.conductor.host):
                 continue
-            failed += _fail_locked(store, drivers, node, settings.conductor.host, (
-                f"Timeout reached while waiting for callback in state {state.value!r} "
-                f"after {timeout} seconds ({option})."))
+            if _fail_locked(store, drivers, node, settings.conductor.host, (
+                    f"Timeout reached while waiting for callback in state {state.value!r} "
+                    f"after {timeout} seconds ({option}).")):
+                failed += 1
+                if on_timeout is not None:
+                    on_timeout(state.value)
     return failed
 
 

@@ -37,7 +37,7 @@ import socket
 import threading
 from pathlib import Path
 
-from conductor.netboot.http_connection import Connection
+from conductor.netboot.http_connection import Connection, TransferRecorder
 from conductor.netboot.limits import ConnectionTable, HttpLimits
 
 LOG = logging.getLogger(__name__)
@@ -58,8 +58,9 @@ class _Server:
     """The listening socket and the open connections, all on one event loop."""
 
     def __init__(self, listener: socket.socket, root: Path, limits: HttpLimits,
-                 loop: asyncio.AbstractEventLoop):
+                 loop: asyncio.AbstractEventLoop, on_transfer: TransferRecorder | None):
         self.listener, self.limits, self.loop = listener, limits, loop
+        self.on_transfer = on_transfer
         self.root_real = Path(os.path.realpath(root))
         self.connections = ConnectionTable(limits)
         self.tasks: set[asyncio.Task] = set()
@@ -104,7 +105,7 @@ class _Server:
             sock.close()
             return
         connection = Connection(sock, client, self.root_real, self.limits, self.connections,
-                                self.loop)
+                                self.loop, self.on_transfer)
         task = self.loop.create_task(connection.run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -122,8 +123,11 @@ class _Server:
 class BootHttpServer:
     """The HTTP boot root served on ``host:port``; ``port`` is the bound port after start()."""
 
-    def __init__(self, root: Path, host: str, port: int, limits: HttpLimits | None = None):
+    def __init__(self, root: Path, host: str, port: int, limits: HttpLimits | None = None,
+                 on_transfer: TransferRecorder | None = None):
         self.root = Path(root)
+        #: Told of each file response's end (protocol "http", complete, bytes sent).
+        self.on_transfer = on_transfer
         self.host = host
         self.port = port
         self.limits = limits or HttpLimits()
@@ -148,7 +152,7 @@ class BootHttpServer:
             raise
         self.port = listener.getsockname()[1]
         loop = asyncio.new_event_loop()
-        self._server = _Server(listener, self.root, self.limits, loop)
+        self._server = _Server(listener, self.root, self.limits, loop, self.on_transfer)
         self._server.listen()
         self._thread = threading.Thread(target=_run_loop, args=(loop,), name=LOOP_THREAD,
                                         daemon=True)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from conductor.netboot.http_messages import (
     wanted_range,
 )
 from conductor.netboot.limits import ConnectionTable, HttpLimits
+
+#: Told of each file response's end: (protocol, whole body sent, bytes sent).
+TransferRecorder = Callable[[str, bool, int], None]
 
 LOG = logging.getLogger(__name__)
 
@@ -125,8 +129,10 @@ class Connection:
     """One client connection: read a request head, answer it, again while kept alive."""
 
     def __init__(self, sock: socket.socket, client: str, root_real: Path,
-                 limits: HttpLimits, table: ConnectionTable, loop: asyncio.AbstractEventLoop):
+                 limits: HttpLimits, table: ConnectionTable, loop: asyncio.AbstractEventLoop,
+                 on_transfer: TransferRecorder | None = None):
         self.sock, self.client, self.root_real = sock, client, root_real
+        self.on_transfer = on_transfer
         self.limits, self.table, self.loop = limits, table, loop
         self.buffer = bytearray()
         self.head_sent = False
@@ -267,9 +273,15 @@ class Connection:
         body = request.method == "GET" and length > 0
         await self._head(request, HTTPStatus.PARTIAL_CONTENT if span else HTTPStatus.OK,
                          fields, close, more=body)
-        if body:
-            await FileSender(self.loop, self.sock.fileno(), fd, first, length,
-                             self.limits.idle_timeout).run()
+        if not body:
+            return
+        sender = FileSender(self.loop, self.sock.fileno(), fd, first, length,
+                            self.limits.idle_timeout)
+        try:
+            await sender.run()
+        finally:
+            if self.on_transfer is not None:
+                self.on_transfer("http", sender.count == 0, sender.offset - first)
 
     async def _head(self, request: Request, status: HTTPStatus,
                     fields: list[tuple[str, str]], close: bool, more: bool = False) -> None:

@@ -16,7 +16,7 @@ from conductor import errors
 from conductor.netboot import limits, render
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.render import Renderer, checked_url
-from conductor.netboot.tftp import TftpServer
+from conductor.netboot.tftp import TftpServer, TransferRecorder
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ def _url_host(host: str) -> str:
 class NetbootServices:
     """Boot roots + renderer + (optionally) the TFTP and HTTP servers of this process."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, on_transfer: TransferRecorder | None = None):
         self.settings = settings
+        #: Told of each boot transfer's end (the boot metrics, conductor/metrics/boot.py).
+        self.on_transfer = on_transfer
         if settings.pxe.default_boot_mode not in BOOT_MODES:
             raise errors.ConfigError(reason=f"[pxe] default_boot_mode must be bios or uefi, "
                                             f"not {settings.pxe.default_boot_mode!r}")
@@ -55,7 +57,7 @@ class NetbootServices:
         self.api_url = ""
         self._api_url: str | None = None  # where the API listens, told by start()
         self.http: BootHttpServer | None = None
-        self.tftp = None
+        self.tftp: TftpServer | None = None
         self._started = False
 
     def start(self, api_url: str | None = None) -> list[str]:
@@ -132,15 +134,20 @@ class NetbootServices:
         settings = self.settings
         host = settings.pxe.http_host or settings.api.host
         self.http = BootHttpServer(self.http_root, host, settings.pxe.http_port,
-                                   self.http_limits)
+                                   self.http_limits, self.on_transfer)
         self.http_root.mkdir(parents=True, exist_ok=True)
         self.tftp_root.mkdir(parents=True, exist_ok=True)
         _bind_or_explain(self.http.start, "HTTP", host, settings.pxe.http_port, "http_port")
         tftp_host = settings.pxe.tftp_host or settings.api.host
         self.tftp = TftpServer(self.tftp_root, tftp_host, settings.pxe.tftp_port,
-                               limits=self.tftp_limits)
+                               limits=self.tftp_limits, on_transfer=self.on_transfer)
         _bind_or_explain(self.tftp.start, "TFTP", tftp_host, settings.pxe.tftp_port,
                          "tftp_port")
+
+    def open_sessions(self) -> dict[str, int]:
+        """TFTP transfers and HTTP connections open now (0 while not serving)."""
+        return {"tftp": self.tftp.session_count() if self.tftp is not None else 0,
+                "http": self.http.open_connections() if self.http is not None else 0}
 
     def stop(self) -> None:
         for server in (self.tftp, self.http):

@@ -77,6 +77,8 @@ from conductor.netboot.tftp_worker import READY, Done, Handoff, WorkerProcess
 LOG = logging.getLogger(__name__)
 
 Resolver = Callable[[str, tuple], "bytes | None"]
+#: Told of each transfer's end: (protocol, whole file sent, bytes sent): the metrics.
+TransferRecorder = Callable[[str, bool, int], None]
 
 #: Linux value of IP_PKTINFO (the socket module does not export it everywhere).
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -106,8 +108,10 @@ class TftpServer:
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 69,
                  resolver: Resolver | None = None, timeout: float = 1.0,
                  retries: int = 5, limits: TftpLimits | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, on_transfer: TransferRecorder | None = None):
         self.root, self.host, self.port = Path(root), host, port
+        #: Told of each transfer's end (the workers report it to the server thread).
+        self.on_transfer = on_transfer
         self.resolver, self.timeout, self.retries = resolver, timeout, retries
         self.limits = limits or TftpLimits()
         self.workers = workers or min(len(os.sched_getaffinity(0)), MAX_WORKERS)
@@ -355,6 +359,8 @@ class TftpServer:
             self._per_client[client[0]] -= 1
             if not self._per_client[client[0]]:
                 del self._per_client[client[0]]
+        if self.on_transfer is not None:
+            self.on_transfer("tftp", done.outcome == SENT, done.sent)
         if done.outcome == SENT:
             LOG.info("TFTP sent %s to %s:%s: %d bytes in %.3fs (blksize %d)", live.name,
                      client[0], client[1], done.sent, done.elapsed, live.blksize)

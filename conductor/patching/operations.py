@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from conductor import request_ids
 from conductor.errors import InsufficientStorage, PatchOpError, is_disk_full
 from conductor.patching import repo
 from conductor.patching.metadata import check_name
@@ -378,7 +379,9 @@ class PatchOperations:
             self.hosts.sync()
             name = self.hosts.find(host) if host else None
             force = force or self.hosts.allow_insvc_patching()
-            request_id = uuid.uuid4().hex
+            # The API request's ID when a request asked (conductor/request_ids.py): the
+            # host's answering report and every log line of the install name it.
+            request_id = request_ids.current() or uuid.uuid4().hex
             if name is not None and self.channel is not None:
                 previous = self.hosts.start_install(name, request_id)
         if not host:

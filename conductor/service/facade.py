@@ -31,6 +31,7 @@ from conductor.service.ports import PortChanges
 from conductor.service.ramdisk import AgentService
 
 if TYPE_CHECKING:
+    from conductor.metrics.exporter import Exporter
     from conductor.orchestration.orchestrator import Orchestrator
     from conductor.patching.controller import PatchController
 
@@ -66,10 +67,13 @@ class Service:
                  patching: PatchController | None, tokens: Tokens,
                  orchestration: Orchestrator | None = None,
                  history: NodeHistoryRows | None = None,
-                 conductors: Conductors | None = None):
+                 conductors: Conductors | None = None,
+                 metrics: Exporter | None = None):
         self.store = store
         #: GET /v1/conductors and a node's conductor (the hash ring's choice).
         self.conductors = conductors or Conductors.standalone(store.engine, settings)
+        #: GET /metrics (conductor/metrics/exporter.py); None: no metrics.
+        self.metrics = metrics
         #: Nodes' history rows (GET /v1/nodes/{node}/history, the console's node page).
         self.history = history or NodeHistoryRows(store.engine)
         self.settings = settings

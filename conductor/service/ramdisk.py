@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from conductor.config import Settings
     from conductor.db.queries import Store
     from conductor.engine.workers import Workers
+    from conductor.metrics.events import EngineMetrics
     from conductor.patching.host_channel import HostAgents
     from conductor.secrets import Cipher
 
@@ -69,7 +70,8 @@ class AgentService:
     """Lookup and heartbeat over the store, settings and worker pool of one process."""
 
     def __init__(self, store: Store, settings: Settings, workers: Workers,
-                 host_agents: HostAgents | None, cipher: Cipher | None = None):
+                 host_agents: HostAgents | None, cipher: Cipher | None = None,
+                 metrics: EngineMetrics | None = None):
         self.store = store
         self.settings = settings
         self.workers = workers
@@ -78,6 +80,8 @@ class AgentService:
         self.host_agents = host_agents
         #: Encrypts the copy of each lookup token the conductor sends on commands.
         self.cipher = cipher
+        #: Counts heartbeats accepted and refused (conductor/metrics/events.py).
+        self.metrics = metrics
 
     # -- lookup -------------------------------------------------------------
     def lookup(self, addresses: list[str], node_uuid: str | None, mode: str | None = None):
@@ -234,7 +238,12 @@ class AgentService:
     def heartbeat(self, ident: str, beat: Heartbeat) -> None:
         """Validate and record a heartbeat; continue deploy/clean on a worker."""
         node = self.store.get_node(ident)
-        self._check(node, beat)
+        try:
+            self._check(node, beat)
+        except errors.MetalcastError:
+            self._count(accepted=False)
+            raise
+        self._count(accepted=True)
         if node.reservation:
             # Busy (an agent beats when its command ends, often while the worker that
             # sent it still holds the node): 409 at once, as the lock would answer.
@@ -262,6 +271,10 @@ class AgentService:
                 self.workers.release_slot()
             return
         self.workers.spawn(task, actions.heartbeat)
+
+    def _count(self, accepted: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.heartbeat(accepted)
 
     def _lock_and_record(self, node, beat: Heartbeat):
         """The node under this conductor's lock, read again, checked and the heartbeat

@@ -56,6 +56,7 @@ class UpdateEngine:
         state = self.store.load()
         self._after_reboot(state)
         if state.status == st.NEED_REBOOT:
+            self._flush_events(state)
             self._quietly(lambda: self._client().ping())   # update_engine keeps pinging
             return state
         self._set(state, st.CHECKING)

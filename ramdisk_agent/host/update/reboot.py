@@ -49,6 +49,18 @@ def logged_in_users() -> list[str]:
     return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
 
 
+def run_command(command: Sequence[str]) -> None:
+    """Run the reboot command; UpdateEngineError when it fails."""
+    try:
+        done = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise UpdateEngineError(f"the reboot command {command[0]!r} cannot run: {exc}; "
+                                "set REBOOT_COMMAND= in update.conf") from None
+    if done.returncode != 0:
+        raise UpdateEngineError(f"the reboot command {' '.join(command)} failed "
+                                f"(exit {done.returncode}): {done.stderr.strip()[:200]}")
+
+
 def wall(message: str) -> None:
     if shutil.which("wall") is not None:
         subprocess.run(["wall"], input=message, text=True, capture_output=True, check=False)
@@ -60,14 +72,15 @@ class Rebooter:
                  users: Callable[[], list[str]] = logged_in_users,
                  warn: Callable[[str], None] = wall,
                  now: Callable[[], dt.datetime] = dt.datetime.now,
-                 sleep: Callable[[float], None] = time.sleep, host: str = ""):
+                 sleep: Callable[[float], None] = time.sleep,
+                 run: Callable[[Sequence[str]], None] = run_command, host: str = ""):
         if strategy == "lease" and leases is None:
             raise UpdateEngineError("REBOOT_STRATEGY=lease needs the appliance's lease URL "
                                     "and this host's agent token (TOKEN_FILE)")
         self.strategy, self.window, self.leases = strategy, window, leases
         self.command, self.wall_delay = tuple(command), wall_delay
         self.users, self.warn, self.now, self.host = users, warn, now, host
-        self.sleep = sleep
+        self.sleep, self.run = sleep, run
 
     def step(self, lease_held: Callable[[bool], None]) -> Step:
         """One attempt; ``lease_held(flag)`` records lease changes in the engine's state."""
@@ -95,10 +108,7 @@ class Rebooter:
                 return Step("window-closed", closed.retry_in, closed.detail)
         LOG.warning("Host %s: rebooting into the new version (%s)", self.host,
                     " ".join(self.command))
-        done = subprocess.run(list(self.command), capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise UpdateEngineError(f"the reboot command {' '.join(self.command)} failed "
-                                    f"(exit {done.returncode}): {done.stderr.strip()[:200]}")
+        self.run(self.command)
         return Step("rebooting")
 
     def release(self, lease_held: Callable[[bool], None]) -> None:

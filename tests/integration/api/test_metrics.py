@@ -19,6 +19,7 @@ from conductor.appliance import Appliance
 from conductor.db.schema import update_instances
 from conductor.drivers.fake import FakePower
 from conductor.engine.workers import check_wait_timeouts
+from tests.integration.api.v1 import test_ramdisk as ramdisk
 from tests.integration.api.v1.test_api import LATEST, act, create, wait_state
 from tests.integration.conductor.netboot.test_tftp import Client, ack, rrq
 from tests.waiting import wait_until
@@ -257,3 +258,24 @@ def test_log_lines_of_a_request_and_of_the_work_it_started_carry_its_id(make_app
                for r in mine)
     periodic = [r for r in caplog.records if r.threadName == "metalcast-periodic"]
     assert all(r.request_id == "-" for r in periodic)
+
+
+def test_an_accepted_heartbeat_is_counted(make_app):
+    client, _ = make_app({"agent.command_timeout": 2.0, "agent.max_command_attempts": 1})
+    uuid = ramdisk.waiting_node(client)
+    ramdisk.hold(client, uuid)          # recorded, drives nothing: no agent to reach
+    token = ramdisk.token_of(client, uuid)
+    assert ramdisk.beat(client, uuid, token).status_code == 202
+    assert ramdisk.beat(client, uuid, "forged").status_code >= 400
+    samples = scrape(client)
+    assert total(samples, "metalcast_agent_heartbeats_total", result="accepted") == 1
+    assert total(samples, "metalcast_agent_heartbeats_total", result="refused") == 1
+
+
+def test_the_metrics_route_refuses_what_it_does_not_serve(make_app):
+    client, _ = make_app()
+    for method in (client.post, client.put, client.delete):
+        refused = method("/metrics", data=b"x")
+        assert refused.status_code == 405 and "x-openstack-request-id" in refused.headers
+    odd = client.get("/metrics?name[]=metalcast_nodes&format=%00")
+    assert odd.status_code == 400        # a NUL in the query: refused before any lookup

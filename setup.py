@@ -61,6 +61,7 @@ setup(
             "python-ironicclient>=5.0,<7",   # the `baremetal` CLI under test
             "ruff>=0.17.6,<0.18", "mypy>=2.4.1,<2.5", "import-linter>=2.17,<3",  # scripts/lint
             "types-PyYAML", "types-requests", "types-defusedxml",  # stubs for mypy (scripts/lint)
+            "selenium>=4.20,<5",             # drives headless Chromium in the console's browser tests
         ],
     },
     entry_points={"console_scripts": [

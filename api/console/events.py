@@ -15,6 +15,7 @@ import flask
 from werkzeug import exceptions as http
 
 from api.console.pages import bp, service
+from conductor import errors
 
 PATH = "/ui/events"
 #: Open streams at most (the threads the listener keeps for them).
@@ -30,8 +31,8 @@ def init_app(app: flask.Flask) -> None:
     app.extensions[SLOTS] = threading.BoundedSemaphore(MAX_STREAMS)
 
 
-def _stream(feed):
-    subscription = feed.subscribe()
+def _stream(feed, since: int | None):
+    subscription = feed.subscribe(since)
     try:
         yield f"retry: {RETRY_MS}\n: connected\n\n".encode()
         while True:
@@ -51,12 +52,12 @@ def events():
     if not slots.acquire(blocking=False):
         raise http.ServiceUnavailable(f"Too many live pages are open ({MAX_STREAMS}); "
                                       "this one updates when one closes.")
-    try:
-        feed = service().changes
-    except BaseException:
+    since = flask.request.args.get("since", "")
+    if since and not since.isdigit():
         slots.release()
-        raise
-    response = flask.Response(_stream(feed), mimetype="text/event-stream")
+        raise errors.InvalidParameter("since must be the page's event cursor (a number).")
+    response = flask.Response(_stream(service().changes, int(since) if since else None),
+                              mimetype="text/event-stream")
     response.call_on_close(slots.release)  # waitress closes every response it served
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"

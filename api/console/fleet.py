@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flask
 
-from api.console.pages import bp, render, service
+from api.console.pages import bp, live_cursor, render, service
 from conductor.service.fleet import PAGE_SIZES, FleetQuery
 
 #: Table columns: (sort key or None, heading).
@@ -17,8 +17,9 @@ COLUMNS = (("name", "Name"), ("provision_state", "Provision state"),
 @bp.get("/fleet")
 def fleet_page():
     query = FleetQuery.parse(flask.request.args)
+    cursor = live_cursor()
     fleet = service().fleet
     page = fleet.page(query)
     args = {k: v for k, v in flask.request.args.items() if k != "page"}
     return render("fleet.html", page=page, counts=fleet.counts(), choices=fleet.choices(),
-                  columns=COLUMNS, args=args, sizes=PAGE_SIZES, live="fleet")
+                  columns=COLUMNS, args=args, sizes=PAGE_SIZES, live="fleet", cursor=cursor)

@@ -6,7 +6,7 @@ import dataclasses
 
 import flask
 
-from api.console.pages import bp, render, service
+from api.console.pages import bp, live_cursor, render, service
 from conductor import errors
 from conductor.secrets import mask
 from conductor.service.model import INTERFACES
@@ -63,6 +63,7 @@ def _view(node) -> dict:
 @bp.get("/nodes/<ident>")
 def node_page(ident: str, message: str = "", message_kind: str = "ok", status: int = 200):
     svc = service()
+    cursor = live_cursor()
     node = svc.get_node(ident)
     ports = svc.list_ports(node=node.uuid)
     history = svc.node_history(node.uuid, limit=HISTORY_SHOWN, newest_first=True)
@@ -70,7 +71,8 @@ def node_page(ident: str, message: str = "", message_kind: str = "ok", status: i
     if not message and done in DONE:
         message = DONE[done]
     return render("node.html", status, ports=ports, history=history, actions=ACTIONS,
-                  message=message, message_kind=message_kind, live="node", **_view(node))
+                  message=message, message_kind=message_kind, live="node", cursor=cursor,
+                  **_view(node))
 
 
 @bp.post("/nodes/<ident>/actions/<name>")

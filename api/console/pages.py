@@ -32,8 +32,15 @@ def service():
     return common.service()
 
 
+def live_cursor() -> int:
+    """The change feed's cursor for a live page: take it BEFORE reading what the page
+    shows, so the page's stream replays whatever changed after that read."""
+    return service().changes.cursor()
+
+
 def render(template: str, status: int = 200, **context) -> tuple[str, int]:
-    """A page in the layout, with the CSRF token its forms carry."""
+    """A page in the layout, with the CSRF token its forms carry (a live page passes
+    ``cursor``: where its event stream starts)."""
     return flask.render_template(f"console/{template}", nav=NAV, csrf_token=csrf.token(),
                                  csrf_field=csrf.FIELD, **context), status
 

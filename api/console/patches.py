@@ -10,7 +10,7 @@ from pathlib import Path
 
 import flask
 
-from api.console.pages import bp, render, service
+from api.console.pages import bp, live_cursor, render, service
 from conductor import errors
 
 #: A patch ID or host name as StarlingX allows them (letters, digits, ._-).
@@ -35,12 +35,14 @@ def _controller():
 
 def _page(result: dict | None = None, status: int = 200, shown: str = ""):
     controller = _controller()
+    cursor = live_cursor()
     controller.reevaluate_alarms()
     patches = controller.query()["pd"]
     details = controller.show([shown]) if shown in patches else None
     return render("patches.html", status, patches=patches, hosts=controller.query_hosts(),
                   alarms=[a.as_dict() for a in service().alarms.list()], result=result,
                   operations=OPERATIONS, shown=shown, details=details, live="patches",
+                  cursor=cursor,
                   release=controller.running_release)
 
 

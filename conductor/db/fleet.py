@@ -103,7 +103,8 @@ class FleetRows:
         query = sa.select(*(nodes.c[c] for c in ROW_COLUMNS),
                           nodes.c.deploy_step, nodes.c.clean_step)
         if moment is None:
-            query = query.order_by(nodes.c.updated_at.desc()).limit(1)
+            query = query.where(nodes.c.updated_at.is_not(None)).order_by(
+                nodes.c.updated_at.desc()).limit(1)
         else:
             query = query.where(nodes.c.updated_at >= moment)
         names = (*ROW_COLUMNS, "deploy_step", "clean_step")

@@ -79,16 +79,30 @@ class ChangeFeed:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self) -> Subscription:
+    def cursor(self) -> int:
+        """Where a page rendered now starts: call it before reading what the page shows,
+        and subscribe with it, and no change in between is lost (the first look at the
+        database is taken here, before the page's own read)."""
         with self._cond:
-            sub = Subscription(self, self._seq)
+            self._ensure_running()
+            return self._seq
+
+    def subscribe(self, since: int | None = None) -> Subscription:
+        """Events after ``since`` (a page's cursor; older than the backlog: resync)."""
+        with self._cond:
+            self._ensure_running()
+            start = self._seq if since is None or not 0 <= since <= self._seq else since
+            sub = Subscription(self, start)
             self._subscribers.add(sub)
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="console-feed",
-                                                daemon=True)
-                self._thread.start()
         return sub
+
+    def _ensure_running(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._prime()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="console-feed",
+                                            daemon=True)
+            self._thread.start()
 
     def close(self) -> None:
         """Stop the thread (the appliance stops)."""
@@ -124,7 +138,6 @@ class ChangeFeed:
 
     def _run(self) -> None:
         idle_since: float | None = None
-        self._prime()
         while not self._stop.wait(self.interval):
             if self._subscribers:
                 idle_since = None
@@ -167,9 +180,10 @@ class ChangeFeed:
     def _node_events(self) -> list[Event]:
         rows = self.fleet.rows.changed_since(self._since) if self._since else \
             self.fleet.rows.changed_since(None)
+        rows = [r for r in rows if r["updated_at"] is not None]
         fresh = [r for r in rows if (r["uuid"], r["updated_at"]) not in self._sent]
         if rows:
-            newest = max(r["updated_at"] for r in rows if r["updated_at"] is not None)
+            newest = max(r["updated_at"] for r in rows)
             if self._since is None or newest > self._since:
                 self._sent = set()
             self._since = newest

@@ -25,6 +25,8 @@ TOOLS = {
     "fuser": "psmisc", "hdparm": "hdparm", "hexdump": "bsdextrautils", "lsblk": "util-linux",
     "lscpu": "util-linux", "lshw": "lshw", "parted": "parted", "partprobe": "parted",
     "shred": "coreutils", "udevadm": "udev", "unshare": "util-linux",
+    # The console's browser tests drive headless Chromium (test_console_browser.py).
+    "chromium": "chromium", "chromedriver": "chromium-driver",
     # StarlingX's sw-patch in a private network namespace (test_sw_patch_peer.py).
     "nsenter": "util-linux",
 }

@@ -181,3 +181,22 @@ def test_the_feed_publishes_a_node_change_once_for_every_page(console):
     finally:
         first.close()
         second.close()
+
+
+def test_a_change_between_the_page_and_its_stream_is_not_lost(console):
+    client, appliance = console
+    feed = appliance.service.changes
+    page = client.get("/ui/nodes/web-1")            # takes the feed's cursor first
+    since = int(re.search(rb'/ui/events\?since=(\d+)', page.data).group(1))
+    appliance.service.set_maintenance("web-1", True, "changed before the stream opened")
+    for _ in range(50):                              # the publisher has looked meanwhile
+        if feed.cursor() > since:
+            break
+        feed.subscribe().wait(0.2)
+    late = feed.subscribe(since)
+    try:
+        events = late.wait(0.5)
+        assert any(e.get("name") == "web-1" and e.get("maintenance") for e in events)
+    finally:
+        late.close()
+    assert client.get("/ui/events?since=abc").status_code == 400

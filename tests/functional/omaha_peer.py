@@ -42,6 +42,9 @@ class Responder:
         self.served: list[str] = []              #: payload names, per GET from byte 0
         self.ranges: list[int] = []              #: start of every ranged GET
         self.tamper = False                      #: flip a byte in every payload served
+        self.raw_answer: bytes | None = None     #: sent instead of the Omaha answer
+        self.size_lie = 0                        #: added to the offered package size
+        self.no_length = False                   #: payloads without Content-Length
         self.lease_max, self.lease_ttl = 1, 300.0
         self.leases: dict[str, float] = {}       #: holder -> expiry (monotonic)
         self.tokens: dict[str, str] = {}         #: node -> token
@@ -69,7 +72,7 @@ class Responder:
     def publish(self, version: str, image: Path, deltas: dict[str, Path] | None = None,
                 key=None) -> Release:
         sha = self.add_payload(image)
-        size = image.stat().st_size
+        size = image.stat().st_size + self.size_lie     # a lying server signs its lie
         self.signatures[sha] = image_signature.sign(key or self.key, bytes.fromhex(sha), size,
                                                     version)
         self.release = Release(version, sha, {old: self.add_payload(path)
@@ -99,7 +102,7 @@ class Responder:
             return omaha.UpdateCheck("noupdate")
         delta = release.deltas.get(app.version) if app.delta_okay else None
         name = delta or release.full
-        size = self.payloads[name].stat().st_size
+        size = self.payloads[name].stat().st_size + self.size_lie
         manifest = omaha.Manifest(
             release.version, (omaha.Package(name, size, sha256=bytes.fromhex(name)),),
             bytes.fromhex(name), is_delta=delta is not None,
@@ -142,7 +145,8 @@ def _handler(responder: Responder):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.path == "/v1/update/":
-                self._send(200, responder.answer(body), "text/xml")
+                answer = responder.answer(body)
+                self._send(200, responder.raw_answer or answer, "text/xml")
             elif self.path == "/updates/v1/leases":
                 status, doc = responder.lease(json.loads(body or b"{}"))
                 self._send(status, json.dumps(doc).encode(), "application/json")
@@ -166,7 +170,11 @@ def _handler(responder: Responder):
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
-            self.send_header("Content-Length", str(size - start))
+            if responder.no_length:              # the body ends when the connection does
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(size - start))
             self.send_header("ETag", f'"{name}"')
             self.end_headers()
             self._stream(path, start, size)

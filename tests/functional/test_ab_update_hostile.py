@@ -1,0 +1,99 @@
+"""A hostile or broken update server against the host update engine: every bad answer
+is refused with a clear error and an update_engine code, nothing is made bootable,
+the running slot is untouched, and nothing is written beyond the passive slot."""
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ramdisk_agent.host.update.config import METALCAST_APPID
+from tests.functional.ab_host import MIB, Host, cgpt_bits, change, make_image
+from tests.functional.omaha_peer import Responder
+from tests.functional.test_ab_update import pem
+from tests.functional.tools import require_all
+
+SLOT = 4 * MIB
+BOMB = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+        b'<response protocol="3.0"><app appid="&c;" status="ok"/></response>')
+
+
+@pytest.fixture(autouse=True)
+def tools():
+    require_all(["cgpt", "sgdisk", "losetup"])
+
+
+@pytest.fixture
+def setup(tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    with Responder(key, METALCAST_APPID) as server:
+        v1 = make_image(tmp_path / "v1.img", SLOT, 1)
+        v2 = change(v1, tmp_path / "v2.img", 2)
+        host = Host(tmp_path / "host", server.url, SLOT, v1, "1.0.0", pem(key))
+        with open(host.disk, "rb") as disk:
+            before = disk.read()
+        server.publish("2.0.0", v2)
+        yield host, server, v1, before
+
+
+def refused(host: Host, v1, text: str) -> str:
+    done = host.run("check", check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert text in done.stderr, done.stderr
+    assert cgpt_bits(host.disk, 4)[:3] == (0, 0, 0)
+    assert host.slot_bytes(3) == v1.read_bytes()
+    return done.stderr
+
+
+@pytest.mark.parametrize("answer,text", [
+    (BOMB, "invalid"),
+    (b"<response protocol='3.0'>" + b"<x/>" * (300 << 10) + b"</response>", "over"),
+    (b"not xml at all", "invalid"),
+    (b'<response protocol="2.0"/>', "invalid"),
+    (b'<response protocol="3.0"><app appid="{other}" status="ok"/></response>',
+     "did not answer"),
+    (b'<response protocol="3.0"><app appid="' + METALCAST_APPID.encode() +
+     b'" status="error-updatesDisabled"/></response>', "refused"),
+    (b'<response protocol="3.0"><app appid="' + METALCAST_APPID.encode() +
+     b'" status="ok"><updatecheck status="ok"><urls/></updatecheck></app></response>',
+     "invalid"),
+])
+def test_bad_omaha_answers_change_nothing(setup, answer, text):
+    host, server, v1, before = setup
+    server.raw_answer = answer
+    refused(host, v1, text)
+    with open(host.disk, "rb") as disk:
+        assert disk.read() == before                     # not even the GPT bits moved
+    assert "LAST_ERROR=" in host.run("status").stdout
+
+
+@pytest.mark.parametrize("no_length", [False, True])
+def test_a_payload_longer_than_offered_is_refused(setup, no_length):
+    """Signed and offered with a size 4 KiB short: refused from the Content-Length, or
+    without one, when a byte arrives beyond the offered size."""
+    host, server, v1, _ = setup
+    server.size_lie, server.no_length = -4096, no_length
+    server.publish("2.0.0", host.root.parent / "v2.img")
+    refused(host, v1, "longer than" if no_length else "the offer said")
+
+
+@pytest.mark.parametrize("no_length", [False, True])
+def test_a_payload_shorter_than_offered_is_refused(setup, tmp_path, no_length):
+    host, server, v1, _ = setup
+    server.size_lie, server.no_length = 4096, no_length
+    server.publish("2.0.0", make_image(tmp_path / "small.img", SLOT - MIB, 5))
+    refused(host, v1, "offer said")
+
+
+def test_an_offer_larger_than_the_slot_is_refused_before_writing(setup, tmp_path):
+    host, server, v1, _ = setup
+    big = make_image(tmp_path / "big.img", SLOT + MIB, 3)
+    server.publish("3.0.0", big)
+    refused(host, v1, "holds")
+    assert server.served == []
+
+
+def test_an_unreachable_server_is_a_clear_error(setup):
+    host, server, v1, _ = setup
+    host.conf(SERVER="http://127.0.0.1:9/v1/update/")
+    assert "cannot be reached" in refused(host, v1, "error:")

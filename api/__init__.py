@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import flask
 
-from api import auth, common, console, errors, identity, limits, metrics, request_id
+from api import auth, common, console, errors, identity, limits, metrics, request_id, updates
 from api.json_provider import OrjsonProvider
 from api.starlingx import alarms, orchestration, patching
 from api.throttle import CheckBudget
@@ -20,7 +20,8 @@ ROOT_PATHS = frozenset({"/", "/v1", "/v1/"})
 def _negotiate() -> None:
     if flask.request.path.startswith(("/fm/", "/v3", "/ui/")) or \
             patching.is_patch_path(flask.request.path) or \
-            orchestration.is_orchestration_path(flask.request.path):
+            orchestration.is_orchestration_path(flask.request.path) or \
+            updates.is_updates_path(flask.request.path):
         return  # StarlingX's APIs, Identity v3 and the console have no microversions
     if flask.request.path in ROOT_PATHS:
         try:  # discovery must answer even for a version we refuse elsewhere
@@ -67,6 +68,7 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
     patching.register(app)
     orchestration.register(app)
     console.register(app)  # the operator console at /ui/ (api/console/)
+    updates.register(app)  # Omaha /v1/update/ and /updates/v1/ (api/updates/)
     return app
 
 

@@ -25,7 +25,7 @@ import bcrypt
 import flask
 from werkzeug import exceptions as http
 
-from api import common
+from api import common, updates
 from api.throttle import Busy, CheckBudget, client_of
 from conductor import errors
 from conductor.identity import IdentityToken
@@ -196,6 +196,7 @@ def find_token(value: str | None) -> IdentityToken | None:
 def _is_public(path: str) -> bool:
     """Whole paths only: ``/v1/lookupfoo`` or ``/v1/heartbeat/x/y`` need credentials."""
     return (path in PUBLIC_PATHS or RAMDISK_PATHS.fullmatch(path) is not None
+            or updates.is_public(path)
             or path == IDENTITY_ROOT or path.startswith(IDENTITY_ROOT + "/"))
 
 

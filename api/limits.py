@@ -25,6 +25,7 @@ from werkzeug import exceptions as http
 from api import errors
 from api.console import patches as console_patches
 from api.starlingx import patching
+from api.updates import operator, public
 from api.v1 import microversion, nodes
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ LARGE_BODIES: dict[Callable, int] = {
     patching.upload: patching.MAX_UPLOAD,
     console_patches.upload_patch: patching.MAX_UPLOAD,   # the console's patch upload
     nodes.set_provision_state: CONFIGDRIVE_LIMIT,
+    operator.upload_image: operator.MAX_UPLOAD,
 }
+#: View -> its smaller cap: the public Omaha endpoint takes at most 64 KiB of XML
+#: (update_engine's requests are ~1 KiB; ramdisk_agent/wire/omaha_xml.py).
+SMALL_BODIES: dict[Callable, int] = {public.update_check: public.MAX_BODY}
 #: app.extensions key of the app's :class:`BodyLimits`.
 EXTENSION = "metalcast.body_limits"
 
@@ -59,6 +64,8 @@ class BodyLimits:
         except http.HTTPException:  # no such route (404, 405; redirects are exceptions too)
             return self.default
         view = self.app.view_functions.get(endpoint)
+        if view in SMALL_BODIES:
+            return min(SMALL_BODIES[view], self.default)
         return max(self.large.get(view, self.default), self.default) if view else self.default
 
     def is_large(self, cap: int) -> bool:

@@ -44,6 +44,7 @@ from conductor.patching.host_channel import HostAgents, HostCommands
 from conductor.service.conductors import Conductors
 from conductor.service.facade import Service
 from conductor.service.ramdisk import AgentService
+from conductor.service.updates import Updates, build_updates
 
 LOG = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class Appliance:
                            rebuild=self._rebuild),
             self.alarms, settings, wake=host_changed) if settings.orchestration.enabled \
             else None
+        #: Image updates: catalogue, Omaha server, reboot leases (conductor/updates/).
+        self.updates: Updates = build_updates(settings, self.engine, self.store)
         #: GET /metrics: the recorders and the row counts read at scrape time.
         self.metrics = Exporter(recorders, row_collectors(
             self.engine, self.patching, self.netboot.open_sessions))
@@ -120,7 +123,7 @@ class Appliance:
                                self.patching, tokens, self.orchestration,
                                conductors=Conductors(conductor_rows, self.ring,
                                                       settings.conductor),
-                               metrics=self.metrics)
+                               updates=self.updates, metrics=self.metrics)
 
     def _rebuild(self, name: str) -> None:
         """A node's rebuild as the API starts it (the image-update strategy's steps)."""
@@ -166,6 +169,7 @@ class Appliance:
         self.start_boot_services()
         self.membership.start()                # before the workers: a name alive
         self.workers.start()                   # elsewhere is refused before recovery
+        self.updates.start()                   # the delta builder
         if self.orchestration is not None:     # after the workers: steps may reboot hosts
             self.orchestration.start()
         LOG.info("Conductor %s started (hardware types: %s)", self.settings.conductor.host,
@@ -175,6 +179,7 @@ class Appliance:
         if self.orchestration is not None:     # a pass in flight ends and is saved
             self.orchestration.stop()
         self.workers.stop()
+        self.updates.stop()
         self.membership.stop()                 # after the workers: offline once idle
         self.netboot.stop()
         if self.dhcp_service is not None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from conductor.metrics.exporter import Exporter
     from conductor.orchestration.orchestrator import Orchestrator
     from conductor.patching.controller import PatchController
+    from conductor.service.updates import Updates
 
 LOG = logging.getLogger(__name__)
 S = states.State
@@ -68,8 +69,11 @@ class Service:
                  orchestration: Orchestrator | None = None,
                  history: NodeHistoryRows | None = None,
                  conductors: Conductors | None = None,
-                 metrics: Exporter | None = None):
+                 metrics: Exporter | None = None,
+                 updates: Updates | None = None):
         self.store = store
+        #: Image updates (/v1/update/, /updates/v1/...): conductor/service/updates.py.
+        self.updates = updates
         #: GET /v1/conductors and a node's conductor (the hash ring's choice).
         self.conductors = conductors or Conductors.standalone(store.engine, settings)
         #: GET /metrics (conductor/metrics/exporter.py); None: no metrics.

@@ -17,6 +17,8 @@ import requests
 from api import create_app
 from api.limits import CONFIGDRIVE_LIMIT, DEFAULT_LIMIT
 from api.starlingx.patching import MAX_UPLOAD
+from api.updates.operator import MAX_UPLOAD as IMAGE_UPLOAD
+from api.updates.public import MAX_BODY as OMAHA_BODY
 from conductor import config
 from tests.functional.conftest import stop_server
 from tests.security.http_attacks import (
@@ -57,7 +59,8 @@ def _routes() -> list[tuple[str, str, str]]:
 
 
 ROUTES = _routes()
-LARGE = {"upload": MAX_UPLOAD, "set_provision_state": CONFIGDRIVE_LIMIT}
+LARGE = {"upload": MAX_UPLOAD, "set_provision_state": CONFIGDRIVE_LIMIT,
+         "upload_image": IMAGE_UPLOAD, "update_check": OMAHA_BODY}
 
 
 @pytest.mark.parametrize(("method", "path", "view"), ROUTES,

@@ -22,6 +22,7 @@ import pytest
 
 from api import limits
 from api.starlingx.patching import is_patch_path
+from api.updates import RAW_BODIES
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 MAC = "52:54:00:aa:bb:01"
@@ -194,8 +195,10 @@ def body_routes(checker):
 
 
 def strict(rule) -> bool:
-    """Ironic routes parse a JSON body; StarlingX patching routes ignore theirs."""
-    return not is_patch_path(rule.rule)
+    """Ironic routes parse a JSON body; StarlingX patching routes ignore theirs; the
+    Omaha endpoint and the image upload take XML and raw bytes (tests/security/
+    test_update_server.py sends them theirs)."""
+    return not is_patch_path(rule.rule) and rule.rule.rstrip("/") not in RAW_BODIES
 
 
 def test_malformed_json_is_a_400(api):

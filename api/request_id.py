@@ -34,12 +34,23 @@ class RequestIdMiddleware:
             return start_response(status, headers, exc_info)
 
         token = request_ids.CURRENT.set(rid)
+        user = request_ids.CURRENT_USER.set(None)   # set once authenticated
         try:
             return self.app(environ, start)
         finally:
+            request_ids.CURRENT_USER.reset(user)
             request_ids.CURRENT.reset(token)
 
 
+def _remember_user() -> None:
+    """before_request, after authentication's: the request's user (node history)."""
+    user = flask.g.get("user")
+    if isinstance(user, str):
+        request_ids.CURRENT_USER.set(user)
+
+
 def install(app: flask.Flask) -> None:
-    """Wrap ``app.wsgi_app``: call last in the app factory (outermost)."""
+    """Wrap ``app.wsgi_app``: call last in the app factory (outermost; the user hook
+    then runs after the authentication's)."""
     app.wsgi_app = RequestIdMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.before_request(_remember_user)

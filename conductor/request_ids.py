@@ -9,7 +9,9 @@ install's ``request_id``, and the report answering it names it. ``RequestIdFilte
 puts the ID on log records as ``%(request_id)s`` ("-" outside a request).
 
 The ID lives in a ``ContextVar``: the standard per-thread (and per-context) value, not
-shared state: each request and each task sees only its own.
+shared state: each request and each task sees only its own. The authenticated user
+of the request rides along the same way (``CURRENT_USER``): node history rows name
+who asked for the change, as Ironic's do.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import uuid
 
 CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "metalcast_request_id", default=None)
+CURRENT_USER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "metalcast_request_user", default=None)
 #: The log format of ``metalcast serve``: Ironic's, with the request ID in brackets.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -30,6 +34,11 @@ def new() -> str:
 def current() -> str | None:
     """The ID of the request this thread (or task) works for, if any."""
     return CURRENT.get()
+
+
+def current_user() -> str | None:
+    """The authenticated user of that request (None: no authentication, or none)."""
+    return CURRENT_USER.get()
 
 
 class RequestIdFilter(logging.Filter):

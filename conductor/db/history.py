@@ -15,13 +15,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conductor import errors
+from conductor import errors, request_ids
 from conductor.db.records import NodeHistory
 from conductor.db.schema import node_history, nodes
 
 EVENT_TYPE = "provisioning"
 INFO = "INFO"
 ERROR = "ERROR"
+#: node_history.user's length (Ironic's); a longer user name is cut.
+USER_LENGTH = 32
 #: The node columns whose change makes a history row.
 WATCHED = ("provision_state", "last_error")
 
@@ -66,12 +68,15 @@ def events(previous: tuple[str | None, str | None], values: Mapping[str, Any]) -
 
 def record(conn: sa.Connection, node_id: int, found: list[Event], conductor: str | None,
            now: Any) -> None:
-    """Insert ``found`` for the node, inside the caller's transaction."""
+    """Insert ``found`` for the node, inside the caller's transaction; the user is the
+    one whose API request caused the write (worker tasks keep it), if any."""
     if found:
+        user = request_ids.current_user()
         conn.execute(node_history.insert(), [
             dict(uuid=str(uuidlib.uuid4()), node_id=node_id, conductor=conductor,
                  event_type=EVENT_TYPE, severity=event.severity, event=event.text,
-                 created_at=now) for event in found])
+                 user=user[:USER_LENGTH] if user else None, created_at=now)
+            for event in found])
 
 
 class NodeHistoryRows:

@@ -1,11 +1,14 @@
 """Node history (API 1.78) through the API, over a real store and fake hardware: a row per
 provision state change and per error, written by the engine and the facade alike."""
+import base64
 import uuid
 
+import bcrypt
 import pytest
 import sqlalchemy as sa
 
 from tests.integration.api.v1.test_api import LATEST, act, create, wait_state
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -110,3 +113,23 @@ def test_history_goes_with_the_node(make_app):
     assert client.delete(f"/v1/nodes/{node['uuid']}", headers=LATEST).status_code == 204
     with appliance.engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from node_history")).scalar() == 0
+
+
+def test_rows_name_the_user_whose_request_caused_them(make_app, tmp_path):
+    htpasswd = tmp_path / "htpasswd"
+    name = "operator-with-a-name-longer-than-32-chars"
+    htpasswd.write_text(f"{name}:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    client, _ = make_app({"api.auth_strategy": "http_basic",
+                          "api.htpasswd_file": str(htpasswd)})
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{name}:pw".encode()).decode()}
+    node = client.post("/v1/nodes", json={"driver": "fake-hardware"},
+                       headers=dict(LATEST, **auth)).get_json()
+    act_as = dict(LATEST, **auth)
+    client.put(f"/v1/nodes/{node['uuid']}/states/provision", json={"target": "manage"},
+               headers=act_as)
+    wait_until(lambda: client.get(f"/v1/nodes/{node['uuid']}", headers=act_as).get_json()[
+        "provision_state"] == "manageable", 10, 0.02, "the node to be manageable")
+    events = client.get(f"/v1/nodes/{node['uuid']}/history?detail=true",
+                        headers=act_as).get_json()["history"]
+    # Both rows: the API thread's (to verifying) and the worker's (to manageable).
+    assert [e["user"] for e in events] == [name[:32]] * 2

@@ -174,7 +174,7 @@ class ChangeFeed:
         now = time.monotonic()
         if any(e["kind"] == "node" for e in events) and now - self._counts_at >= COUNTS_EVERY:
             self._counts_at = now
-            events.append({"kind": "counts", "counts": _counts(self.fleet.counts())})
+            events.append({"kind": "counts", "counts": self.fleet.counts()})
         return events
 
     def _node_events(self) -> list[Event]:
@@ -190,11 +190,6 @@ class ChangeFeed:
             self._sent |= {(r["uuid"], r["updated_at"]) for r in rows
                            if r["updated_at"] == newest}
         return [dict({k: _plain(v) for k, v in row.items()}, kind="node") for row in fresh]
-
-
-def _counts(counts: dict[str, dict[Any, int]]) -> dict[str, dict[str, int]]:
-    return {name: {str(key).lower() if isinstance(key, bool) else str(key): n
-                   for key, n in values.items()} for name, values in counts.items()}
 
 
 def live_probes(patching, orchestration) -> dict[str, Callable[[], Any]]:

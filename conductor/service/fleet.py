@@ -95,6 +95,14 @@ def _choice_int(args: Mapping[str, str], key: str, allowed: tuple[int, ...],
     return int(text)
 
 
+def _label(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class FleetPage:
     rows: list[dict[str, Any]]
@@ -112,8 +120,14 @@ class Fleet:
     def __init__(self, engine: sa.Engine):
         self.rows = FleetRows(engine, FAILED_STATES)
 
-    def counts(self) -> dict[str, dict[Any, int]]:
-        return self.rows.counts()
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Nodes by provision state, power state, maintenance and fault, by label
+        (no value: "none"; maintenance: "yes"/"no"), labels sorted; "total": {"all": n}."""
+        raw = self.rows.counts()
+        total = raw.pop("total")
+        labelled = {name: dict(sorted((_label(key), n) for key, n in values.items()))
+                    for name, values in raw.items()}
+        return labelled | {"total": {"all": total[None]}}
 
     def page(self, query: FleetQuery) -> FleetPage:
         offset = (query.page - 1) * query.size

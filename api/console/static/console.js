@@ -59,15 +59,15 @@
       var list = document.querySelector('[data-counts="' + name + '"]');
       if (!list) { return; }
       list.innerHTML = "";
-      Object.keys(counts[name]).sort().forEach(function (key) {
+      Object.keys(counts[name]).forEach(function (key) {  /* sorted by the server */
         var li = document.createElement("li");
-        var k = document.createElement("span"); k.className = "k"; k.textContent = key === "None" ? "none" : key;
+        var k = document.createElement("span"); k.className = "k"; k.textContent = key;
         var v = document.createElement("span"); v.className = "n"; v.textContent = counts[name][key];
         li.appendChild(k); li.appendChild(document.createTextNode(" ")); li.appendChild(v);
         list.appendChild(li);
       });
     });
-    if (counts.total) { setText(document.getElementById("fleet-total"), counts.total.None + " nodes"); }
+    if (counts.total) { setText(document.getElementById("fleet-total"), counts.total.all + " nodes"); }
   }
 
   var rereading = false;

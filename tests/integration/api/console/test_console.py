@@ -200,3 +200,14 @@ def test_a_change_between_the_page_and_its_stream_is_not_lost(console):
     finally:
         late.close()
     assert client.get("/ui/events?since=abc").status_code == 400
+
+
+def test_counts_mix_nodes_with_and_without_a_power_state(console):
+    client, appliance = console
+    node = appliance.service.get_node("web-0")
+    appliance.service.store.update_node(node.id, {"power_state": "power on"})
+    page = client.get("/ui/fleet")          # None and "power on" in one GROUP BY
+    assert page.status_code == 200
+    counts = appliance.service.fleet.counts()
+    assert counts["power_state"] == {"none": 2, "power on": 1}
+    assert counts["maintenance"] == {"no": 3} and counts["total"] == {"all": 3}

@@ -8,8 +8,8 @@ update"), never making bootable anything that did not verify.
    crash from here on leaves firmware booting the active slot.
 3. Full image: streamed into the slot, hashed on the fly, resumable from a checkpoint
    (slotwrite.py). Delta: the payload is fetched to the state dir, its SHA-256 checked,
-   and applied with the ACTIVE slot as source (ramdisk/delta/apply.py: every source
-   range and every operation verified, all of it read back from the slot).
+   and applied with the ACTIVE slot as source in one pass (slotdelta.py: signature,
+   data and every operation's bytes checked against their signed digests).
 4. The whole-slot SHA-256 must equal the signed one (full image) - or every operation
    digest matched (delta) - before flatcar-postinst's ``cgpt add -S0 -T1`` +
    ``cgpt prioritize`` (slots.SlotDisk.mark_for_trial) in one atomic GPT rewrite.
@@ -28,10 +28,10 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ramdisk_agent.errors import AgentError, UpdateEngineError
+from ramdisk_agent.host.update import slotdelta
 from ramdisk_agent.host.update.slotdev import SlotLayout, SlotRef, slot_path
 from ramdisk_agent.host.update.slotwrite import stream_into
 from ramdisk_agent.host.update.state import Offer
-from ramdisk_agent.ramdisk.delta import apply as delta_apply
 from ramdisk_agent.ramdisk.delta import deploy as delta_deploy
 from ramdisk_agent.ramdisk.download import DownloadOptions
 from ramdisk_agent.wire import image_signature
@@ -124,7 +124,8 @@ class Installer:
             progress(0.5)
             with slot_path(self.layout.disk, active) as source, \
                     slot_path(self.layout.disk, passive) as target:
-                delta_apply.apply(payload, source, target, self.key, version=offer.version)
+                slotdelta.apply_into(payload, source, target, self.key, offer.version,
+                                     lambda done: progress(0.5 + done / 2))
         except (AgentError, WireError, OSError) as exc:
             if isinstance(exc, UpdateEngineError):
                 raise

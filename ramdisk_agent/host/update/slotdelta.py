@@ -1,0 +1,208 @@
+"""Apply a delta from the active slot into the passive one in a single pass.
+
+The ramdisk's applier (ramdisk/delta/apply.py) works in place on one disk, so it must
+prove the whole source before its first write and read every write back. Here the
+target is another partition, already marked unbootable, so the order can be the
+cheap one - and what is checked stays the same:
+
+1. before anything is written: the manifest's signature (format.read_header), the
+   payload's size, the data section against its signed SHA-256, the operation digests
+   against the signed target digest, both slot sizes;
+2. one pass over the target in 4 MiB windows, in order: ``copy`` bytes read from the
+   active slot (O_DIRECT where aligned), ``replace`` bytes decompressed, ``zero``
+   bytes; a hash stage checks every operation's bytes against its signed digest
+   (ranges.RangeCheck) while two writer threads put the windows on the passive slot
+   with O_DIRECT (the image writer's pipeline, ramdisk/pipeline.py);
+3. fsync; every operation seen to match, or DeltaError - and the slot stays
+   unbootable (install.py makes it bootable only after this returns).
+
+This is one read of the active slot and one write of the passive slot: the floor of
+any delta into the other slot (bench/ab_update.py).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import queue
+import zlib
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ramdisk_agent.ramdisk.delta.ranges import ALIGN, Range, RangeCheck
+from ramdisk_agent.ramdisk.pipeline import (
+    BUFFERS,
+    CHUNK,
+    WRITERS,
+    DiskTarget,
+    Stage,
+    Writers,
+    device_size,
+    release,
+)
+from ramdisk_agent.wire import delta_format as fmt
+from ramdisk_agent.wire.errors import DeltaError
+
+ZEROS = bytes(CHUNK)
+
+
+def _checked(payload_path: str, key: ed25519.Ed25519PublicKey, version: str
+             ) -> tuple[fmt.Manifest, mmap.mmap | None, int]:
+    """The verified manifest, the mapped payload and the data section's start."""
+    with open(payload_path, "rb") as stream:
+        manifest, header = fmt.read_header(stream, key)
+        if manifest.version != version:
+            raise DeltaError(f"the payload updates to version {manifest.version!r}, the "
+                             f"offer was for {version!r}")
+        size = os.fstat(stream.fileno()).st_size
+        if size != header + manifest.data_size:
+            raise DeltaError(f"payload data section is {size - header} bytes, the manifest "
+                             f"says {manifest.data_size}: truncated or padded payload")
+        data = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) \
+            if manifest.data_size else None
+    if fmt.target_digest(op.sha256 for op in manifest.operations) != manifest.target_sha256:
+        raise DeltaError("operation digests do not add up to the target digest")
+    section = hashlib.sha256(memoryview(data)[header:] if data is not None else b"")
+    if section.digest() != manifest.data_sha256:
+        raise DeltaError("payload data section does not match its signed SHA-256")
+    return manifest, data, header
+
+
+def apply_into(payload_path: str, source: str, target: str, key: ed25519.Ed25519PublicKey,
+               version: str, progress: Callable[[float], None] = lambda fraction: None) -> int:
+    """Write the delta's target image into ``target`` reading ``source``; its size."""
+    manifest, data, header = _checked(payload_path, key, version)
+    try:
+        for path, needed, what in ((source, manifest.source_size, "active"),
+                                   (target, manifest.target_size, "passive")):
+            if device_size(path) < needed:
+                raise DeltaError(f"the {what} slot holds {device_size(path)} bytes, the "
+                                 f"payload needs {needed}")
+        _pipeline(manifest, _Producer(manifest, data, header, source), target, progress)
+    finally:
+        if data is not None:
+            data.close()
+    return manifest.target_size
+
+
+def _mismatch(item: Range) -> DeltaError:
+    return DeltaError(f"target bytes {item.start}-{item.end} do not match their signed "
+                      "digest: the active slot is not the payload's source")
+
+
+def _pipeline(manifest: fmt.Manifest, producer: _Producer, target_path: str,
+              progress: Callable[[float], None]) -> None:
+    check = RangeCheck((Range(op.dst, op.length, op.sha256) for op in manifest.operations),
+                       _mismatch)
+    target = DiskTarget(target_path)
+    maps = [mmap.mmap(-1, CHUNK) for _ in range(BUFFERS + WRITERS)]
+    free: queue.Queue = queue.Queue()
+    for m in maps:
+        free.put(memoryview(m))
+    writers = Writers(WRITERS, lambda off, buf, n: target.write(off, buf[:n]), free)
+    hashing = Stage("delta-check", lambda off, buf, n: check.feed(off, buf[:n]),
+                    writers.jobs, free)
+    writers.start()
+    hashing.start()
+    ok = False
+    try:
+        size = manifest.target_size
+        for offset in range(0, size, CHUNK):
+            if hashing.error is not None or writers.error is not None:
+                break
+            buffer = free.get()
+            length = min(CHUNK, size - offset)
+            try:
+                producer.fill(buffer[:length], offset)
+            except BaseException:
+                free.put(buffer)
+                raise
+            hashing.jobs.put((offset, buffer, length))
+            progress((offset + length) / size)
+        ok = True
+    finally:
+        hashing.jobs.put(None)
+        writers.join()
+        target.close(sync=ok and writers.error is None and hashing.error is None)
+        release(free, maps)
+        producer.close()
+    for error in (hashing.error, writers.error):
+        if isinstance(error, DeltaError):
+            raise error
+        if error is not None:
+            raise DeltaError(f"writing the passive slot failed: {error}")
+    check.finish()
+
+
+class _Producer:
+    """The target's bytes window by window: copies read from the source, replace data
+    decompressed, zeros."""
+
+    def __init__(self, manifest: fmt.Manifest, data: mmap.mmap | None, header: int,
+                 source: str):
+        self.ops, self.data, self.header = manifest.operations, data, header
+        self.index = 0
+        self.blob: tuple[int, bytes] | None = None
+        self.fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.direct_fd: int | None = os.open(source, os.O_RDONLY | os.O_CLOEXEC |
+                                                 os.O_DIRECT)
+        except OSError:
+            self.direct_fd = None
+
+    def close(self) -> None:
+        for fd in (self.fd, self.direct_fd):
+            if fd is not None:
+                os.close(fd)
+
+    def fill(self, window: memoryview, offset: int) -> None:
+        position, end = offset, offset + len(window)
+        while position < end:
+            op = self.ops[self.index]
+            if op.dst + op.length <= position:
+                self.index += 1
+                continue
+            take = min(op.dst + op.length, end) - position
+            into, inner = window[position - offset:position - offset + take], position - op.dst
+            if op.op is fmt.Op.COPY:
+                self._read(into, op.src + inner, position - offset)
+            elif op.op is fmt.Op.REPLACE:
+                into[:] = self._replace(op)[inner:inner + take]
+            else:
+                into[:] = ZEROS[:take]
+            position += take
+
+    def _read(self, into: memoryview, offset: int, at: int) -> None:
+        """Fill ``into`` (at byte ``at`` of a page-aligned buffer) from ``offset``."""
+        aligned = self.direct_fd is not None and not (offset % ALIGN or len(into) % ALIGN
+                                                      or at % ALIGN)
+        fd = self.direct_fd if aligned else self.fd
+        done = 0
+        while done < len(into):
+            try:
+                got = os.preadv(fd, [into[done:]], offset + done)   # type: ignore[arg-type]
+            except OSError as exc:
+                if fd == self.fd or exc.errno != errno.EINVAL:
+                    raise DeltaError(f"reading the active slot at byte {offset + done} "
+                                     f"failed: {exc}") from None
+                fd = self.fd                  # O_DIRECT refused here: buffered
+                continue
+            if not got:
+                raise DeltaError(f"the active slot ends at byte {offset + done}")
+            done += got
+
+    def _replace(self, op: fmt.Operation) -> bytes:
+        if self.blob is None or self.blob[0] != op.dst:
+            assert self.data is not None
+            start = self.header + op.offset
+            try:
+                raw = zlib.decompressobj().decompress(self.data[start:start + op.size],
+                                                      op.length + 1)
+            except zlib.error as exc:
+                raise DeltaError(f"replace at {op.dst}: corrupt data ({exc})") from None
+            if len(raw) != op.length:
+                raise DeltaError(f"replace at {op.dst}: {len(raw)} bytes, not {op.length}")
+            self.blob = (op.dst, raw)
+        return self.blob[1]

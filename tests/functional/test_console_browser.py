@@ -186,6 +186,8 @@ def test_deploy_from_the_node_page_reaches_active_without_reload(console_server,
     wait_for(browser, lambda d: _text(d, "provision-state") in ("active", "deploy failed"),
              "the deploy to end", timeout=180)
     assert _text(browser, "provision-state") == "active", _text(browser, "last-error")
+    wait_for(browser, lambda d: "to active" in _text(d, "live-region"),
+             "the history to show the node's last change")
     assert _not_reloaded(browser)              # every state arrived over the event stream
     screenshot(browser, shots, "node-active")
 

@@ -47,6 +47,10 @@
     setText(document.getElementById("current-step"), stepName(n));
     var progress = document.getElementById("step-progress");
     if (progress) { progress.hidden = !n.target_provision_state; }
+    if (n.provision_state !== page.getAttribute("data-state") || n.last_error) {
+      page.setAttribute("data-state", n.provision_state || "");
+      reread();   /* the history gained a row */
+    }
     var err = document.getElementById("last-error");
     if (err) {
       err.classList.toggle("hidden", !n.last_error);
@@ -70,9 +74,9 @@
     if (counts.total) { setText(document.getElementById("fleet-total"), counts.total.all + " nodes"); }
   }
 
-  var rereading = false;
+  var rereading = false, again = false;
   function reread() {   /* one GET of this page when what it shows changed */
-    if (rereading) { return; }
+    if (rereading) { again = true; return; }
     rereading = true;
     fetch(window.location.href, { credentials: "same-origin" }).then(function (r) { return r.text(); })
       .then(function (html) {
@@ -80,7 +84,10 @@
         var fresh = doc.getElementById("live-region");
         var mine = document.getElementById("live-region");
         if (fresh && mine) { mine.innerHTML = fresh.innerHTML; }
-      }).finally(function () { rereading = false; });
+      }).finally(function () {
+        rereading = false;
+        if (again) { again = false; reread(); }
+      });
   }
 
   var handlers = {

@@ -211,3 +211,29 @@ def test_counts_mix_nodes_with_and_without_a_power_state(console):
     counts = appliance.service.fleet.counts()
     assert counts["power_state"] == {"none": 2, "power on": 1}
     assert counts["maintenance"] == {"no": 3} and counts["total"] == {"all": 3}
+
+
+def test_the_orchestration_page_shows_phases_stages_steps_and_goes_live(console):
+    client, appliance = console
+    empty = client.get("/ui/orchestration")
+    assert empty.status_code == 200 and b'id="no-strategy"' in empty.data
+    watching = appliance.service.changes.subscribe()
+    try:
+        created = client.post("/api/orchestration/sw-patch/strategy", json={
+            "controller-apply-type": "serial", "storage-apply-type": "serial",
+            "worker-apply-type": "serial", "default-instance-action": "stop-start",
+            "alarm-restrictions": "strict", "swift-apply-type": "ignore"})
+        assert created.status_code == 200, created.data
+        kinds = set()
+        for _ in range(50):
+            kinds |= {e["kind"] for e in watching.wait(0.2)}
+            if "strategy" in kinds:
+                break
+        assert "strategy" in kinds        # the page re-reads itself on this event
+    finally:
+        watching.close()
+    page = client.get("/ui/orchestration")
+    assert page.status_code == 200
+    for words in (b"sw-patch strategy", b"build-failed", b"query-alarms",
+                  b"no software patches found", b'id="live-region"'):
+        assert words in page.data, words

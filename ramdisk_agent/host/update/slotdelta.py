@@ -143,6 +143,7 @@ class _Producer:
     def __init__(self, manifest: fmt.Manifest, data: mmap.mmap | None, header: int,
                  source: str):
         self.ops, self.data, self.header = manifest.operations, data, header
+        self.source_size = device_size(source)
         self.index = 0
         self.blob: tuple[int, bytes] | None = None
         self.fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
@@ -158,7 +159,13 @@ class _Producer:
                 os.close(fd)
 
     def fill(self, window: memoryview, offset: int) -> None:
+        """The target's bytes ``[offset, offset + len(window))`` into ``window``. Copies
+        from the same offset (all a block-level builder makes) come from one read of
+        the whole window - one large O_DIRECT read as dd makes - the rest op by op."""
         position, end = offset, offset + len(window)
+        whole = self._in_place_copy(offset, end)
+        if whole:
+            self._read(window, offset, 0)
         while position < end:
             op = self.ops[self.index]
             if op.dst + op.length <= position:
@@ -167,12 +174,23 @@ class _Producer:
             take = min(op.dst + op.length, end) - position
             into, inner = window[position - offset:position - offset + take], position - op.dst
             if op.op is fmt.Op.COPY:
-                self._read(into, op.src + inner, position - offset)
+                if not (whole and op.src == op.dst):
+                    self._read(into, op.src + inner, position - offset)
             elif op.op is fmt.Op.REPLACE:
                 into[:] = self._replace(op)[inner:inner + take]
             else:
                 into[:] = ZEROS[:take]
             position += take
+
+    def _in_place_copy(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` holds a copy from the same offset of the source."""
+        index = self.index
+        while index < len(self.ops) and self.ops[index].dst < end:
+            op = self.ops[index]
+            if op.op is fmt.Op.COPY and op.src == op.dst and op.dst + op.length > start:
+                return end <= self.source_size
+            index += 1
+        return False
 
     def _read(self, into: memoryview, offset: int, at: int) -> None:
         """Fill ``into`` (at byte ``at`` of a page-aligned buffer) from ``offset``."""

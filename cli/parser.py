@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from cli import conductors, updates
+
 EPILOG = """environment:
   METALCAST_URL, METALCAST_USERNAME, METALCAST_PASSWORD   client connection
   METALCAST_HOST, METALCAST_PORT, METALCAST_DATA_DIR      serve defaults
@@ -129,6 +131,7 @@ def _image_commands(sub):
     p.add_argument("--key", help="signing key (default DATA_DIR/keys/delta_ed25519.key)")
     p.add_argument("--data-dir", help="where the default key lives (env METALCAST_DATA_DIR)")
     _server(p, "image pubkey")
+    updates.register_image(image)    # upload, list, show, delete: REST (cli/updates.py)
 
 
 def _patch_commands(sub):
@@ -206,9 +209,11 @@ def build(h: dict) -> argparse.ArgumentParser:
     _node_commands(sub, h)
     _port_commands(sub, h)
     _image_commands(sub)
+    updates.register(sub)            # channel, group, instance, lease (cli/updates.py)
     _patch_commands(sub)
     _host_commands(sub, h)
     _alarm_commands(sub, h)
+    conductors.register(sub)         # list, show: GET /v1/conductors (cli/conductors.py)
     _dns_commands(sub)
     p = sub.add_parser("demo", help="deploy a virtual lab of machines (real IPMI, iPXE, "
                                     "agent) and delta-update one")

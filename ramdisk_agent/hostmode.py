@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="install pending patches before serving (at boot)")
     p.add_argument("--insecure", action="store_true", help="do not verify the API's TLS")
     p.add_argument("--ca-file", help="CA bundle for an https API URL")
+    p.add_argument("--update-config", default=env("METALCAST_HOST_UPDATE_CONFIG"),
+                   help="update.conf of the A/B image update engine: with a SERVER in it, "
+                        "its daemon (metalcast-agent update daemon) runs beside the agent")
     p.add_argument("--debug", action="store_true")
     add_engine_arguments(p)
     return p
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.boot_install and _boot_install(engine, args):
         return REBOOT_EXIT
     agent = HostAgent(args, engine)
+    if args.update_config:
+        _start_image_updates(args.update_config, agent.stopping)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop(0))
     try:
         return agent.run()
@@ -288,6 +293,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+
+
+def _start_image_updates(path: str, stopping: threading.Event) -> None:
+    """The A/B image update engine's daemon in a thread, stopped with the agent."""
+    from ramdisk_agent.host.update import config as update_config
+    from ramdisk_agent.host.update import factory
+    try:
+        conf = update_config.load([path], required=True)
+        if not conf.enabled:
+            LOG.info("Image updates disabled (no SERVER in %s)", path)
+            return
+        updates = factory.build(conf)
+    except (update_config.ConfigError, AgentError) as exc:
+        build_parser().error(f"--update-config {path}: {exc}")
+    threading.Thread(target=updates.run, args=(stopping,), name="image-updates",
+                     daemon=True).start()
 
 
 def _boot_install(engine: PatchEngine, args: argparse.Namespace) -> bool:

@@ -253,3 +253,23 @@ def test_no_reboot_outside_the_window(host, server, images):
     host.conf(REBOOT_WINDOW_START=now, REBOOT_WINDOW_LENGTH="2h")
     assert "REBOOT=rebooting" in host.run("reboot").stdout
     assert host.marker.exists()
+
+
+def test_the_daemon_marks_good_checks_installs_and_reboots(host, server, images):
+    """``update daemon`` on its own schedule (first check at once here): the boot is
+    marked good, the update installed, and the reboot command run (strategy reboot)."""
+    host.gpt.set_attributes(3, successful=False)         # a fresh boot, not yet proven
+    server.publish("2.0.0", images["2.0.0"])
+    host.know(images["2.0.0"], "2.0.0")
+    host.conf(FIRST_CHECK_DELAY="0", CHECK_FUZZ="0", CHECK_INTERVAL="1")
+    daemon = subprocess.Popen(host.command("daemon"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(host.marker.exists, timeout=120, message="the daemon never rebooted")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, err
+    assert cgpt_bits(host.disk, 3)[:3] == (1, 0, 1)     # marked good at start
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)     # installed for one try
+    assert host.slot_bytes(4) == images["2.0.0"].read_bytes()

@@ -57,7 +57,8 @@ class UpdateConfig:
     health_needs_appliance: bool = True
     lease_url: str | None = None              #: default: derived from SERVER
     lease_group: str = "default"
-    token_file: str = "/var/lib/metalcast/host-agent-token.json"
+    #: the host agent's token (``metalcast-agent host``'s default --token-file)
+    token_file: str = "/var/lib/metalcast-agent/host-agent-token.json"
     node_uuid: str | None = None
     ca_file: str | None = None
     insecure: bool = False

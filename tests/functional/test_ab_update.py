@@ -273,3 +273,16 @@ def test_the_daemon_marks_good_checks_installs_and_reboots(host, server, images)
     assert cgpt_bits(host.disk, 3)[:3] == (1, 0, 1)     # marked good at start
     assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)     # installed for one try
     assert host.slot_bytes(4) == images["2.0.0"].read_bytes()
+
+
+@pytest.mark.parametrize("needs_appliance,marked", [("true", False), ("false", True)])
+def test_appliance_unreachable_during_the_health_window(host, needs_appliance, marked):
+    """Default (true): a boot that cannot reach the appliance is not marked good - an
+    image that breaks the network rolls back by itself. false: local checks suffice."""
+    host.gpt.set_attributes(3, successful=False, tries=1)
+    host.conf(SERVER="http://127.0.0.1:9/v1/update/", HEALTH_NEEDS_APPLIANCE=needs_appliance)
+    done = host.run("mark-good", check=False)
+    assert (done.returncode == 0) == marked, done.stdout + done.stderr
+    assert cgpt_bits(host.disk, 3)[2] == int(marked)
+    if not marked:
+        assert "appliance was not reached" in done.stdout

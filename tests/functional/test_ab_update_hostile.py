@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from conductor.updates import delta_build
 from ramdisk_agent.host.update.config import METALCAST_APPID
 from tests.functional.ab_host import MIB, Host, cgpt_bits, change, make_image
 from tests.functional.omaha_peer import Responder
@@ -97,3 +98,29 @@ def test_an_unreachable_server_is_a_clear_error(setup):
     host, server, v1, _ = setup
     host.conf(SERVER="http://127.0.0.1:9/v1/update/")
     assert "cannot be reached" in refused(host, v1, "error:")
+
+
+@pytest.mark.parametrize("spoil", ["foreign key", "data flipped", "truncated"])
+def test_a_bad_delta_falls_back_to_the_full_image(setup, tmp_path, spoil):
+    """A delta that does not verify (another key's signature, a flipped data byte, cut
+    short - each re-offered under its new SHA-256, so only the delta's own checks can
+    catch it) is reported (3/0) and the full image installed instead."""
+    host, server, v1, _ = setup
+    v2 = host.root.parent / "v2.img"
+    delta = tmp_path / "v2.delta"
+    signer = ed25519.Ed25519PrivateKey.generate() if spoil == "foreign key" else server.key
+    delta_build.build(v1, v2, delta, signer, "2.0.0")
+    raw = bytearray(delta.read_bytes())
+    if spoil == "data flipped":
+        raw[-1] ^= 1
+    elif spoil == "truncated":
+        del raw[-100:]
+    delta.write_bytes(bytes(raw))
+    release = server.publish("2.0.0", v2, {"1.0.0": delta})
+    host.know(v2, "2.0.0")
+    done = host.run("check")
+    assert "Update succeeded -- reboot needed." in done.stdout
+    assert server.served == [release.deltas["1.0.0"], release.full]
+    assert [e.error_code for e in server.events_of(3, 0)] == [28]
+    assert host.slot_bytes(4) == v2.read_bytes()
+    assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)

@@ -20,10 +20,11 @@ class BootMetrics:
             "that ended, by protocol and result.", ("protocol", "result"), registry=registry)
 
     def transfer(self, protocol: str, complete: bool, sent: int) -> None:
-        """One transfer ended: ``sent`` bytes of the file went out."""
-        self.sessions.labels(protocol, "complete" if complete else "aborted").inc()
+        """One transfer ended: ``sent`` bytes of the file went out. The bytes first: a
+        scrape that sees the session counted sees its bytes too."""
         if sent > 0:
             self.bytes.labels(protocol).inc(sent)
+        self.sessions.labels(protocol, "complete" if complete else "aborted").inc()
 
 
 class OpenSessions(Collector):

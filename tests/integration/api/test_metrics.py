@@ -152,9 +152,11 @@ def test_boot_transfers_are_counted_from_the_tftp_workers_and_http(make_app, tmp
 
     def counted():
         samples = scrape(client)
-        return samples if total(samples, "metalcast_boot_sessions_total",
-                                protocol="tftp") else None
-    samples = wait_until(counted, 10, 0.05, "the TFTP worker to report the transfer")
+        return samples if all(total(samples, "metalcast_boot_sessions_total", protocol=p)
+                              for p in ("tftp", "http")) else None
+    # Counted as each ends: the TFTP worker reports to the server thread, the HTTP loop
+    # after its last sendfile (the client may have read it all a moment before).
+    samples = wait_until(counted, 10, 0.05, "both transfers to be counted")
     assert total(samples, "metalcast_boot_bytes_total", protocol="tftp") == 1024
     assert total(samples, "metalcast_boot_sessions_total", protocol="tftp",
                  result="complete") == 1

@@ -31,7 +31,15 @@ def _updates():
 
 
 def _base_url() -> str:
-    return flask.current_app.config.get("PUBLIC_ENDPOINT") or flask.request.host_url
+    """[api] public_endpoint, else the scheme and Host the client used (what
+    werkzeug's host_url gives, without its IRI round trip on every check)."""
+    configured = flask.current_app.config.get("PUBLIC_ENDPOINT")
+    if configured:
+        return str(configured)
+    environ = flask.request.environ
+    host = environ.get("HTTP_HOST") or \
+        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}/"
 
 
 @bp.post("/v1/update")

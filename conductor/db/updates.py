@@ -35,6 +35,14 @@ GROUP_DEFAULTS: dict[str, Any] = dict(
 POLICY_COLUMNS = tuple(k for k in GROUP_DEFAULTS if k != "period_grants")
 
 
+#: The check path's two statements, built once (no expression building per check).
+_INSTANCE = sa.select(instances).where(instances.c.machineid == sa.bindparam("b_machineid"),
+                                       instances.c.appid == sa.bindparam("b_appid"))
+_TOUCH = instances.update().where(instances.c.id == sa.bindparam("b_id")).values(
+    version=sa.bindparam("b_version"), group_name=sa.bindparam("b_group"),
+    last_check_at=sa.bindparam("b_now"))
+
+
 def _row(kind: Any, row: Any) -> Any:
     return None if row is None else kind(**row._mapping)
 
@@ -229,6 +237,36 @@ class UpdateRows:
                 instances.c.machineid == machineid, instances.c.appid == appid)).first())
         return found
 
+    def check_in(self, machineid: str, appid: str, version: str, group: str
+                 ) -> Instance | None:
+        """The check path: the instance's row (as it was; None: no such instance),
+        and on the same connection one UPDATE of its version, group and check time
+        when its version or group changed. The check time alone is written in
+        batches (:meth:`touch`)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(_INSTANCE, {"b_machineid": machineid, "b_appid": appid}
+                               ).first()
+            if row is None:
+                return None
+            found = Instance(**row._mapping)
+            if (found.version, found.group_name) != (version, group):
+                conn.execute(_TOUCH, {"b_id": found.id, "b_version": version,
+                                      "b_group": group, "b_now": utcnow()})
+        return found
+
+    def touch(self, checked: dict[int, datetime.datetime]) -> None:
+        """Instance id -> time of its last check, for many instances: one UPDATE per
+        distinct time (a flush of :class:`conductor.updates.omaha_server.CheckTimes`)."""
+        by_time: dict[datetime.datetime, list[int]] = {}
+        for instance_id, when in checked.items():
+            by_time.setdefault(when, []).append(instance_id)
+        with self.engine.begin() as conn:
+            for when, ids in by_time.items():
+                for start in range(0, len(ids), 500):
+                    conn.execute(instances.update().where(
+                        instances.c.id.in_(ids[start:start + 500])).values(
+                        last_check_at=when))
+
     def add_instance(self, values: dict[str, Any]) -> Instance | None:
         now = utcnow()
         try:
@@ -238,12 +276,6 @@ class UpdateRows:
         except IntegrityError:
             pass   # the same machine's other request came first
         return self.instance(values["machineid"], values["appid"])
-
-    def checked(self, instance_id: int, version: str, group: str) -> None:
-        """The check path's one write: version, group and time of the last check."""
-        with self.engine.begin() as conn:
-            conn.execute(instances.update().where(instances.c.id == instance_id).values(
-                version=version, group_name=group, last_check_at=utcnow()))
 
     def grant(self, instance: Instance, target: str, timeout: int,
               now: datetime.datetime) -> bool:

@@ -218,9 +218,11 @@ class Updates:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.catalogue.start()
+        self.omaha.check_times.start()
 
     def stop(self) -> None:
         self.catalogue.stop()
+        self.omaha.check_times.stop()
 
 
 def _node_of(store: Store) -> Callable[[str], str | None]:

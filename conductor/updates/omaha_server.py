@@ -28,8 +28,8 @@ from conductor.updates.instances import Recorder
 from ramdisk_agent.wire import omaha, omaha_codes
 
 LOG = logging.getLogger(__name__)
-#: A check within this many seconds of the last one, with nothing changed, writes nothing.
-TOUCH_INTERVAL = 60.0
+#: Seconds between two writes of the instances' check times (CheckTimes).
+FLUSH_INTERVAL = 1.0
 PAYLOAD_PATH = "/updates/v1/payloads/"
 DEFAULT_TRACK = "stable"
 
@@ -96,11 +96,62 @@ class SnapshotCache:
         return apps
 
 
+class CheckTimes:
+    """The time of each instance's last check, written in one batch every
+    :data:`FLUSH_INTERVAL` seconds instead of one UPDATE per check (at most one
+    entry per instance is pending; a crash loses at most that second of check times,
+    which only say when a host was last seen)."""
+
+    def __init__(self, rows: UpdateRows, interval: float = FLUSH_INTERVAL):
+        self.rows, self.interval = rows, interval
+        self._lock = threading.Lock()
+        self._pending: dict[int, datetime.datetime] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def checked(self, instance_id: int) -> None:
+        now = utcnow().replace(microsecond=0)    # one UPDATE per second of checks
+        with self._lock:
+            self._pending[instance_id] = now
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            self.rows.touch(pending)
+        except Exception:
+            with self._lock:     # kept for the next flush, unless checked again since
+                self._pending = {**pending, **self._pending}
+            raise
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:
+                LOG.exception("Writing update check times failed; retrying")
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="check-times", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.flush()
+
+
 class OmahaServer:
     def __init__(self, rows: UpdateRows, cache: SnapshotCache,
                  node_of: Callable[[str], str | None],
                  clock: Callable[[], datetime.datetime] = utcnow):
         self.rows, self.cache, self.node_of, self.clock = rows, cache, node_of, clock
+        self.check_times = CheckTimes(rows)
         self.recorder = Recorder(rows, self.halt)
 
     def handle(self, body: bytes, base_url: str) -> bytes:
@@ -141,17 +192,12 @@ class OmahaServer:
         return omaha.AppResponse(app.appid, status, app.ping, len(app.events), check)
 
     def _instance(self, app: omaha.AppRequest, appid: str, group: str) -> Instance | None:
-        instance = self.rows.instance(app.machineid, appid)
+        instance = self.rows.check_in(app.machineid, appid, app.version, group)
         if instance is None:
             return self.rows.add_instance(dict(
                 machineid=app.machineid, appid=appid, group_name=group,
                 version=app.version, node_uuid=self.node_of(app.machineid), status="new"))
-        last = instance.last_check_at
-        if last is not None and last.tzinfo is None:
-            last = last.replace(tzinfo=datetime.UTC)
-        if (instance.version, instance.group_name) != (app.version, group) or last is None \
-                or (self.clock() - last).total_seconds() > TOUCH_INTERVAL:
-            self.rows.checked(instance.id, app.version, group)
+        self.check_times.checked(instance.id)
         return instance
 
     def _check(self, app, instance: Instance, snapshot: Snapshot, group: GroupView,

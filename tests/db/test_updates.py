@@ -109,3 +109,20 @@ def test_racing_acquirers_on_two_engines_never_exceed_max(engines, maximum):
     assert len(winners) == maximum
     assert all(o.holders <= maximum for o in held)
     assert len(one.status()[0][2]) == maximum
+
+
+def test_check_in_reads_and_writes_only_a_changed_version_and_touch_batches(rows):
+    instance = rows.add_instance(dict(machineid="m1", appid=APP, group_name="stable",
+                                      version="1.0.0", status="new"))
+    assert rows.check_in("nobody", APP, "1.0.0", "stable") is None
+    assert rows.check_in("m1", APP, "1.0.0", "stable").version == "1.0.0"
+    assert rows.check_in("m1", APP, "2.0.0", "beta").version == "1.0.0"   # as it was
+    now = rows.instance("m1", APP)
+    assert (now.version, now.group_name) == ("2.0.0", "beta")
+    other = rows.add_instance(dict(machineid="m2", appid=APP, group_name="stable",
+                                   version="1.0.0", status="new"))
+    when = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    rows.touch({instance.id: when, other.id: when})
+    for machineid in ("m1", "m2"):
+        seen = rows.instance(machineid, APP).last_check_at
+        assert seen.replace(tzinfo=datetime.UTC) == when

@@ -16,8 +16,9 @@ class EngineMetrics:
             "metalcast_power_sync_duration_seconds", "Duration of one power-state sync "
             "sweep over this conductor's nodes.", buckets=SWEEP_BUCKETS, registry=registry)
         self.bmc_errors = Counter(
-            "metalcast_bmc_errors", "Power-state reads (or pushes) the BMC failed during "
-            "power sync, by driver.", ("driver",), registry=registry)
+            "metalcast_bmc_errors", "Power-sync checks that failed, by driver: the BMC did "
+            "not answer or report a state (or kept refusing a pushed one), or the check "
+            "failed unexpectedly.", ("driver",), registry=registry)
         self.heartbeats = Counter(
             "metalcast_agent_heartbeats", "Agent heartbeats received, by result (accepted: "
             "recorded; refused: bad token, URL or certificate).", ("result",),

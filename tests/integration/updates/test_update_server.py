@@ -187,3 +187,17 @@ def test_leases_with_the_host_agent_token(app):
     assert client.put(f"{BASE}/leases/default", json={"max": 0}).status_code == 200
     full = client.post(f"{BASE}/leases", json=body)
     assert full.status_code == 409 and full.get_json()["retry_after"] > 0
+
+
+def test_a_machine_id_that_is_a_node_uuid_shows_the_node(app):
+    client, appliance = app
+    upload(client, image_bytes(1), "1.0.0")
+    node = client.post("/v1/nodes", json={"driver": "fake-hardware", "name": "n1"},
+                       headers=LATEST).get_json()["uuid"]
+    check(client, "0.9.0", machine=node.replace("-", ""))
+    shown = client.get(f"{BASE}/instances/{node}").get_json()      # by node UUID
+    assert shown["node_uuid"] == node and shown["status"] == "granted"
+    listed = client.get(f"{BASE}/instances?status=granted").get_json()["instances"]
+    assert [i["node_uuid"] for i in listed] == [node]
+    check(client, "0.9.0", machine="9" * 32)
+    assert client.get(f"{BASE}/instances/{'9' * 32}").get_json()["node_uuid"] is None

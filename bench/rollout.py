@@ -1,0 +1,210 @@
+"""Fleet rollout benchmark: M lightweight Omaha clients update under a reboot lease of N.
+
+    .venv/bin/python bench/rollout.py [--hosts 2000] [--max 50] [--reboot 2.0]
+                                      [--poll-rate 150]
+
+A real ``metalcast serve`` (SQLite) with two images on channel ``stable``; M active
+nodes written into its database, each with a host-agent token (as the operator's
+``issue_host_agent_token`` stores it: the hash). Each client, an asyncio task with its
+own loopback source address: an update check (granted: the group is unlimited), the
+download/install events (13/1, 14/1, 3/1), then the lease of group ``rollout``
+(max N): polled until granted; then a simulated reboot of R seconds; then the first
+check on the new version (3/2) and the release. Waiting clients spread their polls
+so that together they poll about ``--poll-rate`` times a second (a fleet's agents
+would scale their interval to the fleet's size). A sampler reads the lease status
+(``GET /updates/v1/leases``) every 50 ms.
+
+Prints the rollout's time against the bound ceil(M/N)*R (target: within 1.1x) and the
+most holders any sample saw (must never exceed N).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import random
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._server import ServeProcess
+from conductor.db.queries import Store
+from conductor.db.schema import nodes
+from conductor.updates.catalogue import METALCAST_APPID
+from ramdisk_agent.wire import omaha
+from ramdisk_agent.wire.agent_tokens import token_hash
+
+GROUP = "rollout"
+IN_FLIGHT = 48        # requests open at once (the server's per-process connection cap)
+
+
+def source(index: int) -> str:
+    return f"127.0.{1 + index // 250}.{2 + index % 250}"
+
+
+def seed(url: str, data_dir: Path, hosts: int, maximum: int) -> list[tuple[str, str]]:
+    """Images 1.0.0 and 2.0.0 on stable; ``hosts`` active nodes with host-agent tokens."""
+    for version in ("1.0.0", "2.0.0"):
+        requests.post(f"{url}/updates/v1/images", params={"version": version,
+                      "channel": "stable"}, data=version.encode() * 4096,
+                      timeout=60).raise_for_status()
+    requests.put(f"{url}/updates/v1/leases/{GROUP}", json={"max": maximum},
+                 timeout=60).raise_for_status()
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'metalcast.sqlite'}")
+    store, when = Store(engine), datetime.datetime.now(datetime.UTC)
+    fleet = []
+    for index in range(hosts):
+        node = store.create_node({"driver": "fake-hardware", "name": f"host-{index:05d}",
+                                  "provision_state": "active", "provision_updated_at": when})
+        fleet.append((node.uuid, secrets.token_urlsafe(32)))
+    since = str(store.get_node(fleet[0][0]).provision_updated_at)
+    with engine.begin() as conn:
+        for uuid, token in fleet:
+            conn.execute(nodes.update().where(nodes.c.uuid == uuid).values(
+                driver_internal_info={"host_agent_token_hash": token_hash(token),
+                                      "host_agent_since": since}))
+    engine.dispose()
+    return fleet
+
+
+class Http:
+    """HTTP/1.1 over asyncio streams, one connection per request, a source address per
+    client (the server bounds connections per address)."""
+
+    def __init__(self, url: str):
+        host, port = url.split("//")[1].split(":")
+        self.host, self.port = host, int(port)
+        self.gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def call(self, index: int, method: str, path: str, body: bytes,
+                   content_type: str) -> tuple[int, bytes]:
+        async with self.gate:
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, local_addr=(source(index), 0))
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + body)
+            data = await reader.read()
+            writer.close()
+        head, _, payload = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), payload
+
+
+class Rollout:
+    def __init__(self, http: Http, fleet: list[tuple[str, str]], reboot: float,
+                 poll_rate: float):
+        self.http, self.fleet, self.reboot, self.poll_rate = http, fleet, reboot, poll_rate
+        self.waiting = 0
+        self.times: list[tuple[float, float]] = []      # (acquired, released)
+        self.errors: list[str] = []
+
+    async def omaha(self, index: int, version: str, events=(), check=True) -> bytes:
+        body = omaha.render_request(omaha.Request((omaha.AppRequest(
+            METALCAST_APPID, version, "stable", machineid=self.fleet[index][0].replace(
+                "-", ""), updatecheck=check, events=tuple(events)),)))
+        status, answer = await self.http.call(index, "POST", "/v1/update/", body,
+                                              "text/xml")
+        if status != 200:
+            raise RuntimeError(f"update check: {status} {answer[:200]!r}")
+        return answer
+
+    async def lease(self, index: int, action: str) -> tuple[int, dict]:
+        node, token = self.fleet[index]
+        body = json.dumps({"node": node, "agent_token": token, "action": action,
+                           "group": GROUP}).encode()
+        status, answer = await self.http.call(index, "POST", "/updates/v1/leases", body,
+                                              "application/json")
+        return status, json.loads(answer)
+
+    async def host(self, index: int, start_within: float) -> None:
+        await asyncio.sleep(random.uniform(0, start_within))
+        answer = await self.omaha(index, "1.0.0")
+        if b'status="ok"' not in answer.split(b"<updatecheck")[1]:
+            raise RuntimeError("no update offered")
+        await self.omaha(index, "1.0.0", [omaha.Event(13, 1), omaha.Event(14, 1),
+                                          omaha.Event(3, 1)], check=False)
+        self.waiting += 1
+        while True:
+            status, answer = await self.lease(index, "acquire")
+            if status == 200:
+                break
+            if status != 409:
+                raise RuntimeError(f"lease: {status} {answer}")
+            interval = max(0.02, self.waiting / self.poll_rate)
+            await asyncio.sleep(random.uniform(0.5, 1.5) * interval)
+        self.waiting -= 1
+        acquired = time.perf_counter()
+        await asyncio.sleep(self.reboot)                       # the reboot
+        await self.omaha(index, "2.0.0", [omaha.Event(3, 2, previous_version="1.0.0")],
+                         check=False)
+        released = time.perf_counter()
+        status, answer = await self.lease(index, "release")
+        if status != 200:
+            raise RuntimeError(f"release: {status} {answer}")
+        self.times.append((acquired, released))
+
+
+def sample(url: str, stop: list, peaks: list) -> None:
+    session = requests.Session()
+    while not stop:
+        groups = session.get(f"{url}/updates/v1/leases", timeout=30).json()["groups"]
+        peaks.append(max((len(g["holders"]) for g in groups if g["group"] == GROUP),
+                         default=0))
+        time.sleep(0.05)
+
+
+async def main_async(args, url: str, fleet) -> tuple[float, Rollout, list[int]]:
+    rollout = Rollout(Http(url), fleet, args.reboot, args.poll_rate)
+    stop: list = []
+    peaks: list[int] = []
+    sampler = asyncio.get_running_loop().run_in_executor(None, sample, url, stop, peaks)
+    began = time.perf_counter()
+    results = await asyncio.gather(*(rollout.host(i, 2.0) for i in range(len(fleet))),
+                                   return_exceptions=True)
+    wall = time.perf_counter() - began
+    stop.append(True)
+    await sampler
+    rollout.errors = [repr(r) for r in results if isinstance(r, BaseException)]
+    return wall, rollout, peaks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=2000)
+    parser.add_argument("--max", type=int, default=50)
+    parser.add_argument("--reboot", type=float, default=2.0, help="seconds (R)")
+    parser.add_argument("--poll-rate", type=float, default=150.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work, ServeProcess(Path(work)) as server:
+        fleet = seed(server.url, Path(work), args.hosts, args.max)
+        wall, rollout, peaks = asyncio.run(main_async(args, server.url, fleet))
+    bound = math.ceil(args.hosts / args.max) * args.reboot
+    first = min(a for a, _ in rollout.times) if rollout.times else 0.0
+    last = max(r for _, r in rollout.times) if rollout.times else 0.0
+    # the most hosts between acquire and release at once, from the clients' own times
+    edges = sorted([(a, 1) for a, _ in rollout.times] + [(r, -1) for _, r in rollout.times])
+    overlap = peak = 0
+    for _, step in edges:
+        overlap += step
+        peak = max(peak, overlap)
+    print(f"{len(rollout.times)} of {args.hosts} hosts updated, {len(rollout.errors)} "
+          f"errors{': ' + rollout.errors[0] if rollout.errors else ''}")
+    print(f"rollout {wall:.1f} s (leases {last - first:.1f} s) against the bound "
+          f"ceil(M/N)*R = {bound:.1f} s: {wall / bound:.3f}x (leases "
+          f"{(last - first) / bound:.3f}x; target <= 1.1x)")
+    print(f"most holders: {max(peaks, default=0)} in {len(peaks)} samples of the server's "
+          f"status, {peak} from the clients' own times (max {args.max})")
+    return 0 if not rollout.errors and max(peaks, default=0) <= args.max else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -113,6 +113,8 @@ class Membership:
             self._file.release()
             raise
         self._record(now)
+        if self.on_change is not None:     # this conductor joined: a ring built before
+            self.on_change()               # (without it) is rebuilt on its next use
         LOG.info("Conductor %s registered (group %r, hardware types: %s)", self.host,
                  self.settings.conductor_group, ", ".join(self.settings.hardware_types))
 
@@ -171,4 +173,6 @@ class Membership:
             self.rows.unregister(self.host, self.clock())
         except Exception:  # noqa: BLE001 - the database may be gone at shutdown
             LOG.warning("Could not mark conductor %s offline", self.host)
+        if self.on_change is not None:
+            self.on_change()
         self._file.release()

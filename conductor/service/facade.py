@@ -250,6 +250,8 @@ class Service:
             raise errors.InvalidStateRequested(action=verb, node=node.uuid,
                                                state=current) from None
         self._check_request(node, event, clean_steps)
+        if event in ("deploy", "rebuild"):     # as Ironic: NoValidHost (400) when no
+            self.conductors.conductor_for(node)   # live conductor serves its group
         action = provisioning.ACTIONS.get(event)
         if new in states.STABLE_STATES or action is None or (
                 event == "manage" and new is not S.VERIFYING):

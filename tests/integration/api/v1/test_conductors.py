@@ -4,6 +4,7 @@ import datetime
 import pytest
 
 from conductor.db.conductors import ConductorRows
+from tests.waiting import wait_until
 
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
 V149 = {"X-OpenStack-Ironic-API-Version": "1.49"}
@@ -12,6 +13,11 @@ V149 = {"X-OpenStack-Ironic-API-Version": "1.49"}
 @pytest.fixture
 def app(make_app):
     return make_app({"conductor.conductor_group": ""})
+
+
+def wait_state(client, ident, state):
+    return wait_until(lambda: client.get(f"/v1/nodes/{ident}", headers=LATEST).get_json()[
+        "provision_state"] == state, 20, 0.02, f"node {ident} to reach {state}")
 
 
 def _ghost(appliance, name, group="", alive=True, types=("fake-hardware",)):
@@ -123,3 +129,29 @@ def test_below_149_the_resource_does_not_exist(app):
         assert client.get(path, headers={"X-OpenStack-Ironic-API-Version": "1.48"}
                           ).status_code == 404
         assert client.get(path, headers=V149).status_code == 200
+
+
+def test_deploy_in_a_group_without_a_live_conductor_is_a_clear_400(app):
+    client, _ = app
+    node = client.post("/v1/nodes", json={"driver": "fake-hardware", "name": "lonely",
+                                          "conductor_group": "rack-7"},
+                       headers=LATEST).get_json()
+    for target, state in (("manage", "manageable"), ("provide", "available")):
+        assert client.put(f"/v1/nodes/{node['uuid']}/states/provision",
+                          json={"target": target}, headers=LATEST).status_code == 202
+        wait_state(client, node["uuid"], state)
+    refused = client.put(f"/v1/nodes/{node['uuid']}/states/provision",
+                         json={"target": "active"}, headers=LATEST)
+    assert refused.status_code == 400
+    text = refused.get_data(as_text=True)
+    assert "No valid host" in text and "rack-7" in text and "fake-hardware" in text
+    after = client.get(f"/v1/nodes/{node['uuid']}", headers=LATEST).get_json()
+    assert (after["provision_state"], after["reservation"]) == ("available", None)
+    # the default group keeps working exactly as before
+    plain = client.post("/v1/nodes", json={"driver": "fake-hardware"},
+                        headers=LATEST).get_json()
+    for target, state in (("manage", "manageable"), ("provide", "available"),
+                          ("active", "active")):
+        assert client.put(f"/v1/nodes/{plain['uuid']}/states/provision",
+                          json={"target": target}, headers=LATEST).status_code == 202
+        wait_state(client, plain["uuid"], state)

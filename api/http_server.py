@@ -55,6 +55,8 @@ LOG = logging.getLogger(__name__)
 
 #: app.extensions key: (paths, most open at once) of the app's long-lived streams.
 STREAMS = "metalcast.streams"
+#: Stream threads beyond the most open streams: they answer the refusals (503).
+STREAM_SPARE_THREADS = 4
 #: Seconds between two warnings about refused connections (a flood logs one line).
 REFUSAL_LOG_INTERVAL = 60.0
 
@@ -358,6 +360,9 @@ def create_server(app, *, sockets: dict, guard: ConnectionGuard, threads: int,
     ``threads`` workers.
     ``adjustments`` are waitress's (``host``, ``port``, ``ident``, ...)."""
     bounds = guard.limits
+    stream_paths, most = app.extensions.get(STREAMS, (frozenset(), 0))
+    if stream_paths:  # read while a stream runs: a client that left is seen at once
+        adjustments.setdefault("channel_request_lookahead", 1)  # (client_disconnected)
     adj = Adjustments(
         threads=threads, asyncore_use_poll=True,  # select() fails above fd 1024
         cleanup_interval=1,  # maintenance (header deadline) every second
@@ -367,11 +372,10 @@ def create_server(app, *, sockets: dict, guard: ConnectionGuard, threads: int,
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(threads)
     policy = BodyPolicy(app.extensions[limits.EXTENSION], auth.preverified(app), guard)
-    stream_paths, most = app.extensions.get(STREAMS, (frozenset(), 0))
     streams = None
-    if stream_paths:  # a thread for each stream the app lets open (it refuses more)
+    if stream_paths:  # a thread for each stream the app lets open, and a few to refuse more
         streams = ThreadedTaskDispatcher()
-        streams.set_thread_count(most)
+        streams.set_thread_count(most + STREAM_SPARE_THREADS)
     return BoundedServer(app, sockets, guard=guard, body_policy=policy, dispatcher=dispatcher,
                          streams=streams, stream_paths=stream_paths,
                          adj=adj, sockinfo=adj.listen[0])

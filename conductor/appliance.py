@@ -176,6 +176,7 @@ class Appliance:
                  ", ".join(self.settings.conductor.hardware_types))
 
     def stop(self) -> None:
+        self.service.changes.close()           # the console's publisher looks no more
         if self.orchestration is not None:     # a pass in flight ends and is saved
             self.orchestration.stop()
         self.workers.stop()

@@ -237,3 +237,25 @@ def test_the_orchestration_page_shows_phases_stages_steps_and_goes_live(console)
     for words in (b"sw-patch strategy", b"build-failed", b"query-alarms",
                   b"no software patches found", b'id="live-region"'):
         assert words in page.data, words
+
+
+def test_hosts_and_patch_ids_are_checked(console):
+    client, _ = console
+    token = _token(client.get("/ui/patches"))
+    bad = client.post("/ui/hosts/bad;name/install", data={"csrf_token": token})
+    assert bad.status_code == 400 and b"Invalid host name" in bad.data
+    unknown = client.post("/ui/hosts/no-such-host/install", data={"csrf_token": token})
+    assert unknown.status_code == 400 and b"no-such-host" in unknown.data
+    shown = client.get("/ui/patches?show=%3Cb%3E")
+    assert shown.status_code == 400 and b"<b>" not in shown.data
+
+
+def test_the_publisher_stops_with_the_appliance(make_app):
+    _, appliance = make_app()
+    feed = appliance.service.changes
+    feed.subscribe().close()
+    thread = feed._thread
+    assert thread is not None and thread.is_alive()
+    appliance.stop()
+    thread.join(5)
+    assert not thread.is_alive()

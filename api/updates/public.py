@@ -15,6 +15,7 @@ from __future__ import annotations
 import flask
 
 from api import common
+from api.throttle import client_of
 from conductor import errors
 from ramdisk_agent.wire import omaha_xml
 from ramdisk_agent.wire.errors import WireError
@@ -51,7 +52,8 @@ def update_check():
     if len(body) > MAX_BODY:
         raise errors.InvalidParameter(f"An update request is at most {MAX_BODY} bytes.")
     try:
-        answer = _updates().update_check(body, _base_url())
+        answer = _updates().update_check(body, _base_url(),
+                                         client_of(flask.request.remote_addr))
     except WireError as exc:
         raise errors.InvalidParameter(f"Invalid Omaha request: {exc}") from None
     return flask.Response(answer, 200, content_type=XML)

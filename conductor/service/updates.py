@@ -102,8 +102,8 @@ class Updates:
     store: Store
 
     # -- public ----------------------------------------------------------------------
-    def update_check(self, body: bytes, base_url: str) -> bytes:
-        return self.omaha.handle(body, base_url)
+    def update_check(self, body: bytes, base_url: str, client: str = "unknown") -> bytes:
+        return self.omaha.handle(body, base_url, client)
 
     def payload(self, name: str) -> Path:
         return self.catalogue.path(name)

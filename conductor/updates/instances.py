@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from conductor.db.updates import Instance, UpdateRows
+from conductor.db.updates import IN_PROGRESS, Instance, UpdateRows
 from ramdisk_agent.wire import omaha, omaha_codes
 
 LOG = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class Recorder:
                              code=event.error_code, text=text, running=app.version)
         LOG.warning("Update instance %s (node %s) on %s: %s", instance.machineid,
                     instance.node_uuid or "-", app.version, text)
-        if safe_mode:
+        # Only an instance that was updating can halt its group: a report for a machine
+        # id that was never granted anything (anyone can send one) is recorded only.
+        if safe_mode and instance.status in IN_PROGRESS:
             self.halt(instance, f"instance {instance.machineid} reported an error in "
                                 f"safe mode: {text}")

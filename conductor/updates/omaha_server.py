@@ -25,6 +25,7 @@ from conductor.db.queries import utcnow
 from conductor.db.updates import Image, Instance, UpdateRows
 from conductor.updates import policy
 from conductor.updates.instances import Recorder
+from conductor.updates.registrations import Registrations
 from ramdisk_agent.wire import omaha, omaha_codes
 
 LOG = logging.getLogger(__name__)
@@ -149,24 +150,27 @@ class CheckTimes:
 class OmahaServer:
     def __init__(self, rows: UpdateRows, cache: SnapshotCache,
                  node_of: Callable[[str], str | None],
-                 clock: Callable[[], datetime.datetime] = utcnow):
+                 clock: Callable[[], datetime.datetime] = utcnow,
+                 registrations: Registrations | None = None):
         self.rows, self.cache, self.node_of, self.clock = rows, cache, node_of, clock
         self.check_times = CheckTimes(rows)
+        self.registrations = registrations or Registrations()
         self.recorder = Recorder(rows, self.halt)
 
-    def handle(self, body: bytes, base_url: str) -> bytes:
-        """The response to a request body; an OmahaError (a 400) when it is malformed,
-        before anything is recorded."""
+    def handle(self, body: bytes, base_url: str, client: str = "unknown") -> bytes:
+        """The response to a request body from ``client`` (its address: what new
+        instances it may register is bounded); an OmahaError (a 400) when it is
+        malformed, before anything is recorded."""
         request = omaha.parse_request(body)
         now = self.clock()
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        apps = tuple(self._app(app, base_url.rstrip("/") + PAYLOAD_PATH, now)
+        apps = tuple(self._app(app, base_url.rstrip("/") + PAYLOAD_PATH, now, client)
                      for app in request.apps)
         return omaha.render_response(omaha.Response(
             apps, int((now - midnight).total_seconds())))
 
-    def _app(self, app: omaha.AppRequest, codebase: str,
-             now: datetime.datetime) -> omaha.AppResponse:
+    def _app(self, app: omaha.AppRequest, codebase: str, now: datetime.datetime,
+             client: str = "unknown") -> omaha.AppResponse:
         appid = app.appid.lower()
         snapshot = self.cache.get(appid)
         group = None if snapshot is None else snapshot.groups.get(app.track or DEFAULT_TRACK)
@@ -174,7 +178,7 @@ class OmahaServer:
             return self._refuse(app, "error-unknownApplicationOrGroup")
         if not app.machineid or len(app.machineid) > 64 or len(app.version) > 64:
             return self._refuse(app, "error-instanceRegistrationFailed")
-        instance = self._instance(app, appid, group.name)
+        instance = self._instance(app, appid, group.name, client)
         if instance is None:
             return self._refuse(app, "error-instanceRegistrationFailed")
         if app.events:
@@ -191,9 +195,14 @@ class OmahaServer:
         check = omaha.UpdateCheck("error-internal") if app.updatecheck else None
         return omaha.AppResponse(app.appid, status, app.ping, len(app.events), check)
 
-    def _instance(self, app: omaha.AppRequest, appid: str, group: str) -> Instance | None:
+    def _instance(self, app: omaha.AppRequest, appid: str, group: str,
+                  client: str) -> Instance | None:
         instance = self.rows.check_in(app.machineid, appid, app.version, group)
         if instance is None:
+            if not self.registrations.allow(client):
+                LOG.warning("Update client %s registers new instances too fast: "
+                            "machine id %s refused", client, app.machineid[:64])
+                return None
             return self.rows.add_instance(dict(
                 machineid=app.machineid, appid=appid, group_name=group,
                 version=app.version, node_uuid=self.node_of(app.machineid), status="new"))

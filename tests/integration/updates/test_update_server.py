@@ -201,3 +201,24 @@ def test_a_machine_id_that_is_a_node_uuid_shows_the_node(app):
     assert [i["node_uuid"] for i in listed] == [node]
     check(client, "0.9.0", machine="9" * 32)
     assert client.get(f"{BASE}/instances/{'9' * 32}").get_json()["node_uuid"] is None
+
+
+def test_a_forged_rollback_report_cannot_halt_a_safe_mode_group(app):
+    client, _ = app
+    upload(client, image_bytes(1), "1.0.0")
+    client.put(f"{BASE}/groups/stable", json={"safe_mode": True})
+    # a machine id nobody granted anything reports a rollback: recorded, no halt
+    check(client, "1.0.0", machine="7" * 32, updatecheck=False,
+          events=[omaha.Event(3, 0, error_code=44)])
+    assert client.get(f"{BASE}/instances/{'7' * 32}").get_json()["error_code"] == 44
+    assert client.get(f"{BASE}/groups/stable").get_json()["halted_reason"] is None
+
+
+def test_new_instances_per_client_address_are_bounded(app):
+    client, appliance = app
+    upload(client, image_bytes(1), "1.0.0")
+    appliance.updates.omaha.registrations.burst = 3
+    answers = [check(client, "1.0.0", machine=f"{n:032x}").status for n in range(5)]
+    assert answers == ["ok"] * 3 + ["error-instanceRegistrationFailed"] * 2
+    assert len(client.get(f"{BASE}/instances").get_json()["instances"]) == 3
+    assert check(client, "1.0.0", machine=f"{0:032x}").status == "ok"   # known: fine

@@ -259,3 +259,25 @@ def test_the_publisher_stops_with_the_appliance(make_app):
     appliance.stop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_markup_in_node_data_is_shown_as_text(console):
+    client, appliance = console
+    node = appliance.service.get_node("web-0")
+    appliance.service.store.update_node(node.id, {
+        "properties": {"<img src=x onerror=alert(1)>": "</dd><script>alert(2)</script>"},
+        "last_error": "<script>alert(3)</script>"})
+    page = client.get("/ui/nodes/web-0")
+    assert page.status_code == 200
+    assert b"<script>alert" not in page.data and b"<img src=x" not in page.data
+    assert b"&lt;script&gt;alert(3)&lt;/script&gt;" in page.data
+
+
+def test_a_wrong_password_is_refused(make_app, tmp_path):
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("op:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    client, _ = make_app({"api.auth_strategy": "http_basic", "api.htpasswd_file": str(htpasswd)})
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"op:nope").decode()}
+    refused = client.get("/ui/fleet", headers=wrong)
+    assert refused.status_code == 401 and b"Invalid user name or password" in refused.data
+    assert b'name="csrf-token" content=""' in refused.data   # no token for a stranger

@@ -81,6 +81,13 @@ class Host:
             "TOKEN_FILE": str(root / "token.json")}
         (root / "healthy").touch()
 
+    def detach_loops(self) -> None:
+        """Detach loop devices over this disk that a killed engine left (test teardown)."""
+        listed = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", self.disk],
+                                capture_output=True, text=True, check=False).stdout
+        for device in listed.split():
+            subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
     def token(self, node: str, token: str) -> None:
         """The host agent's token file (0600), as 'metalcast host token' writes it."""
         path = self.root / "token.json"

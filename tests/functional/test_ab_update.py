@@ -62,7 +62,9 @@ def images(tmp_path):
 
 @pytest.fixture
 def host(tmp_path, server, images, key):
-    return Host(tmp_path / "host", server.url, SLOT, images["1.0.0"], "1.0.0", pem(key))
+    made = Host(tmp_path / "host", server.url, SLOT, images["1.0.0"], "1.0.0", pem(key))
+    yield made
+    made.detach_loops()
 
 
 def installed(host: Host, server: Responder, version: str,
@@ -182,7 +184,7 @@ def test_a_failed_health_check_rolls_back_and_is_reported(host, server, images):
     assert "LAST_ERROR=44 rollback" in status and "UPDATE_STATUS_IDLE" in status
 
 
-def test_killed_mid_write_the_next_check_resumes(tmp_path, server, key):
+def test_killed_mid_write_the_next_check_resumes(tmp_path, server, key, request):
     """SIGKILL while the passive slot is written: the active slot is intact, the passive
     one unbootable; the next check re-hashes the checkpointed prefix from the slot and
     continues the download with Range."""
@@ -190,6 +192,7 @@ def test_killed_mid_write_the_next_check_resumes(tmp_path, server, key):
     v1 = make_image(tmp_path / "v1.img", size, 1)
     v2 = make_image(tmp_path / "v2.img", size, 2)
     host = Host(tmp_path / "host", server.url, size, v1, "1.0.0", pem(key))
+    request.addfinalizer(host.detach_loops)
     host.know(v2, "2.0.0")
     server.publish("2.0.0", v2)
     server.stall_after = 80 * MIB
@@ -205,6 +208,9 @@ def test_killed_mid_write_the_next_check_resumes(tmp_path, server, key):
         agent.communicate()
     checkpoint = json.loads(state.read_text())["checkpoint"]
     assert checkpoint == 64 * MIB
+    leftover = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", host.disk],
+                              capture_output=True, text=True).stdout.split()
+    assert len(leftover) == 1              # the killed engine's slot mapping
     assert host.slot_bytes(3) == v1.read_bytes()
     assert cgpt_bits(host.disk, 4)[:3] == (0, 0, 0)
     assert host.reboot() == 3
@@ -214,6 +220,8 @@ def test_killed_mid_write_the_next_check_resumes(tmp_path, server, key):
     done = host.run("check")
     assert "Update succeeded -- reboot needed." in done.stdout
     assert server.ranges == [checkpoint]
+    assert subprocess.run(["losetup", "-n", "-j", host.disk], capture_output=True,
+                          text=True).stdout == ""      # reused, then detached
     assert host.slot_bytes(4) == v2.read_bytes()
     assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)
 

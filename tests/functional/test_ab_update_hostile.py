@@ -35,6 +35,7 @@ def setup(tmp_path):
             before = disk.read()
         server.publish("2.0.0", v2)
         yield host, server, v1, before
+        host.detach_loops()
 
 
 def refused(host: Host, v1, text: str) -> str:

@@ -53,6 +53,10 @@ class UpdateEngine:
 
     def check(self, interactive: bool = False) -> st.EngineState:
         """One update check, and the install it leads to; the state afterwards."""
+        with self.store.exclusive():
+            return self._check(interactive)
+
+    def _check(self, interactive: bool) -> st.EngineState:
         state = self.store.load()
         self._after_reboot(state)
         if state.status == st.NEED_REBOOT:
@@ -188,6 +192,10 @@ class UpdateEngine:
     def mark_good(self) -> HealthResult:
         """The health gate now; on success the running slot is marked good and a
         lease from the reboot is released."""
+        with self.store.exclusive():
+            return self._mark_good()
+
+    def _mark_good(self) -> HealthResult:
         state = self.store.load()
         self._after_reboot(state)
         active, passive = self.layout.active_and_passive()
@@ -213,14 +221,16 @@ class UpdateEngine:
         return result
 
     def reboot_step(self) -> Step:
-        state = self.store.load()
-        if state.status != st.NEED_REBOOT:
-            return Step("nothing-to-do")
+        """The reboot strategy once, when an installed update waits for its reboot."""
+        with self.store.exclusive():
+            state = self.store.load()
+            if state.status != st.NEED_REBOOT:
+                return Step("nothing-to-do")
 
-        def held(flag: bool) -> None:
-            state.lease_held = flag
-            self.store.save(state)
-        return self.rebooter.step(held)
+            def held(flag: bool) -> None:
+                state.lease_held = flag
+                self.store.save(state)
+            return self.rebooter.step(held)
 
     def run(self, stop: threading.Event) -> None:
         """The daemon: mark-good once per boot, then checks on the schedule and the

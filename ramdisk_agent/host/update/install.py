@@ -113,6 +113,9 @@ class Installer:
 
     def _delta(self, offer: Offer, active: SlotRef, passive: SlotRef,
                progress: Callable[[float], None]) -> None:
+        if offer.size > passive.size + delta_deploy.HEADER_ROOM:
+            raise UpdateEngineError(f"the delta to {offer.version} is {offer.size} bytes, "
+                                    f"more than the slot it writes: refused", SIZE_MISMATCH)
         os.makedirs(self.scratch_dir, mode=0o700, exist_ok=True)
         payload = os.path.join(self.scratch_dir, DELTA_FILE)
         spec = delta_deploy.DeltaSpec(offer.url, self.key, offer.size, offer.version)

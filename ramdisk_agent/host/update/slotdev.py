@@ -146,8 +146,23 @@ def _kernel_partition(disk: str, number: int) -> str | None:
     return None
 
 
+def _existing(disk: str, ref: SlotRef) -> str | None:
+    """A loop device already mapping exactly this slot: left by an engine that was
+    killed mid-write (its ``finally`` never ran). Reused, then detached as ours."""
+    done = subprocess.run(["losetup", "-n", "-O", "NAME,OFFSET,SIZELIMIT", "-j", disk],
+                          capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1:] == [str(ref.offset), str(ref.size)]:
+            return fields[0]
+    return None
+
+
 def _attach(disk: str, ref: SlotRef) -> str:
     try:
+        leftover = _existing(disk, ref)
+        if leftover is not None:
+            return leftover
         done = subprocess.run(["losetup", "--find", "--show", "--offset", str(ref.offset),
                                "--sizelimit", str(ref.size), disk],
                               capture_output=True, text=True, check=False)

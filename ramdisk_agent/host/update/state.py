@@ -10,13 +10,18 @@ afresh: the GPT bits, not this file, decide what boots.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ramdisk_agent.errors import UpdateEngineError
 
 LOG = logging.getLogger(__name__)
 
@@ -89,12 +94,39 @@ class EngineState:
 
 
 class StateStore:
-    """``<state dir>/state.json``; ``save`` is atomic (write, fsync, rename)."""
+    """``<state dir>/state.json``; ``save`` is atomic (write, fsync, rename).
+
+    :meth:`exclusive` is held while the engine works (a check and its install, a
+    mark-good, a reboot step): ``metalcast-agent update check`` run while the daemon
+    installs must not write the same slot. update_engine is one daemon that its
+    client asks over D-Bus; here each command is an engine, so they take turns.
+    """
 
     def __init__(self, state_dir: str):
         self.dir = Path(state_dir)
         self.path = self.dir / "state.json"
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The engine lock (flock on ``<state dir>/engine.lock``), or UpdateEngineError
+        naming the process that holds it."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.dir / "engine.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                raise UpdateEngineError(
+                    f"another update engine (pid {holder}) is working on this host: "
+                    "'metalcast-agent update status' shows its progress; try again when "
+                    "it is done") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def load(self) -> EngineState:
         try:

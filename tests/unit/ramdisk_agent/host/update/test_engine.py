@@ -199,3 +199,16 @@ def test_a_corrupt_state_file_is_moved_aside(world):
     world.store.path.write_text("{not json")
     assert world.store.load() == st.EngineState()
     assert world.store.path.with_suffix(".json.bad").exists()
+
+
+def test_two_engines_take_turns(world):
+    """The daemon mid-install and 'update check' at the same time: the second is told
+    who works and what to do, and writes nothing."""
+    engine = world.engine(FakeClient(offer()))
+    with world.store.exclusive():
+        with pytest.raises(UpdateEngineError, match=r"another update engine \(pid \d+\)"):
+            engine.check()
+        with pytest.raises(UpdateEngineError, match="update status"):
+            engine.mark_good()
+    assert world.installer.calls == []
+    assert engine.check().status == st.NEED_REBOOT

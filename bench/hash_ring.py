@@ -7,7 +7,8 @@ Prints, for 3, 10 and 30 conductors: the ring's build time, lookups per second o
 that move when one conductor dies or joins (ideal: 1/N). Then the price of a node's
 ``conductor`` field (API 1.49: the ring's choice) on a ``GET /v1/nodes/detail`` page
 of ``--page-nodes`` nodes through the Flask app over SQLite: median of 15 pages at
-1.48 (no field) and at latest. Figures only: no pass/fail.
+1.48 (no field) and at latest (which adds later fields too), and the ring lookups of
+that page alone. Figures only: no pass/fail.
 """
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def page_figures(count: int) -> None:
                 shown = body.get_json()["nodes"][0].get("conductor", "(not shown)")
                 print(f"GET /v1/nodes/detail, {count} nodes, version {version:6s}: median "
                       f"{statistics.median(times) * 1e3:6.1f} ms (conductor: {shown})")
+            found = appliance.store.list_nodes(limit=count)
+            started = time.perf_counter()
+            for node in found:
+                appliance.service.conductors.shown_conductor(node)
+            print(f"the {count} nodes' conductor fields alone (ring lookups): "
+                  f"{(time.perf_counter() - started) * 1e3:.1f} ms")
         finally:
             appliance.stop()
 

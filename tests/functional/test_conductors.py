@@ -16,6 +16,7 @@ from tests.conftest import _admin
 from tests.functional.conftest import BIN_DIR, start_server, stop_server
 from tests.functional.helpers import api_call
 from tests.functional.test_baremetal_cli import as_json, baremetal
+from tests.functional.test_openstacksdk import connect
 from tests.waiting import wait_until
 
 #: Short membership times: a dead conductor shows within seconds (Ironic: 10 s / 60 s).
@@ -70,6 +71,13 @@ def test_two_conductors_a_kill_and_the_ring(cluster_db, tmp_path):
         assert one["hostname"] == "pg-two" and one["alive"] is True
         missing = baremetal(first, "conductor", "show", "nope", check=False)
         assert missing.returncode != 0 and "nope" in missing.stderr
+        sdk = connect(first.url)                        # openstacksdk, unchanged
+        assert {(c.hostname, c.alive) for c in sdk.baremetal.conductors(details=True)} \
+            == {("pg-one", True), ("pg-two", True)}
+        assert sdk.baremetal.get_conductor("pg-two").drivers == [
+            "fake-hardware", "ipmi", "redfish"]
+        paged = list(sdk.baremetal.conductors(limit=1))   # follows next, one per page
+        assert [c.hostname for c in paged] == ["pg-one", "pg-two"]
 
         uuids = [api_call(first.url, "POST", "/v1/nodes", {"driver": "fake-hardware"},
                           ok=(201,))["uuid"] for _ in range(30)]

@@ -11,6 +11,7 @@ from api import auth, common, console, errors, identity, limits, metrics, reques
 from api.json_provider import OrjsonProvider
 from api.starlingx import alarms, orchestration, patching
 from api.throttle import CheckBudget
+from api.updates import fast
 from api.v1 import conductors, drivers, history, microversion, nodes, ports, root
 from api.v1 import ramdisk as agent
 
@@ -69,6 +70,11 @@ def create_app(service, settings=None, checks: CheckBudget | None = None) -> fla
     orchestration.register(app)
     console.register(app)  # the operator console at /ui/ (api/console/)
     updates.register(app)  # Omaha /v1/update/ and /updates/v1/ (api/updates/)
+    if getattr(service, "updates", None) is not None:  # the update check beside Flask
+        omaha = fast.OmahaApp(service.updates, app.config["PUBLIC_ENDPOINT"])
+        app.wsgi_app = fast.Dispatch(  # type: ignore[method-assign]
+            app.wsgi_app, request_id.RequestIdMiddleware(limits.BodyLimitMiddleware(
+                omaha, app.extensions[limits.EXTENSION])))
     return app
 
 

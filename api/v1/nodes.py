@@ -19,7 +19,7 @@ FILTERS = {
     "resource_class": (21, "resource_class", str),
     "fault": (42, "fault", str),
     "conductor_group": (46, "conductor_group", str),
-    "conductor": (49, "conductor_affinity", str),
+    "conductor": (49, "conductor", str),     # the hash ring's choice (service.conductors)
     "owner": (50, "owner", str),
     "lessee": (65, "lessee", str),
     "shard": (82, "shard", str),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,6 +18,10 @@ from conductor.cluster.membership import Clock, stale_before, utc_clock
 from conductor.cluster.ring import NodeLike, RingManager
 from conductor.config import ConductorSettings, Settings
 from conductor.db.conductors import SORT_KEYS, ConductorRow, ConductorRows
+from conductor.db.records import Node
+
+#: Nodes read per step while filtering by conductor without a limit.
+SCAN_PAGE = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +75,21 @@ class Conductors:
         """(hostname, hardware types) of every live conductor, by hostname."""
         threshold = stale_before(self.settings, self.clock())
         return [(row.hostname, row.hardware_types) for row in self.rows.alive(threshold)]
+
+    def nodes_of(self, conductor: str, list_nodes: Callable[..., list[Node]],
+                 filters: dict, limit: int | None = None, marker: str | None = None,
+                 columns: Any = None, **order: Any) -> list[Node]:
+        """The nodes the ring maps to ``conductor`` (``?conductor=``, API 1.49): pages
+        of ``list_nodes`` read and filtered until ``limit`` match or the nodes end. A
+        full page's ``next`` marker is its last match, so no node is skipped."""
+        step = limit or SCAN_PAGE
+        found: list[Node] = []
+        while True:
+            page = list_nodes(filters=filters, limit=step, marker=marker, **order)
+            found += [node for node in page if self.shown_conductor(node) == conductor]
+            if (limit and len(found) >= limit) or len(page) < step:
+                return found[:limit] if limit else found
+            marker = page[-1].uuid
 
     def conductor_for(self, node: NodeLike) -> str:
         """The node's conductor; NoValidHost (400) when no live one serves it."""

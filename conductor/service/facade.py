@@ -120,8 +120,13 @@ class Service:
     def get_node(self, ident: str):
         return self.store.get_node(ident)
 
-    def list_nodes(self, **kwargs):
-        return self.store.list_nodes(**kwargs)
+    def list_nodes(self, filters: dict | None = None, **kwargs):
+        filters = dict(filters or {})
+        conductor = filters.pop("conductor", None)
+        if conductor is not None:   # the ring's choice, not a column (API 1.49)
+            return self.conductors.nodes_of(conductor, self.store.list_nodes, filters,
+                                            **kwargs)
+        return self.store.list_nodes(filters=filters, **kwargs)
 
     def update_node(self, ident: str, patch):
         node = self.store.get_node(ident)

@@ -155,3 +155,26 @@ def test_deploy_in_a_group_without_a_live_conductor_is_a_clear_400(app):
         assert client.put(f"/v1/nodes/{plain['uuid']}/states/provision",
                           json={"target": target}, headers=LATEST).status_code == 202
         wait_state(client, plain["uuid"], state)
+
+
+def test_the_conductor_filter_is_the_ring_choice_and_pages_without_gaps(app):
+    client, appliance = app
+    _ghost(appliance, "other-live")
+    appliance.ring.invalidate()
+    made = [client.post("/v1/nodes", json={"driver": "fake-hardware"},
+                        headers=LATEST).get_json() for _ in range(30)]
+    expected = {name: {n["uuid"] for n in made if n["conductor"] == name}
+                for name in ("test-conductor", "other-live")}
+    for name, uuids in expected.items():
+        whole = client.get(f"/v1/nodes?conductor={name}", headers=LATEST).get_json()
+        assert {n["uuid"] for n in whole["nodes"]} == uuids
+        seen, url = [], f"/v1/nodes?conductor={name}&limit=4"
+        while url:
+            page = client.get(url, headers=LATEST).get_json()
+            seen += [n["uuid"] for n in page["nodes"]]
+            url = page.get("next", "").partition("localhost")[2] or None
+        assert sorted(seen) == sorted(uuids) and len(seen) == len(set(seen))
+    assert client.get("/v1/nodes?conductor=nobody", headers=LATEST).get_json()["nodes"] == []
+    old = client.get("/v1/nodes?conductor=other-live",
+                     headers={"X-OpenStack-Ironic-API-Version": "1.48"})
+    assert old.status_code == 406

@@ -11,6 +11,8 @@ from werkzeug import exceptions as http
 
 from api import common, create_app, limits
 from api.starlingx import patching
+from api.console import patches as console_patches
+from api.updates import operator, public
 from api.v1 import nodes
 from conductor import config, errors
 
@@ -32,9 +34,18 @@ def test_every_route_has_the_default_cap_but_the_authenticated_large_ones(app):
             if cap != 1000:
                 large.add((app.view_functions[rule.endpoint], cap))
     assert large == {(patching.upload, patching.MAX_UPLOAD),
-                     (nodes.set_provision_state, limits.CONFIGDRIVE_LIMIT)}
+                     (nodes.set_provision_state, limits.CONFIGDRIVE_LIMIT),
+                     (console_patches.upload_patch, patching.MAX_UPLOAD),
+                     (operator.upload_image, operator.MAX_UPLOAD)}
     assert caps.cap("POST", "/no/such/route") == 1000
     assert caps.cap("DELETE", "/patching/v1/upload") == 1000  # 405: the default
+
+
+def test_the_omaha_endpoint_takes_at_most_64_kib_even_when_the_default_is_larger():
+    app = create_app(object(), config.from_options({"api.max_request_body_size": 1 << 20}))
+    caps = app.extensions[limits.EXTENSION]
+    assert caps.cap("POST", "/v1/update/") == public.MAX_BODY == 64 << 10
+    assert caps.cap("POST", "/v1/nodes") == 1 << 20
 
 
 def test_every_large_view_is_served(app):

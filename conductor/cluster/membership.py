@@ -125,14 +125,27 @@ class Membership:
     def beat(self) -> None:
         """One heartbeat, then one look at who is alive."""
         now = self.clock()
-        self._file.record(self._last, now)      # first: a kill between the two still
-        if not self.rows.heartbeat(self.host, now):    # leaves this beat recognisable
-            LOG.warning("Conductor %s: its row was unregistered by someone else; "
-                        "registering again", self.host)
-            self.rows.register(self.host, self.settings.conductor_group,
-                               self.settings.hardware_types, now, self.stale_before(now))
+        last = self._last or now
+        self._file.record(last, now)            # first: a kill between the two still
+        if not self.rows.heartbeat(self.host, now, last):   # leaves it recognisable
+            self._register_again(now, last)
         self._last = now
         self.check_members(now)
+
+    def _register_again(self, now: datetime.datetime, last: datetime.datetime) -> None:
+        """The row no longer holds our last beat: unregistered (we register again) or
+        taken over by a process that found us stale (refused while it is alive)."""
+        try:
+            self.rows.register(self.host, self.settings.conductor_group,
+                               self.settings.hardware_types, now, self.stale_before(now),
+                               taken_over=frozenset({last}))
+        except errors.ConductorAlreadyRegistered:
+            LOG.error("Conductor %s: another process took this name over while this one "
+                      "did not heartbeat for [conductor] heartbeat_timeout; stop one of "
+                      "them (their names must differ)", self.host)
+            raise
+        LOG.warning("Conductor %s: its row was unregistered by someone else; registered "
+                    "again", self.host)
 
     def check_members(self, now: datetime.datetime | None = None) -> bool:
         """Read the live conductors; True (and ``on_change``) if they changed."""

@@ -94,13 +94,16 @@ class ConductorRows:
             pass
         raise errors.ConductorAlreadyRegistered(conductor=host)
 
-    def heartbeat(self, host: str, now: datetime.datetime) -> bool:
-        """Touch ``updated_at``; False when the row is gone or marked offline (an
-        operator or a clean stop elsewhere unregistered the name)."""
+    def heartbeat(self, host: str, now: datetime.datetime,
+                  last: datetime.datetime) -> bool:
+        """Touch ``updated_at`` if the row still holds ``last``, this process's previous
+        beat; False when the row is gone, offline, or another process took the name
+        over while this one did not beat (paused past the timeout): its beats are not
+        overwritten."""
         with self.engine.begin() as conn:
             return bool(conn.execute(table.update().where(
-                table.c.hostname == host, table.c.online.is_(True)).values(
-                updated_at=now)).rowcount)
+                table.c.hostname == host, table.c.online.is_(True),
+                table.c.updated_at == last).values(updated_at=now)).rowcount)
 
     def unregister(self, host: str, now: datetime.datetime) -> None:
         """Offline at once (a clean stop): the ring drops it without waiting."""

@@ -207,3 +207,31 @@ def test_concurrent_migrations_of_one_fresh_postgresql(request, tmp_path):
         for engine in engines:
             engine.dispose()
         _admin(url, "DROP DATABASE metalcast_race")
+
+
+def test_a_paused_conductor_does_not_beat_over_the_one_that_took_its_name(store, member,
+                                                                            clock, caplog):
+    rows = ConductorRows(store.engine)
+    paused = member("c1")
+    paused.register()
+    clock.advance(61)                       # paused past the timeout: taken over
+    taker = member("c1")
+    taker.register()
+    taken = rows.get("c1").updated_at
+    clock.advance(1)
+    with pytest.raises(errors.ConductorAlreadyRegistered):
+        paused.beat()
+    assert rows.get("c1").updated_at == taken          # the taker's beat stands
+    assert "another process took this name over" in caplog.text
+    taker.beat()                                       # the taker goes on beating
+    assert rows.get("c1").updated_at != taken
+
+
+def test_an_unregistered_row_is_registered_again_on_the_next_beat(store, member, clock):
+    rows = ConductorRows(store.engine)
+    one = member("c1")
+    one.register()
+    rows.unregister("c1", clock())          # an operator, or a clean stop of a twin
+    clock.advance(1)
+    one.beat()
+    assert rows.get("c1").online and names(rows, clock) == ["c1"]

@@ -56,6 +56,8 @@ def test_two_conductors_a_kill_and_the_ring(cluster_db, tmp_path):
     second = _conductor(tmp_path, cluster_db, "pg-two")
     servers = [first, second]
     try:
+        wait_until(lambda: _alive(first) == {"pg-one": True, "pg-two": True}, 30, 0.1,
+                   "both conductors to register")
         listed = as_json(first, "conductor", "list")
         assert {(c["hostname"], c["alive"]) for c in listed} == {
             ("pg-one", True), ("pg-two", True)}
@@ -100,7 +102,10 @@ def test_two_conductors_a_kill_and_the_ring(cluster_db, tmp_path):
         # A conductor killed and started again from its own data dir: no wait.
         second = _conductor(tmp_path, cluster_db, "pg-two")
         servers.append(second)
-        assert _alive(first) == {"pg-one": True, "pg-two": True}
+        # (serve prints its ready line before the conductor registers: wait for it)
+        wait_until(lambda: _alive(first) == {"pg-one": True, "pg-two": True}, 30, 0.1,
+                   lambda: f"the restarted pg-two to register:\n{second.output()}")
+        assert "already registered" not in second.output()
 
         # The name of a live conductor, from another data dir: refused, and why.
         twin = subprocess.run(

@@ -177,15 +177,19 @@ class Membership:
                 LOG.exception("Conductor %s: heartbeat failed", self.host)
 
     def stop(self) -> None:
-        """End the heartbeats and mark the row offline (a clean stop)."""
+        """End the heartbeats and mark the row offline (a clean stop); a conductor
+        that never registered (refused) leaves the holder's row alone."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._last is None:
+            return
         try:
             self.rows.unregister(self.host, self.clock())
         except Exception:  # noqa: BLE001 - the database may be gone at shutdown
             LOG.warning("Could not mark conductor %s offline", self.host)
+        self._last = None
         if self.on_change is not None:
             self.on_change()
         self._file.release()

@@ -235,3 +235,13 @@ def test_an_unregistered_row_is_registered_again_on_the_next_beat(store, member,
     clock.advance(1)
     one.beat()
     assert rows.get("c1").online and names(rows, clock) == ["c1"]
+
+
+def test_stopping_a_refused_conductor_leaves_the_holder_alive(store, member, clock):
+    holder = member("c1")
+    holder.register()
+    refused = member("c1")
+    with pytest.raises(errors.ConductorAlreadyRegistered):
+        refused.start()
+    refused.stop()                          # e.g. the appliance's stop after a failed start
+    assert names(ConductorRows(store.engine), clock) == ["c1"]

@@ -144,10 +144,11 @@ class Rollout:
         self.waiting -= 1
         acquired = time.perf_counter()
         await asyncio.sleep(self.reboot)                       # the reboot
-        await self.omaha(index, "2.0.0", [omaha.Event(3, 2, previous_version="1.0.0")],
-                         check=False)
         released = time.perf_counter()
-        status, answer = await self.lease(index, "release")
+        # back on the new version: report it and release the lease (both at once)
+        _, (status, answer) = await asyncio.gather(
+            self.omaha(index, "2.0.0", [omaha.Event(3, 2, previous_version="1.0.0")],
+                       check=False), self.lease(index, "release"))
         if status != 200:
             raise RuntimeError(f"release: {status} {answer}")
         self.times.append((acquired, released))

@@ -62,6 +62,9 @@ class LeaseRows:
         """Take (or renew, for a current holder) ``holder``'s lease in ``group``."""
         self._ensure_group(group)
         now = utcnow()
+        refused = self._surely_full(group, holder, now, ttl)
+        if refused is not None:
+            return refused
         expires = now + datetime.timedelta(seconds=ttl)
         with self.engine.begin() as conn:
             conn.execute(groups.update().where(groups.c.name == group)
@@ -86,6 +89,24 @@ class LeaseRows:
                 leases.c.expires_at).where(leases.c.group_name == group,
                                            leases.c.holder == holder)).one())
         return Outcome(True, group, maximum, count, lease)
+
+    def _surely_full(self, group: str, holder: str, now: datetime.datetime,
+                     ttl: float) -> Outcome | None:
+        """A refusal read without a write when the group is full of other holders'
+        live leases (what most polls of a waiting host meet); None: decide under
+        the group's lock. Leases only leave a full group, so a refusal read here is
+        never wrong for longer than that read takes."""
+        live = sa.and_(leases.c.group_name == group, leases.c.expires_at > now)
+        with self.engine.connect() as conn:
+            maximum = conn.execute(sa.select(groups.c.max_holders)
+                                   .where(groups.c.name == group)).scalar_one()
+            count, mine = conn.execute(sa.select(
+                sa.func.count(), sa.func.count(sa.case((leases.c.holder == holder, 1))))
+                .where(live)).one()
+            if mine or count < maximum:
+                return None
+            return Outcome(False, group, maximum, count,
+                           retry_after=self._retry_after(conn, group, now, ttl))
 
     @staticmethod
     def _count(conn: sa.Connection, group: str) -> int:

@@ -3,6 +3,7 @@ current step, last_error, history) and its actions, destructive ones confirmed f
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import flask
 
@@ -11,6 +12,7 @@ from conductor import errors
 from conductor.secrets import mask
 from conductor.service.model import INTERFACES
 
+LOG = logging.getLogger(__name__)
 MAX_REASON = 255
 HISTORY_SHOWN = 50
 
@@ -92,6 +94,8 @@ def node_action(ident: str, name: str):
     if warning and flask.request.form.get("confirm") != "yes":
         return render("confirm.html", node=node, name=name, action=action,
                       warning=warning, reason=reason)
+    LOG.info("Node %s: %s requested from the console by %s", node.uuid, name,
+             flask.g.get("user") or "(no authentication)")
     try:
         _run(svc, node.uuid, action, reason)
     except errors.MetalcastError as exc:

@@ -3,6 +3,7 @@ details, the alarms, and upload / apply / remove / delete / host-install (remove
 delete confirmed first). The controller's info/warning/error text is shown as is."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -13,6 +14,7 @@ import flask
 from api.console.pages import bp, live_cursor, render, service
 from conductor import errors
 
+LOG = logging.getLogger(__name__)
 #: A patch ID or host name as StarlingX allows them (letters, digits, ._-).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 #: action -> (label, the controller's call, confirmation text or "").
@@ -86,11 +88,15 @@ def patch_operation(patch_id: str, operation: str):
     if warning and flask.request.form.get("confirm") != "yes":
         return render("confirm_patch.html", patch_id=patch_id, operation=operation,
                       label=label, warning=warning)
+    LOG.info("Patch %s: %s requested from the console by %s", patch_id, operation,
+             flask.g.get("user") or "(no authentication)")
     result = call(_controller(), patch_id).as_dict()
     return _page(result, 400 if result["error"] else 200)
 
 
 @bp.post("/hosts/<hostname>/install")
 def host_install(hostname: str):
-    result = _controller().host_install_async(_name(hostname, "host name")).as_dict()
+    LOG.info("Host %s: install requested from the console by %s",
+             _name(hostname, "host name"), flask.g.get("user") or "(no authentication)")
+    result = _controller().host_install_async(hostname).as_dict()
     return _page(result, 400 if result["error"] else 200)

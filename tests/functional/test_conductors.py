@@ -71,6 +71,13 @@ def test_two_conductors_a_kill_and_the_ring(cluster_db, tmp_path):
             ("pg-one", True), ("pg-two", True)}
         one = json.loads(metalcast(first, "conductor", "show", "pg-two", "--format", "json"))
         assert one["hostname"] == "pg-two" and one["alive"] is True
+        for hostile in ("../v1/nodes", "pg-one?fields=x", "a%2Fb", "pg-one/../pg-two"):
+            refused = subprocess.run([str(BIN_DIR / "metalcast"), "--url", first.url,
+                                      "conductor", "show", hostile],
+                                     capture_output=True, text=True, timeout=60)
+            assert refused.returncode != 0 and not refused.stdout and \
+                "not found" in refused.stderr.replace("could not be", "not"), \
+                (hostile, refused.stdout, refused.stderr)       # a 404, never a listing
         missing = baremetal(first, "conductor", "show", "nope", check=False)
         assert missing.returncode != 0 and "nope" in missing.stderr
         sdk = connect(first.url)                        # openstacksdk, unchanged

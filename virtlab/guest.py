@@ -27,6 +27,9 @@ NET_MODULES = ("failover", "net_failover", "virtio_ring", "virtio",
                "virtio_net")
 #: What /dev/vda needs on top of the virtio core above (loaded after it).
 BLOCK_MODULES = ("virtio_blk",)
+#: ext4 (the A/B lab's slots and state partition, virtlab.ab_vm), in insmod order;
+#: crc32c_generic first because ext4/jbd2 ask the crypto API for crc32c at mount.
+FS_MODULES = ("crc16", "mbcache", "jbd2", "crc32c_generic", "ext4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Kernel:
     vmlinuz: Path
     modules: tuple[Path, ...]  # in NET_MODULES (insmod) order
     block_modules: tuple[Path, ...] = ()  # BLOCK_MODULES, insmod after ``modules``
+    fs_modules: tuple[Path, ...] = ()  # FS_MODULES, for initramfs that mount ext4
 
 
 def cache_root() -> Path:
@@ -103,7 +107,7 @@ def debian_kernel(root: Path | None = None, package: str | None = None) -> Kerne
 def _complete(kernel: Kernel) -> bool:
     """Every file of ``kernel`` is there (a cache from before BLOCK_MODULES is not)."""
     return all(path.is_file() for path in (kernel.vmlinuz, *kernel.modules,
-                                           *kernel.block_modules))
+                                           *kernel.block_modules, *kernel.fs_modules))
 
 
 def _kernel_in(directory: Path, abi: str) -> Kernel:
@@ -111,7 +115,9 @@ def _kernel_in(directory: Path, abi: str) -> Kernel:
                   modules=tuple(directory / "modules" / f"{name}.ko"
                                 for name in NET_MODULES),
                   block_modules=tuple(directory / "modules" / f"{name}.ko"
-                                      for name in BLOCK_MODULES))
+                                      for name in BLOCK_MODULES),
+                  fs_modules=tuple(directory / "modules" / f"{name}.ko"
+                                   for name in FS_MODULES))
 
 
 def _download_extract(package: str, abi: str, work: Path, staging: Path) -> None:
@@ -144,7 +150,8 @@ def _download_extract(package: str, abi: str, work: Path, staging: Path) -> None
     deb.unlink()
     extracted = _kernel_in(staging, abi)
     missing = [str(p) for p in (*extracted.modules, *extracted.block_modules,
-                                staging / "vmlinuz") if not p.is_file()]
+                                *extracted.fs_modules, staging / "vmlinuz")
+               if not p.is_file()]
     if missing:
         raise RuntimeError(f"{package} lacks {', '.join(missing)}")
 
@@ -152,6 +159,6 @@ def _download_extract(package: str, abi: str, work: Path, staging: Path) -> None
 def _module_target(member: tarfile.TarInfo, staging: Path) -> Path | None:
     name = Path(member.name)
     if ("/kernel/" in member.name and name.suffix == ".ko"
-            and name.stem in NET_MODULES + BLOCK_MODULES):
+            and name.stem in NET_MODULES + BLOCK_MODULES + FS_MODULES):
         return staging / "modules" / name.name
     return None

@@ -68,12 +68,16 @@ class FleetRows:
     def counts(self) -> dict[str, dict[Any, int]]:
         """{"provision_state": {state: n}, "power_state": ..., "maintenance": {True: n},
         "fault": {fault: n}, "total": {None: n}}."""
-        result: dict[str, dict[Any, int]] = {}
+        # One GROUP BY over the four columns (read from ix_nodes_states alone), summed
+        # per column here: a few dozen groups, not four scans.
+        columns = list(COUNTED.values())
         with self.engine.connect() as conn:
-            for name, column in COUNTED.items():
-                rows = conn.execute(sa.select(column, sa.func.count()).group_by(column))
-                result[name] = {value: count for value, count in rows}
-        result["total"] = {None: sum(result["provision_state"].values())}
+            groups = conn.execute(sa.select(*columns, sa.func.count()).group_by(*columns)).all()
+        result: dict[str, dict[Any, int]] = {name: {} for name in COUNTED}
+        for row in groups:
+            for index, name in enumerate(COUNTED):
+                result[name][row[index]] = result[name].get(row[index], 0) + row[-1]
+        result["total"] = {None: sum(row[-1] for row in groups)}
         return result
 
     def page(self, wanted: NodeFilter, sort: str, descending: bool, offset: int,

@@ -7,6 +7,7 @@ an InvalidParameter that says which field and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ FAILED_STATES = tuple(s.value for s in states.State if s.value.endswith(" failed
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 MAX_SEARCH = 255
+#: Seconds the filter menus' driver and group lists are kept.
+CHOICES_TTL = 10.0
 #: Three-way filters: the form's text -> the value.
 _TRI = {"": None, "any": None, "yes": True, "no": False}
 
@@ -119,6 +122,7 @@ class Fleet:
 
     def __init__(self, engine: sa.Engine):
         self.rows = FleetRows(engine, FAILED_STATES)
+        self._choices: tuple[float, dict[str, list[str]]] | None = None
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Nodes by provision state, power state, maintenance and fault, by label
@@ -136,7 +140,11 @@ class Fleet:
         return FleetPage(rows, total, query)
 
     def choices(self) -> dict[str, list[str]]:
-        """The filter menus: provision states, drivers and groups in use."""
-        return {"state": [s.value for s in states.State],
-                "driver": self.rows.distinct("driver"),
-                "group": self.rows.distinct("conductor_group")}
+        """The filter menus: provision states, drivers and groups in use (re-read at
+        most every CHOICES_TTL s: two scans of the fleet that a menu need not repeat)."""
+        now = time.monotonic()
+        if self._choices is None or now - self._choices[0] > CHOICES_TTL:
+            self._choices = (now, {"state": [s.value for s in states.State],
+                                   "driver": self.rows.distinct("driver"),
+                                   "group": self.rows.distinct("conductor_group")})
+        return self._choices[1]

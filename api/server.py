@@ -45,6 +45,7 @@ class Server:
 
     def __init__(self, settings: Settings, threads: int = 8):
         self.appliance = Appliance(settings)
+        self._started = False
         service = self.appliance.service
         self._sockets: dict = {}
         # Shared by every listener: the bounds are per client and in total.
@@ -98,8 +99,15 @@ class Server:
             "[api] vim_port (or METALCAST_API_VIM_PORT)")
         self.vim_url = _url(settings.api.host, self._vim_wsgi.effective_port)
 
+    def start(self) -> None:
+        """Start the conductor (register, workers, periodic tasks): ``run`` does it
+        before it reports ready, so a refused conductor name stops serve first."""
+        if not self._started:
+            self.appliance.start()
+            self._started = True
+
     def serve_forever(self) -> None:
-        self.appliance.start()
+        self.start()
         try:
             self._wsgi.run()  # the one loop: it serves every listener's sockets
         finally:
@@ -157,6 +165,11 @@ def run(settings: Settings, on_ready=print) -> None:
     _tune_gc()
     # waitress leaves its loop cleanly on SystemExit; the conductor then stops.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
     for line in server.boot_lines:  # TFTP/HTTP boot URLs, when [pxe] enabled
         on_ready(line)
     if server.patching_url:

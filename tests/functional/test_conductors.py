@@ -121,6 +121,7 @@ def test_two_conductors_a_kill_and_the_ring(cluster_db, tmp_path):
             capture_output=True, text=True, timeout=60)
         assert twin.returncode == 1
         assert "pg-one is already registered and alive" in twin.stderr
+        assert "listening" not in twin.stdout          # refused before it reports ready
         assert _alive(first) == {"pg-one": True, "pg-two": True}
     finally:
         for server in servers:

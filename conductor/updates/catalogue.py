@@ -116,6 +116,11 @@ class Catalogue:
                 raise errors.InvalidParameter("The image is empty: send the image file "
                                               "as the request body.")
             os.replace(tmp, self.root / digest.hexdigest())
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if errors.is_disk_full(exc):
+                raise errors.InsufficientStorage(path=str(self.root)) from None
+            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

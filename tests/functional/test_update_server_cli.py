@@ -111,3 +111,40 @@ def test_operator_and_host_end_to_end(server, tmp_path):
     cli(server, "lease", "set-max", "3", "--group", "workers")
     status = as_json(server, "lease", "status")
     assert {"group": "workers", "max": 3, "holders": []} in status
+
+
+def test_the_host_update_engine_s_clients_against_the_server(server, tmp_path):
+    """The agent side's own Omaha and lease clients (ramdisk_agent/host/update/
+    client.py) against this server: the contract both sides were built to."""
+    from ramdisk_agent.host.update.client import Identity, LeaseClient, OmahaClient
+    latest = {"X-OpenStack-Ironic-API-Version": "latest"}
+    node = requests.post(f"{server.url}/v1/nodes", headers=latest, timeout=TIMEOUT, json={
+        "driver": "fake-hardware", "name": "engine-host"}).json()["uuid"]
+    for target, state in (("manage", "manageable"), ("adopt", "active")):
+        requests.put(f"{server.url}/v1/nodes/{node}/states/provision", headers=latest,
+                     json={"target": target}, timeout=TIMEOUT)
+        wait_until(lambda s=state: requests.get(
+            f"{server.url}/v1/nodes/{node}", headers=latest, timeout=TIMEOUT
+        ).json()["provision_state"] == s, 30, 0.1, state)
+    cli(server, "host", "token", node, "--output", str(tmp_path / "token.json"))
+    token = json.loads((tmp_path / "token.json").read_text())["token"]
+
+    # the group as the first test left it (paused, 0 %), opened again from the CLI
+    cli(server, "group", "set", "stable", "--resume", "--rollout-percent", "100",
+        "--no-safe-mode")
+    channel = as_json(server, "channel", "show", "stable")["version"]
+    client = OmahaClient(f"{server.url}/v1/update/",
+                         Identity(METALCAST_APPID, "0.0.1", "stable", node.replace("-", "")))
+    offer = client.check(delta_okay=False, interactive=True)
+    assert offer.status == "ok" and offer.manifest.version == channel
+    client.event(omaha.Event(13, 1))
+    assert as_json(server, "instance", "show", node)["status"] == "downloading"
+
+    leases = LeaseClient(f"{server.url}/updates/v1/leases", node, token, "engine")
+    held = leases.acquire()
+    assert held.held and held.max == 1 and held.holders == 1 and held.expires_at
+    assert leases.renew().held
+    assert not leases.release().held
+    wrong = LeaseClient(f"{server.url}/updates/v1/leases", node, "x" * 43, "engine")
+    with pytest.raises(Exception, match="refused this host's agent token"):
+        wrong.acquire()

@@ -49,6 +49,7 @@ import pytest
 
 from tests.functional.ab_host import cgpt_bits
 from tests.waiting import wait_until
+from virtlab import disk as lab_disk
 from virtlab.ab_vm import (
     SLOT_A,
     SLOT_B,
@@ -148,7 +149,7 @@ def test_vm_updates_reboots_into_the_new_slot_and_rolls_back_a_broken_one(guest,
             raise AssertionError(f"{exc}{_evidence(vm, appliance)}") from exc
         assert lab.pids() == [], f"processes left in {lab.name}: {lab.pids()}"
     assert not lab.exists(), f"namespace {lab.name} was not deleted"
-    _check_disk(disk)
+    _check_disk(disk, payloads)
     print("\nqemu A/B update: " + ", ".join(f"{k} {v:.1f}s" for k, v in marks.items()))
     sys.stdout.flush()
 
@@ -178,6 +179,9 @@ def _update_to_v2(vm: AbVm, operator: Operator, machine_id: str, marks: dict,
     assert chosen.groups()[0] == str(SLOT_B) and chosen.groups()[2:] == ("1", "0", "0"), \
         chosen.group(0)
     _wait_console(vm, rf"METALCAST-AB running version=2 partition={SLOT_B}")
+    # slot A is v1's payload byte for byte, so the appliance's delta applied
+    assert vm.console is not None and re.search(r"Delta 2 applied into /dev/vda3",
+                                                vm.console.text())
     _wait_console(vm, rf"METALCAST-AB marked good version=2 partition={SLOT_B}")
     marks["v2_marked_good"] = time.monotonic() - started
     shown = _instance_when(operator, machine_id, "complete")
@@ -224,9 +228,17 @@ def _instance_when(operator: Operator, machine_id: str, status: str) -> dict:
     return wait_until(shown, STEP_TIMEOUT, 1, f"the instance to be {status}")
 
 
-def _check_disk(disk: Path) -> None:
+def _check_disk(disk: Path, payloads: dict[str, Path]) -> None:
     """The real cgpt reads what the VM's boots and the engine left: B (v2) proven and
-    first, A (broken v3) tried and never marked."""
+    first, A (broken v3) tried and never marked; each slot holds its payload byte for
+    byte (B was made from v1 by the delta)."""
+    for number, version in ((SLOT_A, "3"), (SLOT_B, "2")):
+        offset, size = next((o, n) for part, o, n in lab_disk.partitions(str(disk))
+                            if part == number)
+        with open(disk, "rb") as handle:
+            handle.seek(offset)
+            assert handle.read(size) == payloads[version].read_bytes(), \
+                f"slot {number} does not hold version {version}"
     a_priority, a_tries, a_good, _ = cgpt_bits(str(disk), SLOT_A)
     b_priority, b_tries, b_good, shown = cgpt_bits(str(disk), SLOT_B)
     assert (b_tries, b_good) == (0, 1), shown

@@ -25,6 +25,8 @@ LOG = logging.getLogger(__name__)
 BACKLOG = 256
 #: Counts are recomputed at most this often while nodes change (GROUP BY queries).
 COUNTS_EVERY = 1.0
+#: How far before the newest write seen each look reaches back (see _node_events).
+LOOKBACK = datetime.timedelta(seconds=2)
 #: The thread stays this long without subscribers before it ends.
 IDLE_EXIT = 30.0
 
@@ -178,17 +180,19 @@ class ChangeFeed:
         return events
 
     def _node_events(self) -> list[Event]:
-        rows = self.fleet.rows.changed_since(self._since) if self._since else \
-            self.fleet.rows.changed_since(None)
-        rows = [r for r in rows if r["updated_at"] is not None]
+        """Rows written since LOOKBACK before the newest write seen: a write's
+        updated_at is taken before its commit, so a slower transaction (another
+        worker, another conductor) can commit an older time after a newer one has been
+        seen; the writes already sent within the window are remembered, not resent."""
+        since = self._since - LOOKBACK if self._since else None
+        rows = [r for r in self.fleet.rows.changed_since(since) if r["updated_at"] is not None]
         fresh = [r for r in rows if (r["uuid"], r["updated_at"]) not in self._sent]
         if rows:
             newest = max(r["updated_at"] for r in rows)
-            if self._since is None or newest > self._since:
-                self._sent = set()
-            self._since = newest
-            self._sent |= {(r["uuid"], r["updated_at"]) for r in rows
-                           if r["updated_at"] == newest}
+            self._since = max(newest, self._since) if self._since else newest
+            floor = self._since - LOOKBACK
+            self._sent = {key for key in self._sent if key[1] >= floor}
+            self._sent |= {(r["uuid"], r["updated_at"]) for r in fresh}
         return [dict({k: _plain(v) for k, v in row.items()}, kind="node") for row in fresh]
 
 

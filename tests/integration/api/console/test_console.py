@@ -5,6 +5,7 @@ rendered, destructive actions confirmed, authentication and the change feed."""
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import re
 
@@ -281,3 +282,31 @@ def test_a_wrong_password_is_refused(make_app, tmp_path):
     refused = client.get("/ui/fleet", headers=wrong)
     assert refused.status_code == 401 and b"Invalid user name or password" in refused.data
     assert b'name="csrf-token" content=""' in refused.data   # no token for a stranger
+
+
+def test_a_write_committed_after_a_newer_one_is_still_published(console):
+    """updated_at is taken before the commit: a slower transaction lands with an older
+    time than one the publisher has already seen."""
+    _, appliance = console
+    svc = appliance.service
+    watching = svc.changes.subscribe()
+    try:
+        svc.set_maintenance("web-0", True, "newer write")
+        seen = []
+        for _ in range(50):
+            seen += watching.wait(0.2)
+            if any(e.get("name") == "web-0" for e in seen):
+                break
+        assert any(e.get("name") == "web-0" for e in seen)
+        older = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+        svc.store.update_node(svc.get_node("web-1").id,
+                              {"maintenance": True, "updated_at": older})
+        late = []
+        for _ in range(50):
+            late += watching.wait(0.2)
+            if any(e.get("name") == "web-1" for e in late):
+                break
+        assert any(e.get("name") == "web-1" and e["maintenance"] for e in late)
+        assert not any(e.get("name") == "web-0" for e in late)   # not sent twice
+    finally:
+        watching.close()

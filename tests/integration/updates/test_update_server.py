@@ -222,3 +222,24 @@ def test_new_instances_per_client_address_are_bounded(app):
     assert answers == ["ok"] * 3 + ["error-instanceRegistrationFailed"] * 2
     assert len(client.get(f"{BASE}/instances").get_json()["instances"]) == 3
     assert check(client, "1.0.0", machine=f"{0:032x}").status == "ok"   # known: fine
+
+
+def test_floors_and_the_per_period_maximum_through_the_endpoint(app):
+    client, _ = app
+    for n, version in enumerate(("1.0.0", "1.5.0", "2.0.0"), 1):
+        upload(client, image_bytes(n), version)
+    group = client.put(f"{BASE}/groups/stable", json={
+        "floors": ["1.5.0"], "max_updates_per_period": 2, "period_interval": 3600})
+    assert group.status_code == 200, group.get_data()
+    # a host below the floor is taken to the floor first, then to the channel
+    assert check(client, "1.0.0", machine="1" * 32).updatecheck.manifest.version == "1.5.0"
+    assert check(client, "1.5.0", machine="2" * 32).updatecheck.manifest.version == "2.0.0"
+    # two grants this period: the third host waits for the next period
+    assert check(client, "1.5.0", machine="3" * 32).status == \
+        "error-maxUpdatesPerPeriodLimitReached"
+    # asking again for what it was granted is no new grant
+    assert check(client, "1.0.0", machine="1" * 32).updatecheck.manifest.version == "1.5.0"
+    bad = client.put(f"{BASE}/groups/stable", json={"floors": "1.5.0"})
+    assert bad.status_code == 400
+    bad = client.put(f"{BASE}/groups/stable", json={"rollout_percent": 101})
+    assert bad.status_code == 400 and "rollout_percent" in bad.get_json()["error_message"]

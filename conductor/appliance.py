@@ -30,6 +30,7 @@ from conductor.dns.registration import DnsRetry
 from conductor.drivers.context import DriverContext
 from conductor.drivers.registry import DriverRegistry, Factory
 from conductor.engine.power_sync import PowerSync
+from conductor.engine.takeover import Takeover
 from conductor.engine.task import Task
 from conductor.engine.workers import Workers
 from conductor.identity import Tokens
@@ -99,8 +100,13 @@ class Appliance:
                                             recorders.engine)
         dns_retry = DnsRetry.for_settings(self.store, settings, self.context.dns,
                                           self._task_opener(), self.alarms)
+        #: The nodes of dead conductors that the ring maps here (conductor/engine/
+        #: takeover.py), a periodic task of the workers.
+        takeover = Takeover(self.store, conductor_rows, settings.conductor.host,
+                            self.ring.conductor_or_none, self.drivers,
+                            self.membership.stale_before)
         self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry,
-                               metrics=recorders.engine)
+                               metrics=recorders.engine, takeover=takeover)
         agent = AgentService(self.store, settings, self.workers, host_agents, self.cipher,
                              metrics=recorders.engine)
         agent.upgrade_stored_tokens()   # no agent token stays in plain text

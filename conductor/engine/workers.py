@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from conductor.dns.registration import DnsRetry
     from conductor.drivers.registry import DriverRegistry
     from conductor.engine.power_sync import PowerSync
+    from conductor.engine.takeover import Takeover
     from conductor.metrics.events import EngineMetrics
 
 LOG = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Workers:
 
     def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
                  power_sync: PowerSync | None = None, dns_retry: DnsRetry | None = None,
-                 metrics: EngineMetrics | None = None):
+                 metrics: EngineMetrics | None = None, takeover: Takeover | None = None):
         self.store = store
         self.settings = settings
         #: Builds the interfaces of every task this pool runs.
@@ -67,6 +68,8 @@ class Workers:
         self.dns_retry = dns_retry
         #: Counts the callback timeouts (conductor/metrics/events.py); None: not counted.
         self.metrics = metrics
+        #: Takes over the nodes of dead conductors the ring maps here (None: not run).
+        self.takeover = takeover
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -114,6 +117,9 @@ class Workers:
                            self.power_sync.sweep)
         if self.dns_retry is not None:
             self._periodic(self.settings.dns.retry_interval, self.dns_retry.sweep)
+        if self.takeover is not None:   # each heartbeat: within heartbeat_timeout + one
+            self._periodic(self.settings.conductor.heartbeat_interval,  # interval
+                           self.takeover.sweep)
 
     def _timed_out(self, state: str) -> None:
         if self.metrics is not None:

@@ -120,7 +120,8 @@ class OmahaClient:
         if app_answer.status != "ok":
             meaning = omaha.APP_STATUSES.get(app_answer.status, "")
             raise UpdateEngineError(f"the update server refused: {app_answer.status} "
-                                    f"({meaning})", RESPONSE_INVALID)
+                                    f"({meaning})", RESPONSE_INVALID,
+                                    details=app_answer.status)
         return app_answer
 
 

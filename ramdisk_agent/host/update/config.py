@@ -55,6 +55,8 @@ class UpdateConfig:
     health_window: float = 45.0
     #: also require that the appliance answered (an Omaha ping) before marking good
     health_needs_appliance: bool = True
+    #: ask for deltas from the running version (``delta_okay``); false: full images only
+    delta_okay: bool = True
     lease_url: str | None = None              #: default: derived from SERVER
     lease_group: str = "default"
     #: the host agent's token (``metalcast-agent host``'s default --token-file)
@@ -164,7 +166,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "HEALTH_COMMANDS": ("health_commands", _list), "HEALTH_UNITS": ("health_units", _list),
     "HEALTH_WINDOW": ("health_window", _positive),
     "HEALTH_NEEDS_APPLIANCE": ("health_needs_appliance", _flag),
-    "LEASE_URL": ("lease_url", _optional), "LEASE_GROUP": ("lease_group", str),
+    "DELTA_OKAY": ("delta_okay", _flag), "LEASE_URL": ("lease_url", _optional),
+    "LEASE_GROUP": ("lease_group", str),
     "TOKEN_FILE": ("token_file", str), "NODE_UUID": ("node_uuid", _optional),
     "CA_FILE": ("ca_file", _optional), "INSECURE": ("insecure", _flag),
     "WALL_DELAY": ("wall_delay", _positive),

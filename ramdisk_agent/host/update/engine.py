@@ -29,6 +29,7 @@ from ramdisk_agent.wire import omaha
 from ramdisk_agent.wire import omaha_codes as codes
 
 LOG = logging.getLogger(__name__)
+IN_PROGRESS = "error-updateInProgressOnInstance"
 Observer = Callable[[st.EngineState], None]
 
 
@@ -37,13 +38,13 @@ class UpdateEngine:
                  layout: SlotLayout, installer: Installer, health: HealthGate,
                  rebooter: Rebooter, version: str, boot_id: str,
                  reboot_required_file: str, schedule: Schedule | None = None,
-                 host: str = "", rng: random.Random | None = None):
+                 host: str = "", rng: random.Random | None = None, deltas: bool = True):
         self.store, self.client, self.layout = store, client, layout
         self.installer, self.health, self.rebooter = installer, health, rebooter
         self.version, self.boot_id, self.host = version, boot_id, host
         self.reboot_required_file = reboot_required_file
         self.schedule = schedule or Schedule()
-        self.rng = rng or random.Random()
+        self.rng, self.deltas = rng or random.Random(), deltas
         self.poll_interval: float | None = None
         self.observer: Observer = lambda state: None
 
@@ -93,9 +94,11 @@ class UpdateEngine:
         """The server's answer, or None (no update, recorded in ``state``)."""
         self._flush_events(state)
         try:
-            answer = self._client().check(delta_okay=not state.delta_refused,
+            answer = self._client().check(delta_okay=self.deltas and not state.delta_refused,
                                           interactive=interactive)
         except UpdateEngineError as exc:
+            if exc.details == IN_PROGRESS and state.offer is not None:
+                return self._resume_offer(state)
             state.failures += 1
             state.last_error, state.last_error_code = exc.message, exc.omaha_code
             self._set(state, st.IDLE)
@@ -107,6 +110,20 @@ class UpdateEngine:
             self._set(state, st.IDLE)
             return None
         return answer
+
+    def _resume_offer(self, state: st.EngineState) -> omaha.UpdateCheck:
+        """The server still counts this host's interrupted download as in progress (as
+        Nebraska does until its update timeout): the offer it granted, from the state."""
+        offer = state.offer
+        assert offer is not None
+        LOG.info("Host %s: the server says our update to %s is in progress; resuming it",
+                 self.host, offer.version)
+        url, name = offer.url.rsplit("/", 1)
+        manifest = omaha.Manifest(offer.version, (omaha.Package(name, offer.size),),
+                                  bytes.fromhex(offer.sha256), offer.is_delta,
+                                  signature=None if offer.signature is None
+                                  else bytes.fromhex(offer.signature))
+        return omaha.UpdateCheck("ok", (url + "/",), manifest)
 
     def _offer(self, answer: omaha.UpdateCheck, state: st.EngineState) -> st.Offer:
         manifest = answer.manifest

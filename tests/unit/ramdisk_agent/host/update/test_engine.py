@@ -212,3 +212,27 @@ def test_two_engines_take_turns(world):
             engine.mark_good()
     assert world.installer.calls == []
     assert engine.check().status == st.NEED_REBOOT
+
+
+class InProgressClient(FakeClient):
+    """The appliance after a kill mid-download: the instance is still 'downloading'."""
+
+    def check(self, *, delta_okay: bool, interactive: bool) -> omaha.UpdateCheck:
+        self.asked.append(delta_okay)
+        raise UpdateEngineError("refused", 34, details="error-updateInProgressOnInstance")
+
+
+def test_an_update_the_server_counts_in_progress_is_resumed(world):
+    world.installer.crash_at = 64 << 20
+    with pytest.raises(KeyboardInterrupt):
+        world.engine(FakeClient(offer())).check()
+    world.installer.crash_at = None
+    state = world.engine(InProgressClient()).check()
+    assert state.status == st.NEED_REBOOT
+    assert world.installer.calls[-1] == ("2.0.0", False, 64 << 20, 4)
+
+
+def test_in_progress_without_a_saved_offer_is_an_error(world):
+    with pytest.raises(UpdateEngineError, match="refused"):
+        world.engine(InProgressClient()).check()
+    assert world.store.load().failures == 1 and world.installer.calls == []

@@ -136,3 +136,47 @@ def test_killed_mid_write_resumes_against_the_appliance(server, tmp_path):
             v2.read_bytes()).digest()
     finally:
         host.detach_loops()
+
+
+def active_node_with_token(url: str) -> tuple[str, str]:
+    """An active node (fake hardware, adopted) and its host agent token, issued through
+    the API as 'metalcast host token' does."""
+    node = api_call(url, "POST", "/v1/nodes", {"driver": "fake-hardware",
+                                               "name": "ab-" + uuid.uuid4().hex[:8],
+                                               "automated_clean": False}, ok=(201,))["uuid"]
+    for target, state in (("manage", "manageable"), ("adopt", "active")):
+        api_call(url, "PUT", f"/v1/nodes/{node}/states/provision", {"target": target},
+                 ok=(202,))
+        wait_until(lambda s=state: (n := api_call(url, "GET", f"/v1/nodes/{node}"))
+                   ["provision_state"] == s and n["reservation"] is None, 30, 0.1, state)
+    issued = api_call(url, "POST",
+                      f"/v1/nodes/{node}/vendor_passthru?method=issue_host_agent_token",
+                      ok=(200,))
+    return node, issued["token"]
+
+
+def test_lease_strategy_with_the_appliance(fleet, tmp_path):
+    """REBOOT_STRATEGY=lease against the appliance's semaphore: no lease (max 0), no
+    reboot; with one, the reboot, and the lease released once the host is healthy."""
+    url, channel, appid, host, v1 = fleet
+    node, token = active_node_with_token(url)
+    group = "ab-" + uuid.uuid4().hex[:8]
+    host.token(node, token)
+    host.conf(REBOOT_STRATEGY="lease", LEASE_GROUP=group)
+    v2 = change(v1, tmp_path / "v2.img", 2)
+    upload(url, v2, "2.0.0", channel, appid)
+    host.know(v2, "2.0.0")
+    host.run("check")
+    api_call(url, "PUT", f"{BASE}/leases/{group}", {"max": 0})
+    assert "REBOOT=lease-busy" in host.run("reboot").stdout
+    assert not host.marker.exists()
+    api_call(url, "PUT", f"{BASE}/leases/{group}", {"max": 1})
+    assert "REBOOT=rebooting" in host.run("reboot").stdout and host.marker.exists()
+
+    def holders() -> list[str]:
+        groups = api_call(url, "GET", f"{BASE}/leases")["groups"]
+        return [h["holder"] for g in groups if g["group"] == group for h in g["holders"]]
+    assert holders() == [node]
+    assert host.reboot() == 4
+    host.run("mark-good")
+    assert holders() == []

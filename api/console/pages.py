@@ -72,8 +72,6 @@ def _http_error(exc: http.HTTPException):
 
 
 def _error_page(status: int, message: str):
-    if flask.request.path == "/ui/events":
-        return flask.Response(message, status, mimetype="text/plain")
     return flask.render_template("console/error.html", nav=NAV, status=status,
                                  message=message, csrf_token="", csrf_field=csrf.FIELD), status
 

@@ -97,7 +97,7 @@ class Appliance:
             dns=rfc2136.build(settings), patching=self.patching)
         self.drivers = DriverRegistry(self.context, driver_overrides)
         power_sync = PowerSync.for_settings(self.store, settings, self.drivers,
-                                            recorders.engine)
+                                            recorders.engine, self.ring.conductor_or_none)
         dns_retry = DnsRetry.for_settings(self.store, settings, self.context.dns,
                                           self._task_opener(), self.alarms)
         #: The nodes of dead conductors that the ring maps here (conductor/engine/
@@ -106,7 +106,8 @@ class Appliance:
                             self.ring.conductor_or_none, self.drivers,
                             self.membership.stale_before)
         self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry,
-                               metrics=recorders.engine, takeover=takeover)
+                               metrics=recorders.engine, takeover=takeover,
+                               owner_of=self.ring.conductor_or_none)
         agent = AgentService(self.store, settings, self.workers, host_agents, self.cipher,
                              metrics=recorders.engine)
         agent.upgrade_stored_tokens()   # no agent token stays in plain text

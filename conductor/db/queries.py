@@ -250,14 +250,16 @@ class Store:
         with self.engine.connect() as conn:
             return [Node(*row) for row in conn.execute(query, params)]
 
-    def nodes_for_power_sync(self, host: str, drivers: Iterable[str],
+    def nodes_for_power_sync(self, host: str | None, drivers: Iterable[str],
                              excluded_states: Iterable[str], fault: str) -> list[Node]:
-        """Unlocked nodes ``host`` may sync: its own or unclaimed, of ``drivers``, no
+        """Unlocked nodes ``host`` may sync: its own or unclaimed (``host`` None: any,
+        the caller keeps those the hash ring maps to it), of ``drivers``, no
         pending power action, not in ``excluded_states``, out of maintenance unless
         the maintenance is for ``fault``."""
+        mine = sa.true() if host is None else sa.or_(
+            nodes.c.conductor_affinity == host, nodes.c.conductor_affinity.is_(None))
         query = sa.select(nodes).where(
-            sa.or_(nodes.c.conductor_affinity == host, nodes.c.conductor_affinity.is_(None)),
-            nodes.c.driver.in_(list(drivers)),
+            mine, nodes.c.driver.in_(list(drivers)),
             nodes.c.reservation.is_(None), nodes.c.target_power_state.is_(None),
             sa.or_(nodes.c.provision_state.is_(None),
                    nodes.c.provision_state.not_in(list(excluded_states))),

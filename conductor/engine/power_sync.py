@@ -22,6 +22,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 S = states.State
+
+#: A node -> its conductor by the hash ring (None: no live conductor serves it).
+OwnerOf = Callable[[Node], "str | None"]
 
 #: The fault a node gets when its BMC stops answering (Ironic's faults.POWER_FAILURE).
 POWER_FAILURE = "power failure"
@@ -95,21 +99,28 @@ def check_settings(settings: Settings) -> None:
 
 def sync_power_states(store: Store, settings: Settings, drivers: DriverRegistry,
                       host: str | None = None,
-                      pool: ThreadPoolExecutor | None = None) -> SyncSummary:
-    """Run one sweep; with no ``pool``, one of ``sync_power_state_workers`` threads."""
+                      pool: ThreadPoolExecutor | None = None,
+                      owner_of: OwnerOf | None = None) -> SyncSummary:
+    """Run one sweep; with no ``pool``, one of ``sync_power_state_workers`` threads.
+    With ``owner_of`` (the hash ring), only the nodes it maps to ``host``; without,
+    the nodes ``host`` acted on last or no one did."""
     check_settings(settings)
+    host = host or settings.conductor.host
     if pool is not None:
-        return _sweep(store, settings, drivers, host or settings.conductor.host, pool)
+        return _sweep(store, settings, drivers, host, pool, owner_of)
     with ThreadPoolExecutor(settings.conductor.sync_power_state_workers,
                             "metalcast-power-sync") as own:
-        return _sweep(store, settings, drivers, host or settings.conductor.host, own)
+        return _sweep(store, settings, drivers, host, own, owner_of)
 
 
 def _sweep(store: Store, settings: Settings, drivers: DriverRegistry, host: str,
-           pool: ThreadPoolExecutor) -> SyncSummary:
+           pool: ThreadPoolExecutor, owner_of: OwnerOf | None = None) -> SyncSummary:
     started = time.monotonic()
-    nodes = store.nodes_for_power_sync(host, settings.conductor.hardware_types,
+    nodes = store.nodes_for_power_sync(None if owner_of else host,
+                                       settings.conductor.hardware_types,
                                        [s.value for s in EXCLUDED_STATES], POWER_FAILURE)
+    if owner_of is not None:
+        nodes = [node for node in nodes if owner_of(node) == host]
     # Failing nodes first (Ironic queues them first too): a BMC that recovered is
     # noticed at the start of a sweep, not after every healthy node.
     nodes.sort(key=lambda n: (not _failing(n), n.id))
@@ -293,9 +304,12 @@ class PowerSync:
     """The periodic task: one sweep per call, on its own small bounded pool."""
 
     def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
-                 metrics: EngineMetrics | None = None):
+                 metrics: EngineMetrics | None = None, owner_of: OwnerOf | None = None):
         check_settings(settings)
         self.store = store
+        #: The node's conductor by the hash ring: a sweep syncs only this one's nodes
+        #: (None: those it acted on last, or no one did).
+        self.owner_of = owner_of
         #: Records each sweep's duration and BMC errors; None: not recorded.
         self.metrics = metrics
         self.settings = settings
@@ -306,18 +320,19 @@ class PowerSync:
 
     @classmethod
     def for_settings(cls, store: Store, settings: Settings, drivers: DriverRegistry,
-                     metrics: EngineMetrics | None = None) -> PowerSync | None:
+                     metrics: EngineMetrics | None = None,
+                     owner_of: OwnerOf | None = None) -> PowerSync | None:
         """The periodic sync, or None when [conductor] sync_power_state_interval is 0."""
         if settings.conductor.sync_power_state_interval <= 0:
             return None
-        return cls(store, settings, drivers, metrics)
+        return cls(store, settings, drivers, metrics, owner_of)
 
     def sweep(self) -> SyncSummary | None:
         if self._closed.is_set():
             return None
         try:
             summary = _sweep(self.store, self.settings, self.drivers,
-                             self.settings.conductor.host, self._pool)
+                             self.settings.conductor.host, self._pool, self.owner_of)
         except RuntimeError:
             if self._closed.is_set():  # submit() after close(): the conductor is stopping
                 return None

@@ -51,7 +51,8 @@ class Workers:
 
     def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
                  power_sync: PowerSync | None = None, dns_retry: DnsRetry | None = None,
-                 metrics: EngineMetrics | None = None, takeover: Takeover | None = None):
+                 metrics: EngineMetrics | None = None, takeover: Takeover | None = None,
+                 owner_of: Callable[[Node], str | None] | None = None):
         self.store = store
         self.settings = settings
         #: Builds the interfaces of every task this pool runs.
@@ -70,6 +71,9 @@ class Workers:
         self.metrics = metrics
         #: Takes over the nodes of dead conductors the ring maps here (None: not run).
         self.takeover = takeover
+        #: The node's conductor by the hash ring: the callback timeouts of only this
+        #: one's nodes are checked here (None: those it acted on last, or no one did).
+        self.owner_of = owner_of
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -111,7 +115,8 @@ class Workers:
         recover(self.store, self.host, self.drivers)
         self._periodic(self.settings.conductor.check_provision_state_interval,
                        lambda: check_wait_timeouts(self.store, self.settings, self.drivers,
-                                                   on_timeout=self._timed_out))
+                                                   on_timeout=self._timed_out,
+                                                   owner_of=self.owner_of))
         if self.power_sync is not None:
             self._periodic(self.settings.conductor.sync_power_state_interval,
                            self.power_sync.sweep)
@@ -181,9 +186,12 @@ def recover(store: Store, host: str, drivers: DriverRegistry) -> None:
 
 def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistry,
                         now: datetime.datetime | None = None,
-                        on_timeout: Callable[[str], None] | None = None) -> int:
+                        on_timeout: Callable[[str], None] | None = None,
+                        owner_of: Callable[[Node], str | None] | None = None) -> int:
     """Fail nodes that waited too long for an agent; returns how many failed
-    (``on_timeout`` is told the wait state of each)."""
+    (``on_timeout`` is told the wait state of each). With ``owner_of`` (the hash
+    ring) only the nodes it maps to this conductor; without, those it acted on last
+    or no one did."""
     now = now or utcnow()
     failed = 0
     for state, option in WAIT_TIMEOUTS.items():
@@ -191,7 +199,7 @@ def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistr
         cutoff = now - datetime.timedelta(seconds=timeout)
         for node in store.nodes_in_states([state.value], updated_before=cutoff,
                                           unreserved=True):
-            if node.conductor_affinity not in (None, settings.conductor.host):
+            if not _mine(node, settings.conductor.host, owner_of):
                 continue
             if _fail_locked(store, drivers, node, settings.conductor.host, (
                     f"Timeout reached while waiting for callback in state {state.value!r} "
@@ -200,6 +208,12 @@ def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistr
                 if on_timeout is not None:
                     on_timeout(state.value)
     return failed
+
+
+def _mine(node: Node, host: str, owner_of: Callable[[Node], str | None] | None) -> bool:
+    if owner_of is not None:
+        return owner_of(node) == host
+    return node.conductor_affinity in (None, host)
 
 
 def _fail_locked(store: Store, drivers: DriverRegistry, node: Node, host: str,

@@ -59,7 +59,8 @@ def _routes() -> list[tuple[str, str, str]]:
 
 
 ROUTES = _routes()
-LARGE = {"upload": MAX_UPLOAD, "set_provision_state": CONFIGDRIVE_LIMIT,
+LARGE = {"upload": MAX_UPLOAD, "upload_patch": MAX_UPLOAD,  # (the console's upload)
+         "set_provision_state": CONFIGDRIVE_LIMIT,
          "upload_image": IMAGE_UPLOAD, "update_check": OMAHA_BODY}
 
 

@@ -294,3 +294,22 @@ def test_appliance_unreachable_during_the_health_window(host, needs_appliance, m
     assert cgpt_bits(host.disk, 3)[2] == int(marked)
     if not marked:
         assert "appliance was not reached" in done.stdout
+
+
+def test_a_block_device_disk(host, server, images):
+    """DISK= a block device (a loop device over the disk image, standing in for a real
+    disk): the slots are written through the kernel's partition devices when it made
+    them, else through a loop device over the slot's range of the device; the GPT on
+    the device carries the bits."""
+    device = subprocess.run(["losetup", "--find", "--show", "--partscan", host.disk],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        server.publish("2.0.0", images["2.0.0"])
+        host.conf(DISK=device)
+        installed(host, server, "2.0.0", images["2.0.0"])
+        assert cgpt_bits(device, 4)[:3] == (2, 1, 0)
+        assert host.slot_bytes(4) == images["2.0.0"].read_bytes()
+        assert subprocess.run(["losetup", "-n", "-j", device], capture_output=True,
+                              text=True).stdout == ""    # its slot mappings are detached
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)

@@ -7,9 +7,10 @@ number. The running one is the slot whose PARTUUID the kernel command line boote
 disk image file; ``DISK`` unset means the disk holding the booted partition.
 
 Writers (the image pipeline, the delta applier) take a path to the slot itself: the
-kernel's partition device for a block device, else a loop device over the slot's
-byte range (``losetup --offset --sizelimit``), detached afterwards, so nothing can
-write beyond the slot.
+kernel's partition device for a block device, else (an image file, or a device whose
+partitions the kernel did not scan) a loop device over the slot's byte range
+(``losetup --offset --sizelimit``), detached afterwards, so nothing can write beyond
+the slot.
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def _kernel_partition(disk: str, number: int) -> str | None:
     for child in children:
         try:
             with open(f"{base}/{child}/partition", encoding="ascii") as handle:
-                if int(handle.read()) == number:
+                if int(handle.read()) == number and os.path.exists(f"/dev/{child}"):
                     return f"/dev/{child}"
         except (OSError, ValueError):
             continue

@@ -30,6 +30,20 @@ Its status is written atomically to ``<status_dir>/<name>.json`` on every change
      "events": [{"time", "source", "event"}, ...]  (last 200), "updated": time}
 
 ``<status_dir>/<name>/`` holds the agent's ``cmdline`` file and ``agent.log``.
+
+An INSTALLED HOST (issue 16 item 6): a machine whose spec names an ``update_conf``
+and that boots a slot of an A/B disk runs, as that OS would, the real
+``metalcast-agent update mark-good`` and then ``update daemon`` (one process group,
+``agent.role`` "update-host", killed on power off/reset like the ramdisk agent; its
+log is ``<status_dir>/<name>/update.log``). The machine owns the per-boot settings
+(``HOST_SETTINGS``): the disk, the boot's command line (``mount.usr=PARTUUID=`` of the
+slot the firmware chose: the engine learns the active slot from it), the slot's
+os-release (the running version), a fresh boot id per boot, the machine id and the
+engine's state dir (kept across boots in ``<status_dir>/<name>/host/``), and
+REBOOT_COMMAND = ``python -m virtlab.host_tools reset <BMC state file>``: the BMC's
+power reset, so the firmware picks the slot again from the GPT bits. When mark-good
+fails the host resets itself (a watchdog's job, as virtlab/ab_init.sh does), so a
+broken slot falls back on the next boot.
 """
 from __future__ import annotations
 
@@ -38,11 +52,13 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
@@ -65,6 +81,9 @@ class MachineSpec:
     disk: str
     bmc_port: int | None = None
     disk_size_mib: int = DEFAULT_DISK_MIB
+    #: update.conf of an installed host (SERVER, GROUP, strategy, key...): booted from
+    #: an A/B disk, the machine runs the host update engine with it
+    update_conf: str | None = None
 
     def __post_init__(self):
         self.disk = str(self.disk)
@@ -117,6 +136,7 @@ class Machine:
         self.boot_pending: tuple[int, Future] | None = None   # (generation, firmware run)
         self.boot_generation = 0
         self.agent: subprocess.Popen | None = None
+        self.agent_role = "ramdisk"
         self.agent_info: dict | None = None
         self._written: tuple | None = None
         self.last_agent: dict | None = None
@@ -178,6 +198,8 @@ class Machine:
         assert outcome.os is not None  # set for kind "disk"
         self.booted_os = dict(outcome.os.to_dict(), cmdline=outcome.cmdline)
         self._set_phase("booted-disk", outcome.detail)
+        if self.spec.update_conf and outcome.cmdline:
+            self._start_update_host(outcome)
 
     def _no_boot(self, outcome: firmware.Outcome) -> None:
         self._set_phase("no-boot", outcome.detail)
@@ -203,15 +225,65 @@ class Machine:
             # Its own process group: a power cut takes its children (qemu-img...) too.
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
-        self.agent_info = {"pid": self.agent.pid, "cmdline": outcome.cmdline,
+        self.agent_role = "ramdisk"
+        self.agent_info = {"pid": self.agent.pid, "role": "ramdisk", "cmdline": outcome.cmdline,
                            "command": cmd, "log": str(log_path), "started": time.time(),
                            "kernel": dataclasses.asdict(outcome.kernel),
                            "initrds": [dataclasses.asdict(i) for i in outcome.initrds]}
         self._set_phase("agent", f"started metalcast-agent pid {self.agent.pid} "
                                  f"with kernel command line: {outcome.cmdline}")
 
+    def _start_update_host(self, outcome: firmware.Outcome) -> None:
+        """The installed OS's update engine: mark-good (else reset), then the daemon."""
+        assert outcome.os is not None
+        host = self.workdir / "host"
+        host.mkdir(exist_ok=True)
+        (host / "cmdline").write_text(outcome.cmdline + "\n")
+        (host / "os-release").write_text("".join(
+            f"{key}={shlex.quote(value)}\n" for key, value in outcome.os.os_release.items()))
+        (host / "boot-id").write_text(f"{uuid.uuid4()}\n")
+        machine_id = host / "machine-id"
+        if not machine_id.exists():
+            machine_id.write_text(uuid.uuid4().hex + "\n")
+        settings = self.host_settings(host)
+        agent = agent_command(self.agent_program) + [
+            "update", "--config", str(self.spec.update_conf),
+            *(f"--set={key}={value}" for key, value in settings.items())]
+        words = " ".join(shlex.quote(w) for w in agent)
+        script = (f"{words} mark-good || exec {settings['REBOOT_COMMAND']}\n"
+                  f"exec {words} daemon\n")
+        cmd = die_with_parent() + ["sh", "-c", script]
+        log_path = self.workdir / "update.log"
+        with open(log_path, "ab") as log:
+            log.write(f"--- boot {self.boots_seen}: {outcome.cmdline}\n".encode())
+            log.flush()
+            self.agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self.agent_role = "update-host"
+        self.agent_info = {"pid": self.agent.pid, "role": "update-host",
+                           "cmdline": outcome.cmdline, "command": cmd, "log": str(log_path),
+                           "started": time.time(),
+                           "machine_id": machine_id.read_text().strip()}
+        self._event("host", f"started the update engine pid {self.agent.pid} "
+                            f"(mark-good, then daemon) with {outcome.cmdline}")
+        self.write_status()
+
+    def host_settings(self, host: Path) -> dict[str, str]:
+        """What the machine tells its update engine on top of ``update_conf``."""
+        reset = [sys.executable, "-m", "virtlab.host_tools", "reset", str(self.store.path)]
+        return {"DISK": self.spec.disk, "CMDLINE_FILE": str(host / "cmdline"),
+                "OS_RELEASE_FILE": str(host / "os-release"),
+                "BOOT_ID_FILE": str(host / "boot-id"),
+                "MACHINE_ID_FILE": str(host / "machine-id"),
+                "STATE_DIR": str(host / "update-state"),
+                "REBOOT_REQUIRED_FILE": str(host / "reboot-required"),
+                "REBOOT_COMMAND": " ".join(shlex.quote(w) for w in reset)}
+
     def _agent_exited(self) -> None:
         assert self.agent is not None and self.agent_info is not None
+        if self.agent_role == "update-host":
+            self._update_host_exited()
+            return
         code, self.agent = self.agent.returncode, None
         event = self._read_power_event()
         self.last_agent = {"pid": self.agent_info["pid"], "exit_code": code,
@@ -225,6 +297,16 @@ class Machine:
         else:
             self._set_phase("agent-exited", f"agent exited with code {code} without a "
                                             "power action: the machine hangs")
+
+    def _update_host_exited(self) -> None:
+        """The update engine ended on its own: the OS stays up (phase booted-disk)."""
+        assert self.agent is not None and self.agent_info is not None
+        code, pid = self.agent.returncode, self.agent_info["pid"]
+        self.agent, self.agent_info, self.agent_role = None, None, "ramdisk"
+        self.last_agent = {"pid": pid, "exit_code": code, "power_event": None,
+                           "ended": time.time()}
+        self._event("host", f"the update engine pid {pid} exited with code {code}")
+        self.write_status()
 
     def _read_power_event(self) -> str | None:
         try:
@@ -246,7 +328,7 @@ class Machine:
         self.agent.wait()
         self.last_agent = {"pid": pid, "exit_code": self.agent.returncode,
                            "power_event": "power-cut", "ended": time.time()}
-        self.agent, self.agent_info = None, None
+        self.agent, self.agent_info, self.agent_role = None, None, "ramdisk"
         self._event("power", f"{why}: killed metalcast-agent pid {pid}")
 
     def shutdown(self) -> None:

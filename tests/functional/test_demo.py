@@ -21,6 +21,8 @@ METALCAST = str(Path(sys.executable).with_name("metalcast"))
 ROW_RE = re.compile(r"^\| (demo-machine-\d) +\| (\S+) +\| (power \w+) +\| ([^|]+?) +\| (\S+) +\| "
                     r"(\d+\.\d)s +\| ([^|]+?) +\|$", re.M)
 STOPPED_RE = re.compile(r"^stopped: (.*)$", re.M)
+AB_ROW_RE = re.compile(r"^\| (host-\d) +\| (\d) \((USR-[AB])\) +\| (\S+) +\| (\S+) +\|$", re.M)
+AB_LINE_RE = re.compile(r"^  \[ *\d+\.\ds\] (host-\d) +v(\S+) slot (\S+) +(\w+)$", re.M)
 
 
 def _alive(pid: int) -> bool:
@@ -33,6 +35,20 @@ def _alive(pid: int) -> bool:
 
 def _environment() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("METALCAST_", "OS_"))}
+
+
+def _ab_chapter(out: str) -> None:
+    """Three installed hosts move from v1 (slot 2) to v2 (slot 3), one reboot at a time."""
+    rows = {m[0]: m[1:] for m in AB_ROW_RE.findall(out)}
+    assert sorted(rows) == ["host-1", "host-2", "host-3"], out
+    assert set(rows.values()) == {("3", "USR-B", "2", "complete")}, rows
+    lines = AB_LINE_RE.findall(out)
+    for host in rows:
+        seen = [(version, slot, status) for name, version, slot, status in lines
+                if name == host]
+        assert ("1", "2", "checking") in seen and seen[-1] == ("2", "3", "complete"), seen
+        assert ("1", "2", "installed") in seen, seen        # installed before its reboot
+    assert "at most 1 host rebooting and 1 lease holder at any of" in out, out
 
 
 def test_demo_deploys_the_lab_updates_one_machine_and_cleans_up(tmp_path):
@@ -61,9 +77,11 @@ def test_demo_deploys_the_lab_updates_one_machine_and_cleans_up(tmp_path):
         assert (f"stage {stage}/3 sw-patch-worker-hosts: sw-patch-hosts {host} success"
                 in out), out
     assert "strategy applied in " in out
+    _ab_chapter(out)
     # Every process it started (appliance, lab, BMCs, agents) is gone; so is its data.
     pids = [int(p) for p in re.findall(r"pid (\d+)", STOPPED_RE.search(out).group(1))]
-    assert len(pids) == 6 and not any(_alive(pid) for pid in pids), out   # 3 host agents
+    # 3 host agents, the A/B chapter's lab and its BMCs
+    assert len(pids) == 8 and not any(_alive(pid) for pid in pids), out
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                                check=True).stdout
     assert str(tmp_path) not in leftovers, leftovers

@@ -18,7 +18,11 @@
 6. runs the machines as hosts (``metalcast-agent host`` each) and patches them with
    one ``sw-manager patch-strategy create`` + ``apply``, stage by stage (fleet_patch.py;
    skipped, saying why, when rpm, dnf or createrepo_c are missing);
-7. prints a summary table, stops every process it started by PID, exits 0.
+7. the A/B chapter (ab_update.py): three more lab machines installed as hosts on A/B
+   disks at v1; the channel moves to v2 and they update one at a time under a reboot
+   lease of 1, with live per-host version/slot/status lines (skipped, saying why,
+   without root or losetup);
+8. prints the summary tables, stops every process it started by PID, exits 0.
 
 Nothing needs root: no loop devices, no raw sockets, only high ports on 127.0.0.1.
 """
@@ -40,7 +44,7 @@ from conductor.netboot import render
 from conductor.updates import delta_build, keys
 from virtlab import images
 from virtlab import process as vproc
-from virtlab.demo import fleet_patch
+from virtlab.demo import ab_update, fleet_patch
 from virtlab.demo import lab as demo_lab
 from virtlab.demo.watch import Watcher
 from virtlab.lab import LabProcess, start_lab, stop_lab
@@ -179,7 +183,11 @@ def _story(root: Path, nodes: int, keep: bool, started: list) -> None:
     _say(f"\n== delta update of {names[first]} to v2 through the ramdisk (rebuild)")
     times[first] = _delta_update(client, watcher, lab, first, names[first], built)
     patches = _fleet_patch(root, appliance, client, started)
+    ab_rows = _ab_update(root, appliance, client, started)
     _summary(client, lab, names, times, patches)
+    if ab_rows:
+        _say("\nA/B hosts:")
+        output.table(ab_rows, ["host", "slot", "version", "status"], out=sys.stdout)
     if keep:
         _say(f"\nStill serving at {appliance.url} (lab running); press Ctrl-C to stop.")
         try:
@@ -205,6 +213,14 @@ def _fleet_patch(root: Path, appliance, client: Client, started: list) -> dict[s
     fleet.publish_patch()
     fleet.orchestrate()
     return fleet.patch_states()
+
+
+def _ab_update(root: Path, appliance, client: Client, started: list) -> list[dict]:
+    """The A/B chapter; its summary rows (none when skipped)."""
+    def on_lab(lab: LabProcess) -> None:
+        started.append(("A/B lab", lab.pid, lambda: stop_lab(lab), lab))
+        started.append(("A/B lab BMCs", lab.bmc_pid, None, None))
+    return ab_update.chapter(appliance, client, root / "ab", on_lab)
 
 
 def _stop_all(started: list) -> None:

@@ -198,7 +198,9 @@ def test_a_new_password_ends_the_users_tokens(client, htpasswd):
 # -- processes and strategies ---------------------------------------------------
 def test_a_second_process_on_the_database_accepts_and_revokes(make_app, basic, tmp_path):
     shared = {**basic, "database.connection": f"sqlite:///{tmp_path / 'shared.sqlite'}"}
-    first, second = make_app(shared)[0], make_app(shared)[0]
+    # Two processes on one database are two conductors: each has its own name.
+    first = make_app(shared)[0]
+    second = make_app({**shared, "conductor.host": "second-conductor"})[0]
     token = token_of(first)
     assert second.get("/v1/nodes", headers={"X-Auth-Token": token}).status_code == 200
     assert second.delete("/v3/auth/tokens", headers={"X-Auth-Token": token,

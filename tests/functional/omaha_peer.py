@@ -45,6 +45,7 @@ class Responder:
         self.raw_answer: bytes | None = None     #: sent instead of the Omaha answer
         self.size_lie = 0                        #: added to the offered package size
         self.no_length = False                   #: payloads without Content-Length
+        self.lease_raw: tuple[int, bytes] | None = None   #: sent instead of a lease answer
         self.lease_max, self.lease_ttl = 1, 300.0
         self.leases: dict[str, float] = {}       #: holder -> expiry (monotonic)
         self.tokens: dict[str, str] = {}         #: node -> token
@@ -147,6 +148,8 @@ def _handler(responder: Responder):
             if self.path == "/v1/update/":
                 answer = responder.answer(body)
                 self._send(200, responder.raw_answer or answer, "text/xml")
+            elif self.path == "/updates/v1/leases" and responder.lease_raw is not None:
+                self._send(*responder.lease_raw, "application/json")
             elif self.path == "/updates/v1/leases":
                 status, doc = responder.lease(json.loads(body or b"{}"))
                 self._send(status, json.dumps(doc).encode(), "application/json")

@@ -125,3 +125,21 @@ def test_a_bad_delta_falls_back_to_the_full_image(setup, tmp_path, spoil):
     assert [e.error_code for e in server.events_of(3, 0)] == [28]
     assert host.slot_bytes(4) == v2.read_bytes()
     assert cgpt_bits(host.disk, 4)[:3] == (2, 1, 0)
+
+
+@pytest.mark.parametrize("status,body,text", [
+    (200, b"not json", "failed"), (200, b"[1, 2]", "HTTP 200"),
+    (200, b'{"held": true, "ttl": "soon"}', "malformed"),
+    (500, b'{"error": "boom"}', "HTTP 500"), (401, b"{}", "metalcast host token"),
+    (200, b"{" + b'"a":' * 100000 + b"}", "failed")])
+def test_bad_lease_answers_never_lead_to_a_reboot(setup, status, body, text):
+    host, server, v1, _ = setup
+    server.tokens = {"node-here": "t2"}
+    host.token("node-here", "t2")
+    host.conf(REBOOT_STRATEGY="lease")
+    host.know(host.root.parent / "v2.img", "2.0.0")
+    host.run("check")
+    server.lease_raw = (status, body)
+    done = host.run("reboot", check=False)
+    assert done.returncode == 1 and text in done.stderr, done.stderr
+    assert not host.marker.exists()

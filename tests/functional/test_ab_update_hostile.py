@@ -131,7 +131,7 @@ def test_a_bad_delta_falls_back_to_the_full_image(setup, tmp_path, spoil):
     (200, b"not json", "failed"), (200, b"[1, 2]", "HTTP 200"),
     (200, b'{"held": true, "ttl": "soon"}', "malformed"),
     (500, b'{"error": "boom"}', "HTTP 500"), (401, b"{}", "metalcast host token"),
-    (200, b"{" + b'"a":' * 100000 + b"}", "failed")])
+    (200, b'{"a":' * 100000 + b"1" + b"}" * 100000, "failed")])
 def test_bad_lease_answers_never_lead_to_a_reboot(setup, status, body, text):
     host, server, v1, _ = setup
     server.tokens = {"node-here": "t2"}

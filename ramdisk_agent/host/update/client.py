@@ -161,8 +161,9 @@ class LeaseClient:
             status, raw = _post(self.url, body, "application/json", self.timeout,
                                 self._context)
             doc = json.loads(raw[:MAX_ANSWER]) if raw else {}
-        except (OSError, ValueError) as exc:
-            raise UpdateEngineError(f"lease {action} at {self.url} failed: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:   # RecursionError: nested JSON
+            raise UpdateEngineError(f"lease {action} at {self.url} failed: "
+                                    f"{str(exc)[:200]}") from None
         if status == 401:
             raise UpdateEngineError(f"the appliance refused this host's agent token for "
                                     f"the lease ({self.url}): issue a new one with "

@@ -99,3 +99,12 @@ class RingManager:
             return self.conductor_for(node)
         except errors.NoValidHost:
             return None
+
+
+def runs_here(owner: str | None, affinity: str | None, host: str) -> bool:
+    """Whether ``host`` runs a node's periodic work: the ring's choice ``owner``; when
+    the ring names none (no live conductor serves the node, or this one is not
+    registered yet), the conductor that acted on it last, or any if none did."""
+    if owner is not None:
+        return owner == host
+    return affinity in (None, host)

@@ -27,6 +27,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from conductor import errors, states
+from conductor.cluster.ring import runs_here
 from conductor.db.queries import Store
 from conductor.db.records import Node
 from conductor.drivers.base import PowerState
@@ -120,7 +121,8 @@ def _sweep(store: Store, settings: Settings, drivers: DriverRegistry, host: str,
                                        settings.conductor.hardware_types,
                                        [s.value for s in EXCLUDED_STATES], POWER_FAILURE)
     if owner_of is not None:
-        nodes = [node for node in nodes if owner_of(node) == host]
+        nodes = [node for node in nodes
+                 if runs_here(owner_of(node), node.conductor_affinity, host)]
     # Failing nodes first (Ironic queues them first too): a BMC that recovered is
     # noticed at the start of a sweep, not after every healthy node.
     nodes.sort(key=lambda n: (not _failing(n), n.id))

@@ -99,6 +99,8 @@ class Takeover:
 
     def _take(self, node: Node, dead: dict[str, ConductorRow],
               summary: TakeoverSummary) -> None:
+        # Handed over and never started (conductor/engine/intents.py): no affinity yet.
+        previous = node.conductor_affinity or node.reservation or "?"
         if node.reservation in dead:
             if not self.store.release(node.id, node.reservation):
                 return            # someone else released it first; next pass
@@ -108,7 +110,6 @@ class Takeover:
             node = self.store.get_node_by_id(node.id)
         elif node.reservation is not None:
             return                # a live conductor is acting on it now
-        previous = node.conductor_affinity or node.reservation or "?"
         self.store.reserve(node, self.host, values={"conductor_affinity": self.host},
                            expect={"provision_state": node.provision_state,
                                    "conductor_affinity": node.conductor_affinity})

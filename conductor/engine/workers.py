@@ -17,10 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from conductor import errors, states
+from conductor.cluster.ring import runs_here
 from conductor.config import Settings
+from conductor.db import orphans
 from conductor.db.queries import Store, utcnow
 from conductor.db.records import Node
 from conductor.drivers.power import forget_agent
+from conductor.engine import intents
 from conductor.engine.task import Task
 
 if TYPE_CHECKING:
@@ -122,9 +125,14 @@ class Workers:
                            self.power_sync.sweep)
         if self.dns_retry is not None:
             self._periodic(self.settings.dns.retry_interval, self.dns_retry.sweep)
+        self._periodic(intents.POLL_INTERVAL, self.pickup)  # work handed over to us
         if self.takeover is not None:   # each heartbeat: within heartbeat_timeout + one
             self._periodic(self.settings.conductor.heartbeat_interval,  # interval
                            self.takeover.sweep)
+
+    def pickup(self) -> list[str]:
+        """Start the nodes another process handed to this conductor (intents.py)."""
+        return intents.pickup(self)
 
     def _timed_out(self, state: str) -> None:
         if self.metrics is not None:
@@ -171,8 +179,9 @@ def fail(task: Task, message: str) -> None:
 
 
 def recover(store: Store, host: str, drivers: DriverRegistry) -> None:
-    """Release this conductor's stale locks and fail the work it can no longer resume."""
-    released = store.release_all(host)
+    """Release this conductor's stale locks and fail the work it can no longer resume;
+    the nodes handed to it and not started stay locked for its poller."""
+    released = orphans.release_stale_locks(store.engine, host, intents.HANDED_STATES)
     if released:
         LOG.warning("Conductor %s released stale locks on %d node(s): %s",
                     host, len(released), ", ".join(released))
@@ -211,9 +220,8 @@ def check_wait_timeouts(store: Store, settings: Settings, drivers: DriverRegistr
 
 
 def _mine(node: Node, host: str, owner_of: Callable[[Node], str | None] | None) -> bool:
-    if owner_of is not None:
-        return owner_of(node) == host
-    return node.conductor_affinity in (None, host)
+    owner = owner_of(node) if owner_of is not None else None
+    return runs_here(owner, node.conductor_affinity, host)
 
 
 def _fail_locked(store: Store, drivers: DriverRegistry, node: Node, host: str,

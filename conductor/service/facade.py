@@ -20,6 +20,7 @@ from conductor.dns import registration as dns_registration
 from conductor.drivers import registry as hardware
 from conductor.drivers.base import PowerState
 from conductor.engine import actions as provisioning
+from conductor.engine import intents
 from conductor.engine.task import Task
 from conductor.engine.workers import Workers
 from conductor.identity import Tokens
@@ -267,10 +268,23 @@ class Service:
                       target_provision_state=getattr(target, "value", None),
                       conductor_affinity=self.host, last_error=None)
         values.update(self._intent(node, event, deploy_steps, configdrive))
+        owner = self.conductors.shown_conductor(node) or self.host
+        if owner != self.host:
+            return self._hand_over(node, owner, verb, event, clean_steps, values)
         node = self._lock(node, values, expect={"provision_state": node.provision_state})
         LOG.info("Node %s: %s requested, now %s", node.uuid, verb, new.value)
         args = (clean_steps, True) if event == "clean" else ()
         self.workers.spawn(Task(self.store, node, self.host, self.workers.drivers), action, *args)
+
+    def _hand_over(self, node, owner: str, verb: str, event: str, clean_steps,
+                   values: dict) -> None:
+        """The node's conductor (by the hash ring) is another process: the lock in its
+        name, the work left in the row for its poller (conductor/engine/intents.py)."""
+        values = dict(values, **intents.handover_values(event, clean_steps, node))
+        self.store.reserve(node, owner, values,
+                           expect={"provision_state": node.provision_state})
+        LOG.info("Node %s: %s requested, now %s, handed to conductor %s", node.uuid, verb,
+                 values["provision_state"], owner)
 
     def _lock(self, node, values: dict, expect: dict | None = None):
         """Claim a worker slot, then the node lock with ``values``; the fresh node.

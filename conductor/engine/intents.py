@@ -1,0 +1,111 @@
+"""Work handed to a node's conductor through the database (never by calling it).
+
+A provisioning request reaching a process whose conductor is not the node's (by the
+hash ring) does everything a local request does - checks, limits, the transient
+state, ``target_provision_state``, deploy steps and config drive - and takes the node
+lock *in the name of the node's conductor*: ``reservation`` = that conductor,
+``conductor_affinity`` = NULL ("handed over, not started"). Each conductor polls for
+nodes reserved in its name and not yet started, claims each one with a conditional
+UPDATE (``conductor_affinity`` = itself, so one poller wins) and runs the action the
+transient state names on one of its workers - the same action and worker a local
+request spawns at once (the in-process path: no poll, no wait).
+
+A handed-over node whose conductor dies before it starts is the takeover's
+(conductor/engine/takeover.py): its lock is released and the state fails with the
+dead conductor named. A conductor that restarts keeps the nodes handed to it
+(:func:`conductor.db.orphans.release_stale_locks`) and starts them.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from conductor import errors, states
+from conductor.db import orphans
+from conductor.db.records import Node
+from conductor.engine import actions
+from conductor.engine.task import Task
+
+if TYPE_CHECKING:
+    from conductor.engine.workers import Workers
+
+LOG = logging.getLogger(__name__)
+S = states.State
+
+#: Seconds between two looks for work handed to this conductor.
+POLL_INTERVAL = 1.0
+
+#: driver_internal_info key of a manual clean's steps while the node is handed over.
+CLEAN_STEPS_KEY = "handed_clean_steps"
+
+
+def _clean_args(node: Node) -> tuple[Any, ...]:
+    if node.target_provision_state == S.MANAGEABLE.value:       # manual cleaning
+        return ((node.driver_internal_info or {}).get(CLEAN_STEPS_KEY), True)
+    return ()
+
+
+def _no_args(node: Node) -> tuple[Any, ...]:
+    return ()
+
+
+#: Transient state -> (the action its worker runs, its arguments from the node row).
+STATE_ACTIONS: dict[S, tuple[Callable[..., None], Callable[[Node], tuple[Any, ...]]]] = {
+    S.VERIFYING: (actions.verify, _no_args),
+    S.CLEANING: (actions.clean, _clean_args),
+    S.DEPLOYING: (actions.deploy, _no_args),
+    S.DELETING: (actions.tear_down, _no_args),
+    S.INSPECTING: (actions.inspect, _no_args),
+    S.ADOPTING: (actions.adopt, _no_args),
+    S.RESCUING: (actions.rescue, _no_args),
+    S.UNRESCUING: (actions.unrescue, _no_args),
+    S.SERVICING: (actions.service, _no_args),
+}
+
+HANDED_STATES = [state.value for state in STATE_ACTIONS]
+
+
+def handover_values(event: str, clean_steps: Any, node: Node) -> dict[str, Any]:
+    """What a handed-over request writes beyond a local one's (with the lock)."""
+    values: dict[str, Any] = {"conductor_affinity": None}
+    if event == "clean":
+        internal = dict(node.driver_internal_info or {})
+        internal[CLEAN_STEPS_KEY] = clean_steps
+        values["driver_internal_info"] = internal
+    return values
+
+
+def pickup(workers: Workers) -> list[str]:
+    """Start the nodes handed to this conductor; their UUIDs (stops at a full pool)."""
+    started = []
+    for node in orphans.handed_to(workers.store.engine, workers.host, HANDED_STATES):
+        try:
+            workers.claim_slot()
+        except errors.NoFreeConductorWorker:
+            break                           # the rest wait for the next poll
+        claimed = _claim(workers, node)
+        if claimed is None:
+            workers.release_slot()
+            continue
+        action, args = STATE_ACTIONS[S(node.provision_state)]
+        LOG.info("Node %s: %s handed to conductor %s, starting", claimed.uuid,
+                 claimed.provision_state, workers.host)
+        workers.spawn(Task(workers.store, claimed, workers.host, workers.drivers),
+                      action, *args(node))    # as read: with the clean steps
+        started.append(claimed.uuid)
+    return started
+
+
+def _claim(workers: Workers, node: Node) -> Node | None:
+    """The node as claimed by this conductor, or None if another poll won it."""
+    values: dict[str, Any] = {"conductor_affinity": workers.host}
+    internal = node.driver_internal_info or {}
+    if CLEAN_STEPS_KEY in internal:
+        values["driver_internal_info"] = {k: v for k, v in internal.items()
+                                          if k != CLEAN_STEPS_KEY}
+    if not workers.store.update_node(node.id, values, expect={
+            "reservation": workers.host, "conductor_affinity": None,
+            "provision_state": node.provision_state, "updated_at": node.updated_at}):
+        return None
+    return workers.store.get_node_by_id(node.id)

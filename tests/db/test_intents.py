@@ -1,0 +1,137 @@
+"""Work routed through the database on each backend (conductor/engine/intents.py): a
+request reaching conductor A for a node the hash ring maps to B is handed over in the
+row; only B's poller starts it, A's never does; a restarted B keeps and starts it; a
+dead B's handed node fails naming B and redeploys on A."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from conductor.cluster.membership import stale_before
+from conductor.cluster.ring import RingManager
+from conductor.config import from_options
+from conductor.db.conductors import ConductorRows
+from conductor.drivers.context import DriverContext
+from conductor.drivers.registry import DriverRegistry
+from conductor.engine import intents, workers
+from conductor.engine.takeover import Takeover
+from conductor.service.conductors import Conductors
+from conductor.service.facade import Service
+from tests.waiting import wait_until
+
+HOSTS = ("cond-a", "cond-b")
+FAKE = {f"{kind}_interface": "fake" for kind in ("boot", "deploy", "power", "management")}
+
+
+class Node:
+    """One conductor over the shared database: its workers and its request facade."""
+
+    def __init__(self, store, host, rows):
+        self.host = host
+        self.settings = from_options({"conductor.host": host})
+        self.ring = RingManager(rows, self.settings.conductor)
+        self.workers = workers.Workers(store, self.settings,
+                                       DriverRegistry(DriverContext.create(self.settings)))
+        service = Service.__new__(Service)       # the provisioning part of the facade
+        service.store, service.settings, service.host = store, self.settings, host
+        service.workers = self.workers
+        service.conductors = Conductors(rows, self.ring, self.settings.conductor)
+        self.service = service
+
+    def stop(self):
+        self.workers.stop()
+
+
+@pytest.fixture
+def cluster(store):
+    rows = ConductorRows(store.engine)
+    now = datetime.datetime.now(datetime.UTC)
+    for host in HOSTS:
+        rows.register(host, "", ["fake-hardware"], now, now - datetime.timedelta(seconds=60))
+    made = {host: Node(store, host, rows) for host in HOSTS}
+    yield made
+    for one in made.values():
+        one.stop()
+
+
+def _settled(store, uuid):
+    node = store.get_node(uuid)
+    return node if node.reservation is None and node.provision_state == "active" else None
+
+
+def test_a_request_runs_on_the_nodes_conductor_only(store, make_node, cluster):
+    a, b = cluster["cond-a"], cluster["cond-b"]
+    nodes = [make_node(name=f"n{i}", provision_state="available", **FAKE)
+             for i in range(16)]
+    owners = {n.uuid: a.ring.conductor_for(n) for n in nodes}
+    assert set(owners.values()) == set(HOSTS)
+    for node in nodes:
+        a.service.set_provision_state(node.uuid, "active")
+    theirs = {u for u, owner in owners.items() if owner == "cond-b"}
+    for uuid in owners.keys() - theirs:                    # A's own: at once, in-process
+        assert wait_until(lambda uuid=uuid: _settled(store, uuid)).conductor_affinity \
+            == "cond-a"
+    for uuid in theirs:                                    # B's: waiting in the row for B
+        node = store.get_node(uuid)
+        assert (node.provision_state, node.reservation, node.conductor_affinity) == \
+            ("deploying", "cond-b", None)
+    assert a.workers.pickup() == []                         # A never starts B's work
+    assert sorted(b.workers.pickup()) == sorted(theirs)
+    for uuid in theirs:
+        assert wait_until(lambda uuid=uuid: _settled(store, uuid)).conductor_affinity \
+            == "cond-b"
+    assert b.workers.pickup() == []                         # started once
+
+
+def test_manual_clean_steps_reach_the_nodes_conductor(store, make_node, cluster):
+    a, b = cluster["cond-a"], cluster["cond-b"]
+    node = next(n for n in (make_node(name=f"m{i}", provision_state="manageable", **FAKE)
+                            for i in range(32)) if a.ring.conductor_for(n) == "cond-b")
+    steps = [{"interface": "deploy", "step": "erase_devices", "args": {}}]
+    a.service.set_provision_state(node.uuid, "clean", clean_steps=steps)
+    row = store.get_node(node.uuid)
+    assert row.driver_internal_info[intents.CLEAN_STEPS_KEY] == steps
+    assert b.workers.pickup() == [node.uuid]
+    done = wait_until(lambda: store.get_node(node.uuid).provision_state == "manageable"
+                      and store.get_node(node.uuid))
+    assert done.reservation is None
+    assert intents.CLEAN_STEPS_KEY not in (done.driver_internal_info or {})
+
+
+def _handed_to_b(store, make_node, a):
+    node = next(n for n in (make_node(name=f"h{i}", provision_state="available", **FAKE)
+                            for i in range(32)) if a.ring.conductor_for(n) == "cond-b")
+    a.service.set_provision_state(node.uuid, "active")
+    return node
+
+
+def test_a_restarted_conductor_keeps_and_starts_what_was_handed_to_it(store, make_node,
+                                                                      cluster):
+    a, b = cluster["cond-a"], cluster["cond-b"]
+    node = _handed_to_b(store, make_node, a)
+    workers.recover(store, "cond-b", b.workers.drivers)      # B starting again
+    row = store.get_node(node.uuid)
+    assert (row.provision_state, row.reservation, row.last_error) == \
+        ("deploying", "cond-b", None)
+    assert b.workers.pickup() == [node.uuid]
+    assert wait_until(lambda: _settled(store, node.uuid))
+
+
+def test_a_dead_conductors_handed_node_fails_naming_it_and_redeploys(store, make_node,
+                                                                     cluster):
+    a = cluster["cond-a"]
+    node = _handed_to_b(store, make_node, a)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=120)
+    rows = ConductorRows(store.engine)
+    rows.register("cond-a", "", ["fake-hardware"], later, later)   # A beats on, B does not
+    ring = RingManager(rows, a.settings.conductor, clock=lambda: later)
+    takeover = Takeover(store, rows, "cond-a", ring.conductor_or_none, a.workers.drivers,
+                        lambda: stale_before(a.settings.conductor, later))
+    assert takeover.sweep().failed == [node.uuid]
+    row = store.get_node(node.uuid)
+    assert (row.provision_state, row.reservation) == ("deploy failed", None)
+    assert "Conductor cond-b died" in row.last_error
+    a.service.conductors = Conductors(rows, ring, a.settings.conductor)
+    a.service.set_provision_state(node.uuid, "active")       # now A's: runs in-process
+    assert wait_until(lambda: _settled(store, node.uuid)).conductor_affinity == "cond-a"

@@ -10,8 +10,8 @@ import pytest
 from werkzeug import exceptions as http
 
 from api import common, create_app, limits
-from api.starlingx import patching
 from api.console import patches as console_patches
+from api.starlingx import patching
 from api.updates import operator, public
 from api.v1 import nodes
 from conductor import config, errors

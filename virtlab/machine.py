@@ -199,7 +199,10 @@ class Machine:
         self.booted_os = dict(outcome.os.to_dict(), cmdline=outcome.cmdline)
         self._set_phase("booted-disk", outcome.detail)
         if self.spec.update_conf and outcome.cmdline:
-            self._start_update_host(outcome)
+            if os.path.isfile(self.spec.update_conf):
+                self._start_update_host(outcome)
+            else:
+                self._event("host", f"no update engine: {self.spec.update_conf} is missing")
 
     def _no_boot(self, outcome: firmware.Outcome) -> None:
         self._set_phase("no-boot", outcome.detail)
@@ -250,7 +253,11 @@ class Machine:
             "update", "--config", str(self.spec.update_conf),
             *(f"--set={key}={value}" for key, value in settings.items())]
         words = " ".join(shlex.quote(w) for w in agent)
-        script = (f"{words} mark-good || exec {settings['REBOOT_COMMAND']}\n"
+        # mark-good: 0 marked, 1 not marked (reset: the watchdog's job), 2 bad settings
+        # (no reset: a reboot loop would not fix update.conf; the engine just ends).
+        script = (f"{words} mark-good; code=$?\n"
+                  f"[ $code -eq 1 ] && exec {settings['REBOOT_COMMAND']}\n"
+                  f"[ $code -eq 0 ] || exit $code\n"
                   f"exec {words} daemon\n")
         cmd = die_with_parent() + ["sh", "-c", script]
         log_path = self.workdir / "update.log"

@@ -77,11 +77,15 @@ def test_demo_deploys_the_lab_updates_one_machine_and_cleans_up(tmp_path):
         assert (f"stage {stage}/3 sw-patch-worker-hosts: sw-patch-hosts {host} success"
                 in out), out
     assert "strategy applied in " in out
-    _ab_chapter(out)
+    ab_ran = os.geteuid() == 0        # the chapter's engines need a loop device
+    if ab_ran:
+        _ab_chapter(out)
+    else:
+        assert "skipped: missing root (the update engine writes a slot" in out, out
     # Every process it started (appliance, lab, BMCs, agents) is gone; so is its data.
     pids = [int(p) for p in re.findall(r"pid (\d+)", STOPPED_RE.search(out).group(1))]
     # 3 host agents, the A/B chapter's lab and its BMCs
-    assert len(pids) == 8 and not any(_alive(pid) for pid in pids), out
+    assert len(pids) == (8 if ab_ran else 6) and not any(_alive(p) for p in pids), out
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                                check=True).stdout
     assert str(tmp_path) not in leftovers, leftovers

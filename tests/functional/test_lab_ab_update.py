@@ -19,6 +19,7 @@ import datetime
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from virtlab import host_tools
 from virtlab.demo import ab_update
 from virtlab.demo import lab as demo_lab
 from virtlab.lab import stop_lab
+from virtlab.machine import Machine, MachineSpec
 from virtlab.state import MachineState, StateFile
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*marked good on version "
@@ -157,3 +159,38 @@ def test_host_tools_reset_is_the_bmc_reset_and_health_reads_os_release(tmp_path)
     assert host_tools.main(["health", str(good)]) == 0
     assert host_tools.main(["health", str(bad)]) == 1
     assert host_tools.main(["health", str(tmp_path / "missing")]) == 1
+
+
+@pytest.mark.parametrize("conf", [None, "GARBAGE LINE\n", "NO_SUCH_KEY=1\n"])
+def test_a_missing_or_bad_update_conf_boots_without_a_reboot_loop(tmp_path, conf):
+    """A host whose update.conf is missing or refused boots and stays up: the engine says
+    why and ends (exit 2), it does not reset the machine (no fix comes from a reboot)."""
+    require_all(["sgdisk", "mkfs.ext4"])
+    payload = ab_update.build_payloads(tmp_path / "payloads", ("1",))["1"]
+    disk = ab_update.build_disk(tmp_path / "disk.img", payload, "1")
+    conf_path = tmp_path / "update.conf"
+    if conf is not None:
+        conf_path.write_text(conf)
+    spec = MachineSpec("host-x", "52:54:00:6d:01:01", str(disk), update_conf=str(conf_path))
+    store = StateFile(tmp_path / "bmc.json")
+    store.save(MachineState(power="off"))
+    with ThreadPoolExecutor(2) as executor:
+        machine = Machine(spec, tmp_path / "bmc.json", tmp_path / "status", None, executor)
+        store.update(lambda s: (setattr(s, "power", "on"), setattr(s, "boots", 1)))
+
+        def settled():
+            machine.tick()
+            return machine.phase == "booted-disk" and machine.agent is None and (
+                conf is None or machine.last_agent is not None)
+        wait_until(settled, timeout=60, interval=0.05)
+        time.sleep(0.5)
+        machine.tick()
+        events = " | ".join(e["event"] for e in machine.events)
+        assert machine.bmc.boots == 1 and machine.phase == "booted-disk", events
+        if conf is None:
+            assert "update.conf is missing" in events, events
+        else:
+            assert machine.last_agent["exit_code"] == 2, (machine.last_agent, events)
+            log = (tmp_path / "status" / "host-x" / "update.log").read_text()
+            assert "update.conf" in log or "KEY=value" in log or "unknown" in log, log
+        machine.shutdown()

@@ -83,10 +83,14 @@ def upload(client: Client, path: Path, version: str, channel: str = CHANNEL) -> 
     return reply.json()
 
 
-def host_status(instance: dict | None, machine: dict) -> str:
-    """The live line's status: the machine's phase first, then the appliance's record."""
+def host_status(instance: dict | None, machine: dict, holds_lease: bool = False) -> str:
+    """The live line's status: the machine's phase first, then its reboot lease (held
+    from before its reboot until it is healthy on the new version), then the
+    appliance's record."""
     if machine.get("phase") != "booted-disk":
         return "rebooting" if machine.get("boots", 0) > 1 else "booting"
+    if holds_lease:
+        return "rebooting"
     if instance is None or instance.get("status") in (None, "", "noupdate"):
         return "checking"
     shown = SHOWN.get(instance["status"], instance["status"])
@@ -192,14 +196,15 @@ class AbFleet:
                 return None
             raise
 
-    def row(self, name: str) -> dict:
+    def row(self, name: str, holders: set[str] | None = None) -> dict:
         assert self.lab is not None
         machine = self.lab.status(name)
         booted = machine.get("booted_os") or {}
         instance = self.instance(name)
         return {"host": name, "version": booted.get("version_id") or "-",
                 "slot": booted.get("partition") or "-",
-                "status": host_status(instance, machine),
+                "status": host_status(instance, machine,
+                                      self.uuids.get(name) in (holders or set())),
                 "instance": instance or {}}
 
     def wait(self, done, what: str, timeout: float = TIMEOUT) -> dict[str, dict]:
@@ -208,10 +213,11 @@ class AbFleet:
         started = time.monotonic()
         width = max(len(n) for n in self.names)
         while True:
-            rows = {name: self.row(name) for name in self.names}
+            holders = self.holders()
+            rows = {name: self.row(name, holders) for name in self.names}
             rebooting = sum(r["status"] == "rebooting" for r in rows.values())
             self.rebooting_at_once = max(self.rebooting_at_once, rebooting)
-            self.holders_at_once = max(self.holders_at_once, self.holders())
+            self.holders_at_once = max(self.holders_at_once, len(holders))
             self.samples += 1
             for name, row in rows.items():
                 key = (row["version"], row["slot"], row["status"])
@@ -227,9 +233,11 @@ class AbFleet:
                     f"{n}={r['status']} v{r['version']}" for n, r in rows.items()))
             time.sleep(0.1)
 
-    def holders(self) -> int:
+    def holders(self) -> set[str]:
+        """The hosts (node UUIDs) holding a reboot lease of the group now."""
         groups = self.client.request("GET", f"{BASE}/leases")["groups"]
-        return sum(len(g["holders"] or []) for g in groups if g["group"] == self.lease_group)
+        return {held["holder"] for g in groups if g["group"] == self.lease_group
+                for held in g["holders"] or []}
 
     def reset_counters(self) -> None:
         self.rebooting_at_once = self.holders_at_once = self.samples = 0

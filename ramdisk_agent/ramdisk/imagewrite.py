@@ -65,6 +65,7 @@ from ramdisk_agent.ramdisk.pipeline import (
     Stage,
     Writers,
     device_size,
+    hash_stored,
     pwrite_all,
     release,
 )
@@ -211,24 +212,7 @@ def _pump(stream: HttpStream, free: queue.Queue, jobs: queue.Queue,
 def read_back(path: str, size: int, hash_algo: str) -> str:
     """Hash the first ``size`` bytes of ``path`` as they are on the disk (O_DIRECT)."""
     hasher = hashlib.new(hash_algo)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
-    except OSError:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    buffer = mmap.mmap(-1, CHUNK)
-    view = memoryview(buffer)
-    try:
-        offset = 0
-        while offset < size:
-            got = os.preadv(fd, [view], offset)
-            if not got:
-                break
-            hasher.update(view[:min(got, size - offset)])
-            offset += got
-    finally:
-        view.release()
-        buffer.close()
-        os.close(fd)
+    hash_stored(path, size, hasher)
     return hasher.hexdigest()
 
 

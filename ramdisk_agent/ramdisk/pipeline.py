@@ -176,6 +176,31 @@ class Writers:
         return sum(stage.busy for stage in self.stages) / len(self.stages)
 
 
+def hash_stored(path: str, length: int, hasher) -> int:
+    """Feed the first ``length`` bytes of ``path`` as they are on the disk (O_DIRECT where
+    the file system allows it) to ``hasher``; how many bytes there were (less than
+    ``length`` when the file ends first)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    buffer = mmap.mmap(-1, CHUNK)
+    view = memoryview(buffer)
+    offset = 0
+    try:
+        while offset < length:
+            got = os.preadv(fd, [view], offset)
+            if not got:
+                break
+            hasher.update(view[:min(got, length - offset)])
+            offset += min(got, length - offset)
+    finally:
+        view.release()
+        buffer.close()
+        os.close(fd)
+    return offset
+
+
 def release(free: queue.Queue, maps: list[mmap.mmap]) -> None:
     """Release the views in ``free`` and close the buffers' maps."""
     while not free.empty():

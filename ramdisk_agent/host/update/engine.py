@@ -33,6 +33,14 @@ IN_PROGRESS = "error-updateInProgressOnInstance"
 Observer = Callable[[st.EngineState], None]
 
 
+
+class DeltaFailed(Exception):
+    """A delta offer that failed to install: update_engine then asks for the full image."""
+
+    def __init__(self, version: str, error: UpdateEngineError):
+        super().__init__(version)
+        self.version, self.error = version, error
+
 class UpdateEngine:
     def __init__(self, *, store: st.StateStore, client: OmahaClient | None,
                  layout: SlotLayout, installer: Installer, health: HealthGate,
@@ -64,31 +72,31 @@ class UpdateEngine:
             self._flush_events(state)
             self._quietly(lambda: self._client().ping())   # update_engine keeps pinging
             return state
+        try:
+            self._check_and_install(state, interactive)
+        except DeltaFailed as failed:
+            LOG.warning("Host %s: delta to %s failed (%s); asking for the full image",
+                        self.host, failed.version, failed.error.message)
+            state.delta_refused = failed.version
+            self._check_and_install(state, interactive, delta_retry=True)
+        return state
+
+    def _check_and_install(self, state: st.EngineState, interactive: bool,
+                           delta_retry: bool = False) -> None:
+        """Ask, and install what is offered; a failed delta (not yet retried) becomes
+        :class:`DeltaFailed` so the caller can ask again for the full image."""
         self._set(state, st.CHECKING)
         answer = self._ask(state, interactive)
         if answer is None:
-            return state
+            return
         offer = self._offer(answer, state)
         try:
             self._install(state, offer)
         except UpdateEngineError as exc:
             self._failed(state, exc)
-            if not offer.is_delta:
-                raise
-            LOG.warning("Host %s: delta to %s failed (%s); asking for the full image",
-                        self.host, offer.version, exc.message)
-            state.delta_refused = offer.version
-            self._set(state, st.CHECKING)
-            answer = self._ask(state, interactive)
-            if answer is None:
-                return state
-            offer = self._offer(answer, state)
-            try:
-                self._install(state, offer)
-            except UpdateEngineError as again:
-                self._failed(state, again)
-                raise
-        return state
+            if offer.is_delta and not delta_retry:
+                raise DeltaFailed(offer.version, exc) from exc
+            raise
 
     def _ask(self, state: st.EngineState, interactive: bool) -> omaha.UpdateCheck | None:
         """The server's answer, or None (no update, recorded in ``state``)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import mmap
-import os
 import queue
 import threading
 import time
@@ -37,6 +36,7 @@ from ramdisk_agent.ramdisk.pipeline import (
     DiskTarget,
     Stage,
     Writers,
+    hash_stored,
     release,
 )
 
@@ -73,25 +73,10 @@ class _Prefix:
 
 def rehash(path: str, length: int, hasher) -> None:
     """Feed the first ``length`` bytes of ``path``, as stored, to ``hasher``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
-    except OSError:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    buffer = mmap.mmap(-1, CHUNK)
-    view = memoryview(buffer)
-    try:
-        offset = 0
-        while offset < length:
-            got = os.preadv(fd, [view[:min(CHUNK, length - offset)]], offset)
-            if not got:
-                raise UpdateEngineError(f"{path} ends at byte {offset}, before the "
-                                        f"checkpoint {length}", WRITE_ERROR)
-            hasher.update(view[:got])
-            offset += got
-    finally:
-        view.release()
-        buffer.close()
-        os.close(fd)
+    got = hash_stored(path, length, hasher)
+    if got < length:
+        raise UpdateEngineError(f"{path} ends at byte {got}, before the checkpoint "
+                                f"{length}", WRITE_ERROR)
 
 
 def _fill(stream: HttpStream, buffer: memoryview) -> int:

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import flask
 
-from api.console import csrf, events, fleet, node, orchestration, pages, patches  # noqa: F401 - their routes
+from api.console import (  # noqa: F401 - their routes
+    conductors,
+    csrf,
+    events,
+    fleet,
+    node,
+    orchestration,
+    pages,
+    patches,
+    updates,
+)
 
 #: app.extensions key (api.http_server.STREAMS): the paths of long-lived streams and
 #: how many may be open, which the listener serves on threads of their own.

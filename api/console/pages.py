@@ -15,7 +15,8 @@ bp = flask.Blueprint("console", __name__, url_prefix="/ui", template_folder="tem
 
 #: Top navigation: (endpoint, label).
 NAV = (("console.fleet_page", "Fleet"), ("console.patches_page", "Patches"),
-       ("console.orchestration_page", "Orchestration"))
+       ("console.orchestration_page", "Orchestration"), ("console.updates_page", "Updates"),
+       ("console.conductors_page", "Conductors"))
 #: Every console response: no framing (click-jacking), no sniffing, scripts only ours.
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",

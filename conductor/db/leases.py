@@ -153,3 +153,15 @@ class LeaseRows:
                 .order_by(leases.c.acquired_at)).all()
         return [(name, maximum, [Lease(*row) for row in held if row[0] == name])
                 for name, maximum in rows]
+
+    def change_mark(self) -> tuple[object, ...]:
+        """Changes when a lease is taken, released or runs out or a maximum is set:
+        the newest lease id, the live leases and the groups' newest write (both tables
+        hold a row per holder or group, never the fleet)."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(sa.select(
+                sa.select(sa.func.max(leases.c.id)).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(leases)
+                .where(leases.c.expires_at > now).scalar_subquery(),
+                sa.select(sa.func.max(groups.c.updated_at)).scalar_subquery())).one())

@@ -321,8 +321,9 @@ class UpdateRows:
                                                events.c.id <= ids[0]))
 
     def instances(self, group: str | None = None, status: str | None = None,
-                  version: str | None = None, limit: int = 1000) -> list[Instance]:
-        query = sa.select(instances).order_by(instances.c.id).limit(limit)
+                  version: str | None = None, limit: int = 1000, offset: int = 0
+                  ) -> list[Instance]:
+        query = sa.select(instances).order_by(instances.c.id).limit(limit).offset(offset)
         for column, value in ((instances.c.group_name, group),
                               (instances.c.status, status), (instances.c.version, version)):
             if value is not None:
@@ -360,3 +361,37 @@ class UpdateRows:
             busy = conn.execute(base.where(instances.c.status.in_(IN_PROGRESS),
                                            instances.c.granted_at > since)).scalar_one()
         return attempted, busy
+
+    # -- the console's views ------------------------------------------------------------
+    def instance_counts(self) -> list[tuple[str, str, str, int]]:
+        """(group, version, status, instances): one GROUP BY over the instances."""
+        query = sa.select(instances.c.group_name, instances.c.version, instances.c.status,
+                          sa.func.count()).group_by(
+            instances.c.group_name, instances.c.version, instances.c.status)
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
+    def version_changes(self) -> tuple[list[tuple[int, str, datetime.datetime]],
+                                       list[tuple[int, str, datetime.datetime]]]:
+        """What the roll-out chart is drawn from: every instance's (id, version now,
+        first seen) and, grouped, when each instance first completed each version
+        (instance id, version, first ``complete`` event): two reads, one row per
+        instance plus one per version an instance reached."""
+        completed = sa.select(events.c.instance_id, events.c.version,
+                              sa.func.min(events.c.created_at)).where(
+            events.c.status == "complete", events.c.version.is_not(None)).group_by(
+            events.c.instance_id, events.c.version)
+        with self.engine.connect() as conn:
+            seen = [tuple(row) for row in conn.execute(sa.select(
+                instances.c.id, instances.c.version, instances.c.created_at))]
+            done = [tuple(row) for row in conn.execute(completed)]
+        return seen, done
+
+    def change_mark(self) -> tuple[Any, ...]:
+        """Changes when an instance is added or moves (every status change and grant
+        writes a history row): the newest ids of both tables, read off their primary
+        keys (what the console's change publisher looks at each tick)."""
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(sa.select(
+                sa.select(sa.func.max(instances.c.id)).scalar_subquery(),
+                sa.select(sa.func.max(events.c.id)).scalar_subquery())).one())

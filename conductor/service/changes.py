@@ -77,6 +77,14 @@ class ChangeFeed:
         self._counts_at = 0.0
         self.ticks = 0  # looks taken (the benchmark checks one per interval)
 
+    def watch(self, name: str, probe: Callable[[], Any]) -> None:
+        """One more view whose change is an event ``name`` (wired in
+        conductor/appliance.py, before the first page subscribes): a probe is a cheap
+        look, e.g. the update tables' newest ids (``service.updates.change_mark``)."""
+        with self._cond:
+            self.probes = dict(self.probes, **{name: probe})
+            self._prints.pop(name, None)
+
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)

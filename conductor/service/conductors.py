@@ -91,6 +91,25 @@ class Conductors:
                 return found[:limit] if limit else found
             marker = page[-1].uuid
 
+    def node_counts(self) -> dict[str | None, int]:
+        """How many nodes the ring maps to each live conductor (None: no live conductor
+        serves them), in one pass: one read of three columns of every node and one ring
+        lookup (a hash and a bisect) per node. Nodes are grouped by (driver, group)
+        first, so a key no conductor serves is looked up once, not re-read per node. At
+        10,000 nodes that is ~10,000 short rows and ~10,000 hashes: tens of ms."""
+        by_key: dict[tuple[str, str], list[Any]] = {}
+        for row in self.rows.node_keys():
+            by_key.setdefault((row.driver, row.conductor_group or ""), []).append(row)
+        counts: dict[str | None, int] = {}
+        for rows in by_key.values():
+            if self.ring.conductor_or_none(rows[0]) is None:
+                counts[None] = counts.get(None, 0) + len(rows)
+                continue
+            for row in rows:
+                owner = self.ring.conductor_or_none(row)
+                counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
     def conductor_for(self, node: NodeLike) -> str:
         """The node's conductor; NoValidHost (400) when no live one serves it."""
         return self.ring.conductor_for(node)

@@ -17,13 +17,14 @@ import sqlalchemy as sa
 from conductor import errors
 from conductor.config import Settings
 from conductor.db.leases import LeaseRows
-from conductor.db.queries import Store
+from conductor.db.queries import Store, utcnow
 from conductor.db.updates import GROUP_DEFAULTS, UpdateRows
 from conductor.drivers.internal_info import HostAgentRecord
-from conductor.updates import keys, policy
+from conductor.updates import keys, policy, progress
 from conductor.updates.catalogue import METALCAST_APPID, Catalogue, check_appid, check_name
 from conductor.updates.leases import BAD_TOKEN, RebootLeases
 from conductor.updates.omaha_server import OmahaServer, SnapshotCache
+from conductor.updates.progress import Progress
 
 LOG = logging.getLogger(__name__)
 MAX_PERIOD = 366 * 86400
@@ -136,6 +137,10 @@ class Updates:
                               if version in (d.from_version, d.to_version)]
         return found[0]
 
+    def deltas(self) -> list[dict[str, Any]]:
+        """Every delta and its build state (queued, building, ready, error)."""
+        return [dataclasses.asdict(d) for d in self.rows.deltas()]
+
     def delete_image(self, version: str, appid: str | None = None) -> None:
         self.catalogue.delete(check_appid(appid or METALCAST_APPID), version)
 
@@ -204,9 +209,23 @@ class Updates:
 
     # -- instances -------------------------------------------------------------------
     def instances(self, group: str | None = None, status: str | None = None,
-                  version: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+                  version: str | None = None, limit: int = 1000, offset: int = 0
+                  ) -> list[dict[str, Any]]:
         return [dataclasses.asdict(i) for i in
-                self.rows.instances(group, status, version, limit)]
+                self.rows.instances(group, status, version, limit, offset)]
+
+    def instance_counts(self) -> list[tuple[str, str, str, int]]:
+        """(group, version, status, instances), one GROUP BY (the console's counts)."""
+        return self.rows.instance_counts()
+
+    def progress(self, buckets: int = 48) -> Progress:
+        """Instances per version over time, from the first instance seen to now."""
+        seen, done = self.rows.version_changes()
+        return progress.progress(seen, done, utcnow(), buckets)
+
+    def change_mark(self) -> tuple[Any, ...]:
+        """Changes when an instance or a lease does (the console's change publisher)."""
+        return self.rows.change_mark() + self.leases.rows.change_mark()
 
     def instance(self, ident: str) -> dict[str, Any]:
         found = self.rows.find_instance(ident)

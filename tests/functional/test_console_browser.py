@@ -9,7 +9,10 @@ real ``metalcast serve`` with http_basic authentication.
 * a destructive action asks for confirmation first; a bad form input gets a clear
   message; a patch built with rpmbuild and sw-patch-build is uploaded and applied;
 * CSRF replayed against the real server: a POST without the token, with another
-  session's token or from another origin is refused.
+  session's token or from another origin is refused;
+* the updates page (images uploaded over the REST API, instances made by Omaha checks):
+  the roll-out chart, a group paused after its confirmation, a new instance shown live;
+  the conductors page.
 
 Screenshots of every page are saved ($METALCAST_ARTIFACTS/console-screenshots or the
 pytest tmp dir; the paths are printed).
@@ -29,6 +32,8 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from conductor.updates.catalogue import METALCAST_APPID
+from ramdisk_agent.wire import omaha
 from tests.functional.browser import (
     PHONE,
     artifacts_dir,
@@ -272,3 +277,44 @@ def test_csrf_replay_against_the_server_is_refused(console_server, auth, machine
         assert "CSRF" in refused.text
     node = api_call(url, "GET", f"/v1/nodes/{machine['uuid']}", auth=auth)
     assert node["maintenance"] is False
+
+
+def _omaha_check(url: str, machine: str, version: str, events=(), updatecheck=True) -> None:
+    body = omaha.render_request(omaha.Request((omaha.AppRequest(
+        METALCAST_APPID, version, "stable", machineid=machine, bootid="{b}",
+        updatecheck=updatecheck, ping=True, events=tuple(events)),)))
+    answered = requests.post(f"{url}/v1/update/", data=body, timeout=30,
+                             headers={"Content-Type": "text/xml"})
+    assert answered.status_code == 200, answered.text
+
+
+def test_the_updates_and_conductors_pages(console_server, auth, browser, shots):
+    url = console_server.url
+    for version, seed in (("1.0.0", b"\x01"), ("2.0.0", b"\x02")):
+        uploaded = requests.post(f"{url}/updates/v1/images?version={version}&channel=stable",
+                                 data=seed * 65536, auth=auth, timeout=30)
+        assert uploaded.status_code == 201, uploaded.text
+        if version == "1.0.0":
+            for machine in ("a" * 32, "b" * 32, "c" * 32):
+                _omaha_check(url, machine, "1.0.0")
+    _omaha_check(url, "a" * 32, "1.0.0")                      # granted 2.0.0
+    _omaha_check(url, "a" * 32, "2.0.0", [omaha.Event(3, 2, previous_version="1.0.0")],
+                 updatecheck=False)
+    _open(browser, f"{url}/ui/updates")
+    assert "2.0.0" in _text(browser, "counts-version")
+    assert browser.find_elements(By.CSS_SELECTOR, "#rollout-chart polygon")
+    screenshot(browser, shots, "updates")
+    browser.find_element(By.ID, "pause-stable").click()        # asks first
+    wait_for(browser, lambda d: d.find_elements(By.ID, "confirm-yes"), "the confirmation")
+    browser.find_element(By.ID, "confirm-yes").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "resume-stable"), "the paused group")
+    assert "paused" in browser.find_element(By.CSS_SELECTOR,
+                                            'tr[data-group="stable"] .group-state').text
+    _mark_page(browser)
+    _omaha_check(url, "d" * 32, "1.0.0")                       # a new instance, live
+    wait_for(browser, lambda d: 'data-instance="' + "d" * 32 + '"' in d.page_source,
+             "the new instance without a reload")
+    assert _not_reloaded(browser)
+    _open(browser, f"{url}/ui/conductors")
+    assert "alive" in browser.find_element(By.ID, "conductor-table").text
+    screenshot(browser, shots, "conductors")

@@ -1,6 +1,6 @@
 /* metalcast console: live updates over server-sent events (/ui/events).
    Node events update the fleet table's rows and the node page in place; "counts"
-   updates the fleet's counters; "patches" / "strategy" re-read that page's live
+   updates the fleet's counters; "patches" / "strategy" / "updates" re-read that page's live
    region once (only the pages that show them). No polling. */
 (function () {
   "use strict";
@@ -95,6 +95,7 @@
     counts: function (e) { if (live === "fleet") { onCounts(e.counts); } },
     patches: function () { if (live === "patches") { reread(); } },
     strategy: function () { if (live === "strategy") { reread(); } },
+    updates: function () { if (live === "updates") { reread(); } },
     resync: function () { if (live !== "fleet") { window.location.reload(); } }
   };
 

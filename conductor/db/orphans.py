@@ -26,12 +26,12 @@ def nodes_of(engine: sa.Engine, conductors: Iterable[str]) -> list[Node]:
         return [Node(*row) for row in conn.execute(query)]
 
 
-def handed_to(engine: sa.Engine, host: str, working: list[str]) -> list[Node]:
-    """Nodes handed to ``host`` and not started: locked in its name, in a transient
-    state, no ``conductor_affinity`` yet (conductor/engine/intents.py)."""
+def handed_to(engine: sa.Engine, host: str) -> list[Node]:
+    """Nodes that may be handed to ``host`` and not started: locked in its name with
+    no ``conductor_affinity`` yet (conductor/engine/intents.py says which are)."""
     query = sa.select(nodes).where(
-        nodes.c.reservation == host, nodes.c.conductor_affinity.is_(None),
-        nodes.c.provision_state.in_(working)).order_by(nodes.c.id)
+        nodes.c.reservation == host, nodes.c.conductor_affinity.is_(None)
+    ).order_by(nodes.c.id)
     with engine.connect() as conn:
         return [Node(*row) for row in conn.execute(query)]
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from conductor import errors, states
 from conductor.db import orphans
 from conductor.db.records import Node
+from conductor.drivers.base import PowerState
 from conductor.engine import actions
 from conductor.engine.task import Task
 
@@ -38,6 +39,8 @@ POLL_INTERVAL = 1.0
 
 #: driver_internal_info key of a manual clean's steps while the node is handed over.
 CLEAN_STEPS_KEY = "handed_clean_steps"
+#: driver_internal_info key of a power request handed over: {"target", "timeout"}.
+POWER_KEY = "handed_power"
 
 
 def _clean_args(node: Node) -> tuple[Any, ...]:
@@ -76,10 +79,33 @@ def handover_values(event: str, clean_steps: Any, node: Node) -> dict[str, Any]:
     return values
 
 
+def power_handover(node: Node, target: str, timeout: int | None) -> dict[str, Any]:
+    """What a power request handed over writes with the lock in the owner's name."""
+    internal = dict(node.driver_internal_info or {})
+    internal[POWER_KEY] = {"target": target, "timeout": timeout}
+    return {"target_power_state": target, "conductor_affinity": None,
+            "driver_internal_info": internal}
+
+
+def _work(node: Node) -> tuple[Callable[..., None], tuple[Any, ...]] | None:
+    """The action and arguments a handed-over node asks for (None: not handed over:
+    e.g. locked by this conductor's own power sync before anyone acted on it)."""
+    power = (node.driver_internal_info or {}).get(POWER_KEY)
+    if power is not None and node.target_power_state is not None:
+        return actions.change_power, (PowerState(power["target"]), power.get("timeout"))
+    if node.provision_state in HANDED_STATES:
+        action, args = STATE_ACTIONS[S(node.provision_state)]
+        return action, args(node)
+    return None
+
+
 def pickup(workers: Workers) -> list[str]:
     """Start the nodes handed to this conductor; their UUIDs (stops at a full pool)."""
     started = []
-    for node in orphans.handed_to(workers.store.engine, workers.host, HANDED_STATES):
+    for node in orphans.handed_to(workers.store.engine, workers.host):
+        work = _work(node)
+        if work is None:
+            continue
         try:
             workers.claim_slot()
         except errors.NoFreeConductorWorker:
@@ -88,11 +114,11 @@ def pickup(workers: Workers) -> list[str]:
         if claimed is None:
             workers.release_slot()
             continue
-        action, args = STATE_ACTIONS[S(node.provision_state)]
+        action, args = work                 # as read: with the clean steps
         LOG.info("Node %s: %s handed to conductor %s, starting", claimed.uuid,
-                 claimed.provision_state, workers.host)
+                 action.__name__, workers.host)
         workers.spawn(Task(workers.store, claimed, workers.host, workers.drivers),
-                      action, *args(node))    # as read: with the clean steps
+                      action, *args)
         started.append(claimed.uuid)
     return started
 
@@ -101,9 +127,9 @@ def _claim(workers: Workers, node: Node) -> Node | None:
     """The node as claimed by this conductor, or None if another poll won it."""
     values: dict[str, Any] = {"conductor_affinity": workers.host}
     internal = node.driver_internal_info or {}
-    if CLEAN_STEPS_KEY in internal:
+    if CLEAN_STEPS_KEY in internal or POWER_KEY in internal:
         values["driver_internal_info"] = {k: v for k, v in internal.items()
-                                          if k != CLEAN_STEPS_KEY}
+                                          if k not in (CLEAN_STEPS_KEY, POWER_KEY)}
     if not workers.store.update_node(node.id, values, expect={
             "reservation": workers.host, "conductor_affinity": None,
             "provision_state": node.provision_state, "updated_at": node.updated_at}):

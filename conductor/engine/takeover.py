@@ -102,7 +102,8 @@ class Takeover:
         # Handed over and never started (conductor/engine/intents.py): no affinity yet.
         previous = node.conductor_affinity or node.reservation or "?"
         if node.reservation in dead:
-            if not self.store.release(node.id, node.reservation):
+            # Its power request in flight is gone with it (power sync skips a target).
+            if not self.store.release(node.id, node.reservation, {"target_power_state": None}):
                 return            # someone else released it first; next pass
             summary.released.append(node.uuid)
             LOG.warning("Node %s: released the lock of dead conductor %s", node.uuid,

@@ -388,6 +388,13 @@ class Service:
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
                                     or timeout < 1):
             raise errors.InvalidParameter("timeout must be a positive integer")
+        owner = self.conductors.shown_conductor(node) or self.host
+        if owner != self.host:      # its conductor runs it (conductor/engine/intents.py)
+            self.store.reserve(node, owner, intents.power_handover(node, power.value, timeout),
+                               expect={"updated_at": node.updated_at})
+            LOG.info("Node %s: power %s requested, handed to conductor %s", node.uuid,
+                     power.value, owner)
+            return
         node = self._lock(node, {"target_power_state": power.value,
                                  "conductor_affinity": self.host})
         LOG.info("Node %s: power %s requested", node.uuid, power.value)

@@ -135,3 +135,35 @@ def test_a_dead_conductors_handed_node_fails_naming_it_and_redeploys(store, make
     a.service.conductors = Conductors(rows, ring, a.settings.conductor)
     a.service.set_provision_state(node.uuid, "active")       # now A's: runs in-process
     assert wait_until(lambda: _settled(store, node.uuid)).conductor_affinity == "cond-a"
+
+
+def _of_b(store, make_node, a, prefix, **values):
+    return next(n for n in (make_node(name=f"{prefix}{i}", **FAKE, **values)
+                            for i in range(32)) if a.ring.conductor_for(n) == "cond-b")
+
+
+def test_a_power_request_runs_on_the_nodes_conductor(store, make_node, cluster):
+    a, b = cluster["cond-a"], cluster["cond-b"]
+    node = _of_b(store, make_node, a, "p", provision_state="available",
+                 power_state="power off")
+    a.service.set_power_state(node.uuid, "power on", timeout=30)
+    row = store.get_node(node.uuid)
+    assert (row.reservation, row.conductor_affinity, row.target_power_state) == \
+        ("cond-b", None, "power on")
+    assert row.driver_internal_info[intents.POWER_KEY] == {"target": "power on",
+                                                           "timeout": 30}
+    assert a.workers.pickup() == []
+    assert b.workers.pickup() == [node.uuid]
+    done = wait_until(lambda: store.get_node(node.uuid).reservation is None
+                      and store.get_node(node.uuid))
+    assert (done.power_state, done.target_power_state, done.conductor_affinity) == \
+        ("power on", None, "cond-b")
+    assert intents.POWER_KEY not in (done.driver_internal_info or {})
+
+
+def test_a_lock_of_this_conductors_own_is_not_work_handed_to_it(store, make_node, cluster):
+    """A node never acted on, locked by this conductor (its power sync): not picked up."""
+    b = cluster["cond-b"]
+    node = make_node(name="synced", provision_state="available", reservation="cond-b")
+    assert b.workers.pickup() == []
+    assert store.get_node(node.uuid).reservation == "cond-b"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime
+import itertools
 from collections import defaultdict
 
 from conductor.updates.policy import version_key
@@ -57,7 +58,8 @@ def _timelines(seen: list[Change], done: list[Change]
 def progress(seen: list[Change], done: list[Change], now: datetime.datetime,
              buckets: int = 48) -> Progress:
     """Counts at ``buckets`` evenly spaced moments from the first instance seen to
-    ``now`` (the last is ``now``): O(instances x log changes + buckets x instances)."""
+    ``now`` (the last is ``now``): a bisect per version change of an instance, then one
+    running sum per version (O(changes x log buckets + versions x buckets))."""
     lines, now = _timelines(seen, done), naive(now)
     if not lines:
         return Progress([], [], {})
@@ -65,13 +67,14 @@ def progress(seen: list[Change], done: list[Change], now: datetime.datetime,
     span = max((now - start).total_seconds(), 1.0)
     times = [start + datetime.timedelta(seconds=span * i / (buckets - 1))
              for i in range(buckets)]
-    counts: dict[str, list[int]] = defaultdict(lambda: [0] * buckets)
-    for line in lines.values():
-        moments = [when for when, _ in line]
-        for i, moment in enumerate(times):
-            at = bisect.bisect_right(moments, moment) - 1
-            if at >= 0:
-                counts[line[at][1]][i] += 1
+    steps: dict[str, list[int]] = defaultdict(lambda: [0] * (buckets + 1))
+    for line in lines.values():   # each version's stretch adds 1 from its first moment on
+        starts = [bisect.bisect_left(times, when) for when, _ in line] + [buckets]
+        for k, (_, version) in enumerate(line):
+            steps[version][starts[k]] += 1
+            steps[version][starts[k + 1]] -= 1
+    counts = {version: list(itertools.accumulate(diff[:buckets]))
+              for version, diff in steps.items()}
     versions = sorted(counts, key=lambda v: (v != EARLIER, version_key(v) if v != EARLIER
                                              else ()))
     return Progress(times, versions, {v: counts[v] for v in versions})

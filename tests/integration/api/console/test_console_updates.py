@@ -176,3 +176,20 @@ def test_the_conductors_page_counts_the_nodes_the_ring_maps(fleet):
     assert b"1 node served by no live conductor" in page.data
     nav = client.get("/ui/fleet").data
     assert b'href="/ui/updates"' in nav and b'href="/ui/conductors"' in nav
+
+
+@pytest.mark.parametrize("path, status, words", [
+    ("/ui/updates/leases/default/holders/%3Cscript%3E/release", 404, b"&lt;script&gt;"),
+    ("/ui/updates/leases/%3Cg%3E/holders/h1/release", 400, b"Invalid lease group"),
+    ("/ui/updates/leases/" + "g" * 65 + "/max", 400, b"Invalid lease group"),
+    ("/ui/updates/groups/%3Capp%3E/stable/resume", 400, b"Invalid app ID"),
+    ("/ui/updates/groups/x/stable/resume", 404, b"No group"),
+])
+def test_hostile_action_paths_are_refused_and_change_nothing(fleet, path, status, words):
+    client, appliance, seen = fleet
+    token = _token(client.get("/ui/updates"))
+    before = appliance.updates.leases.status(), appliance.updates.groups()
+    answer = client.post(path, data={"csrf_token": token, "confirm": "yes", "max": "5"})
+    assert answer.status_code == status, answer.data
+    assert words in answer.data and b"<script>" not in answer.data
+    assert (appliance.updates.leases.status(), appliance.updates.groups()) == before

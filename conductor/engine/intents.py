@@ -41,6 +41,12 @@ POLL_INTERVAL = 1.0
 CLEAN_STEPS_KEY = "handed_clean_steps"
 #: driver_internal_info key of a power request handed over: {"target", "timeout"}.
 POWER_KEY = "handed_power"
+#: driver_internal_info key of an agent's heartbeat handed over (the node waits for it).
+HEARTBEAT_KEY = "handed_heartbeat"
+#: The wait states whose agent heartbeat continues the steps (service/ramdisk.py).
+HEARTBEAT_STATES = (S.DEPLOYWAIT.value, S.CLEAN_WAIT.value)
+#: The keys above: the claim takes them out of the row.
+HANDED_KEYS = (CLEAN_STEPS_KEY, POWER_KEY, HEARTBEAT_KEY)
 
 
 def _clean_args(node: Node) -> tuple[Any, ...]:
@@ -90,9 +96,12 @@ def power_handover(node: Node, target: str, timeout: int | None) -> dict[str, An
 def _work(node: Node) -> tuple[Callable[..., None], tuple[Any, ...]] | None:
     """The action and arguments a handed-over node asks for (None: not handed over:
     e.g. locked by this conductor's own power sync before anyone acted on it)."""
-    power = (node.driver_internal_info or {}).get(POWER_KEY)
+    internal = node.driver_internal_info or {}
+    power = internal.get(POWER_KEY)
     if power is not None and node.target_power_state is not None:
         return actions.change_power, (PowerState(power["target"]), power.get("timeout"))
+    if internal.get(HEARTBEAT_KEY) and node.provision_state in HEARTBEAT_STATES:
+        return actions.heartbeat, ()
     if node.provision_state in HANDED_STATES:
         action, args = STATE_ACTIONS[S(node.provision_state)]
         return action, args(node)
@@ -127,9 +136,9 @@ def _claim(workers: Workers, node: Node) -> Node | None:
     """The node as claimed by this conductor, or None if another poll won it."""
     values: dict[str, Any] = {"conductor_affinity": workers.host}
     internal = node.driver_internal_info or {}
-    if CLEAN_STEPS_KEY in internal or POWER_KEY in internal:
+    if any(key in internal for key in HANDED_KEYS):
         values["driver_internal_info"] = {k: v for k, v in internal.items()
-                                          if k not in (CLEAN_STEPS_KEY, POWER_KEY)}
+                                          if k not in HANDED_KEYS}
     if not workers.store.update_node(node.id, values, expect={
             "reservation": workers.host, "conductor_affinity": None,
             "provision_state": node.provision_state, "updated_at": node.updated_at}):

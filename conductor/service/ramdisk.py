@@ -32,7 +32,7 @@ from conductor.drivers.deploy.heartbeat import (
     check_pem_certificate,
 )
 from conductor.drivers.internal_info import AgentBoot
-from conductor.engine import actions
+from conductor.engine import actions, intents
 from conductor.engine.task import Task
 from conductor.secrets import MASK
 from conductor.service import validation
@@ -249,6 +249,9 @@ class AgentService:
             # sent it still holds the node): 409 at once, as the lock would answer.
             raise errors.NodeLocked(node=node.uuid, host=node.reservation)
         driven = node.provision_state in DRIVEN_STATES and not node.maintenance
+        owner = self._owner(node) if driven else self.host
+        if owner != self.host:
+            return self._hand_over(node, beat, owner)
         if driven:
             self.workers.claim_slot()
         try:
@@ -271,6 +274,32 @@ class AgentService:
                 self.workers.release_slot()
             return
         self.workers.spawn(task, actions.heartbeat)
+
+    def _owner(self, node) -> str:
+        """The conductor that continues the node's steps: the ring's (the workers'
+        ``owner_of``), this one when the ring names none or the deploy interface takes
+        no heartbeat (the heartbeat is only recorded)."""
+        owner = self.workers.owner_of(node) if self.workers.owner_of else None
+        if owner is None or not hasattr(
+                Task(self.store, node, self.host, self.workers.drivers).deploy, "heartbeat"):
+            return self.host
+        return owner
+
+    def _hand_over(self, node, beat: Heartbeat, owner: str) -> None:
+        """The heartbeat recorded with the lock in the name of the node's conductor,
+        whose poller continues the steps (conductor/engine/intents.py)."""
+        values = self._recorded(node, beat)
+        info = values["driver_internal_info"]
+        assert isinstance(info, dict)
+        values["driver_internal_info"] = {**info, intents.HEARTBEAT_KEY: True}
+        values.update(reservation=owner, conductor_affinity=None, updated_at=utcnow())
+        if not self.store.update_node(node.id, values, expect={
+                "reservation": None, "provision_state": node.provision_state,
+                "updated_at": node.updated_at}):
+            raise errors.Conflict(f"Node {node.uuid} changed while the heartbeat was "
+                                  "processed; please retry.")
+        LOG.info("Node %s: heartbeat in %s handed to conductor %s", node.uuid,
+                 node.provision_state, owner)
 
     def _count(self, accepted: bool) -> None:
         if self.metrics is not None:

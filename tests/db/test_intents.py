@@ -21,7 +21,8 @@ from conductor.service.facade import Service
 from tests.waiting import wait_until
 
 HOSTS = ("cond-a", "cond-b")
-FAKE = {f"{kind}_interface": "fake" for kind in ("boot", "deploy", "power", "management")}
+FAKE = {f"{kind}_interface": "fake" for kind in ("boot", "power", "management")}
+FAKE["deploy_interface"] = "fake"
 
 
 class Node:
@@ -29,10 +30,11 @@ class Node:
 
     def __init__(self, store, host, rows):
         self.host = host
-        self.settings = from_options({"conductor.host": host})
+        self.settings = from_options({"conductor.host": host, "agent.require_tls": False})
         self.ring = RingManager(rows, self.settings.conductor)
         self.workers = workers.Workers(store, self.settings,
-                                       DriverRegistry(DriverContext.create(self.settings)))
+                                       DriverRegistry(DriverContext.create(self.settings)),
+                                       owner_of=self.ring.conductor_or_none)
         service = Service.__new__(Service)       # the provisioning part of the facade
         service.store, service.settings, service.host = store, self.settings, host
         service.workers = self.workers
@@ -167,3 +169,35 @@ def test_a_lock_of_this_conductors_own_is_not_work_handed_to_it(store, make_node
     node = make_node(name="synced", provision_state="available", reservation="cond-b")
     assert b.workers.pickup() == []
     assert store.get_node(node.uuid).reservation == "cond-b"
+
+
+def test_an_agents_heartbeat_continues_on_the_nodes_conductor(store, make_node, cluster):
+    """The agent's heartbeat reaches conductor A; the node is B's: A records it and
+    hands it over, B's poller continues the steps (here the made-up row holds
+    no agent B can reach, so B's attempt fails the deploy, saying so)."""
+    from conductor.drivers import internal_info
+    from conductor.drivers.deploy.heartbeat import Heartbeat
+    from conductor.service.ramdisk import AgentService
+    from ramdisk_agent.wire.agent_tokens import token_hash
+
+    a, b = cluster["cond-a"], cluster["cond-b"]
+    info = internal_info.with_heartbeat({"agent_token_hash": token_hash("T")},
+                                        "http://127.0.0.1:9", "1.0", "then", None)
+    node = next(n for n in (make_node(
+        name=f"w{i}", **{**FAKE, "deploy_interface": "direct"},
+        provision_state="wait call-back", target_provision_state="active",
+        driver_internal_info=info) for i in range(32)) if a.ring.conductor_for(n) == "cond-b")
+    agent = AgentService(store, a.settings, a.workers, host_agents=None)
+    agent.heartbeat(node.uuid, Heartbeat("http://127.0.0.1:9", "T", "1.0", None))
+    row = store.get_node(node.uuid)
+    assert (row.provision_state, row.reservation, row.conductor_affinity) == \
+        ("wait call-back", "cond-b", None)
+    assert row.driver_internal_info[intents.HEARTBEAT_KEY] is True
+    assert a.workers.pickup() == []
+    assert b.workers.pickup() == [node.uuid]
+    done = wait_until(lambda: store.get_node(node.uuid).reservation is None
+                      and store.get_node(node.uuid))
+    assert done.conductor_affinity == "cond-b"
+    assert done.provision_state == "deploy failed"        # B called the agent: no token
+    assert "Connection to agent failed" in done.last_error    # copy in this made-up row
+    assert intents.HEARTBEAT_KEY not in (done.driver_internal_info or {})

@@ -131,8 +131,6 @@ class Appliance:
                                conductors=Conductors(conductor_rows, self.ring,
                                                       settings.conductor),
                                updates=self.updates, metrics=self.metrics)
-        # the console's updates page refreshes when an instance or a lease changes
-        self.service.changes.watch("updates", self.updates.change_mark)
 
     def _rebuild(self, name: str) -> None:
         """A node's rebuild as the API starts it (the image-update strategy's steps)."""

@@ -77,14 +77,6 @@ class ChangeFeed:
         self._counts_at = 0.0
         self.ticks = 0  # looks taken (the benchmark checks one per interval)
 
-    def watch(self, name: str, probe: Callable[[], Any]) -> None:
-        """One more view whose change is an event ``name`` (wired in
-        conductor/appliance.py, before the first page subscribes): a probe is a cheap
-        look, e.g. the update tables' newest ids (``service.updates.change_mark``)."""
-        with self._cond:
-            self.probes = dict(self.probes, **{name: probe})
-            self._prints.pop(name, None)
-
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
@@ -204,9 +196,11 @@ class ChangeFeed:
         return [dict({k: _plain(v) for k, v in row.items()}, kind="node") for row in fresh]
 
 
-def live_probes(patching, orchestration) -> dict[str, Callable[[], Any]]:
+def live_probes(patching, orchestration, updates=None) -> dict[str, Callable[[], Any]]:
     """The views the live pages re-read when they change: the patches page's (patches,
-    hosts without their seconds-since-report, alarms) and the current strategy."""
+    hosts without their seconds-since-report, alarms), the current strategy and the
+    updates page's instances and leases (their tables' newest ids, read off their
+    primary keys: ``service.updates.change_mark``)."""
     found: dict[str, Callable[[], Any]] = {}
     if patching is not None:
         found["patches"] = lambda: (
@@ -215,4 +209,6 @@ def live_probes(patching, orchestration) -> dict[str, Callable[[], Any]]:
              for h in patching.query_hosts()])
     if orchestration is not None:
         found["strategy"] = orchestration.get
+    if updates is not None:
+        found["updates"] = updates.change_mark
     return found

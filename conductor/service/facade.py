@@ -99,7 +99,7 @@ class Service:
         #: The console's fleet page (api/console/): counts and pages of nodes.
         self.fleet = Fleet(store.engine)
         #: The console's one publisher of state changes (its live pages' events).
-        self.changes = ChangeFeed(self.fleet, live_probes(patching, orchestration))
+        self.changes = ChangeFeed(self.fleet, live_probes(patching, orchestration, updates))
 
     # -- nodes -------------------------------------------------------------
     def create_node(self, body: dict, legacy_available: bool = False):

@@ -193,3 +193,23 @@ def test_hostile_action_paths_are_refused_and_change_nothing(fleet, path, status
     assert answer.status_code == status, answer.data
     assert words in answer.data and b"<script>" not in answer.data
     assert (appliance.updates.leases.status(), appliance.updates.groups()) == before
+
+
+def test_two_conductors_share_the_nodes_as_the_api_shows_them(make_app, tmp_path):
+    shared = {"database.connection": f"sqlite:///{tmp_path / 'shared.sqlite'}"}
+    client, first = make_app(shared)
+    make_app({**shared, "conductor.host": "second-conductor"})
+    made = [first.service.create_node({"name": f"n{i}", "driver": "fake-hardware"})
+            for i in range(30)]
+    shown = {}
+    for node in made:   # each node's conductor as GET /v1/nodes/<node> names it
+        body = client.get(f"/v1/nodes/{node.uuid}",
+                          headers={"X-OpenStack-Ironic-API-Version": "latest"}).get_json()
+        shown[body["conductor"]] = shown.get(body["conductor"], 0) + 1
+    assert set(shown) == {"test-conductor", "second-conductor"}, shown
+    page = client.get("/ui/conductors").data
+    for host, count in shown.items():
+        row = re.search(rb'data-conductor="' + host.encode() + rb'">.*?</tr>', page,
+                        re.S).group(0)
+        assert re.search(rb'class="nodes-mapped">' + str(count).encode() + rb'<', row), host
+    assert b"0 nodes served by no live conductor" in page

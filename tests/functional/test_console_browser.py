@@ -304,6 +304,11 @@ def test_the_updates_and_conductors_pages(console_server, auth, browser, shots):
     assert "2.0.0" in _text(browser, "counts-version")
     assert browser.find_elements(By.CSS_SELECTOR, "#rollout-chart polygon")
     screenshot(browser, shots, "updates")
+    browser.set_window_size(*PHONE)
+    try:
+        screenshot(browser, shots, "updates-phone")
+    finally:
+        browser.set_window_size(1366, 900)
     browser.find_element(By.ID, "pause-stable").click()        # asks first
     wait_for(browser, lambda d: d.find_elements(By.ID, "confirm-yes"), "the confirmation")
     browser.find_element(By.ID, "confirm-yes").click()

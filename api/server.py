@@ -61,7 +61,10 @@ class Server:
         try:  # these bind now too: a failure stops serve before it reports ready
             self._start_patching_listener(settings, service)
             self._start_vim_listener(settings, service)
-            self.boot_lines = self.appliance.start_boot_services(self.url)
+            # An API process (--role api) binds no boot server and runs no conductor.
+            self._conductor = settings.conductor.role != "api"
+            self.boot_lines = self.appliance.start_boot_services(self.url) \
+                if self._conductor else []
         except BaseException:
             self._close_sockets()
             raise
@@ -103,7 +106,8 @@ class Server:
         """Start the conductor (register, workers, periodic tasks): ``run`` does it
         before it reports ready, so a refused conductor name stops serve first."""
         if not self._started:
-            self.appliance.start()
+            if self._conductor:
+                self.appliance.start()
             self._started = True
 
     def serve_forever(self) -> None:
@@ -158,8 +162,38 @@ def _tune_gc() -> None:
     gc.set_threshold(10000, 10, 10)
 
 
+def run_conductor(settings: Settings, on_ready=print) -> None:
+    """``--role conductor``: registration, workers, periodic tasks and boot servers,
+    no REST API (the API processes hand it work through the database), until
+    SIGTERM/SIGINT."""
+    _limit_malloc_arenas()
+    appliance = Appliance(settings)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        lines = appliance.start_boot_services()
+        appliance.start()
+    except BaseException:
+        appliance.stop()
+        raise
+    _tune_gc()
+    for line in lines:
+        on_ready(line)
+    on_ready(f"metalcast conductor {settings.conductor.host} running (--role conductor, "
+             "no REST API)")
+    try:
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        appliance.stop()
+    LOG.info("metalcast conductor stopped")
+
+
 def run(settings: Settings, on_ready=print) -> None:
     """Serve until SIGTERM/SIGINT; ``on_ready`` gets the API URL."""
+    if settings.conductor.role == "conductor":
+        return run_conductor(settings, on_ready)
     _limit_malloc_arenas()
     server = Server(settings)
     _tune_gc()
@@ -191,6 +225,7 @@ def main(args, output: ModuleType) -> int:
         logging.getLogger().setLevel(logging.INFO)
     # Every line names the API request that caused it (x-openstack-request-id).
     request_ids.install_log_format(logging.getLogger().handlers)
-    settings = load_settings(args, **{"api.host": args.host, "api.port": args.port})
+    settings = load_settings(args, **{"api.host": args.host, "api.port": args.port,
+                                      "conductor.role": getattr(args, "role", None)})
     run(settings, on_ready=lambda line: print(line, flush=True))
     return 0

@@ -36,6 +36,12 @@ def _service_options(p, serve: bool = False):
         p.add_argument("--host", help="address to listen on (env METALCAST_HOST; default "
                        "127.0.0.1; anything else requires auth_strategy = http_basic)")
         p.add_argument("--port", type=int, help="port (env METALCAST_PORT; default 6385)")
+        p.add_argument("--role", choices=("all", "api", "conductor"),
+                       help="all: REST API and conductor in one process (the default); "
+                       "api: REST API only, work handed to the nodes' conductors through "
+                       "the database; conductor: workers, periodic tasks, boot servers, "
+                       "no REST API. api and conductor need a shared PostgreSQL "
+                       "([database] connection)")
 
 
 def _server(p, command: str, pass_through: bool = False) -> None:

@@ -93,6 +93,9 @@ class ConductorSettings:
     # host is also Ironic's [DEFAULT] host; the hash_* options are also read from
     # [DEFAULT], where Ironic has them (DEFAULT_ALIASES).
     conductor_group: str = ""                # the group this conductor serves
+    # What `metalcast serve --role` runs: all (API + conductor), api (REST only: hands
+    # every node's work to its conductor through the database), conductor (no REST).
+    role: str = "all"
     heartbeat_interval: int = 10             # s between two heartbeats of this conductor
     heartbeat_timeout: int = 60              # s without a heartbeat: a conductor is dead
     hash_partition_exponent: int = 5         # 2**5 points per conductor on the ring
@@ -111,6 +114,10 @@ class ConductorSettings:
     def hardware_types(self) -> list[str]:
         """``enabled_hardware_types`` as a list."""
         return [h.strip() for h in self.enabled_hardware_types.split(",") if h.strip()]
+
+
+#: What ``metalcast serve --role`` may run ([conductor] role).
+ROLES = ("all", "api", "conductor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,6 +443,15 @@ class Settings:
             raise ConfigError(reason="[conductor] heartbeat_interval must be above 0 and "
                                      "below heartbeat_timeout, not "
                                      f"{cond.heartbeat_interval}/{cond.heartbeat_timeout}")
+        if cond.role not in ROLES:
+            raise ConfigError(reason=f"--role must be one of {', '.join(ROLES)}, not "
+                                     f"{cond.role!r}")
+        if cond.role != "all" and self.db_url.startswith("sqlite"):
+            raise ConfigError(reason=(
+                f"--role {cond.role} shares the database with other metalcast processes, "
+                "and SQLite takes one writing process: set [database] connection to a "
+                "PostgreSQL URL shared by every API and conductor process, or run one "
+                "process with --role all"))
         if not 0 <= cond.hash_partition_exponent <= 16 or \
                 cond.hash_distribution_replicas < 1 or cond.hash_ring_reset_interval <= 0:
             raise ConfigError(reason="[conductor] hash_partition_exponent must be 0-16, "

@@ -85,6 +85,13 @@ class Workers:
         Claiming first means a node already moved into its transient state always
         gets its worker: a 503 after that move would leave it stuck there.
         """
+        if self.settings.conductor.role == "api":
+            raise errors.NoValidHost(reason=(
+                f"this process is an API process (--role api, named {self.host!r}) and "
+                "runs no node's work, and the hash ring names it or no live conductor "
+                "for this node: start a conductor (--role conductor or all) that serves "
+                "the node's hardware type and conductor group, and give API processes "
+                "names ([DEFAULT] host) of their own"))
         if not self._capacity.acquire(blocking=False):
             raise errors.NoFreeConductorWorker()
 

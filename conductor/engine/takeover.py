@@ -61,6 +61,11 @@ class TakeoverSummary:
     def __bool__(self) -> bool:
         return any(dataclasses.astuple(self))
 
+    def __str__(self) -> str:
+        """Counts only: each node's own line names it (a pass may cover thousands)."""
+        return ", ".join(f"{field.name} {len(getattr(self, field.name))}"
+                         for field in dataclasses.fields(self))
+
 
 class Takeover:
     """``sweep()``: one pass over the nodes of dead conductors mapped to ``host``."""

@@ -230,9 +230,10 @@ def test_dns_outage_never_fails_a_deploy_and_is_retried(named, tmp_path):
             "dns_pending", {}).get("attempts", 0) >= 2, "retried")["driver_internal_info"]
         assert pending["dns_pending"]["action"] == "register"
         assert "did not answer within 2s" in pending["dns_pending"]["error"]
-        _wait_log(server, f"WARNING conductor.dns.registration: Node {uuid}: DNS "
-                  f"registration of {fqdn(name)} -> 10.77.3.3 failed (attempt 1; retried "
-                  "every 1s): Driver error: DNS server 127.0.0.1")
+        line = _wait_log(server, f"Node {uuid}: DNS registration of {fqdn(name)} -> "
+                         "10.77.3.3 failed (attempt 1; retried every 1s): Driver error: "
+                         "DNS server 127.0.0.1")
+        assert " WARNING conductor.dns.registration [" in line   # [request ID]
         named.start()
         _wait_records(named, name, {"A": ["10.77.3.3"], "AAAA": [],
                                     "10.77.3.3": [fqdn(name)]})

@@ -89,8 +89,9 @@ def test_removal_survives_a_dns_outage_and_a_restart(named, tmp_path):
         (row,) = _wait_pending(data_dir, uuid, lambda rows: rows and rows[0]["attempts"],
                                "failed once")
         assert f"did not answer within {DNS_TIMEOUT}s" in row["last_error"]
-        _wait_log(server, f"WARNING conductor.dns.removals: Node {uuid} (deleted): DNS "
-                  f"removal of {fqdn(name)} -> {V4}, {V6} failed (attempt 1; next in 1s)")
+        line = _wait_log(server, f"Node {uuid} (deleted): DNS removal of {fqdn(name)} -> "
+                         f"{V4}, {V6} failed (attempt 1; next in 1s)")
+        assert " WARNING conductor.dns.removals [" in line   # [request ID]
         stop_server(server.process)
 
         named.start()
@@ -100,8 +101,9 @@ def test_removal_survives_a_dns_outage_and_a_restart(named, tmp_path):
         server = _serve(named, data_dir)   # the restarted conductor finds the row
         _wait_records(named, name, {"A": [], "AAAA": [], V4: [], V6: []})
         _wait_pending(data_dir, uuid, lambda rows: rows == [], "went away")
-        _wait_log(server, f"INFO conductor.dns.removals: Node {uuid} (deleted): DNS "
-                  f"records removed: {fqdn(name)} -> {V4}, {V6}")
+        line = _wait_log(server, f"Node {uuid} (deleted): DNS records removed: "
+                         f"{fqdn(name)} -> {V4}, {V6}")
+        assert " INFO conductor.dns.removals [" in line
         assert named.secret not in server.output()
     finally:
         stop_server(server.process)

@@ -84,6 +84,16 @@ class HttpStream:
             self._response.close()
         self._conn = self._sock = self._response = self._body = None
 
+    def fill(self, buffer: memoryview) -> int:
+        """Read until ``buffer`` is full or the body ends; how many bytes it holds."""
+        filled = 0
+        while filled < len(buffer):
+            got = self.readinto(buffer[filled:])
+            if not got:
+                break
+            filled += got
+        return filled
+
     def readinto(self, buffer: memoryview) -> int:
         """Fill as much of ``buffer`` as one read gives; 0 only at the real end."""
         failures = 0

@@ -132,17 +132,6 @@ class WriteResult:
         return self.size / self.seconds / 1e6 if self.seconds else 0.0
 
 
-def _fill(stream: HttpStream, buffer: memoryview) -> int:
-    """Read until ``buffer`` is full or the body ends."""
-    filled = 0
-    while filled < len(buffer):
-        got = stream.readinto(buffer[filled:])
-        if not got:
-            break
-        filled += got
-    return filled
-
-
 def stream_raw(url: str, target_path: str, hash_algo: str = "sha256",
                options: DownloadOptions | None = None, direct: bool = True,
                scratch: bool = False) -> WriteResult:
@@ -195,7 +184,7 @@ def _pump(stream: HttpStream, free: queue.Queue, jobs: queue.Queue,
     while writer.error is None:
         buffer = free.get()
         started = time.monotonic()
-        length = _fill(stream, buffer)
+        length = stream.fill(buffer)
         reading += time.monotonic() - started
         if busy is not None:
             busy["read"] = reading

@@ -79,16 +79,6 @@ def rehash(path: str, length: int, hasher) -> None:
                                 f"{length}", WRITE_ERROR)
 
 
-def _fill(stream: HttpStream, buffer: memoryview) -> int:
-    filled = 0
-    while filled < len(buffer):
-        got = stream.readinto(buffer[filled:])
-        if not got:
-            break
-        filled += got
-    return filled
-
-
 def stream_into(url: str, path: str, size: int, *, start: int = 0,
                 options: DownloadOptions | None = None,
                 checkpoint: Callable[[int], None] = lambda offset: None,
@@ -150,7 +140,7 @@ def _pump(url: str, options: DownloadOptions | None, start: int, size: int,
         while offset < size and writers.error is None:
             buffer = free.get()
             want = min(CHUNK, size - offset)
-            got = _fill(stream, buffer[:want])
+            got = stream.fill(buffer[:want])
             if got < want:
                 free.put(buffer)
                 raise UpdateEngineError(f"{url} ended at byte {offset + got}, the offer "

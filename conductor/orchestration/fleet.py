@@ -35,6 +35,8 @@ ACTIVE = "active"
 #: its forms (Glance's os_hash pair wins over image_checksum when both are there) and
 #: the previous delta.
 IMAGE_FIELDS = ("image_checksum", "image_os_hash_algo", "image_os_hash_value")
+#: instance_info key naming the strategy whose re-image the node last got.
+STRATEGY_KEY = "metalcast_strategy"
 HOST_COLUMNS = ("uuid", "name", "provision_state", "maintenance", "maintenance_reason",
                 "power_state", "properties", "driver_internal_info")
 
@@ -88,16 +90,29 @@ class ApplianceFleet:
             return "patching is disabled on this conductor ([patching] enabled = false)"
         return self.patching.host_install_async(name).error.strip()
 
-    def rebuild(self, name: str, instance_info: dict[str, Any]) -> str:
+    def rebuild(self, name: str, instance_info: dict[str, Any], strategy: str = "") -> str:
         """Re-image the host through the ramdisk with ``instance_info``'s image (a
-        delta when it names one); the refusal's text, or ""."""
+        delta when it names one); the refusal's text, or "".
+
+        The node's instance_info names the strategy (``STRATEGY_KEY``) before the
+        rebuild starts. A conductor killed after starting a rebuild but before the
+        strategy recorded it sends it again on restart: a node that already names this
+        strategy and has left ``active`` (deploying, or failed by the restart) was sent
+        to, and is not re-imaged twice; the step then reads its state."""
         if self._rebuild is None:
             return "re-imaging is not available on this conductor"
         try:
             node = self.store.get_node(name)
+            if strategy and (node.instance_info or {}).get(STRATEGY_KEY) == strategy \
+                    and node.provision_state != "active":
+                LOG.info("Node %s (%s): rebuild by strategy %s was already requested "
+                         "(now %s)", node.uuid, name, strategy, node.provision_state)
+                return ""
             info = {k: v for k, v in (node.instance_info or {}).items()
                     if k not in IMAGE_FIELDS and not k.startswith("image_delta_")}
             info.update({k: v for k, v in instance_info.items() if v is not None})
+            if strategy:
+                info[STRATEGY_KEY] = strategy
             self.store.update_node(node.id, {"instance_info": info})
             self._rebuild(name)
         except errors.MetalcastError as exc:

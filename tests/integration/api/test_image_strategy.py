@@ -69,7 +69,9 @@ def test_rolling_reimage_in_stages_of_max_parallel(client):
         assert shown["provision_state"] == "active"
         # the strategy's image and checksum replace every checksum form and old delta
         assert shown["instance_info"] == {"image_source": CREATE["image"],
-                                          "image_checksum": SUM}, shown["instance_info"]
+                                          "image_checksum": SUM,
+                                          "metalcast_strategy": created["uuid"]}, \
+            shown["instance_info"]
     strategy = client.get(IMAGE).get_json()["strategy"]
     assert strategy["current-phase-completion-percentage"] == 100
     assert client.delete(IMAGE, json={"force": False}).status_code == 200
@@ -107,3 +109,32 @@ def test_bad_image_strategies_are_400(client, body, text):
 def test_unknown_strategy_type_is_404(client):
     response = client.get("/api/orchestration/kube-upgrade/strategy")
     assert response.status_code == 404 and response.get_json()["faultstring"]
+
+
+def test_a_rebuild_sent_before_a_crash_is_not_sent_again(make_app):
+    """The window the SIGKILL test can hit: the rebuild was sent, the conductor died
+    before the strategy recorded it, and the restart failed the deploy. The restarted
+    strategy sends to the host again; the node names the strategy and has left
+    ``active``, so it is not re-imaged a second time and the step reads its failure."""
+    client, appliance = make_app({"pxe.enabled": False})
+    made = client.post("/v1/nodes", json={
+        "driver": "fake-hardware", "name": "node-x", "driver_info": {"fake_delay": 0.1}},
+        headers=LATEST).get_json()
+    for target in ("manage", "adopt"):
+        client.put(f"/v1/nodes/{made['uuid']}/states/provision", json={"target": target},
+                   headers=LATEST)
+        wait_until(lambda: node(client, "node-x")["reservation"] is None, timeout=30)
+    fleet = appliance.orchestration.fleet
+    info = {"image_source": "http://images.example/v2.img", "image_checksum": SUM}
+    assert fleet.rebuild("node-x", info, "strategy-1") == ""
+    wait_until(lambda: node(client, "node-x")["provision_state"] == "active", timeout=30)
+    assert node(client, "node-x")["instance_info"]["metalcast_strategy"] == "strategy-1"
+    # the restart failed the deploy it could not resume
+    appliance.store.update_node(appliance.store.get_node("node-x").id,
+                                {"provision_state": "deploy failed",
+                                 "last_error": "Conductor c restarted"})
+    assert fleet.rebuild("node-x", info, "strategy-1") == ""      # not sent again
+    assert node(client, "node-x")["provision_state"] == "deploy failed"
+    # another strategy (or an active node) is re-imaged as before
+    assert fleet.rebuild("node-x", info, "strategy-2") == ""
+    wait_until(lambda: node(client, "node-x")["provision_state"] == "active", timeout=30)

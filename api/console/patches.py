@@ -86,8 +86,10 @@ def patch_operation(patch_id: str, operation: str):
     label, call, warning = OPERATIONS[operation]
     _name(patch_id, "patch ID")
     if warning and flask.request.form.get("confirm") != "yes":
-        return render("confirm_patch.html", patch_id=patch_id, operation=operation,
-                      label=label, warning=warning)
+        return render("confirm_form.html", title=f"{label} {patch_id}?", warning=warning,
+                      label=label, cancel=flask.url_for("console.patches_page"),
+                      action=flask.url_for("console.patch_operation", patch_id=patch_id,
+                                           operation=operation))
     LOG.info("Patch %s: %s requested from the console by %s", patch_id, operation,
              flask.g.get("user") or "(no authentication)")
     result = call(_controller(), patch_id).as_dict()

@@ -120,7 +120,8 @@ def group_action(appid: str, name: str, action: str):
     label, enabled, warning = GROUP_ACTIONS[action]
     group = _updates().group(_name(name, "group"), _name(appid, "app ID"))
     if warning and flask.request.form.get("confirm") != "yes":
-        return render("confirm_updates.html", title=f"{label} group {name}?", warning=warning,
+        return render("confirm_form.html", title=f"{label} group {name}?", warning=warning,
+                      cancel=flask.url_for("console.updates_page"),
                       action=flask.url_for("console.group_action", appid=appid, name=name,
                                            action=action), label=label)
     _updates().update_group(group["name"], {"updates_enabled": enabled}, group["appid"])
@@ -132,7 +133,8 @@ def group_action(appid: str, name: str, action: str):
 def release_lease(group: str, holder: str):
     _name(group, "lease group")
     if flask.request.form.get("confirm") != "yes":
-        return render("confirm_updates.html", title=f"Release {holder}'s lease in {group}?",
+        return render("confirm_form.html", cancel=flask.url_for("console.updates_page"),
+                      title=f"Release {holder}'s lease in {group}?",
                       warning="Releasing lets another host reboot now, even if this one "
                               "is still rebooting.", label="Release",
                       action=flask.url_for("console.release_lease", group=group,

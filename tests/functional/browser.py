@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -50,6 +50,18 @@ def wait_for(driver: webdriver.Chrome, condition, what: str, timeout: float = WA
         seen = [e.text for e in driver.find_elements(
             By.CSS_SELECTOR, "[role=alert], #provision-state, #last-error, #live-status")]
         pytest.fail(f"waiting for {what} at {driver.current_url}: the page shows {seen}")
+
+
+def text_of(driver: webdriver.Chrome, element_id: str, attempts: int = 5) -> str:
+    """The text of the element with ``element_id``. A live page re-renders parts of
+    itself (server-sent events): an element found just before such a re-render is
+    stale when read, so it is looked up again, as a person would read it again."""
+    for _ in range(attempts - 1):
+        try:
+            return driver.find_element(By.ID, element_id).text
+        except StaleElementReferenceException:
+            continue
+    return driver.find_element(By.ID, element_id).text
 
 
 def artifacts_dir(fallback: Path) -> Path:

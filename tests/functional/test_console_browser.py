@@ -40,6 +40,7 @@ from tests.functional.browser import (
     screenshot,
     send_credentials,
     start_chromium,
+    text_of,
     wait_for,
 )
 from tests.functional.conftest import start_server, stop_server
@@ -92,9 +93,6 @@ def _open(driver, url: str) -> None:
     driver.get(url)
     wait_for(driver, lambda d: d.find_elements(By.ID, "ready"), f"{url} to load")
 
-
-def _text(driver, element_id: str) -> str:
-    return driver.find_element(By.ID, element_id).text
 
 
 def _mark_page(driver) -> None:
@@ -184,14 +182,14 @@ def test_deploy_from_the_node_page_reaches_active_without_reload(console_server,
     wait_for(browser, lambda d: "done=deploy" in d.current_url
              and d.find_elements(By.ID, "ready"), "the deploy to be requested")
     _mark_page(browser)
-    wait_for(browser, lambda d: _text(d, "provision-state") == "wait call-back",
+    wait_for(browser, lambda d: text_of(d, "provision-state") == "wait call-back",
              "the node to wait for its ramdisk")
     screenshot(browser, shots, "node-deploying")
     machine["boot"]()   # the ramdisk boots: the real agent writes the image
-    wait_for(browser, lambda d: _text(d, "provision-state") in ("active", "deploy failed"),
+    wait_for(browser, lambda d: text_of(d, "provision-state") in ("active", "deploy failed"),
              "the deploy to end", timeout=180)
-    assert _text(browser, "provision-state") == "active", _text(browser, "last-error")
-    wait_for(browser, lambda d: "to active" in _text(d, "live-region"),
+    assert text_of(browser, "provision-state") == "active", text_of(browser, "last-error")
+    wait_for(browser, lambda d: "to active" in text_of(d, "live-region"),
              "the history to show the node's last change")
     assert _not_reloaded(browser)              # every state arrived over the event stream
     screenshot(browser, shots, "node-active")
@@ -202,7 +200,7 @@ def test_a_destructive_action_asks_first(console_server, auth, machine, browser,
     _open(browser, page)
     browser.find_element(By.ID, "action-undeploy").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "confirm-warning"), "the confirmation")
-    assert "tears down" in _text(browser, "confirm-warning")
+    assert "tears down" in text_of(browser, "confirm-warning")
     screenshot(browser, shots, "confirm-undeploy")
     browser.find_element(By.ID, "confirm-no").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "ready") and "/ui/nodes/" in d.current_url,
@@ -251,7 +249,7 @@ def test_upload_and_apply_a_patch(console_server, browser, shots, tmp_path):
     assert not browser.find_elements(By.ID, "result-error")
     screenshot(browser, shots, "patches")
     _open(browser, f"{console_server.url}/ui/patches?show={pid}")
-    assert pid in _text(browser, "h-details")
+    assert pid in text_of(browser, "h-details")
     _open(browser, f"{console_server.url}/ui/orchestration")
     screenshot(browser, shots, "orchestration")
 
@@ -301,7 +299,7 @@ def test_the_updates_and_conductors_pages(console_server, auth, browser, shots):
     _omaha_check(url, "a" * 32, "2.0.0", [omaha.Event(3, 2, previous_version="1.0.0")],
                  updatecheck=False)
     _open(browser, f"{url}/ui/updates")
-    assert "2.0.0" in _text(browser, "counts-version")
+    assert "2.0.0" in text_of(browser, "counts-version")
     assert browser.find_elements(By.CSS_SELECTOR, "#rollout-chart polygon")
     screenshot(browser, shots, "updates")
     browser.set_window_size(*PHONE)

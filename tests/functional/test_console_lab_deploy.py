@@ -30,6 +30,7 @@ from tests.functional.browser import (
     screenshot,
     send_credentials,
     start_chromium,
+    text_of,
     wait_for,
 )
 from tests.functional.helpers import mac
@@ -129,9 +130,6 @@ def _requested_or_asked(driver) -> bool:
                 or driver.find_elements(By.ID, "confirm-yes"))
 
 
-def _text(driver, element_id: str) -> str:
-    return driver.find_element(By.ID, element_id).text
-
 
 def test_deploy_a_lab_machine_from_the_node_page(appliance, lab, browser, tmp_path_factory):
     shots = artifacts_dir(tmp_path_factory.mktemp("console-screenshots"))
@@ -142,7 +140,7 @@ def test_deploy_a_lab_machine_from_the_node_page(appliance, lab, browser, tmp_pa
     assert requests.get(page, timeout=30).status_code == 401           # log in first
     browser.get(page)
     wait_for(browser, lambda d: d.find_elements(By.ID, "ready"), "the node page")
-    assert _text(browser, "provision-state") == "available"
+    assert text_of(browser, "provision-state") == "available"
     assert appliance.auth[1] not in browser.page_source and "******" in browser.page_source
     screenshot(browser, shots, "lab-node-available")
 
@@ -153,18 +151,18 @@ def test_deploy_a_lab_machine_from_the_node_page(appliance, lab, browser, tmp_pa
         wait_for(browser, _requested_or_asked, "the confirmed deploy to be requested")
     assert "done=deploy" in browser.current_url, browser.current_url
     browser.execute_script(WATCH_STATES)
-    wait_for(browser, lambda d: _text(d, "provision-state") in ("active", "deploy failed"),
+    wait_for(browser, lambda d: text_of(d, "provision-state") in ("active", "deploy failed"),
              "the deploy to end", timeout=WAIT)
     seen = browser.execute_script("return window.__seen;")
     states, steps = seen["provision-state"], seen["current-step"]
     print(f"the node page showed: {' -> '.join(states)}; steps: {' -> '.join(steps)}")
-    assert _text(browser, "provision-state") == "active", _text(browser, "last-error")
+    assert text_of(browser, "provision-state") == "active", text_of(browser, "last-error")
     assert browser.execute_script("return window.__not_reloaded === true;")
     assert states[0] in ("deploying", "wait call-back") and states[-1] == "active", states
     assert "wait call-back" in states, states            # the ramdisk's call-back, live
     # The current step while deploying (events coalesce: which steps show may vary).
     assert any(step.startswith("deploy.") for step in steps) and steps[-1] == "none", steps
-    wait_for(browser, lambda d: "to active" in _text(d, "live-region"),
+    wait_for(browser, lambda d: "to active" in text_of(d, "live-region"),
              "the history to show the node's last change")
     screenshot(browser, shots, "lab-node-active")
 

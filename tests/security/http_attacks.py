@@ -9,6 +9,7 @@ import http.client
 import json
 import select
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,18 @@ from tests.functional.conftest import RunningServer, start_server
 #: Read timeout of every reply: generous, a refusal comes at once.
 REPLY_TIMEOUT = 10.0
 LATEST = {"X-OpenStack-Ironic-API-Version": "latest"}
+
+
+def thread_idents() -> set[int]:
+    """The threads of this process now (their idents), for a later ``new_threads``."""
+    return {t.ident for t in threading.enumerate() if t.ident is not None}
+
+
+def new_threads(before: set[int]) -> list[str]:
+    """Names of the threads started since ``before`` and still running. Only new ones
+    count: a server of an earlier test in this process may still be winding its own
+    threads down, and those leaving is no thread the server under test started."""
+    return sorted(t.name for t in threading.enumerate() if t.ident not in before)
 
 
 def address(url: str) -> tuple[str, int]:

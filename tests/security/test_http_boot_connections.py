@@ -19,22 +19,17 @@ from __future__ import annotations
 import filecmp
 import os
 import socket
-import threading
 
 import pytest
 
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.limits import HttpLimits
 from tests.functional.netboot_peers import curl
-from tests.security.http_attacks import pending
+from tests.security.http_attacks import new_threads, pending, thread_idents
 from tests.waiting import wait_until
 
 ATTACKER = "127.0.0.2"
 FLOOD = 300
-
-
-def thread_names() -> list[str]:
-    return sorted(t.name for t in threading.enumerate())
 
 
 def open_idle(port: int, source: str, count: int) -> list[socket.socket]:
@@ -74,13 +69,13 @@ def download_works(server: BootHttpServer, root, out) -> bool:
 def test_idle_flood_from_one_address_holds_a_few_threads_and_curl_boots(root, tmp_path):
     server = serve(root)  # the defaults: 16 per client, 256 in all
     per_client = server.limits.per_client
-    threads = thread_names()
+    threads = thread_idents()
     socks = open_idle(server.port, ATTACKER, FLOOD)
     try:
         wait_until(lambda: server.open_connections() <= per_client, message=lambda: (
             f"at most {per_client} connections (the flood holds "
             f"{server.open_connections()})"))
-        assert thread_names() == threads  # not one thread for the flood
+        assert new_threads(threads) == []  # not one thread for the flood
         # Every connection but the newest few was closed by the server, not held.
         wait_until(lambda: sum(map(closed_by_server, socks)) >= FLOOD - per_client)
         assert not any(closed_by_server(s) for s in socks[-per_client:])
@@ -94,7 +89,7 @@ def test_idle_flood_from_one_address_holds_a_few_threads_and_curl_boots(root, tm
 def test_flood_from_many_addresses_stays_under_the_total_and_curl_boots(root, tmp_path):
     limits = HttpLimits(connections=24, per_client=4, idle_timeout=15.0)
     server = serve(root, limits)
-    threads = thread_names()
+    threads = thread_idents()
     socks = []
     try:
         for n in range(10, 20):  # 10 addresses x 4 = 40 connections > 24
@@ -102,7 +97,7 @@ def test_flood_from_many_addresses_stays_under_the_total_and_curl_boots(root, tm
         wait_until(lambda: server.open_connections() <= limits.connections,
                    message=lambda: f"at most {limits.connections} connections, not "
                                    f"{server.open_connections()}")
-        assert thread_names() == threads
+        assert new_threads(threads) == []
         # The oldest idle connections made room; the newest are still open.
         wait_until(lambda: sum(map(closed_by_server, socks)) >= 40 - limits.connections)
         assert not any(closed_by_server(s) for s in socks[-limits.per_client:])
@@ -128,7 +123,7 @@ def test_busy_downloads_are_not_closed_for_a_newcomer_who_gets_503(root, tmp_pat
     once; a download in progress is never cut to make room."""
     limits = HttpLimits(connections=4, per_client=4, idle_timeout=300.0)
     server = serve(root, limits)
-    threads = thread_names()
+    threads = thread_idents()
     stalled = stall(server.port, limits.connections)
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10,
@@ -137,7 +132,7 @@ def test_busy_downloads_are_not_closed_for_a_newcomer_who_gets_503(root, tmp_pat
             answer = sock.recv(300)
         assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer, answer
         assert server.open_connections() == limits.connections
-        assert thread_names() == threads  # four stalled downloads, no thread each
+        assert new_threads(threads) == []  # four stalled downloads, no thread each
         assert not any(closed_by_server(s) for s in stalled)
         for sock in stalled:  # the stalled clients go away: their slots come back
             sock.close()

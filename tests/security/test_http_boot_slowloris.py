@@ -17,14 +17,13 @@ from __future__ import annotations
 import filecmp
 import os
 import socket
-import threading
 
 import pytest
 
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.limits import HttpLimits
 from tests.functional.netboot_peers import curl
-from tests.security.http_attacks import pending
+from tests.security.http_attacks import new_threads, pending, thread_idents
 from tests.waiting import wait_until
 
 ATTACKERS = [f"127.0.0.{n}" for n in range(2, 6)]
@@ -54,10 +53,6 @@ def serve(root):
     yield start
     for server in servers:
         server.stop()
-
-
-def thread_names() -> list[str]:
-    return sorted(t.name for t in threading.enumerate())
 
 
 def connect(port: int, source: str) -> socket.socket:
@@ -107,14 +102,14 @@ def test_dribbled_heads_are_dropped_after_the_header_timeout_and_curl_boots(
         serve, root, tmp_path):
     # The idle timeout alone (60 s, per byte) would never end the dribble.
     server = serve(HttpLimits(idle_timeout=60.0, header_timeout=1.0))
-    threads = thread_names()
+    threads = thread_idents()
     socks = [connect(server.port, source) for source in ATTACKERS for _ in range(10)]
     try:
         attack = Dribbler(socks)
         attack.step()  # every connection has started its head
         wait_until(lambda: server.open_connections() == len(socks))
         assert download_works(server, root, tmp_path / "k")  # served amid the dribble
-        assert thread_names() == threads  # 40 slow heads, not one thread
+        assert new_threads(threads) == []  # 40 slow heads, not one thread
         wait_until(attack.step, interval=0.1, message=lambda: (
             f"the server to drop the dribbling connections ({len(attack.closed)} of "
             f"{len(socks)} dropped)"))
@@ -144,7 +139,7 @@ def test_downloads_nobody_reads_hold_no_thread_and_curl_boots(serve, root, tmp_p
     """Forty 256 MiB downloads whose clients never read: forty busy connections in the
     event loop, the same threads as before, and a download from elsewhere completes."""
     server = serve(HttpLimits(idle_timeout=300.0))
-    threads = thread_names()
+    threads = thread_idents()
     socks = [connect(server.port, source) for source in ATTACKERS for _ in range(10)]
     try:
         for sock in socks:
@@ -152,7 +147,7 @@ def test_downloads_nobody_reads_hold_no_thread_and_curl_boots(serve, root, tmp_p
         for sock in socks:  # every answer has started: the server is in its sendfile
             wait_until(lambda sock=sock: sock.recv(12, socket.MSG_PEEK) == b"HTTP/1.1 200")
         assert server.open_connections() == len(socks)
-        assert thread_names() == threads
+        assert new_threads(threads) == []
         assert download_works(server, root, tmp_path / "k")
     finally:
         for sock in socks:

@@ -91,7 +91,9 @@ class Appliance:
         #: Set by the patch controller when a host's report changes its state; the
         #: orchestration runner waits on it (a step sees a host finish at once).
         host_changed = threading.Event()
-        self.patching, host_agents = self._patching(settings, host_changed)
+        host_commands = HostCommands(self.store, settings, self.cipher,
+                                     owner_of=self.ring.conductor_or_none)
+        self.patching, host_agents = self._patching(settings, host_changed, host_commands)
         self.context = DriverContext.create(
             settings, cipher=self.cipher, netboot=self.netboot, dhcp=self.dhcp,
             dns=rfc2136.build(settings), patching=self.patching)
@@ -99,7 +101,8 @@ class Appliance:
         power_sync = PowerSync.for_settings(self.store, settings, self.drivers,
                                             recorders.engine, self.ring.conductor_or_none)
         dns_retry = DnsRetry.for_settings(self.store, settings, self.context.dns,
-                                          self._task_opener(), self.alarms)
+                                          self._task_opener(), self.alarms,
+                                          self.ring.conductor_or_none)
         #: The nodes of dead conductors that the ring maps here (conductor/engine/
         #: takeover.py), a periodic task of the workers.
         takeover = Takeover(self.store, conductor_rows, settings.conductor.host,
@@ -107,7 +110,8 @@ class Appliance:
                             self.membership.stale_before)
         self.workers = Workers(self.store, settings, self.drivers, power_sync, dns_retry,
                                metrics=recorders.engine, takeover=takeover,
-                               owner_of=self.ring.conductor_or_none)
+                               owner_of=self.ring.conductor_or_none,
+                               host_audit=host_commands.audit if self.patching else None)
         agent = AgentService(self.store, settings, self.workers, host_agents, self.cipher,
                              metrics=recorders.engine)
         agent.upgrade_stored_tokens()   # no agent token stays in plain text
@@ -141,10 +145,11 @@ class Appliance:
         host = self.settings.conductor.host
         return lambda node: Task(self.store, node, host, self.drivers)
 
-    def _patching(self, settings: Settings, host_changed: threading.Event
-                  ) -> tuple[PatchController | None, HostAgents]:
+    def _patching(self, settings: Settings, host_changed: threading.Event,
+                  host_commands: HostCommands) -> tuple[PatchController | None, HostAgents]:
         """The patch controller (None when [patching] enabled = false) and the channel
-        to installed hosts' agents (``metalcast-agent host``)."""
+        to installed hosts' agents (``metalcast-agent host``); ``host_commands`` sends
+        to the agents of the nodes the ring maps here."""
         if not settings.patching.enabled:
             return None, HostAgents(self.store, settings, None, self.cipher)
         root = Path(settings.patching.root or settings.data_path / "patching")
@@ -155,8 +160,7 @@ class Appliance:
                         settings.data_path / "httpboot")
         controller = PatchController(root, trusted, settings.patching.release,
                                      host_rows=PatchHostRows(self.engine),
-                                     host_channel=HostCommands(self.store, settings,
-                                                               self.cipher),
+                                     host_channel=host_commands,
                                      alarm_table=self.alarms, web_root=web_root,
                                      host_changed=host_changed)
         return controller, HostAgents(self.store, settings, controller, self.cipher)

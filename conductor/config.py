@@ -279,6 +279,9 @@ class PatchingSettings:
     repo_url: str = ""               # URL of that web root as deploy ramdisks see it
                                      # (conductor/drivers/deploy/patches.py); default: the
                                      # HTTP boot server's URL
+    host_audit_interval: float = 30.0  # seconds between two HELLO_AGENTs (patching.query)
+                                     # to the host agents of this conductor's nodes, as
+                                     # StarlingX's controller sends every 30 s; 0: never
 
 
 @dataclasses.dataclass(frozen=True)

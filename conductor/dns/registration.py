@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conductor import errors
+from conductor.cluster.ring import runs_here
 from conductor.db.queries import Store
 from conductor.dns import rfc2136 as dns
 from conductor.dns.records import PENDING_KEY, RECORDS_KEY, HostRecords, describe
@@ -208,16 +209,22 @@ def _log_notes(uuid: str, notes: list[str]) -> None:
 class DnsRetry:
     """Retries pending DNS work; each node briefly under its lock, skipped when busy.
 
+    With ``owner_of`` (the hash ring: the node's conductor among the live ones) only
+    the nodes it maps to this conductor are retried here, so each pending node is
+    retried by one conductor, and by the new owner after a takeover; without it (or
+    when the ring names none), the nodes this conductor acted on last or no one did.
+
     The DNS records of deleted nodes are retried too (conductor.dns.removals); their
     first attempt runs at once on a thread of this object's own (``wake``).
     """
 
     #: Columns the sweep reads to pick nodes (the node is re-read under the lock).
     COLUMNS = ("id", "uuid", "driver_internal_info", "reservation", "conductor_affinity",
-               "provision_state")
+               "provision_state", "driver", "conductor_group")
 
     def __init__(self, store: Store, settings, client: dns.DnsInterface,
-                 open_task: Callable[[Any], Task], removals: PendingRemovals):
+                 open_task: Callable[[Any], Task], removals: PendingRemovals,
+                 owner_of: Callable[[Any], str | None] | None = None):
         self.store = store
         self.settings = settings
         self.client = client
@@ -226,22 +233,25 @@ class DnsRetry:
         self.host = settings.conductor.host
         #: Deleted nodes' removals (conductor.dns.removals).
         self.removals = removals
+        #: The node's conductor by the hash ring (None: no ring, one conductor).
+        self.owner_of = owner_of
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._again = self._closed = False
 
     @classmethod
     def for_settings(cls, store: Store, settings, client: dns.DnsInterface,
-                     open_task: Callable[[Any], Task],
-                     alarms: AlarmTable | None) -> DnsRetry | None:
+                     open_task: Callable[[Any], Task], alarms: AlarmTable | None,
+                     owner_of: Callable[[Any], str | None] | None = None
+                     ) -> DnsRetry | None:
         """The retry task when DNS is configured; else None. ``alarms`` receives the
-        alarm of deleted nodes' removals that keep failing."""
+        alarm of deleted nodes' removals that keep failing; ``owner_of`` is the ring."""
         if not settings.dns.server.strip():
             return None
         if settings.dns.retry_interval <= 0:
             raise errors.ConfigError(reason="dns.retry_interval must be > 0")
         removals = PendingRemovals(store, settings, client, alarms)
-        return cls(store, settings, client, open_task, removals)
+        return cls(store, settings, client, open_task, removals, owner_of)
 
     def sweep(self) -> dict[str, bool]:
         """One pass over the pending nodes: node UUID -> in step now.
@@ -253,7 +263,7 @@ class DnsRetry:
         """
         nodes = [node for node in self.store.list_nodes(columns=self.COLUMNS)
                  if _pending(node) is not None and node.reservation is None
-                 and node.conductor_affinity in (None, self.host)]
+                 and self._mine(node)]
         nodes.sort(key=lambda node: (int((_pending(node) or {}).get("attempts") or 0), node.id))
         done = {}
         for node in nodes:
@@ -264,6 +274,10 @@ class DnsRetry:
                 break
         done.update(self.removals.sweep())
         return done
+
+    def _mine(self, node) -> bool:
+        owner = self.owner_of(node) if self.owner_of is not None else None
+        return runs_here(owner, node.conductor_affinity, self.host)
 
     def wake(self) -> None:
         """Attempt the due removals now, on this object's thread (one at a time)."""

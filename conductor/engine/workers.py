@@ -55,7 +55,8 @@ class Workers:
     def __init__(self, store: Store, settings: Settings, drivers: DriverRegistry,
                  power_sync: PowerSync | None = None, dns_retry: DnsRetry | None = None,
                  metrics: EngineMetrics | None = None, takeover: Takeover | None = None,
-                 owner_of: Callable[[Node], str | None] | None = None):
+                 owner_of: Callable[[Node], str | None] | None = None,
+                 host_audit: Callable[[], object] | None = None):
         self.store = store
         self.settings = settings
         #: Builds the interfaces of every task this pool runs.
@@ -77,6 +78,9 @@ class Workers:
         #: The node's conductor by the hash ring: the callback timeouts of only this
         #: one's nodes are checked here (None: those it acted on last, or no one did).
         self.owner_of = owner_of
+        #: Asks the host agents of this conductor's nodes to re-report, every
+        #: ``[patching] host_audit_interval`` (conductor/patching/host_channel.py).
+        self.host_audit = host_audit
 
     # -- work --------------------------------------------------------------
     def claim_slot(self) -> None:
@@ -133,6 +137,8 @@ class Workers:
         if self.dns_retry is not None:
             self._periodic(self.settings.dns.retry_interval, self.dns_retry.sweep)
         self._periodic(intents.POLL_INTERVAL, self.pickup)  # work handed over to us
+        if self.host_audit is not None and self.settings.patching.host_audit_interval > 0:
+            self._periodic(self.settings.patching.host_audit_interval, self.host_audit)
         if self.takeover is not None:   # each heartbeat: within heartbeat_timeout + one
             self._periodic(self.settings.conductor.heartbeat_interval,  # interval
                            self.takeover.sweep)

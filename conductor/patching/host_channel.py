@@ -36,6 +36,12 @@ instead (specs/starlingx-patching.md §4.1 replaced by api/v1/ramdisk.py):
   (recorded in the database by conductor/patching/host_states.py, so whichever
   conductor takes the report knows it), and ``sw-patch host-install`` never
   mistakes a report sent before the install for its result.
+* **Audit** (StarlingX's HELLO_AGENT, sent at start and every 30 s there): each
+  conductor asks the host agents of the nodes the hash ring maps to it to re-report,
+  every ``[patching] host_audit_interval`` (``HostCommands.audit``, a periodic task of
+  the workers) and at once after an apply or remove it ran (``notify_all``); a node
+  mapped to another live conductor is that one's to ask, so each agent is asked by
+  one conductor, and by the new owner after a takeover.
 
 The objects are built in this order, each with its collaborators: ``HostCommands``,
 then the PatchController (given it as ``host_channel``), then ``HostAgents``
@@ -52,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from conductor import errors, states
+from conductor.cluster.ring import runs_here
 from conductor.drivers import internal_info
 from conductor.drivers.deploy.client import AgentClient
 from conductor.drivers.deploy.heartbeat import (
@@ -64,6 +71,7 @@ from conductor.drivers.internal_info import HostAgentRecord
 from conductor.patching.hosts import HostReport
 
 if TYPE_CHECKING:
+    from conductor.db.records import Node
     from conductor.secrets import Cipher
 
 LOG = logging.getLogger(__name__)
@@ -116,8 +124,12 @@ def check_report(report) -> dict:
 class HostCommands:
     """Commands to host agents: what the patch controller sends (its host channel)."""
 
-    def __init__(self, store, settings, cipher: Cipher | None = None):
+    def __init__(self, store, settings, cipher: Cipher | None = None,
+                 owner_of: Callable[[Node], str | None] | None = None):
         self.store, self.settings, self.cipher = store, settings, cipher
+        #: The node's conductor by the hash ring: only the agents of the nodes it maps
+        #: to this conductor are asked here (None: no ring, one conductor).
+        self.owner_of = owner_of
 
     def install(self, hostname: str, force: bool, request_id: str) -> None:
         """Send ``patching.install`` to the host's agent; its reports carry
@@ -132,10 +144,13 @@ class HostCommands:
                  node.uuid, request_id, hostname, force, node.maintenance)
 
     def notify_all(self) -> None:
-        """Ask every host agent to report now (HELLO_AGENT), in the background."""
-        threading.Thread(target=self._notify, name="hello-agents", daemon=True).start()
+        """Ask this conductor's host agents to report now (HELLO_AGENT), in the
+        background; the other conductors' audits ask theirs."""
+        threading.Thread(target=self.audit, name="hello-agents", daemon=True).start()
 
-    def _notify(self) -> None:
+    def audit(self) -> list[str]:
+        """Ask the host agents of the nodes this conductor runs to report now; the
+        UUIDs of the nodes asked."""
         # One attempt and a short timeout each, a few at a time: a dead agent must not
         # delay the others, and the next heartbeat reports anyway.
         agent = dataclasses.replace(self.settings.agent, max_command_attempts=1,
@@ -143,10 +158,15 @@ class HostCommands:
                                         NOTIFY_TIMEOUT, self.settings.agent.command_timeout))
         quick = dataclasses.replace(self.settings, agent=agent)
         nodes = [node for node in self.store.list_nodes({"provision_state": ACTIVE})
-                 if HostAgentRecord.of(node).reachable]
+                 if HostAgentRecord.of(node).reachable and self._mine(node)]
         with ThreadPoolExecutor(NOTIFY_WORKERS, thread_name_prefix="hello-agent") as pool:
             for node in nodes:
                 pool.submit(self._query, node, quick)
+        return [node.uuid for node in nodes]
+
+    def _mine(self, node) -> bool:
+        owner = self.owner_of(node) if self.owner_of is not None else None
+        return runs_here(owner, node.conductor_affinity, self.settings.conductor.host)
 
     def _query(self, node, settings) -> None:
         try:

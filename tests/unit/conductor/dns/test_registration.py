@@ -260,3 +260,23 @@ def test_retry_needs_a_positive_interval(store):
         reg.DnsRetry.for_settings(store, bad, RecordingDns(), None, None)
     plain = Settings()
     assert reg.DnsRetry.for_settings(store, plain, RecordingDns(), None, None) is None
+
+
+def test_retry_sweep_takes_only_the_nodes_the_ring_maps_here(store):
+    """Issue 17 item 3: of two pending nodes, the one the ring gives another live
+    conductor is left to it, even when this conductor acted on it last (a takeover
+    moved it away); the one the ring gives this conductor is retried here."""
+    client = RecordingDns()
+    mine, theirs = _pending_node(store, "mine", 1), _pending_node(store, "theirs", 1)
+    store.update_node(theirs.id, {"conductor_affinity": "test-host"})
+    owners = {mine.uuid: "test-host", theirs.uuid: "other-conductor"}
+    settings = _settings({"conductor.host": "test-host"})
+    drivers = DriverRegistry(DriverContext.create(settings, dns=client))
+    retry = reg.DnsRetry.for_settings(store, settings, client, _opener(store, drivers), None,
+                                      owner_of=lambda node: owners[node.uuid])
+    assert retry.sweep() == {mine.uuid: True}
+    assert client.calls == [("register", "mine", ("10.0.0.1",))]
+    assert reg.PENDING_KEY in store.get_node_by_id(theirs.id).driver_internal_info
+    # the other conductor dies: the ring names this one, and the node is retried here
+    owners[theirs.uuid] = "test-host"
+    assert retry.sweep() == {theirs.uuid: True}

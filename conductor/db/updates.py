@@ -348,19 +348,24 @@ class UpdateRows:
                 .where(events.c.instance_id == instance_id).order_by(events.c.id))]
 
     def rollout(self, appid: str, group: str, target: str, timeout: int,
-                now: datetime.datetime) -> tuple[int, int]:
-        """(instances that attempted ``target``, instances updating within the timeout)
-        of a group: what safe mode needs, read only when a grant is possible."""
+                now: datetime.datetime) -> tuple[int, int, int]:
+        """(instances that attempted ``target``, instances updating within the timeout,
+        instances whose update to ``target`` timed out: granted before the timeout and
+        still not finished) of a group: what the concurrency rules need, read only when
+        a grant is possible and the group's policy limits anything."""
         since = now - datetime.timedelta(seconds=timeout)
         base = sa.select(sa.func.count()).select_from(instances).where(
             instances.c.appid == appid, instances.c.group_name == group)
+        updating = instances.c.status.in_(IN_PROGRESS)
         with self.engine.connect() as conn:
             attempted = conn.execute(base.where(
                 instances.c.target_version == target,
                 instances.c.status.in_(("complete", "error")))).scalar_one()
-            busy = conn.execute(base.where(instances.c.status.in_(IN_PROGRESS),
-                                           instances.c.granted_at > since)).scalar_one()
-        return attempted, busy
+            busy = conn.execute(base.where(updating, instances.c.granted_at > since)
+                                ).scalar_one()
+            late = conn.execute(base.where(updating, instances.c.target_version == target,
+                                           instances.c.granted_at <= since)).scalar_one()
+        return attempted, busy, late
 
     # -- the console's views ------------------------------------------------------------
     def instance_counts(self) -> list[tuple[str, str, str, int]]:

@@ -239,13 +239,15 @@ class OmahaServer:
         situation = policy.Situation(app.machineid, app.version, group.channel_version,
                                      instance.status, granted, rolled_back=rolled_back)
         decision = policy.decide(group.policy, situation, now)
-        if decision.grants and group.policy.safe_mode and not self._regrant(instance,
-                                                                            decision):
-            attempted, busy = self.rows.rollout(instance.appid, group.name,
-                                                decision.version or "",
-                                                group.policy.update_timeout, now)
+        if decision.grants and policy.needs_counts(group.policy) and \
+                not self._regrant(instance, decision):
+            attempted, busy, late = self.rows.rollout(instance.appid, group.name,
+                                                      decision.version or "",
+                                                      group.policy.update_timeout, now)
             decision = policy.decide(group.policy, dataclasses.replace(
-                situation, attempted=attempted, in_progress=busy), now)
+                situation, attempted=attempted, in_progress=busy, timed_out=late), now)
+            if decision.halts:
+                self.halt(instance, decision.reason)
         return decision
 
     @staticmethod

@@ -19,9 +19,17 @@ Rules, in order (each a row of :data:`RULES`):
 6. percentage rollout: the instance's stable bucket
    (SHA-256 of machine id + target version, CoreUpdate style) above the percentage
                                                     -> noupdate
-7. safe mode: while no instance attempted the target, at most one at a time
+7. instances updating within the timeout >= the effective maximum (the per-period
+   maximum; 1 in safe mode while no instance attempted the target)
                                                     -> error-maxConcurrentUpdatesLimitReached
-8. grants in the current period >= the maximum      -> error-maxUpdatesPerPeriodLimitReached
+8. instances whose update of the target timed out (granted, never finished within
+   the timeout) >= the effective maximum             -> error-maxTimedOutUpdatesLimitReached,
+   and in safe mode the group halts (``Decision.halts``: the caller writes it)
+9. grants in the current period >= the maximum      -> error-maxUpdatesPerPeriodLimitReached
+
+Rules 7 and 8 need counts over the group's instances: the caller reads them only when
+the rules before would grant and :func:`needs_counts` says the policy limits anything
+(Nebraska's seeded groups, 999,999 per period, do not).
 """
 from __future__ import annotations
 
@@ -40,6 +48,8 @@ _WINDOW = re.compile(r"(?:(mon|tue|wed|thu|fri|sat|sun)[a-z]*\s+)?([01]?\d|2[0-3
 #: Nebraska's office hours: Monday to Friday, 09:00-17:00 in the group's time zone.
 OFFICE_DAYS, OFFICE_START, OFFICE_END = range(5), 9, 17
 BUCKETS = 10000
+#: Nebraska's seeded public groups allow 999,999 updates per period: no limit at all.
+UNLIMITED = 999999
 
 
 def version_key(version: str) -> tuple:
@@ -91,6 +101,7 @@ class Situation:
     granted_at: datetime.datetime | None = None
     attempted: int = 0                     # instances that attempted the target so far
     in_progress: int = 0                   # instances updating within the timeout
+    timed_out: int = 0                     # instances whose update of the target timed out
     period_grants: int = 0                 # grants of the current period
     rolled_back: str | None = None         # a version this instance rolled back from
 
@@ -100,6 +111,7 @@ class Decision:
     status: str                            # "ok", "noupdate" or an error-… app status
     version: str | None = None             # the version to offer when "ok"
     reason: str = ""
+    halts: bool = False                    # the caller must halt the group (safe mode)
 
     @property
     def grants(self) -> bool:
@@ -187,10 +199,33 @@ def _rollout(policy: Policy, s: Situation, goal: str, now: datetime.datetime):
     return Decision("noupdate", reason=f"not yet in the {policy.rollout_percent}% rollout")
 
 
-def _safe_mode(policy: Policy, s: Situation, goal: str, now: datetime.datetime):
-    if policy.safe_mode and s.attempted == 0 and s.in_progress >= 1:
-        return Decision("error-maxConcurrentUpdatesLimitReached",
-                        reason="safe mode: the first instance is still updating")
+def needs_counts(policy: Policy) -> bool:
+    """Whether rules 7 and 8 can refuse anything under ``policy``."""
+    return policy.safe_mode or policy.max_updates_per_period < UNLIMITED
+
+
+def effective_max(policy: Policy, s: Situation) -> int:
+    """Nebraska's effective maximum: 1 in safe mode until an instance attempted the
+    target, else the group's per-period maximum."""
+    return 1 if policy.safe_mode and s.attempted == 0 else policy.max_updates_per_period
+
+
+def _concurrency(policy: Policy, s: Situation, goal: str, now: datetime.datetime):
+    limit = effective_max(policy, s)
+    if s.in_progress >= limit:
+        first = policy.safe_mode and s.attempted == 0
+        return Decision("error-maxConcurrentUpdatesLimitReached", reason=(
+            "safe mode: the first instance is still updating" if first else
+            f"{s.in_progress} instances updating (at most {limit} at once)"))
+    return None
+
+
+def _timed_out(policy: Policy, s: Situation, goal: str, now: datetime.datetime):
+    limit = effective_max(policy, s)
+    if s.timed_out >= limit:
+        return Decision("error-maxTimedOutUpdatesLimitReached", halts=policy.safe_mode,
+                        reason=f"{s.timed_out} updates to {goal} timed out "
+                               f"(no report within {policy.update_timeout} s)")
     return None
 
 
@@ -202,7 +237,7 @@ def _period(policy: Policy, s: Situation, goal: str, now: datetime.datetime):
 
 
 RULES: Sequence[Rule] = (_in_progress, _rolled_back, _disabled, _window, _rollout,
-                         _safe_mode, _period)
+                         _concurrency, _timed_out, _period)
 
 
 def decide(policy: Policy, situation: Situation, now: datetime.datetime) -> Decision:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -135,6 +136,49 @@ def test_rollback_report_halts_a_safe_mode_group(app):
     assert check(client, "1.0.0", machine="a" * 32).updatecheck.status == "noupdate"
 
 
+def test_a_timed_out_update_halts_a_safe_mode_group(app):
+    """Nebraska: in safe mode, the first instance's update that never finishes within
+    the update timeout stops the roll-out (error-maxTimedOutUpdatesLimitReached) and
+    disables the group; until the timeout it holds the others back."""
+    client, _ = app
+    upload(client, image_bytes(1), "1.0.0")
+    group = client.put(f"{BASE}/groups/stable", json={"safe_mode": True, "update_timeout": 1})
+    assert group.status_code == 200, group.get_data()
+    upload(client, image_bytes(2), "2.0.0")
+    assert check(client, "1.0.0", machine="a" * 32).updatecheck.status == "ok"
+    check(client, "1.0.0", machine="a" * 32, updatecheck=False,
+          events=[omaha.Event(13, 1)])                       # downloading, then silence
+    statuses = []
+
+    def stopped() -> bool:
+        statuses.append(check(client, "1.0.0", machine="b" * 32).status)
+        return statuses[-1] != "error-maxConcurrentUpdatesLimitReached"
+    wait_until(stopped, timeout=30, interval=0.2)
+    assert statuses[-1] == "error-maxTimedOutUpdatesLimitReached", statuses
+    halted = client.get(f"{BASE}/groups/stable").get_json()["halted_reason"]
+    assert "timed out" in halted and "2.0.0" in halted
+    assert check(client, "1.0.0", machine="c" * 32).status == "error-updatesDisabled"
+    assert client.get(f"{BASE}/instances/{'b' * 32}").get_json()["status"] != "granted"
+
+
+def test_concurrent_updates_are_capped_outside_safe_mode(app):
+    """Nebraska: the per-period maximum also caps the instances updating at once, so a
+    new period does not let more start while the last ones are still updating."""
+    client, _ = app
+    upload(client, image_bytes(1), "1.0.0")
+    client.put(f"{BASE}/groups/stable", json={"max_updates_per_period": 2,
+                                              "period_interval": 1})
+    upload(client, image_bytes(2), "2.0.0")
+    assert check(client, "1.0.0", machine="a" * 32).updatecheck.status == "ok"
+    assert check(client, "1.0.0", machine="b" * 32).updatecheck.status == "ok"
+    time.sleep(1.1)                   # the 1 s period is over: only updating ones count
+    assert check(client, "1.0.0", machine="c" * 32).status == \
+        "error-maxConcurrentUpdatesLimitReached"
+    check(client, "2.0.0", machine="a" * 32, updatecheck=False,
+          events=[omaha.Event(3, 2, previous_version="1.0.0")])   # a is done
+    assert check(client, "1.0.0", machine="c" * 32).updatecheck.status == "ok"
+
+
 def test_unknown_application_or_group_registers_nothing(app):
     client, appliance = app
     upload(client, image_bytes(1), "1.0.0")
@@ -234,7 +278,9 @@ def test_floors_and_the_per_period_maximum_through_the_endpoint(app):
     # a host below the floor is taken to the floor first, then to the channel
     assert check(client, "1.0.0", machine="1" * 32).updatecheck.manifest.version == "1.5.0"
     assert check(client, "1.5.0", machine="2" * 32).updatecheck.manifest.version == "2.0.0"
-    # two grants this period: the third host waits for the next period
+    # two grants this period (one already done): the third host waits for the next
+    check(client, "2.0.0", machine="2" * 32, updatecheck=False,
+          events=[omaha.Event(3, 2, previous_version="1.5.0")])
     assert check(client, "1.5.0", machine="3" * 32).status == \
         "error-maxUpdatesPerPeriodLimitReached"
     # asking again for what it was granted is no new grant

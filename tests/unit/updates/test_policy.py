@@ -135,6 +135,35 @@ def test_safe_mode_lets_one_instance_go_first():
     assert decide(Policy(), situation(in_progress=5), NOON_WED).grants
 
 
+def test_concurrent_updates_are_capped_by_the_per_period_maximum():
+    """Nebraska: instances updating within the timeout >= max puts the next on hold,
+    in safe mode too once an instance attempted the target."""
+    limited = Policy(max_updates_per_period=3)
+    assert decide(limited, situation(in_progress=2), NOON_WED).grants
+    held = decide(limited, situation(in_progress=3), NOON_WED)
+    assert held.status == "error-maxConcurrentUpdatesLimitReached"
+    assert "at most 3" in held.reason
+    safe = dataclasses.replace(limited, safe_mode=True)
+    assert decide(safe, situation(in_progress=3, attempted=1), NOON_WED).status == \
+        "error-maxConcurrentUpdatesLimitReached"
+    assert not policy.needs_counts(Policy())          # Nebraska's seeded: unlimited
+    assert policy.needs_counts(limited) and policy.needs_counts(Policy(safe_mode=True))
+
+
+def test_timed_out_updates_stop_the_rollout_and_halt_a_safe_mode_group():
+    limited = Policy(max_updates_per_period=2)
+    assert decide(limited, situation(timed_out=1), NOON_WED).grants
+    stopped = decide(limited, situation(timed_out=2), NOON_WED)
+    assert stopped.status == "error-maxTimedOutUpdatesLimitReached"
+    assert not stopped.halts and "timed out" in stopped.reason
+    safe = Policy(safe_mode=True)        # effective max 1 until an attempt
+    halted = decide(safe, situation(timed_out=1), NOON_WED)
+    assert halted.status == "error-maxTimedOutUpdatesLimitReached" and halted.halts
+    # a timed-out update does not count as in progress: the first rule that refuses
+    assert decide(safe, situation(timed_out=1, in_progress=1), NOON_WED).status == \
+        "error-maxConcurrentUpdatesLimitReached"
+
+
 def test_updates_per_period():
     limited = Policy(max_updates_per_period=2)
     assert decide(limited, situation(period_grants=1), NOON_WED).grants

@@ -248,6 +248,8 @@ class DhcpSettings:
     range: str = ""                      # managed: start,end[,netmask][,lease time]
     ipv6_ra: str = "auto"                # auto (RA when the interface has IPv6) | on | off
     hostsdir: str = ""                   # default: <data_dir>/dhcp/hosts.d
+    optsdir: str = ""                    # each entry's own boot options (its conductor's
+                                         # boot server); default: opts.d beside hostsdir
     leasefile: str = ""                  # default: <data_dir>/dhcp/dnsmasq.leases
     unknown_hosts: str = "ignore"        # ignore | inspect (unknown MACs get the iPXE chain)
     boot_server: str = ""                # next-server (TFTP) IP; default: dnsmasq's own address

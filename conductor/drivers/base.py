@@ -91,6 +91,13 @@ class BootInterface(Interface):
     @abc.abstractmethod
     def clean_up_instance(self, task) -> None: ...
 
+    def take_over(self, task) -> None:
+        """This conductor took the node over from a dead one (Ironic's deploy
+        ``take_over``): make here the boot configuration its state calls for. Default:
+        an active node's, as after a deploy."""
+        if task.node.provision_state == "active":
+            self.prepare_instance(task)
+
     def ports_changed(self, task, old_macs) -> None:  # nothing keyed by MAC
         """The node's ports were deleted, re-addressed, moved or had pxe_enabled changed;
         ``old_macs`` are the MACs it had before. Interfaces that key boot files or DHCP

@@ -12,8 +12,12 @@ ring now maps to it, so every orphan has exactly one new owner:
 - a wait state (``wait call-back``, ...) is kept: the agent's next heartbeat reaches
   the database through any API process and the work goes on from there, and this
   conductor now runs the node's callback timeout;
-- an active node gets its boot configuration (per-MAC boot files, DHCP host entry)
-  prepared again on this conductor (the boot interface's ``prepare_instance``);
+- a node that may network-boot its ramdisk (a wait or hold state) gets its boot
+  configuration (per-MAC iPXE/PXELINUX/GRUB files in this conductor's boot roots, the
+  DHCP entry naming this conductor's boot server) written again here, so its next
+  PXE boot reaches this conductor; an active node (booting from its disk) gets what
+  a deploy leaves: no per-MAC files, no DHCP entry (the boot interface's
+  ``take_over``);
 - every one of them gets ``conductor_affinity`` = this conductor, so its periodic
   work follows.
 
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 S = states.State
+#: Held between steps with the ramdisk running: its boot config is live, as in a wait.
+HOLD_STATES = frozenset({S.DEPLOYHOLD, S.CLEAN_HOLD, S.SERVICE_HOLD})
 
 
 class ConductorTable(Protocol):
@@ -134,9 +140,10 @@ class Takeover:
                         f"[conductor] heartbeat_timeout) while the node was in state "
                         f"{state!r}; the operation cannot be resumed. Retry the action.")
             summary.failed.append(uuid)
-        elif state in states.WAIT_STATES:
+        elif state in states.WAIT_STATES or state in HOLD_STATES:
             LOG.info("Node %s: %s continues on conductor %s (was %s)", uuid, state,
                      self.host, previous)
+            self._reprepare(task, previous)   # it may network-boot its ramdisk again
             summary.resumed.append(uuid)
         elif state == S.ACTIVE.value:
             self._reprepare(task, previous)
@@ -145,9 +152,9 @@ class Takeover:
             summary.adopted.append(uuid)
 
     def _reprepare(self, task: Task, previous: str) -> None:
-        """The boot files and DHCP entry of an active node, made again here."""
+        """The node's boot files and DHCP entry, made again here for its state."""
         try:
-            task.boot.prepare_instance(task)
+            task.boot.take_over(task)
         except Exception as exc:  # the node stays active; the error shows
             LOG.exception("Node %s: boot configuration not re-created on takeover "
                           "from %s", task.node.uuid, previous)

@@ -15,6 +15,12 @@ when ``[dhcp] unknown_hosts = inspect``) and never SIGHUPed; released files are
 purged only before our managed dnsmasq starts. File names start with a hex digit
 and temp files with a dot, which dnsmasq's inotify handler skips.
 
+When the writing conductor knows its boot server (``[dhcp] boot_server`` or ``[pxe]
+tftp_host``), the entry also carries the node's own boot options, which name that
+conductor's TFTP server and iPXE URL, in ``dhcp-optsdir``
+(:mod:`conductor.netboot.dhcp_options`): several conductors can then feed one dnsmasq,
+each node pointed at its own conductor.
+
 The managed dnsmasq process itself is in :mod:`conductor.netboot.dnsmasq`.
 """
 from __future__ import annotations
@@ -31,6 +37,13 @@ import time
 from pathlib import Path
 
 from conductor import errors
+from conductor.netboot.dhcp_options import (
+    OWN_TAG,
+    BootServer,
+    Loaders,
+    host_options,
+    loader_rules,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -112,6 +125,14 @@ def hostsdir(settings) -> Path:
     return Path(settings.dhcp.hostsdir or settings.data_path / "dhcp" / "hosts.d").expanduser()
 
 
+def optsdir(settings) -> Path:
+    """``[dhcp] optsdir``, else ``opts.d`` beside the hostsdir (never inside it: dnsmasq
+    would read its files as host entries)."""
+    if settings.dhcp.optsdir:
+        return Path(settings.dhcp.optsdir).expanduser()
+    return hostsdir(settings).parent / "opts.d"
+
+
 def leasefile(settings) -> Path:
     return Path(settings.dhcp.leasefile
                 or settings.data_path / "dhcp" / "dnsmasq.leases").expanduser()
@@ -173,23 +194,24 @@ def boot_rules(settings, boot_server: str = "", http_url: str = "") -> list[str]
     server = boot_server or settings.dhcp.boot_server
     tail = f",,{server}" if server else ""
     url = ipxe_url(settings, http_url)
+    loaders = Loaders.from_settings(settings.dhcp)
     lines = ["dhcp-match=set:ipxe,175", "dhcp-userclass=set:ipxe,iPXE",
              # iPXE's no-pxedhcp (175.176 = 1): else iPXE waits ~3 s after the ACK for
              # ProxyDHCP offers nobody sends (measured in the QEMU PXE boot).
              "dhcp-option=tag:ipxe,encap:175,176,1b"]
     lines += [f"dhcp-match=set:efi64,option:client-arch,{arch}" for arch in UEFI_ARCHES]
-    ipxe_rules = [("ipxe", url, ""),
-                  ("!ipxe,tag:!efi64", settings.dhcp.bios_loader, tail),
-                  ("!ipxe,tag:efi64", settings.dhcp.uefi_loader, tail)]
-    lines += [f"dhcp-boot=tag:{TAG},tag:!metalcast-pxe,tag:{t},{f}{s}" for t, f, s in ipxe_rules]
-    lines += [f"dhcp-boot=tag:{TAG},tag:metalcast-pxe,tag:!efi64,"
-              f"{settings.dhcp.pxe_bios_loader}{tail}",
-              f"dhcp-boot=tag:{TAG},tag:metalcast-pxe,tag:efi64,"
-              f"{settings.dhcp.pxe_uefi_loader}{tail}"]
+    # An iPXE URL is fetched from where it says, a loader file from the next-server.
+    ipxe_rules = [(t, f, "" if t == "tag:ipxe" else tail)
+                  for t, f in loader_rules(loaders, "ipxe", url)]
+    pxe_rules = [(t, f, tail) for t, f in loader_rules(loaders, "pxe", url)]
+    # Entries with their own boot options (OWN_TAG) must match no dhcp-boot line.
+    known = f"dhcp-boot=tag:{TAG},tag:!{OWN_TAG}"
+    lines += [f"{known},tag:!metalcast-pxe,{t},{f}{s}" for t, f, s in ipxe_rules]
+    lines += [f"{known},tag:metalcast-pxe,{t},{f}{s}" for t, f, s in pxe_rules]
     if settings.dhcp.unknown_hosts == "inspect":
         # Unknown and released MACs get the iPXE chain; the HTTP side has no per-MAC
         # script for them, which is where an inspection ramdisk hooks in.
-        lines += [f"dhcp-boot=tag:!{TAG},tag:{t},{f}{s}" for t, f, s in ipxe_rules]
+        lines += [f"dhcp-boot=tag:!{TAG},{t},{f}{s}" for t, f, s in ipxe_rules]
     else:
         lines.append(f"dhcp-ignore=tag:!{TAG}")
     return lines
@@ -242,10 +264,14 @@ class NoopDhcp(DhcpProvider):
 
 
 class HostsDirDhcp(DhcpProvider):
-    """One dnsmasq host file per MAC in a ``dhcp-hostsdir`` (ours or someone's)."""
+    """One dnsmasq host file per MAC in a ``dhcp-hostsdir`` (ours or someone's), and
+    the MAC's own boot options in the ``dhcp-optsdir`` when its boot server is known."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, opts_directory: Path | None = None,
+                 loaders: Loaders | None = None):
         self.directory = Path(directory)
+        self.opts_directory = Path(opts_directory or self.directory.parent / "opts.d")
+        self.loaders = loaders or Loaders()
         self._lock = threading.Lock()
 
     def validate(self) -> None:
@@ -257,16 +283,46 @@ class HostsDirDhcp(DhcpProvider):
             raise errors.ConfigError(reason=f"[dhcp] hostsdir {self.directory} is not writable")
 
     def update(self, node, macs=None, boot_interface="ipxe") -> None:
+        server = getattr(macs, "boot_server", None)
         uuid, macs, boot_interface = _target(node, macs or (), boot_interface)
-        tags = ",".join(f"set:{t}" for t in (TAG,) + INTERFACE_TAGS[boot_interface])
+        tags = (TAG,) + INTERFACE_TAGS[boot_interface]
         with self._lock:
             stale = set(self._owned(uuid)) - set(macs)
             for mac in macs:
-                self._write(mac, f"# metalcast node {uuid} boot {boot_interface}\n"
-                                 f"{mac},{tags}\n")
+                self._write_entry(mac, uuid, boot_interface, tags, server)
             for mac in sorted(stale):
                 self._release(mac, uuid)
-        LOG.info("Node %s: DHCP entries for %s (%s boot)", uuid, ", ".join(macs), boot_interface)
+        LOG.info("Node %s: DHCP entries for %s (%s boot, boot server %s)", uuid,
+                 ", ".join(macs), boot_interface,
+                 server.address if server else "of the dnsmasq-wide rules")
+
+    def _write_entry(self, mac: str, uuid: str, boot_interface: str, tags: tuple,
+                     server: BootServer | None) -> None:
+        """The MAC's options first, then its host line naming their tag (read last)."""
+        comment = f"# metalcast node {uuid} boot {boot_interface}"
+        if server is None:
+            self._unlink_opts(mac)
+        else:
+            options = host_options(mac, boot_interface, server, self.loaders)
+            self._write(self.opts_directory, mac,
+                        f"{comment} server {server.address}\n" + "\n".join(options.lines)
+                        + "\n")
+            tags += (OWN_TAG, options.tag)
+            comment += f" server {server.address}"
+        self._write(self.directory, mac, f"{comment}\n{mac},"
+                                         f"{','.join(f'set:{t}' for t in tags)}\n")
+
+    def options(self) -> dict[str, list[str]]:
+        """MAC -> the dhcp-option lines of its own boot options (for status and tests)."""
+        result = {}
+        for path in self._files(self.opts_directory):
+            lines = [ln for ln in _read(path).splitlines() if ln and not ln.startswith("#")]
+            result[path.name.replace("-", ":")] = lines
+        return result
+
+    def _unlink_opts(self, mac: str) -> None:
+        """dnsmasq keeps what it read (the tag no entry names any more); the file goes."""
+        (self.opts_directory / mac.replace(":", "-")).unlink(missing_ok=True)
 
     def remove(self, node, macs=None) -> None:
         uuid, macs, _ = _target(node, macs, "ipxe")
@@ -283,6 +339,10 @@ class HostsDirDhcp(DhcpProvider):
             if f",set:{RELEASED_TAG}" in _read(path):
                 path.unlink(missing_ok=True)
                 count += 1
+        entries = {path.name for path in self._files()}
+        for path in self._files(self.opts_directory):
+            if path.name not in entries:
+                path.unlink(missing_ok=True)
         return count
 
     def entries(self) -> dict[str, str]:
@@ -295,7 +355,9 @@ class HostsDirDhcp(DhcpProvider):
         return result
 
     def _release(self, mac: str, uuid: str) -> None:
-        self._write(mac, f"# metalcast released (was node {uuid})\n{mac},set:{RELEASED_TAG}\n")
+        self._write(self.directory, mac,
+                    f"# metalcast released (was node {uuid})\n{mac},set:{RELEASED_TAG}\n")
+        self._unlink_opts(mac)
 
     def _owned(self, uuid: str) -> dict[str, Path]:
         owned = {}
@@ -305,19 +367,20 @@ class HostsDirDhcp(DhcpProvider):
                 owned[path.name.replace("-", ":")] = path
         return owned
 
-    def _files(self) -> list[Path]:
+    def _files(self, directory: Path | None = None) -> list[Path]:
         try:
-            return [p for p in self.directory.iterdir()
+            return [p for p in (directory or self.directory).iterdir()
                     if _MAC_RE.match(p.name.replace("-", ":"))]
         except FileNotFoundError:
             return []
 
-    def _write(self, mac: str, text: str) -> None:
+    @staticmethod
+    def _write(directory: Path, mac: str, text: str) -> None:
         """temp file + rename: dnsmasq sees one IN_MOVED_TO with the whole entry."""
-        target = self.directory / mac.replace(":", "-")
+        target = directory / mac.replace(":", "-")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "w") as handle:
                     handle.write(text)
@@ -343,7 +406,8 @@ def make_provider(settings) -> DhcpProvider:
     check_settings(settings)
     if settings.dhcp.mode == "none":
         return NoopDhcp()
-    provider = HostsDirDhcp(hostsdir(settings))
+    provider = HostsDirDhcp(hostsdir(settings), optsdir(settings),
+                            Loaders.from_settings(settings.dhcp))
     provider.validate()
     return provider
 
@@ -353,8 +417,10 @@ def write_snippet(settings, http_url: str = "") -> Path:
     for the existing dnsmasq to include (``conf-file=``) next to its dhcp-hostsdir."""
     path = settings.data_path / "dhcp" / "metalcast-dnsmasq.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
+    optsdir(settings).mkdir(parents=True, exist_ok=True)
     lines = [f"# metalcast boot rules; include with conf-file={path}",
-             f"dhcp-hostsdir={hostsdir(settings)}"] + boot_rules(settings, http_url=http_url)
+             f"dhcp-hostsdir={hostsdir(settings)}",
+             f"dhcp-optsdir={optsdir(settings)}"] + boot_rules(settings, http_url=http_url)
     path.write_text("\n".join(lines) + "\n")
     return path
 

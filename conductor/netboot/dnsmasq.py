@@ -106,6 +106,7 @@ def dnsmasq_conf(settings, iface: InterfaceInfo, http_url: str = "") -> str:
              "dhcp-authoritative", f"dhcp-range={rng.conf()}",
              f"dhcp-leasefile={dhcp.leasefile(settings)}",
              f"dhcp-hostsdir={dhcp.hostsdir(settings)}",
+             f"dhcp-optsdir={dhcp.optsdir(settings)}",
              f"pid-file={data / 'dnsmasq.pid'}", "log-facility=-"]
     if _ipv6_ra(settings, iface):
         lines += ["enable-ra", f"dhcp-range=::,constructor:{iface.name},ra-only"]
@@ -130,6 +131,7 @@ def command_line(settings, netns: str | None = None, http_url: str = "") -> list
     path.parent.mkdir(parents=True, exist_ok=True)
     dhcp.leasefile(settings).parent.mkdir(parents=True, exist_ok=True)
     dhcp.hostsdir(settings).mkdir(parents=True, exist_ok=True)
+    dhcp.optsdir(settings).mkdir(parents=True, exist_ok=True)
     path.write_text(conf)
     return _netns_prefix(netns) + [binary, "--keep-in-foreground", f"--conf-file={path}"]
 
@@ -157,7 +159,8 @@ class ManagedDnsmasq:
     def start(self, timeout: float = START_TIMEOUT) -> None:
         cmd = command_line(self.settings, self.netns, self.http_url)
         self._stop_stale(cmd[-1])
-        dhcp.HostsDirDhcp(dhcp.hostsdir(self.settings)).purge_released()
+        dhcp.HostsDirDhcp(dhcp.hostsdir(self.settings),
+                          dhcp.optsdir(self.settings)).purge_released()
         self._pidfile.unlink(missing_ok=True)
         self.head, self.lines = [], collections.deque(maxlen=1000)
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -9,11 +9,13 @@ it reports ready.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 from pathlib import Path
 
 from conductor import errors
-from conductor.netboot import limits, render
+from conductor.netboot import dhcp, limits, render
+from conductor.netboot.dhcp_options import BootServer
 from conductor.netboot.http import BootHttpServer
 from conductor.netboot.render import Renderer, checked_url
 from conductor.netboot.tftp import TftpServer, TransferRecorder
@@ -108,6 +110,18 @@ class NetbootServices:
             self.renderer = renderer
         return self.renderer
 
+    def boot_server(self) -> BootServer | None:
+        """This conductor's boot server as its nodes' DHCP entries name it: ``[dhcp]
+        boot_server``, else ``[pxe] tftp_host`` (an IPv4 address; Ironic's per-conductor
+        ``[pxe] tftp_server``), with the iPXE URL of this conductor's HTTP root. None:
+        neither is set, the dnsmasq-wide rules name the boot server."""
+        settings = self.settings
+        for candidate in (settings.dhcp.boot_server, settings.pxe.tftp_host):
+            if _is_ipv4(candidate) and candidate not in _UNSPECIFIED:
+                self.prepare()   # http_url: the running HTTP boot server's
+                return BootServer(candidate, dhcp.ipxe_url(settings, self.http_url))
+        return None
+
     def _agent_api_url(self) -> str:
         """``ipa-api-url``: [pxe] api_url, [api] public_endpoint, or where the API listens."""
         settings = self.settings
@@ -158,6 +172,14 @@ class NetbootServices:
                     LOG.exception("Stopping %s failed", server)
         self.tftp = self.http = None
         self._started = False
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_boot_defaults(pxe) -> None:

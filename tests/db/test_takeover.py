@@ -110,7 +110,7 @@ def test_wait_call_back_is_kept_and_its_timeout_runs_on_the_new_owner(store, mak
     long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
     waiting = make_node(name="waiting", provision_state="wait call-back",
                         target_provision_state="active", conductor_affinity="cond-b",
-                        provision_updated_at=long_ago)
+                        provision_updated_at=long_ago, boot_interface="fake")
     settings = _settings("cond-a")
     # Before the takeover the node is the dead conductor's: cond-a does not time it out.
     assert workers.check_wait_timeouts(store, settings, cluster.drivers) == 0

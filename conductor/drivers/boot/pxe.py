@@ -19,6 +19,7 @@ from conductor import errors, states
 from conductor.drivers import base
 from conductor.netboot import render
 from conductor.netboot.dhcp import DhcpProvider
+from conductor.netboot.dhcp_options import BootServer
 from conductor.netboot.services import BOOT_MODES, NetbootServices
 
 LOG = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class DhcpBootOptions:
     tftp_server: str               # DHCP next-server / option 66
     bootfile: str                  # option 67 for firmware PXE (file in the TFTP root)
     ipxe_script_url: str | None    # option 67 for iPXE clients (None: not an iPXE boot)
+    #: This conductor's boot server, named in the node's own DHCP options (None: the
+    #: dnsmasq-wide rules name one; conductor/netboot/dhcp_options.py).
+    boot_server: BootServer | None = None
 
 
 def boot_mode(task, default: str) -> str:
@@ -115,6 +119,16 @@ class _NetworkBoot(base.BootInterface):
         provider = self._dhcp(task)
         if provider is not None:
             provider.update(task, self._dhcp_options(task, boot, services))
+
+    def take_over(self, task) -> None:
+        """A node whose ramdisk config is live (RAMDISK_STATES: a wait call-back, a
+        hold) gets it written here, in this conductor's boot roots, and its DHCP entry
+        names this conductor's boot server: its next network boot reaches the new
+        owner. Any other state network-boots nothing: as after a deploy."""
+        if task.node.provision_state in RAMDISK_STATES:
+            self._publish(task)
+        else:
+            self.prepare_instance(task)
 
     def ports_changed(self, task, old_macs) -> None:
         """Drop the boot files and DHCP entries of MACs the node no longer boots from.
@@ -214,7 +228,8 @@ class _NetworkBoot(base.BootInterface):
             node_uuid=task.node.uuid, macs=boot.macs, boot_mode=mode,
             tftp_server=settings.pxe.tftp_host or settings.api.host,
             bootfile=DHCP_BOOTFILES[(boot.loader, mode)],
-            ipxe_script_url=f"{services.http_url}/boot.ipxe" if boot.loader == "ipxe" else None)
+            ipxe_script_url=f"{services.http_url}/boot.ipxe" if boot.loader == "ipxe" else None,
+            boot_server=services.boot_server())
 
 
 def _ports(task) -> list:

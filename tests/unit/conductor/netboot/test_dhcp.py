@@ -164,14 +164,18 @@ def test_range_forms():
     assert dhcp.parse_range("10.0.0.1,10.0.0.9,600").lease_time == "600"
 
 
+#: The dnsmasq-wide boot rules match known hosts without their own boot options.
+KNOWN = "dhcp-boot=tag:metalcast,tag:!metalcast-own"
+
+
 def test_boot_rules_ignore_unknown(tmp_path):
     rules = dhcp.boot_rules(settings(tmp_path), "10.77.0.1")
     assert "dhcp-ignore=tag:!metalcast" in rules
-    assert "dhcp-boot=tag:metalcast,tag:!metalcast-pxe,tag:ipxe,http://10.77.0.1:8080/" \
+    assert f"{KNOWN},tag:!metalcast-pxe,tag:ipxe,http://10.77.0.1:8080/" \
            "boot.ipxe" in rules
-    assert "dhcp-boot=tag:metalcast,tag:!metalcast-pxe,tag:!ipxe,tag:!efi64,undionly.kpxe,," \
+    assert f"{KNOWN},tag:!metalcast-pxe,tag:!ipxe,tag:!efi64,undionly.kpxe,," \
            "10.77.0.1" in rules
-    assert "dhcp-boot=tag:metalcast,tag:metalcast-pxe,tag:efi64,grubx64.efi,,10.77.0.1" in rules
+    assert f"{KNOWN},tag:metalcast-pxe,tag:efi64,grubx64.efi,,10.77.0.1" in rules
     assert "dhcp-match=set:efi64,option:client-arch,9" in rules
     assert not [r for r in rules if r.startswith("dhcp-boot=tag:!metalcast")]
 
@@ -209,8 +213,9 @@ def test_managed_conf_with_ra(tmp_path):
                  "dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,10m", "enable-ra",
                  "dhcp-range=::,constructor:br0,ra-only", "log-facility=-",
                  f"dhcp-hostsdir={tmp_path}/dhcp/hosts.d",
+                 f"dhcp-optsdir={tmp_path}/dhcp/opts.d",
                  f"dhcp-leasefile={tmp_path}/dhcp/dnsmasq.leases",
-                 "dhcp-boot=tag:metalcast,tag:!metalcast-pxe,tag:!ipxe,tag:efi64,ipxe.efi,,"
+                 f"{KNOWN},tag:!metalcast-pxe,tag:!ipxe,tag:efi64,ipxe.efi,,"
                  "10.77.0.1"]:
         assert line in lines
     assert "log-dhcp" not in lines and "no-ping" not in lines
@@ -236,7 +241,7 @@ def test_managed_conf_range_must_be_on_the_interface(tmp_path):
         dhcp_dnsmasq.dnsmasq_conf(
             managed(tmp_path, {"dhcp.range": "10.78.0.10,10.78.0.20"}), iface)
     conf = dhcp_dnsmasq.dnsmasq_conf(managed(tmp_path, {"dhcp.boot_server": "10.77.0.5"}), iface)
-    assert "dhcp-boot=tag:metalcast,tag:metalcast-pxe,tag:!efi64,pxelinux.0,,10.77.0.5" in conf
+    assert f"{KNOWN},tag:metalcast-pxe,tag:!efi64,pxelinux.0,,10.77.0.5" in conf
 
 
 def test_lease_addresses(tmp_path):

@@ -17,6 +17,7 @@ from conductor.drivers.boot import pxe
 from conductor.drivers.context import DriverContext
 from conductor.drivers.registry import DriverRegistry
 from conductor.engine.task import Task
+from conductor.netboot.dhcp_options import BootServer
 from conductor.netboot.services import NetbootServices
 
 MACS = ("52:54:00:00:00:0a", "52:54:00:00:00:0b")
@@ -253,3 +254,43 @@ def test_dhcp_options_for_pxe_uefi(store, context):
     task.boot.prepare_ramdisk(task)
     (_, opts), = dhcp.calls
     assert (opts.boot_mode, opts.bootfile, opts.ipxe_script_url) == ("uefi", "grubx64.efi", None)
+
+
+def test_dhcp_options_name_this_conductors_boot_server(store, context):
+    """[pxe] tftp_host (or [dhcp] boot_server) is where this conductor serves boot: the
+    node's own DHCP options name it and this conductor's iPXE URL."""
+    settings = dataclasses.replace(context.settings, pxe=dataclasses.replace(
+        context.settings.pxe, tftp_host="127.0.0.2", http_host="127.0.0.2"))
+    dhcp = RecordingDhcp()
+    context = dataclasses.replace(context, settings=settings, dhcp=dhcp,
+                                  netboot=NetbootServices(settings))
+    task = make_task(store, context)
+    task.boot.prepare_ramdisk(task)
+    (_, opts), = dhcp.calls
+    assert opts.boot_server == BootServer("127.0.0.2", "http://127.0.0.2:8080/boot.ipxe")
+
+
+def test_boot_server_unknown_leaves_the_dnsmasq_wide_rules(store, context):
+    assert context.netboot.boot_server() is None      # no tftp_host, no boot_server
+    settings = dataclasses.replace(context.settings, dhcp=dataclasses.replace(
+        context.settings.dhcp, boot_server="10.0.0.9", ipxe_url="tftp://10.0.0.9/boot.ipxe"))
+    assert NetbootServices(settings).boot_server() == \
+        BootServer("10.0.0.9", "tftp://10.0.0.9/boot.ipxe")
+
+
+def test_take_over_writes_a_waiting_nodes_config_here_and_nothing_for_active(store, context):
+    dhcp = RecordingDhcp()
+    context = dataclasses.replace(context, dhcp=dhcp)
+    waiting = make_task(store, context)
+    store.update_node(waiting.node.id, {"provision_state": "wait call-back"})
+    waiting = Task(store, store.get_node_by_id(waiting.node.id), "test-host",
+                   DriverRegistry(context))
+    waiting.boot.take_over(waiting)
+    script = root(context, "http") / "ipxe" / "52-54-00-00-00-0a.ipxe"
+    assert script.exists() and [kind for kind, _ in dhcp.calls] == ["update"]
+    node = store.get_node_by_id(waiting.node.id)
+    assert "fake_boot_device" not in (node.driver_internal_info or {})  # no BMC call
+    store.update_node(node.id, {"provision_state": "active"})
+    active = Task(store, store.get_node_by_id(node.id), "test-host", DriverRegistry(context))
+    active.boot.take_over(active)
+    assert not script.exists() and dhcp.calls[-1][0] == "clean"

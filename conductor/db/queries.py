@@ -38,6 +38,11 @@ NODE_FILTERS: dict[str, Callable[[Any], sa.ColumnElement[bool]]] = {
                              else nodes.c.instance_uuid.is_(None)),
     "description_contains": lambda v: nodes.c.description.icontains(v, autoescape=True),
     "names": lambda v: nodes.c.name.in_(list(v)),
+    # Nodes whose driver_internal_info holds each of these keys (not null): a periodic
+    # task that wants the few nodes with, say, a host agent reads only those rows, not
+    # every node of the table into the process (75,000 active nodes: ~250 MiB).
+    "internal_info_keys": lambda v: sa.and_(*(
+        nodes.c.driver_internal_info[key].as_string().is_not(None) for key in v)),
 }
 
 

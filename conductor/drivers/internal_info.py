@@ -38,6 +38,9 @@ AGENT_KEYS = ("agent_token_hash", "agent_secret_token", "agent_url", "agent_vers
 #: The keys of :class:`HostAgentRecord`: one host-agent token and what it is bound to.
 HOST_AGENT_KEYS = ("host_agent_token_hash", "host_agent_command_token", "host_agent_since",
                    "host_agent_url", "host_agent_verify_ca", "host_agent_version")
+#: The keys a host agent that can be asked has (:attr:`HostAgentRecord.reachable`): a
+#: query may pick those nodes in the database (``list_nodes`` ``internal_info_keys``).
+HOST_AGENT_REACHABLE_KEYS = ("host_agent_url", "host_agent_command_token")
 #: Where older versions kept the host-agent token in plain text (see :func:`upgraded`).
 LEGACY_HOST_TOKEN = "host_agent_token"
 #: The keys of :class:`CleanRun`: one cleaning run.

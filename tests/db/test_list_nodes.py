@@ -106,3 +106,13 @@ def test_description_contains_treats_wildcards_literally(store, make_node, needl
     make_node(name="backslash", description="C:\\boot")
     make_node(name="none")
     assert _names(store, description_contains=needle) == expected
+
+
+def test_internal_info_keys_picks_the_nodes_holding_every_key(store, make_node):
+    make_node(name="both", driver_internal_info={"url": "https://h:9999", "token": "t"})
+    make_node(name="url-only", driver_internal_info={"url": "https://h:9999"})
+    make_node(name="null-token", driver_internal_info={"url": "https://h:9999", "token": None})
+    make_node(name="empty", driver_internal_info={})
+    make_node(name="none")
+    assert _names(store, internal_info_keys=("url", "token")) == ["both"]
+    assert _names(store, internal_info_keys=("url",)) == ["both", "null-token", "url-only"]

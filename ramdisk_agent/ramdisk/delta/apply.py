@@ -8,8 +8,9 @@ refused while the disk is still untouched:
    sequential pass of large O_DIRECT reads, hashed while the next are read) and, on
    a thread alongside it, the data section's SHA-256 and every ``replace``/``zero``
    operation decompressed and hashed in memory (CPU work while the disk streams);
-3. only then the writes, followed by a read-back of every written range from the
-   device (target.py: O_DIRECT, many reads in flight).
+3. only then the writes and a read-back of every written range from the device
+   (target.py: O_DIRECT, many reads in flight; each group of ranges is read back
+   while the next is written).
 
 A failure in steps 1-2 leaves the disk as it was. A failure in step 3 (an I/O
 error, a read-back mismatch) leaves it half-written: ``DeltaError`` says so and the
@@ -167,17 +168,23 @@ def _verify_new_data(manifest, data) -> dict[int, bytes]:
 
 def _write(manifest, blobs, source, dest, copy_too: bool, progress,
            result: ApplyResult, since: float) -> int:
-    """Write the new bytes (and copies when the target is another disk), read back."""
+    """Write the new bytes (and copies when the target is another disk) and read them
+    back, each group while the next is written (target.py); "write" is the writes and
+    the fsync, "read-back" the wait for the reads left after them."""
     ops = [op for op in manifest.operations if copy_too or op.op is not fmt.Op.COPY]
     src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if copy_too else None
     try:
-        written = target_io.write(dest, ops, blobs, src_fd,
-                                  lambda done, total: progress("write", done, total))
+        with target_io.ReadBack(dest, sum(op.length for op in ops),
+                                lambda done, total: progress("read-back", done, total)
+                                ) as check:
+            written = target_io.write(dest, ops, blobs, src_fd,
+                                      lambda done, total: progress("write", done, total),
+                                      check)
+            since = result.lap("write", since)
+            check.finish()
     finally:
         if src_fd is not None:
             os.close(src_fd)
-    since = result.lap("write", since)
-    target_io.read_back(dest, ops, lambda done, total: progress("read-back", done, total))
     result.lap("read-back", since)
     return written
 

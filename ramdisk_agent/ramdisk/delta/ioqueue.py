@@ -50,6 +50,9 @@ Request = tuple[int, int, int]
 class Queue(Protocol):
     """Many requests against one buffer at once; the bytes each moved."""
 
+    #: whether requests bypass the page cache (O_DIRECT): a read reaches the device
+    direct: bool
+
     def read(self, requests: Sequence[Request], buffer: mmap.mmap) -> list[int]:
         """Into ``buffer``; a request gets fewer bytes only at the end of the file."""
 
@@ -61,6 +64,8 @@ class Queue(Protocol):
 
 class AioQueue:
     """Requests submitted ``DEPTH`` at a time with io_submit, reaped with io_getevents."""
+
+    direct = True       # only ever opened on an O_DIRECT descriptor
 
     def __init__(self, fd: int, depth: int = DEPTH):
         numbers = _SYSCALLS.get(platform.machine())
@@ -163,8 +168,8 @@ class AioQueue:
 class ThreadQueue:
     """The same requests, ``preadv``/``pwritev`` on a thread pool (no native AIO)."""
 
-    def __init__(self, fd: int, threads: int = THREADS):
-        self.fd = fd
+    def __init__(self, fd: int, threads: int = THREADS, direct: bool = True):
+        self.fd, self.direct = fd, direct
         self._pool = concurrent.futures.ThreadPoolExecutor(threads)
 
     def read(self, requests: Sequence[Request], buffer: mmap.mmap) -> list[int]:
@@ -252,7 +257,7 @@ def _open_reads(path: str) -> tuple[int, AioQueue | ThreadQueue]:
                 "dropping it", path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    return fd, ThreadQueue(fd)
+    return fd, ThreadQueue(fd, direct=False)
 
 
 def _aio(fd: int, path: str) -> AioQueue | None:

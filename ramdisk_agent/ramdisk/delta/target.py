@@ -1,4 +1,4 @@
-"""Write a delta's new bytes, then read every written range back from the device.
+"""Write a delta's new bytes and read every written range back from the device.
 
 The writes are runs of neighbouring operations (one request each), in disk order,
 sent O_DIRECT through the AIO queue (ioqueue.py: DEPTH requests in flight) in
@@ -11,9 +11,21 @@ hashed and compared with its signed digest (ranges.RangeCheck). A write the devi
 acknowledged but did not keep is caught there, even while the page cache still
 holds the new bytes (tests/functional/test_delta_loopdev.py replays that on a loop
 device).
+
+The read-back runs on its own thread (:class:`ReadBack`, its own AIO context) a
+group of operations (GROUP bytes) behind the writes: once a group's writes have
+completed at the device, its ranges are read back while the next group is written
+and the final ``fsync`` runs, so the apply's tail is about the longer of the two
+instead of their sum. Reading a range before that ``fsync`` checks the same thing
+as after it: an O_DIRECT read is answered by the device (its cache or its media,
+as after a flush; the kernel first writes back any page-cache copy of the range,
+so the few runs written buffered are read from the device too), and success still
+needs the ``fsync`` to succeed. Where reads cannot bypass the page cache (a file
+that refuses O_DIRECT), the read-back starts only after the ``fsync``, as before.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -30,22 +42,46 @@ LOG = logging.getLogger(__name__)
 RUN = 8 << 20           #: largest single write (a run of neighbouring operations)
 PIECE = 1 << 20         #: largest single read of the read-back
 BATCH = 16 << 20        #: bytes of one batch of requests, in flight at once
+GROUP = 4 << 20         #: written bytes handed to the read-back at a time
 
 Progress = Callable[[int, int], None]
 
 
 def write(path: str, ops: list[fmt.Operation], blobs: Mapping[int, bytes],
-          source_fd: int | None, progress: Progress) -> int:
+          source_fd: int | None, progress: Progress, check: ReadBack | None = None) -> int:
     """Write ``ops`` (target order) to ``path``, copies read from ``source_fd``; fsync;
-    the bytes written."""
+    the bytes written. ``check`` gets every group of operations to read back: as soon
+    as the group is written where its reads reach the device, else after the fsync."""
     total = sum(op.length for op in ops)
+    early = check is not None and check.direct
     progress(0, total)      # before the first write: from here on the disk may change
     with _Writer(path) as writer:
-        for offset, data in _runs(ops, blobs, source_fd):
-            writer.add(offset, data)
-            progress(writer.done, total)
+        for group in _groups(ops, GROUP) if early else [ops]:
+            for offset, data in _runs(group, blobs, source_fd):
+                writer.add(offset, data)
+                progress(writer.done, total)
+            if early:
+                assert check is not None
+                writer.flush()          # the group's writes have completed
+                check.submit(group)     # raises a mismatch the read-back found so far
+    if check is not None and not early:
+        check.submit(ops)
     progress(total, total)
     return total
+
+
+def _groups(ops: list[fmt.Operation], size: int) -> Iterator[list[fmt.Operation]]:
+    """``ops`` in order, cut into lists of about ``size`` bytes (whole operations)."""
+    group: list[fmt.Operation] = []
+    length = 0
+    for op in ops:
+        group.append(op)
+        length += op.length
+        if length >= size:
+            yield group
+            group, length = [], 0
+    if group:
+        yield group
 
 
 def _runs(ops: list[fmt.Operation], blobs: Mapping[int, bytes],
@@ -103,23 +139,25 @@ class _Writer:
     def __exit__(self, kind, value, traceback) -> None:
         try:
             if kind is None:
-                self._flush()
+                self.flush()
                 _fsync(self.fd, self.path)
         finally:
             self._stack.close()
 
     def add(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``: queued in the batch, or buffered at once."""
         if self.queue is None or offset % ALIGN or len(data) % ALIGN or len(data) > BATCH:
             _pwrite_all(self.fd, data, offset)
             self.done += len(data)
             return
         if self.used + len(data) > BATCH:
-            self._flush()
+            self.flush()
         self.buffer[self.used:self.used + len(data)] = data
         self.pending.append((offset, len(data), self.used))
         self.used += len(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send the queued batch; return when every request of it has completed."""
         if not self.pending:
             return
         assert self.queue is not None
@@ -167,25 +205,64 @@ def _not_kept(item: Range) -> DeltaError:
 
 def read_back(path: str, ops: list[fmt.Operation], progress: Progress) -> int:
     """Read every range of ``ops`` from the device and check its digest; the bytes."""
-    ranges = [Range(op.dst, op.length, op.sha256) for op in ops]
-    total = sum(item.length for item in ranges)
-    check = RangeCheck(ranges, _not_kept)
-    progress(0, total)
-    buffer = mmap.mmap(-1, BATCH)
-    try:
-        with ioqueue.open_reads(path) as reads:
-            done = 0
-            for batch in _batches(windows(extents(ranges, 0), PIECE)):
-                got = reads.read(batch, buffer)
-                with memoryview(buffer) as view:
-                    for (offset, _, at), count in zip(batch, got):
-                        with view[at:at + count] as piece:
-                            done += check.feed(offset, piece)
-                progress(done, total)
-    finally:
-        buffer.close()
-    check.finish()
-    return total
+    with ReadBack(path, sum(op.length for op in ops), progress) as check:
+        check.submit(ops)
+        return check.finish()
+
+
+class ReadBack:
+    """Groups of written operations read back from the device on one thread, in the
+    order submitted; :meth:`finish` waits for all of them and raises the first
+    mismatch (so does :meth:`submit`, for one already found)."""
+
+    def __init__(self, path: str, total: int, progress: Progress):
+        self.total, self.done, self._progress = total, 0, progress
+        self._futures: list[concurrent.futures.Future] = []
+        with contextlib.ExitStack() as stack:
+            self._reads = stack.enter_context(ioqueue.open_reads(path))
+            self.buffer = mmap.mmap(-1, BATCH)
+            stack.callback(self.buffer.close)
+            pool = concurrent.futures.ThreadPoolExecutor(1, "delta-read-back")
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            self._pool = pool
+            self._stack = stack.pop_all()       # closed by __exit__ from here on
+        #: whether reads reach the device even where the page cache holds the range
+        self.direct = self._reads.direct
+
+    def __enter__(self) -> ReadBack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def submit(self, ops: list[fmt.Operation]) -> None:
+        """Read back ``ops`` (written, disk order) after the groups submitted before."""
+        for future in self._futures:
+            if future.done():
+                future.result()
+        if not self._futures:
+            self._progress(0, self.total)
+        self._futures.append(self._pool.submit(self._check, ops))
+
+    def finish(self) -> int:
+        """Wait for every group's read-back; the bytes checked."""
+        for future in self._futures:
+            future.result()
+        self._progress(self.done, self.total)
+        return self.done
+
+    def _check(self, ops: list[fmt.Operation]) -> None:
+        """Read one group's ranges from the device and hash them (its own thread)."""
+        ranges = [Range(op.dst, op.length, op.sha256) for op in ops]
+        check = RangeCheck(ranges, _not_kept)
+        for batch in _batches(windows(extents(ranges, 0), PIECE)):
+            got = self._reads.read(batch, self.buffer)
+            with memoryview(self.buffer) as view:
+                for (offset, _, at), count in zip(batch, got):
+                    with view[at:at + count] as piece:
+                        self.done += check.feed(offset, piece)
+            self._progress(self.done, self.total)
+        check.finish()
 
 
 def _batches(pieces: list[tuple[int, int]]) -> list[list[ioqueue.Request]]:

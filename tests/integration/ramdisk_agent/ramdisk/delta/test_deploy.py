@@ -97,17 +97,18 @@ def test_missing_payload_is_a_delta_failure(lab, tmp_path):
 
 def test_failure_after_writes_began_wipes_the_first_mib(lab, tmp_path, monkeypatch):
     server, old, new, key, disk = lab
-    real_read_back = delta_target.read_back
+    real_check = delta_target.ReadBack._check
     lost = []
 
-    def one_write_lost(path, ops, progress):      # the device dropped one write
-        op = next(op for op in ops if op.dst >= 1 << 20)
-        with open(path, "r+b") as stream:
-            stream.seek(op.dst)
-            stream.write(old[op.dst:op.dst + op.length])
-        lost.append(op)
-        return real_read_back(path, ops, progress)
-    monkeypatch.setattr(delta_target, "read_back", one_write_lost)
+    def one_write_lost(check, ops):     # the device dropped one write of this group
+        op = next((op for op in ops if op.dst >= 1 << 20), None)
+        if op is not None and not lost:
+            with open(disk, "r+b") as stream:
+                stream.seek(op.dst)
+                stream.write(old[op.dst:op.dst + op.length])
+            lost.append(op)
+        return real_check(check, ops)
+    monkeypatch.setattr(delta_target.ReadBack, "_check", one_write_lost)
     with pytest.raises(DeltaDeployError, match="half-written") as failed:
         _write(lab, _info(server, key), tmp_path)
     assert f"read-back of bytes {lost[0].dst}-{lost[0].dst + lost[0].length} does not " \

@@ -145,3 +145,76 @@ def test_read_back_spans_batches_and_large_operations(disk, tmp_path, monkeypatc
                          hashlib.sha256(data[:30 * BLOCK + 5]).digest()),
            _replace(40 * BLOCK, data[40 * BLOCK:41 * BLOCK])]
     assert target.read_back(str(big), ops, lambda done, total: None) == 31 * BLOCK + 5
+
+
+def _ordered(monkeypatch, events):
+    """Record the writer's completed batches, its fsync and each group read back."""
+    real_flush, real_check = target._Writer.flush, target.ReadBack._check
+
+    def flush(writer):
+        sent = [offset for offset, _, _ in writer.pending]
+        real_flush(writer)
+        if sent:
+            events.append(("written", sent))
+
+    def check(read_back, ops):
+        events.append(("read back", [op.dst for op in ops]))
+        return real_check(read_back, ops)
+    monkeypatch.setattr(target._Writer, "flush", flush)
+    monkeypatch.setattr(target.ReadBack, "_check", check)
+    monkeypatch.setattr(target, "_fsync", lambda fd, path: events.append(("fsync", path)))
+
+
+def _write_checked(disk, ops, blobs):
+    with target.ReadBack(str(disk), sum(op.length for op in ops),
+                         lambda done, total: None) as check:
+        written = target.write(str(disk), ops, blobs, None, lambda done, total: None, check)
+        return written, check.finish()
+
+
+def test_each_group_is_read_back_as_soon_as_it_is_written(disk, monkeypatch):
+    monkeypatch.setattr(target, "GROUP", 2 * BLOCK)
+    ops = [_zero(offset, BLOCK) for offset in range(0, 12 * BLOCK, 2 * BLOCK)]
+    events = []
+    _ordered(monkeypatch, events)
+    assert _write_checked(disk, ops, {}) == (6 * BLOCK, 6 * BLOCK)
+    groups = [[0, 2 * BLOCK], [4 * BLOCK, 6 * BLOCK], [8 * BLOCK, 10 * BLOCK]]
+    assert events == [event for group in groups
+                      for event in (("written", group), ("read back", group))] + [
+        ("fsync", str(disk))]
+
+
+def test_reads_that_could_see_the_page_cache_wait_for_the_fsync(disk, monkeypatch):
+    monkeypatch.setattr(target, "GROUP", 2 * BLOCK)
+    real_init = target.ReadBack.__init__
+
+    def buffered_reads(check, *args):
+        real_init(check, *args)
+        check.direct = False            # as ioqueue.open_reads where O_DIRECT is refused
+    monkeypatch.setattr(target.ReadBack, "__init__", buffered_reads)
+    ops = [_zero(offset, BLOCK) for offset in range(0, 8 * BLOCK, 2 * BLOCK)]
+    events = []
+    _ordered(monkeypatch, events)
+    assert _write_checked(disk, ops, {}) == (4 * BLOCK, 4 * BLOCK)
+    assert [kind for kind, _ in events] == ["written", "fsync", "read back"]
+    assert events[-1] == ("read back", [op.dst for op in ops])
+
+
+def test_a_group_that_did_not_land_stops_the_writes_of_later_groups(disk, monkeypatch):
+    monkeypatch.setattr(target, "GROUP", 2 * BLOCK)
+    ops = [_zero(offset, BLOCK) for offset in range(0, 12 * BLOCK, 2 * BLOCK)]
+    real_flush = target._Writer.flush
+    flushed = []
+
+    def lose_the_first_group(writer):
+        flushed.append([offset for offset, _, _ in writer.pending])
+        real_flush(writer)
+        if len(flushed) == 1:
+            with open(disk, "r+b") as stream:        # as if the write had not landed
+                stream.seek(2 * BLOCK)
+                stream.write(b"\1")
+    monkeypatch.setattr(target._Writer, "flush", lose_the_first_group)
+    with pytest.raises(DeltaError, match=f"read-back of bytes {2 * BLOCK}-{3 * BLOCK} "
+                       "does not match: the disk is half-written"):
+        _write_checked(disk, ops, {})
+    assert flushed == [[0, 2 * BLOCK], [4 * BLOCK, 6 * BLOCK]]   # the third never sent

@@ -1,21 +1,25 @@
 """Fleet rollout benchmark: M lightweight Omaha clients update under a reboot lease of N.
 
     .venv/bin/python bench/rollout.py [--hosts 2000] [--max 50] [--reboot 2.0]
-                                      [--poll-rate 150]
+                                      [--poll-rate 150] [--wait 25]
 
 A real ``metalcast serve`` (SQLite) with two images on channel ``stable``; M active
 nodes written into its database, each with a host-agent token (as the operator's
 ``issue_host_agent_token`` stores it: the hash). Each client, an asyncio task with its
 own loopback source address: an update check (granted: the group is unlimited), the
 download/install events (13/1, 14/1, 3/1), then the lease of group ``rollout``
-(max N): polled until granted; then a simulated reboot of R seconds; then the first
+(max N): asked with ``wait`` (the server holds the acquire until a slot frees, at most
+``--wait`` s; up to ``HELD`` such requests open at once, as the server's waiting room
+holds 64) and asked again until granted; then a simulated reboot of R seconds; then the first
 check on the new version (3/2) and the release. Waiting clients spread their polls
 so that together they poll about ``--poll-rate`` times a second (a fleet's agents
-would scale their interval to the fleet's size). A sampler reads the lease status
+would scale their interval to the fleet's size); ``--wait 0`` makes every client a
+pure poller, as agents were before held acquires. A sampler reads the lease status
 (``GET /updates/v1/leases``) every 50 ms.
 
-Prints the rollout's time against the bound ceil(M/N)*R (target: within 1.1x) and the
-most holders any sample saw (must never exceed N).
+Prints the rollout's time against the bound ceil(M/N)*R (target: within 1.1x), where the
+time goes (per lease round: a reboot's end -> the next grant of its slot) and the most
+holders any sample saw (must never exceed N).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import json
 import math
 import random
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +50,7 @@ from ramdisk_agent.wire.agent_tokens import token_hash
 
 GROUP = "rollout"
 IN_FLIGHT = 48        # requests open at once (the server's per-process connection cap)
+HELD = 64             # held acquires open at once (conductor/updates/leases.py MAX_WAITING)
 
 
 def source(index: int) -> str:
@@ -86,8 +92,9 @@ class Http:
         self.gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def call(self, index: int, method: str, path: str, body: bytes,
-                   content_type: str) -> tuple[int, bytes]:
-        async with self.gate:
+                   content_type: str, gate: asyncio.Semaphore | None = None
+                   ) -> tuple[int, bytes]:
+        async with gate or self.gate:
             reader, writer = await asyncio.open_connection(
                 self.host, self.port, local_addr=(source(index), 0))
             writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -101,9 +108,11 @@ class Http:
 
 class Rollout:
     def __init__(self, http: Http, fleet: list[tuple[str, str]], reboot: float,
-                 poll_rate: float):
+                 poll_rate: float, wait: float):
         self.http, self.fleet, self.reboot, self.poll_rate = http, fleet, reboot, poll_rate
+        self.wait, self.held = wait, asyncio.Semaphore(HELD)
         self.waiting = 0
+        self.release_latency: list[float] = []
         self.times: list[tuple[float, float]] = []      # (acquired, released)
         self.errors: list[str] = []
 
@@ -119,11 +128,23 @@ class Rollout:
 
     async def lease(self, index: int, action: str) -> tuple[int, dict]:
         node, token = self.fleet[index]
-        body = json.dumps({"node": node, "agent_token": token, "action": action,
-                           "group": GROUP}).encode()
-        status, answer = await self.http.call(index, "POST", "/updates/v1/leases", body,
-                                              "application/json")
+        doc = {"node": node, "agent_token": token, "action": action, "group": GROUP}
+        if action == "acquire" and self.wait and not self.held.locked():
+            # a held request: its own connection, not one of the short requests' gate
+            status, answer = await self.http.call(
+                index, "POST", "/updates/v1/leases", json.dumps(
+                    dict(doc, wait=self.wait)).encode(), "application/json", self.held)
+        else:
+            status, answer = await self.http.call(index, "POST", "/updates/v1/leases",
+                                                  json.dumps(doc).encode(),
+                                                  "application/json")
         return status, json.loads(answer)
+
+    async def released(self, index: int) -> tuple[int, dict]:
+        began = time.perf_counter()
+        answer = await self.lease(index, "release")
+        self.release_latency.append(time.perf_counter() - began)
+        return answer
 
     async def host(self, index: int, start_within: float) -> None:
         await asyncio.sleep(random.uniform(0, start_within))
@@ -148,7 +169,7 @@ class Rollout:
         # back on the new version: report it and release the lease (both at once)
         _, (status, answer) = await asyncio.gather(
             self.omaha(index, "2.0.0", [omaha.Event(3, 2, previous_version="1.0.0")],
-                       check=False), self.lease(index, "release"))
+                       check=False), self.released(index))
         if status != 200:
             raise RuntimeError(f"release: {status} {answer}")
         self.times.append((acquired, released))
@@ -164,7 +185,7 @@ def sample(url: str, stop: list, peaks: list) -> None:
 
 
 async def main_async(args, url: str, fleet) -> tuple[float, Rollout, list[int]]:
-    rollout = Rollout(Http(url), fleet, args.reboot, args.poll_rate)
+    rollout = Rollout(Http(url), fleet, args.reboot, args.poll_rate, args.wait)
     stop: list = []
     peaks: list[int] = []
     sampler = asyncio.get_running_loop().run_in_executor(None, sample, url, stop, peaks)
@@ -178,12 +199,23 @@ async def main_async(args, url: str, fleet) -> tuple[float, Rollout, list[int]]:
     return wall, rollout, peaks
 
 
+def round_gaps(times: list[tuple[float, float]], maximum: int) -> list[float]:
+    """Sorted: from the k-th reboot's end to the (N+k)-th grant - the grant that took
+    the slot the k-th holder gave back (holders are at N throughout the rollout)."""
+    grants = sorted(a for a, _ in times)
+    ends = sorted(r for _, r in times)
+    return sorted(max(0.0, grant - end) for grant, end in zip(grants[maximum:], ends,
+                                                               strict=False))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=2000)
     parser.add_argument("--max", type=int, default=50)
     parser.add_argument("--reboot", type=float, default=2.0, help="seconds (R)")
     parser.add_argument("--poll-rate", type=float, default=150.0)
+    parser.add_argument("--wait", type=float, default=25.0,
+                        help="seconds the server may hold an acquire (0: poll only)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work, ServeProcess(Path(work)) as server:
         fleet = seed(server.url, Path(work), args.hosts, args.max)
@@ -202,6 +234,18 @@ def main() -> int:
     print(f"rollout {wall:.1f} s (leases {last - first:.1f} s) against the bound "
           f"ceil(M/N)*R = {bound:.1f} s: {wall / bound:.3f}x (leases "
           f"{(last - first) / bound:.3f}x; target <= 1.1x)")
+    gaps = round_gaps(rollout.times, args.max)
+    if gaps:
+        print(f"per lease round, a reboot's end -> the next grant of its slot "
+              f"(release request + waiting for a waiter's acquire): median "
+              f"{statistics.median(gaps) * 1000:.0f} ms, p90 "
+              f"{gaps[int(len(gaps) * 0.9)] * 1000:.0f} ms, max {gaps[-1] * 1000:.0f} ms; "
+              f"idle slot-seconds {sum(gaps):.0f} = {sum(gaps) / args.max:.1f} s of the "
+              f"rollout")
+        latency = sorted(rollout.release_latency)
+        print(f"  of which the release request itself (a reboot's end -> its answer): "
+              f"median {statistics.median(latency) * 1000:.0f} ms, p90 "
+              f"{latency[int(len(latency) * 0.9)] * 1000:.0f} ms")
     print(f"most holders: {max(peaks, default=0)} in {len(peaks)} samples of the server's "
           f"status, {peak} from the clients' own times (max {args.max})")
     return 0 if not rollout.errors and max(peaks, default=0) <= args.max else 1

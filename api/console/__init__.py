@@ -33,4 +33,5 @@ def register(app: flask.Flask) -> None:
     csrf.init_app(app)
     events.init_app(app)
     app.register_blueprint(pages.bp)
-    app.extensions[STREAMS] = (frozenset({events.PATH}), events.MAX_STREAMS)
+    paths, most = app.extensions.get(STREAMS, (frozenset(), 0))  # other streams too
+    app.extensions[STREAMS] = (paths | {events.PATH}, most + events.MAX_STREAMS)

@@ -9,6 +9,7 @@ import re
 import flask
 
 from api.updates import operator, public
+from conductor.updates.leases import MAX_WAITING
 
 PREFIX = "/updates/v1"
 #: Whole paths open without credentials: update clients send none (like Nebraska's),
@@ -30,9 +31,18 @@ def is_updates_path(path: str) -> bool:
 RAW_BODIES = public.RAW_BODIES + operator.RAW_BODIES
 
 
+#: app.extensions key (api.http_server.STREAMS): paths served on threads of their own.
+STREAMS = "metalcast.streams"
+#: Held lease acquires run on the stream threads, so that they never take the API's
+#: worker threads; the waiting room bounds how many are held (MAX_WAITING).
+LEASE_PATHS = frozenset({"/updates/v1/leases", "/updates/v1/leases/"})
+
+
 def register(app: flask.Flask) -> None:
     app.register_blueprint(public.bp)
     app.register_blueprint(operator.bp, url_prefix=PREFIX)
+    paths, most = app.extensions.get(STREAMS, (frozenset(), 0))
+    app.extensions[STREAMS] = (paths | LEASE_PATHS, most + MAX_WAITING)
 
 
 __all__ = ["PREFIX", "RAW_BODIES", "is_public", "is_updates_path", "register"]

@@ -8,7 +8,8 @@
   download); any other name is a 404.
 - ``GET /updates/v1/key``: the appliance's Ed25519 update key (PEM).
 - ``POST /updates/v1/leases``: a reboot lease, authenticated with the host agent's
-  token in the JSON body (401 otherwise).
+  token in the JSON body (401 otherwise); an acquire with ``wait`` is held until a
+  slot frees or the wait is over.
 """
 from __future__ import annotations
 
@@ -76,5 +77,9 @@ def key():
 
 @bp.post("/updates/v1/leases")
 def lease():
-    status, body = _updates().lease_request(common.json_body())
+    """An acquire with ``wait`` may be held until a slot frees (conductor/updates/
+    leases.py): it runs on the listener's stream threads (api/updates/__init__.py),
+    and stops when its client leaves."""
+    gone = flask.request.environ.get("waitress.client_disconnected", lambda: False)
+    status, body = _updates().lease_request(common.json_body(), gone)
     return flask.jsonify(body), status

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +47,11 @@ class Outcome:
 class LeaseRows:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
+        # One lease write at a time in this process: on SQLite, concurrent writers
+        # otherwise meet in the busy handler, whose sleeps grow to 100 ms - a burst
+        # of releases and grants then took seconds at its tail (bench/rollout.py).
+        # The database still decides between processes (the group row's lock).
+        self._writing = threading.Lock()
 
     def _ensure_group(self, name: str) -> None:
         try:
@@ -57,16 +63,18 @@ class LeaseRows:
         except IntegrityError:
             pass   # another process created it first
 
-    def acquire(self, group: str, holder: str, ttl: float, renew_only: bool = False
-                ) -> Outcome:
-        """Take (or renew, for a current holder) ``holder``'s lease in ``group``."""
-        self._ensure_group(group)
+    def acquire(self, group: str, holder: str, ttl: float, renew_only: bool = False,
+                defer: bool = False) -> Outcome:
+        """Take (or renew, for a current holder) ``holder``'s lease in ``group``.
+        ``defer``: others wait for a free slot before this holder (the caller's
+        waiting room): renew a current lease, but take no new one."""
         now = utcnow()
-        refused = self._surely_full(group, holder, now, ttl)
+        refused = self._surely_full(group, holder, now, ttl, defer)
         if refused is not None:
             return refused
+        self._ensure_group(group)
         expires = now + datetime.timedelta(seconds=ttl)
-        with self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             conn.execute(groups.update().where(groups.c.name == group)
                          .values(generation=groups.c.generation + 1))
             maximum = conn.execute(sa.select(groups.c.max_holders)
@@ -77,7 +85,7 @@ class LeaseRows:
                 leases.c.group_name == group, leases.c.holder == holder)
                 .values(expires_at=expires)).rowcount == 1
             count = self._count(conn, group)
-            if not renewed and (renew_only or count >= maximum):
+            if not renewed and (renew_only or defer or count >= maximum):
                 return Outcome(False, group, maximum, count,
                                retry_after=self._retry_after(conn, group, now, ttl))
             if not renewed:
@@ -91,19 +99,22 @@ class LeaseRows:
         return Outcome(True, group, maximum, count, lease)
 
     def _surely_full(self, group: str, holder: str, now: datetime.datetime,
-                     ttl: float) -> Outcome | None:
+                     ttl: float, defer: bool = False) -> Outcome | None:
         """A refusal read without a write when the group is full of other holders'
-        live leases (what most polls of a waiting host meet); None: decide under
-        the group's lock. Leases only leave a full group, so a refusal read here is
-        never wrong for longer than that read takes."""
+        live leases (what most polls of a waiting host meet), or when ``defer`` and
+        ``holder`` holds none; None: decide under the group's lock (or create the
+        group). Leases only leave a full group, so a refusal read here is never wrong
+        for longer than that read takes."""
         live = sa.and_(leases.c.group_name == group, leases.c.expires_at > now)
         with self.engine.connect() as conn:
             maximum = conn.execute(sa.select(groups.c.max_holders)
-                                   .where(groups.c.name == group)).scalar_one()
+                                   .where(groups.c.name == group)).scalar_one_or_none()
+            if maximum is None:
+                return None
             count, mine = conn.execute(sa.select(
                 sa.func.count(), sa.func.count(sa.case((leases.c.holder == holder, 1))))
                 .where(live)).one()
-            if mine or count < maximum:
+            if mine or (count < maximum and not defer):
                 return None
             return Outcome(False, group, maximum, count,
                            retry_after=self._retry_after(conn, group, now, ttl))
@@ -126,7 +137,7 @@ class LeaseRows:
 
     def release(self, group: str, holder: str) -> Outcome:
         self._ensure_group(group)
-        with self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             conn.execute(leases.delete().where(leases.c.group_name == group,
                                                leases.c.holder == holder))
             conn.execute(leases.delete().where(leases.c.group_name == group,

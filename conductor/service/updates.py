@@ -112,8 +112,9 @@ class Updates:
     def public_key(self) -> bytes:
         return keys.public_pem(self.catalogue.key)
 
-    def lease_request(self, body: Any) -> tuple[int, dict[str, Any]]:
-        return self.leases.request(body)
+    def lease_request(self, body: Any, gone: Callable[[], bool] = lambda: False
+                      ) -> tuple[int, dict[str, Any]]:
+        return self.leases.request(body, gone)
 
     # -- images ----------------------------------------------------------------------
     def upload(self, stream: BinaryIO, version: str, channel: str | None,

@@ -7,24 +7,38 @@ checked against the node's stored hash); a lease not renewed within ``ttl`` seco
 gone, so a host that never comes back blocks nobody for longer than that. The counting
 is conditional UPDATEs in the database (conductor/db/leases.py): any number of API
 processes share one semaphore.
+
+An acquire may ask to ``wait`` (seconds, at most :data:`MAX_WAIT`): a refused one is
+then held in the process's waiting room (lease_wait.py) and answered as soon as a
+release frees a slot - in the order the waiters came - or when the wait is over
+(409, as a poll's). While hosts wait there, a new lease goes to them, not to an
+acquire that arrives meanwhile (it waits, or is refused: a held request or its
+current lease is never refused for it). A client that sends no ``wait`` polls as
+before.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from conductor import errors
 from conductor.db.leases import LeaseRows, Outcome
 from conductor.updates.catalogue import check_name
+from conductor.updates.lease_wait import GONE_POLL, HEAD_POLL, WaitingRoom
 
 LOG = logging.getLogger(__name__)
 ACTIONS = ("acquire", "renew", "release")
 DEFAULT_GROUP = "default"
 MAX_HOLDERS = 100000
 BAD_TOKEN = "Invalid node or agent token."
+#: The longest an acquire may be held (s): below the agents' HTTP timeout + wait.
+MAX_WAIT = 60.0
+#: Held acquires at most, all groups together (each holds a server thread).
+MAX_WAITING = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +47,14 @@ class LeaseRequest:
     agent_token: str
     action: str
     group: str = DEFAULT_GROUP
+    wait: float = 0.0     #: acquire: seconds the server may hold the request
 
     @classmethod
     def from_body(cls, body: Any) -> LeaseRequest:
         if not isinstance(body, dict):
             raise errors.InvalidParameter("A lease request is a JSON object with node, "
                                           "agent_token, action and optionally group.")
-        unknown = set(body) - {"node", "agent_token", "action", "group"}
+        unknown = set(body) - {"node", "agent_token", "action", "group", "wait"}
         if unknown:
             raise errors.InvalidParameter(f"Unknown lease request fields: {sorted(unknown)}")
         values: dict[str, str] = {}
@@ -52,7 +67,13 @@ class LeaseRequest:
             raise errors.InvalidParameter(f"Lease action {values['action'][:40]!r}: use one "
                                           f"of {', '.join(ACTIONS)}.")
         group = check_name(body.get("group", DEFAULT_GROUP), "lease group")
-        return cls(values["node"], values["agent_token"], values["action"], group)
+        wait = body.get("wait", 0)
+        if not isinstance(wait, int | float) or isinstance(wait, bool) or \
+                not 0 <= wait <= MAX_WAIT:
+            raise errors.InvalidParameter(f"wait is the seconds an acquire may be held, "
+                                          f"0-{MAX_WAIT:g}.")
+        return cls(values["node"], values["agent_token"], values["action"], group,
+                   float(wait))
 
 
 def document(outcome: Outcome, ttl: float) -> dict[str, Any]:
@@ -75,25 +96,55 @@ class RebootLeases:
     agent's, else NotAuthorized; ``node_uuid(host)``: a node name or UUID -> its UUID."""
 
     def __init__(self, rows: LeaseRows, authenticate: Callable[[str, str], str],
-                 node_uuid: Callable[[str], str], ttl: float):
+                 node_uuid: Callable[[str], str], ttl: float,
+                 room: WaitingRoom | None = None):
         self.rows, self.ttl = rows, ttl
         self.authenticate, self.node_uuid = authenticate, node_uuid
+        self.room = room if room is not None else WaitingRoom(MAX_WAITING)
 
-    def request(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) of one POST; InvalidParameter (400) or NotAuthorized."""
+    def request(self, body: Any, gone: Callable[[], bool] = lambda: False
+                ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) of one POST; InvalidParameter (400) or NotAuthorized.
+        ``gone()``: whether the client has left (a held acquire then stops)."""
         req = LeaseRequest.from_body(body)
         node_uuid = self.authenticate(req.node, req.agent_token)
         if req.action == "release":
             outcome = self.rows.release(req.group, node_uuid)
+            self.room.wake(req.group)
             LOG.info("Node %s released its reboot lease in group %s", node_uuid, req.group)
             return 200, document(outcome, self.ttl)
+        # held waiters came first: a new lease goes to them (in the order they came)
         outcome = self.rows.acquire(req.group, node_uuid, self.ttl,
-                                    renew_only=req.action == "renew")
+                                    renew_only=req.action == "renew",
+                                    defer=self.room.others_wait(req.group, node_uuid))
+        if not outcome.held and req.action == "acquire" and req.wait > 0:
+            outcome = self._held(req, node_uuid, outcome, gone)
         if not outcome.held:
             return 409, document(outcome, self.ttl)
         LOG.info("Node %s holds a reboot lease in group %s (%d of %d)", node_uuid,
                  req.group, outcome.holders, outcome.max)
         return 200, document(outcome, self.ttl)
+
+    def _held(self, req: LeaseRequest, node: str, refused: Outcome,
+              gone: Callable[[], bool]) -> Outcome:
+        """Wait in the room for a slot, up to ``req.wait`` s; the last outcome."""
+        waiter = self.room.enter(req.group, node)
+        if waiter is None:       # the room is full, or this node waits already
+            return refused
+        deadline, outcome = time.monotonic() + req.wait, refused
+        try:
+            while (remaining := deadline - time.monotonic()) > 0 and not gone():
+                first = self.room.is_first(waiter)
+                waiter.wake.wait(min(remaining, HEAD_POLL if first else GONE_POLL))
+                woken = waiter.wake.is_set()
+                waiter.wake.clear()
+                if (woken or first) and not gone():
+                    outcome = self.rows.acquire(req.group, node, self.ttl)
+                    if outcome.held:
+                        return outcome
+            return outcome
+        finally:
+            self.room.leave(waiter)
 
     # -- operator side ----------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
@@ -106,6 +157,7 @@ class RebootLeases:
         """An operator's release of ``host``'s lease (a node name or UUID)."""
         node = self.node_uuid(host)
         outcome = self.rows.release(check_name(group, "lease group"), node)
+        self.room.wake(group)
         LOG.info("Node %s: reboot lease in group %s released by the operator", node, group)
         return document(outcome, self.ttl)
 
@@ -114,4 +166,5 @@ class RebootLeases:
                 not 0 <= maximum <= MAX_HOLDERS:
             raise errors.InvalidParameter(f"max must be an integer 0-{MAX_HOLDERS}.")
         self.rows.set_max(check_name(group, "lease group"), maximum)
+        self.room.wake(group, every=True)
         return {"group": group, "max": maximum}

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 
 import pytest
 import requests
@@ -148,3 +149,40 @@ def test_the_host_update_engine_s_clients_against_the_server(server, tmp_path):
     wrong = LeaseClient(f"{server.url}/updates/v1/leases", node, "x" * 43, "engine")
     with pytest.raises(Exception, match="refused this host's agent token"):
         wrong.acquire()
+
+
+def host_token(server, tmp_path, name: str) -> tuple[str, str]:
+    """An adopted active node and its host-agent token (what an installed host has)."""
+    latest = {"X-OpenStack-Ironic-API-Version": "latest"}
+    node = requests.post(f"{server.url}/v1/nodes", headers=latest, timeout=TIMEOUT, json={
+        "driver": "fake-hardware", "name": name}).json()["uuid"]
+    for target, state in (("manage", "manageable"), ("adopt", "active")):
+        requests.put(f"{server.url}/v1/nodes/{node}/states/provision", headers=latest,
+                     json={"target": target}, timeout=TIMEOUT)
+        wait_until(lambda s=state: requests.get(
+            f"{server.url}/v1/nodes/{node}", headers=latest, timeout=TIMEOUT
+        ).json()["provision_state"] == s, 30, 0.1, state)
+    cli(server, "host", "token", node, "--output", str(tmp_path / f"{name}.json"))
+    return node, json.loads((tmp_path / f"{name}.json").read_text())["token"]
+
+
+def test_a_held_lease_acquire_is_answered_when_the_holder_releases(server, tmp_path):
+    """The agent's LeaseClient asks with ``wait``: the server holds the request (on its
+    stream threads) and grants it when the holder releases, not at the next poll."""
+    from ramdisk_agent.host.update.client import LeaseClient
+    url = f"{server.url}/updates/v1/leases"
+    holder = LeaseClient(url, *host_token(server, tmp_path, "hold-a"), "held")
+    waiter = LeaseClient(url, *host_token(server, tmp_path, "hold-b"), "held")
+    cli(server, "lease", "set-max", "1", "--group", "held")
+    assert holder.acquire().held
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(waiter.acquire(wait=50)))
+    thread.start()
+    thread.join(2.0)
+    assert thread.is_alive() and not answers           # held by the server, not refused
+    assert not holder.release().held
+    thread.join(60)
+    assert answers and answers[0].held and answers[0].holders == 1
+    status = as_json(server, "lease", "status")
+    assert [h["holder"] for g in status for h in g["holders"] if g["group"] == "held"] \
+        == [waiter.node]

@@ -5,7 +5,8 @@ to ``SERVER`` and parses the answer with update_engine's rules; a transport fail
 is error 2000 + HTTP status (or 2, OmahaRequestError, without one), an unreadable
 answer 31/34, as update_engine numbers them. :class:`LeaseClient` speaks the
 appliance's lease API (``POST <appliance>/updates/v1/leases``, JSON, authenticated
-with the host agent's token). Answers are read with a size cap: a hostile server
+with the host agent's token; an acquire may ask the appliance to hold it until a slot
+frees). Answers are read with a size cap: a hostile server
 cannot make the agent buffer gigabytes.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ssl
 import urllib.error
 import urllib.request
 import uuid
+from typing import Any
 
 from ramdisk_agent import __version__
 from ramdisk_agent.errors import UpdateEngineError
@@ -125,6 +127,10 @@ class OmahaClient:
         return app_answer
 
 
+class _WaitRefused(Exception):
+    """An appliance from before held acquires refused the ``wait`` field."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaseAnswer:
     held: bool
@@ -144,8 +150,19 @@ class LeaseClient:
         self.url, self.node, self.token, self.group = url, node, token, group
         self.timeout = timeout
         self._context = _context(ca_file, insecure)
+        self._no_wait = False
 
-    def acquire(self) -> LeaseAnswer:
+    def acquire(self, wait: float = 0.0) -> LeaseAnswer:
+        """Take a lease; with ``wait``, the appliance holds a refused request up to that
+        many seconds and answers as soon as a slot frees (an appliance that does not
+        know ``wait`` answers 400: this client then polls, as before)."""
+        if wait > 0 and not self._no_wait:
+            try:
+                return self._call("acquire", wait)
+            except _WaitRefused:
+                LOG.info("The appliance at %s does not hold lease requests: polling",
+                         self.url)
+                self._no_wait = True
         return self._call("acquire")
 
     def renew(self) -> LeaseAnswer:
@@ -154,12 +171,14 @@ class LeaseClient:
     def release(self) -> LeaseAnswer:
         return self._call("release")
 
-    def _call(self, action: str) -> LeaseAnswer:
-        body = json.dumps({"node": self.node, "agent_token": self.token, "action": action,
-                           "group": self.group}).encode()
+    def _call(self, action: str, wait: float = 0.0) -> LeaseAnswer:
+        doc: Any = {"node": self.node, "agent_token": self.token, "action": action,
+                    "group": self.group}
+        if wait:
+            doc["wait"] = wait
         try:
-            status, raw = _post(self.url, body, "application/json", self.timeout,
-                                self._context)
+            status, raw = _post(self.url, json.dumps(doc).encode(), "application/json",
+                                self.timeout + wait, self._context)
             doc = json.loads(raw[:MAX_ANSWER]) if raw else {}
         except (OSError, ValueError, RecursionError) as exc:   # RecursionError: nested JSON
             raise UpdateEngineError(f"lease {action} at {self.url} failed: "
@@ -168,6 +187,8 @@ class LeaseClient:
             raise UpdateEngineError(f"the appliance refused this host's agent token for "
                                     f"the lease ({self.url}): issue a new one with "
                                     "'metalcast host token NODE --output FILE'")
+        if status == 400 and wait:
+            raise _WaitRefused()
         if status not in (200, 409) or not isinstance(doc, dict):
             raise UpdateEngineError(f"lease {action} at {self.url}: HTTP {status} "
                                     f"{str(doc)[:200]}")

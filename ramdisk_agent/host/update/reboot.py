@@ -2,14 +2,16 @@
 locksmith's etcd lock but with a TTL), ``off``; and the maintenance window for any.
 
 :meth:`Rebooter.step` is called while an installed update waits for its reboot and
-returns what it did; it never blocks longer than the wall warning. Rules:
+returns what it did; it never blocks longer than the wall warning (or a held lease
+acquire, shorter). Rules:
 
 - outside the window nothing happens, and a lease held from before is released: a
   lease acquired outside the window never leads to a reboot outside it, and never
   blocks the group while this host waits (locksmith's deadlock, Flatcar#408);
 - with ``lease``, the reboot happens only while the appliance says this host holds
-  one; it is renewed while the wall warning runs and released by the engine once the
-  host is healthy again (a holder that disappears loses it at its TTL);
+  one (the acquire is held by the appliance up to :data:`LEASE_WAIT` s, answered as
+  soon as a slot frees); it is renewed while the wall warning runs and released by
+  the engine once the host is healthy again (a holder that disappears loses it at its TTL);
 - logged-in users get a wall message and 5 minutes (locksmith's delay); the window and
   the lease are checked again after it;
 - the reboot is a command (``REBOOT_COMMAND``, default ``systemctl reboot``).
@@ -29,6 +31,10 @@ from ramdisk_agent.host.update.client import LeaseClient
 from ramdisk_agent.host.update.window import Window
 
 LOG = logging.getLogger(__name__)
+#: Seconds the appliance may hold a lease acquire until a slot frees (it answers at
+#: once when one does; leases.py on the conductor's side): a freed slot is taken
+#: within milliseconds, not at the next poll.
+LEASE_WAIT = 25.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +79,15 @@ class Rebooter:
                  warn: Callable[[str], None] = wall,
                  now: Callable[[], dt.datetime] = dt.datetime.now,
                  sleep: Callable[[float], None] = time.sleep,
-                 run: Callable[[Sequence[str]], None] = run_command, host: str = ""):
+                 run: Callable[[Sequence[str]], None] = run_command, host: str = "",
+                 lease_wait: float = LEASE_WAIT):
         if strategy == "lease" and leases is None:
             raise UpdateEngineError("REBOOT_STRATEGY=lease needs the appliance's lease URL "
                                     "and this host's agent token (TOKEN_FILE)")
         self.strategy, self.window, self.leases = strategy, window, leases
         self.command, self.wall_delay = tuple(command), wall_delay
         self.users, self.warn, self.now, self.host = users, warn, now, host
-        self.sleep, self.run = sleep, run
+        self.sleep, self.run, self.lease_wait = sleep, run, lease_wait
 
     def step(self, lease_held: Callable[[bool], None]) -> Step:
         """One attempt; ``lease_held(flag)`` records lease changes in the engine's state."""
@@ -91,7 +98,7 @@ class Rebooter:
             self.release(lease_held)
             return closed
         if self.strategy == "lease":
-            answer = self.leases.acquire()    # type: ignore[union-attr]
+            answer = self.leases.acquire(self.lease_wait)  # type: ignore[union-attr]
             if not answer.held:
                 return Step("lease-busy", max(answer.retry_after, 5.0),
                             f"{answer.holders} of {answer.max} leases held")

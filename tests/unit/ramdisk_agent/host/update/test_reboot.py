@@ -7,7 +7,7 @@ import pytest
 
 from ramdisk_agent.errors import UpdateEngineError
 from ramdisk_agent.host.update.client import LeaseAnswer
-from ramdisk_agent.host.update.reboot import Rebooter
+from ramdisk_agent.host.update.reboot import LEASE_WAIT, Rebooter
 from ramdisk_agent.host.update.window import Window
 
 THURSDAY_4AM = dt.datetime(2026, 12, 10, 4, 0)
@@ -17,9 +17,11 @@ class FakeLeases:
     def __init__(self, free: bool = True):
         self.free = free
         self.calls: list[str] = []
+        self.waits: list[float] = []
 
-    def acquire(self):
+    def acquire(self, wait=0.0):
         self.calls.append("acquire")
+        self.waits.append(wait)
         return LeaseAnswer(self.free, retry_after=0 if self.free else 30, holders=1, max=1)
 
     def renew(self):
@@ -68,6 +70,8 @@ def test_lease_strategy_needs_the_lease():
     assert (step.action, step.retry_in, reboots, held) == ("lease-busy", 30, [], [])
     leases.free = True
     assert r.step(held.append).action == "rebooting" and held == [True]
+    # each acquire asks the appliance to hold it until a slot frees
+    assert leases.waits == [LEASE_WAIT, LEASE_WAIT] and LEASE_WAIT > 0
 
 
 def test_outside_the_window_no_lease_is_taken_and_a_held_one_is_released():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from conductor import states
+from conductor import errors, states
 from conductor.dns import registration as dns_registration
 from conductor.drivers.base import BootDevice, PowerState
 from conductor.drivers.power import set_power
@@ -17,6 +17,18 @@ from conductor.engine.task import Task
 
 LOG = logging.getLogger(__name__)
 S = states.State
+
+
+def ports_changed(task: Task, old_macs: list[str]) -> None:
+    """A port change another process handed over (conductor/service/ports.py): the
+    node's boot interface drops the lost MACs' files here, in this conductor's boot
+    roots, and rewrites a live ramdisk config. The port row is written already: a
+    boot-side failure is logged, never turned into the node's failure."""
+    try:
+        task.boot.ports_changed(task, set(old_macs))
+    except errors.MetalcastError as exc:
+        LOG.error("Node %s: boot config not updated after a port change: %s",
+                  task.node.uuid, exc)
 
 
 def verify(task: Task) -> None:

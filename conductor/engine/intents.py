@@ -29,6 +29,8 @@ from conductor.engine import actions
 from conductor.engine.task import Task
 
 if TYPE_CHECKING:
+    from conductor.db.queries import Store
+    from conductor.drivers.registry import DriverRegistry
     from conductor.engine.workers import Workers
 
 LOG = logging.getLogger(__name__)
@@ -43,10 +45,12 @@ CLEAN_STEPS_KEY = "handed_clean_steps"
 POWER_KEY = "handed_power"
 #: driver_internal_info key of an agent's heartbeat handed over (the node waits for it).
 HEARTBEAT_KEY = "handed_heartbeat"
+#: driver_internal_info key of a port change handed over: the MACs the node had before.
+PORTS_KEY = "handed_ports"
 #: The wait states whose agent heartbeat continues the steps (service/ramdisk.py).
 HEARTBEAT_STATES = (S.DEPLOYWAIT.value, S.CLEAN_WAIT.value)
 #: The keys above: the claim takes them out of the row.
-HANDED_KEYS = (CLEAN_STEPS_KEY, POWER_KEY, HEARTBEAT_KEY)
+HANDED_KEYS = (CLEAN_STEPS_KEY, POWER_KEY, HEARTBEAT_KEY, PORTS_KEY)
 
 
 def _clean_args(node: Node) -> tuple[Any, ...]:
@@ -105,7 +109,41 @@ def _work(node: Node) -> tuple[Callable[..., None], tuple[Any, ...]] | None:
     if node.provision_state in HANDED_STATES:
         action, args = STATE_ACTIONS[S(node.provision_state)]
         return action, args(node)
+    if internal.get(PORTS_KEY) is not None:
+        return actions.ports_changed, (internal[PORTS_KEY],)
     return None
+
+
+def ports_handover(node: Node, old_macs: set[str]) -> dict[str, Any]:
+    """What a port change handed over writes when it passes the lock to the owner."""
+    internal = dict(node.driver_internal_info or {})
+    internal[PORTS_KEY] = sorted(old_macs)
+    return {"conductor_affinity": None, "driver_internal_info": internal}
+
+
+def finish_handed_ports(store: Store, host: str, drivers: DriverRegistry,
+                        uuids: list[str]) -> None:
+    """A port change handed here whose lock a restart released (the node is in no
+    transient state, so the lock is not kept): done now, before the workers start, so
+    no handed_ports mark outlives it (a later lock of this conductor's own on the node,
+    e.g. its power sync, would look like handed work)."""
+    for uuid in uuids:
+        node = store.get_node(uuid)
+        internal = dict(node.driver_internal_info or {})
+        old_macs = internal.pop(PORTS_KEY, None)
+        if old_macs is None:
+            continue
+        try:
+            store.reserve(node, host, values={"conductor_affinity": host,
+                                              "driver_internal_info": internal})
+        except errors.MetalcastError as exc:   # a request took it: its own changes rule
+            LOG.info("Node %s: handed port change not finished: %s", uuid, exc)
+            continue
+        task = Task(store, store.get_node_by_id(node.id), host, drivers)
+        try:
+            actions.ports_changed(task, old_macs)
+        finally:
+            task.release()
 
 
 def pickup(workers: Workers) -> list[str]:

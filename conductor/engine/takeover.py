@@ -38,6 +38,7 @@ from conductor.db import orphans
 from conductor.db.conductors import ConductorRow
 from conductor.db.queries import Store
 from conductor.db.records import Node
+from conductor.engine import intents
 from conductor.engine.task import Task
 from conductor.engine.workers import fail
 
@@ -122,7 +123,14 @@ class Takeover:
             node = self.store.get_node_by_id(node.id)
         elif node.reservation is not None:
             return                # a live conductor is acting on it now
-        self.store.reserve(node, self.host, values={"conductor_affinity": self.host},
+        values: dict[str, object] = {"conductor_affinity": self.host}
+        internal = node.driver_internal_info or {}
+        if intents.PORTS_KEY in internal:
+            # A port change handed to the dead one and never done: the boot interface's
+            # take_over below writes the config for the MACs the node has now.
+            values["driver_internal_info"] = {k: v for k, v in internal.items()
+                                              if k != intents.PORTS_KEY}
+        self.store.reserve(node, self.host, values=values,
                            expect={"provision_state": node.provision_state,
                                    "conductor_affinity": node.conductor_affinity})
         node = self.store.get_node_by_id(node.id)

@@ -140,6 +140,17 @@ class Task:
                     target_provision_state=getattr(target, "value", target),
                     provision_updated_at=utcnow(), **values)
 
+    def hand_over(self, owner: str, values: dict[str, Any]) -> bool:
+        """Pass this lock to ``owner`` (the node's conductor) with ``values``: its
+        poller runs the work left in the row (conductor/engine/intents.py). False: the
+        lock was no longer ours, nothing written (it is then released as usual)."""
+        if not self.store.update_node(self.node.id, dict(values, reservation=owner),
+                                      expect={"reservation": self.host}):
+            return False
+        self.released = True
+        self.node.reservation = owner
+        return True
+
     def release(self, **values: Any) -> None:
         """Drop the lock unless the final state change already did."""
         if self.released:

@@ -198,6 +198,7 @@ def recover(store: Store, host: str, drivers: DriverRegistry) -> None:
     if released:
         LOG.warning("Conductor %s released stale locks on %d node(s): %s",
                     host, len(released), ", ".join(released))
+        intents.finish_handed_ports(store, host, drivers, released)
     stuck = store.nodes_in_states([s.value for s in states.WORKING_STATES],
                                   unreserved=True, affinity=host)
     for node in stuck:

@@ -456,4 +456,5 @@ class Service:
         self._port_changes().delete(port)
 
     def _port_changes(self) -> PortChanges:
-        return PortChanges(self.store, self.host, self.workers.drivers)
+        return PortChanges(self.store, self.host, self.workers.drivers,
+                           owner_of=self.conductors.shown_conductor)

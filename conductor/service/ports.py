@@ -7,17 +7,22 @@ answers 409 NodeLocked. Ironic's state rules decide what may change (409 with wh
 to do otherwise). Boot files and DHCP host entries are keyed by MAC: once the row
 is written, each node's boot interface drops those of the MACs it lost and, when
 its ramdisk config is live, rewrites it for the MACs it has now
-(``BootInterface.ports_changed``).
+(``BootInterface.ports_changed``). That runs on the node's conductor (by the hash
+ring), whose boot roots hold its files: a change reaching another process (an API
+process) passes the node's lock to that conductor with the old MACs in the row, and
+its poller does it (conductor/engine/intents.py).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from conductor import errors, states
 from conductor.db.queries import Store
+from conductor.db.records import Node
+from conductor.engine import intents
 from conductor.engine.task import Task
 
 if TYPE_CHECKING:
@@ -41,10 +46,13 @@ VIF_KEYS = {"tenant_vif_port_id": "tenant", "cleaning_vif_port_id": "cleaning",
 class PortChanges:
     """Applies port updates and deletions under the node locks; one per Service."""
 
-    def __init__(self, store: Store, host: str, drivers: DriverRegistry):
+    def __init__(self, store: Store, host: str, drivers: DriverRegistry,
+                 owner_of: Callable[[Node], str | None] | None = None):
         self.store = store
         self.host = host
         self.drivers = drivers
+        #: The node's conductor by the hash ring (None: this process, as when alone).
+        self.owner_of = owner_of or (lambda node: None)
 
     def update(self, port, changes: dict) -> None:
         """Write ``changes`` (validated column values) to ``port``; 409 when refused."""
@@ -96,14 +104,20 @@ class PortChanges:
         return {t.node.id: {p.address for p in self.store.list_ports({"node_id": t.node.id})}
                 for t in tasks}
 
-    @staticmethod
-    def _sync_boot(tasks: list[Task], before: dict[int, set[str]]) -> None:
-        """Each node's boot interface drops the MACs it lost (and rewrites a live config).
+    def _sync_boot(self, tasks: list[Task], before: dict[int, set[str]]) -> None:
+        """Each node's boot interface drops the MACs it lost (and rewrites a live config),
+        here or, when the node's conductor is another process, on it.
 
         The port row is already written: a boot-side failure is logged, not raised, so
         the API answer matches what the database holds.
         """
         for task in tasks:
+            owner = self.owner_of(task.node)
+            if owner not in (None, self.host) and task.hand_over(
+                    owner, intents.ports_handover(task.node, before[task.node.id])):
+                LOG.info("Node %s: boot config after a port change handed to conductor "
+                         "%s", task.node.uuid, owner)
+                continue
             try:
                 task.boot.ports_changed(task, before[task.node.id])
             except errors.MetalcastError as exc:

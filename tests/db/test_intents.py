@@ -13,16 +13,27 @@ from conductor.cluster.ring import RingManager
 from conductor.config import from_options
 from conductor.db.conductors import ConductorRows
 from conductor.drivers.context import DriverContext
+from conductor.drivers.fake import FakeBoot
 from conductor.drivers.registry import DriverRegistry
 from conductor.engine import intents, workers
 from conductor.engine.takeover import Takeover
 from conductor.service.conductors import Conductors
 from conductor.service.facade import Service
+from conductor.service.ports import PortChanges
 from tests.waiting import wait_until
 
 HOSTS = ("cond-a", "cond-b")
 FAKE = {f"{kind}_interface": "fake" for kind in ("boot", "power", "management")}
 FAKE["deploy_interface"] = "fake"
+
+
+class RecordingBoot(FakeBoot):
+    """A boot interface that records which conductor ran ports_changed, with what."""
+
+    calls: list[tuple[str, set[str]]] = []
+
+    def ports_changed(self, task, old_macs) -> None:
+        self.calls.append((task.host, set(old_macs)))
 
 
 class Node:
@@ -32,8 +43,9 @@ class Node:
         self.host = host
         self.settings = from_options({"conductor.host": host, "agent.require_tls": False})
         self.ring = RingManager(rows, self.settings.conductor)
-        self.workers = workers.Workers(store, self.settings,
-                                       DriverRegistry(DriverContext.create(self.settings)),
+        self.drivers = DriverRegistry(DriverContext.create(self.settings),
+                                      {("boot", "fake"): RecordingBoot})
+        self.workers = workers.Workers(store, self.settings, self.drivers,
                                        owner_of=self.ring.conductor_or_none)
         service = Service.__new__(Service)       # the provisioning part of the facade
         service.store, service.settings, service.host = store, self.settings, host
@@ -201,3 +213,44 @@ def test_an_agents_heartbeat_continues_on_the_nodes_conductor(store, make_node, 
     assert done.provision_state == "deploy failed"        # B called the agent: no token
     assert "Connection to agent failed" in done.last_error    # copy in this made-up row
     assert intents.HEARTBEAT_KEY not in (done.driver_internal_info or {})
+
+
+def test_a_port_change_runs_its_boot_side_on_the_nodes_conductor(store, make_node, cluster):
+    """A port deleted through conductor A (an API process, say) for a node of B: A
+    writes the row and passes the lock to B with the old MACs; B's poller drops the
+    MAC's boot files and DHCP entry where they are, on B."""
+    a, b = cluster["cond-a"], cluster["cond-b"]
+    RecordingBoot.calls = []
+    node = _of_b(store, make_node, a, "ports", provision_state="clean wait")
+    gone = store.create_port({"address": "52:54:00:00:00:0a", "node_id": node.id})
+    store.create_port({"address": "52:54:00:00:00:0b", "node_id": node.id})
+    ports = PortChanges(store, "cond-a", a.drivers,
+                        owner_of=a.service.conductors.shown_conductor)
+    ports.delete(store.get_port(gone.uuid))
+    row = store.get_node(node.uuid)
+    assert (row.provision_state, row.reservation, row.conductor_affinity) == \
+        ("clean wait", "cond-b", None)
+    assert row.driver_internal_info[intents.PORTS_KEY] == ["52:54:00:00:00:0a",
+                                                           "52:54:00:00:00:0b"]
+    assert RecordingBoot.calls == []                      # nothing done on A
+    assert a.workers.pickup() == []
+    assert b.workers.pickup() == [node.uuid]
+    done = wait_until(lambda: store.get_node(node.uuid).reservation is None
+                      and store.get_node(node.uuid))
+    assert RecordingBoot.calls == [("cond-b", {"52:54:00:00:00:0a", "52:54:00:00:00:0b"})]
+    assert (done.provision_state, done.conductor_affinity) == ("clean wait", "cond-b")
+    assert intents.PORTS_KEY not in (done.driver_internal_info or {})
+
+
+def test_a_handed_port_change_a_restart_released_is_done_at_start(store, make_node, cluster):
+    b = cluster["cond-b"]
+    RecordingBoot.calls = []
+    node = make_node(name="restart", provision_state="clean wait", reservation="cond-b",
+                     boot_interface="fake",
+                     driver_internal_info={intents.PORTS_KEY: ["52:54:00:00:00:0c"]})
+    workers.recover(store, "cond-b", b.drivers)
+    row = store.get_node(node.uuid)
+    assert RecordingBoot.calls == [("cond-b", {"52:54:00:00:00:0c"})]
+    assert (row.reservation, row.conductor_affinity) == (None, "cond-b")
+    assert intents.PORTS_KEY not in (row.driver_internal_info or {})
+    assert b.workers.pickup() == []        # no mark left to mistake for handed work

@@ -173,3 +173,17 @@ def test_a_node_taken_by_a_request_meanwhile_is_left_to_it(store, make_node):
     store.reserve(store.get_node(node.uuid), "cond-a")    # a request holds it now
     assert not takeover.sweep()
     assert store.get_node(node.uuid).reservation == "cond-a"
+
+
+def test_a_port_change_handed_to_the_dead_conductor_leaves_no_mark(store, make_node):
+    """Its boot side is redone by the boot interface's take_over for the MACs the node
+    has now; the mark must not outlive the lock (it would read as work handed over)."""
+    cluster = _dead_b_alive_a(store)
+    node = make_node(name="ports", provision_state="clean wait", reservation="cond-b",
+                     conductor_affinity=None, boot_interface="fake",
+                     driver_internal_info={"handed_ports": ["52:54:00:00:00:0a"], "x": 1})
+    summary = cluster.takeover("cond-a").sweep()
+    assert summary.released == [node.uuid] and summary.resumed == [node.uuid]
+    row = store.get_node(node.uuid)
+    assert (row.reservation, row.conductor_affinity, row.driver_internal_info) == \
+        (None, "cond-a", {"x": 1})

@@ -66,14 +66,18 @@ def cluster(cluster_db, tmp_path):  # noqa: F811 - the fixture imported above
         lab.close()
 
 
-def booting_node(server, boot_interface: str) -> tuple[str, str]:
-    """A node in "clean wait" (its ramdisk config live) with one port: (uuid, MAC)."""
+def booting_node(server, boot_interface: str, spare: dict | None = None) -> tuple[str, str]:
+    """A node in "clean wait" (its ramdisk config live) with one port: (uuid, MAC).
+    ``spare``, when given, is told the MAC and UUID of a second port."""
     address = mac()
     node = api_call(server.url, "POST", "/v1/nodes", {
         "name": unique("bootsrv"), "driver": "fake-hardware", "deploy_interface": "direct",
         "boot_interface": boot_interface, "automated_clean": True}, ok=(201,))
-    api_call(server.url, "POST", "/v1/ports", {"node_uuid": node["uuid"], "address": address},
-             ok=(201,))
+    for one in [address] + ([mac()] if spare is not None else []):
+        port = api_call(server.url, "POST", "/v1/ports", {"node_uuid": node["uuid"],
+                                                          "address": one}, ok=(201,))
+        if one != address and spare is not None:
+            spare.update(address=one, uuid=port["uuid"])
     provision(server.url, node["uuid"], "manage", "manageable")
     provision(server.url, node["uuid"], "provide", "clean wait")
     return node["uuid"], address
@@ -109,7 +113,9 @@ def test_each_conductor_serves_its_nodes_and_the_survivor_takes_over(cluster, tm
     c1 = servers["boot-c1"]
     wait_until(lambda: {c["hostname"] for c in api_call(c1.url, "GET", "/v1/conductors")[
         "conductors"] if c["alive"]} == set(BOOT), 60, 0.2, "both conductors registered")
-    nodes = {kind: booting_node(c1, kind) for kind in ("ipxe", "pxe")}
+    spare: dict = {}
+    nodes = {kind: booting_node(c1, kind, spare if kind == "ipxe" else None)
+             for kind in ("ipxe", "pxe")}
     owners = {kind: owner(c1, uuid) for kind, (uuid, _) in nodes.items()}
 
     for kind, (uuid, address) in nodes.items():
@@ -125,6 +131,19 @@ def test_each_conductor_serves_its_nodes_and_the_survivor_takes_over(cluster, tm
                                                       "/boot.ipxe"), dnsmasq.log.read_text()
     assert answer(lab, nodes["ipxe"][1]) == (BOOT[owners["ipxe"]], "undionly.kpxe")
     assert answer(lab, nodes["pxe"][1]) == (BOOT[owners["pxe"]], "pxelinux.0")
+
+    # A port deleted through the other conductor: the row is written there, the boot
+    # side (the MAC's script, its DHCP entry) is done by the node's conductor.
+    mine = servers[owners["ipxe"]]
+    other = next(s for name, s in servers.items() if name != owners["ipxe"])
+    assert per_mac_config(mine, "ipxe", spare["address"], tmp_path / "spare") is not None
+    api_call(other.url, "DELETE", f"/v1/ports/{spare['uuid']}", ok=(204,))
+    wait_until(lambda: per_mac_config(mine, "ipxe", spare["address"], tmp_path / "x") is None,
+               WAIT, 0.2, "the deleted port's script gone from the node's conductor")
+    gone = tmp_path / "dhcp-shared" / "hosts.d" / spare["address"].replace(":", "-")
+    assert "set:metalcast-released" in gone.read_text()
+    assert f"handed to conductor {owners['ipxe']}" in other.output()
+    assert per_mac_config(mine, "ipxe", nodes["ipxe"][1], tmp_path / "kept") is not None
 
     victim_name = owners["ipxe"]
     victim = servers[victim_name]

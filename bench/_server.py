@@ -18,10 +18,14 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """Context manager: ``with ServeProcess(data_dir) as server: server.url``."""
+    """Context manager: ``with ServeProcess(data_dir) as server: server.url``. ``ready``
+    is the text of the line that says it serves (``--role conductor`` has no API: its
+    line is "metalcast conductor NAME running")."""
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None):
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None,
+                 ready: str = "listening on"):
         self.data_dir = Path(data_dir)
+        self.ready = ready
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args or []
@@ -53,7 +57,7 @@ class ServeProcess:
         for line in self.proc.stdout:
             self.output.append(line)
             del self.output[:-200]  # the server logs every node event: keep the tail
-            if "listening on" in line:
+            if self.ready in line:
                 ready.set()
         ready.set()
 

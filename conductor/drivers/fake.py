@@ -2,6 +2,9 @@
 
 ``driver_info.fake_delay`` (seconds, optional) makes the long operations take
 that long, so demos show progress and tests can interrupt work in flight.
+``driver_info.fake_power_state`` (optional) is what the fake BMC reports when it
+differs from the recorded state: a machine switched behind the conductor's back,
+which the power sync must notice (a power action sets it to the new state).
 """
 from __future__ import annotations
 
@@ -22,18 +25,32 @@ def _delay(task) -> None:
         time.sleep(seconds)
 
 
+#: driver_info key: the power state the fake BMC reports, set behind our back.
+SWITCHED_KEY = "fake_power_state"
+
+
 class FakePower(base.PowerInterface):
     def get_power_state(self, task) -> PowerState:
-        return PowerState(task.node.power_state or PowerState.OFF)
+        switched = (task.node.driver_info or {}).get(SWITCHED_KEY)
+        return PowerState(switched or task.node.power_state or PowerState.OFF)
 
     def set_power_state(self, task, state, timeout=None) -> None:
         final = {PowerState.SOFT_OFF: PowerState.OFF}.get(state, state)
         if final in (PowerState.REBOOT, PowerState.SOFT_REBOOT):
             final = PowerState.ON
-        task.update(power_state=PowerState(final).value)
+        _record(task, PowerState(final))
 
     def reboot(self, task, timeout=None) -> None:
-        task.update(power_state=PowerState.ON.value)
+        _record(task, PowerState.ON)
+
+
+def _record(task, state: PowerState) -> None:
+    """The machine is in ``state`` now (the switched state too, when one was set)."""
+    info = task.node.driver_info or {}
+    if info.get(SWITCHED_KEY) is None:
+        task.update(power_state=state.value)
+    else:
+        task.update(power_state=state.value, driver_info={**info, SWITCHED_KEY: state.value})
 
 
 class FakeManagement(base.ManagementInterface):

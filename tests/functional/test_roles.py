@@ -31,12 +31,14 @@ READY = re.compile(r"metalcast conductor (\S+) running")
 COUNT = 30
 
 
-def _start_conductor(data_dir, db, name):
-    """``metalcast serve --role conductor``; returns once it says it runs."""
+def _start_conductor(data_dir, db, name, conductor=None):
+    """``metalcast serve --role conductor`` (``conductor``: its [conductor] options,
+    default MEMBERSHIP); returns once it says it runs."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = _write_config(data_dir, {
         "database": {"connection": db}, "pxe": {"enabled": "false"},
-        "patching": {"listen_port": 0}, "conductor": {"host": name, **MEMBERSHIP}})
+        "patching": {"listen_port": 0},
+        "conductor": {"host": name, **(conductor or MEMBERSHIP)}})
     process = subprocess.Popen(
         [str(BIN_DIR / "metalcast"), "serve", "--role", "conductor", "--data-dir",
          str(data_dir), "--config-file", str(config)],

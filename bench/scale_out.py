@@ -148,7 +148,9 @@ def wait_for(engine: sa.Engine, prefix: str, state: str, count: int) -> float:
 
 def seed(engine: sa.Engine, template: dict, first: int, count: int) -> None:
     """``count`` copies of ``template`` (a node row), 3/4 active and 1/4 available."""
-    template = {k: v for k, v in template.items() if k != "id"}
+    # a None left out stays SQL NULL, as the API writes it (a JSON column given None
+    # would store the JSON text 'null', which every read then parses)
+    template = {k: v for k, v in template.items() if k != "id" and v is not None}
     with engine.begin() as conn:
         for start in range(first, first + count, BATCH):
             rows = []

@@ -179,6 +179,9 @@ def check_settings(settings) -> None:
         except ValueError:
             raise errors.ConfigError(reason=f"[dhcp] boot_server {settings.dhcp.boot_server!r}"
                                             " is not an IPv4 address") from None
+    if optsdir(settings).resolve() == hostsdir(settings).resolve():
+        raise errors.ConfigError(reason="[dhcp] optsdir must differ from [dhcp] hostsdir: "
+                                        "dnsmasq would read option lines as host entries")
     if settings.dhcp.mode == "managed":
         if not settings.dhcp.interface:
             raise errors.ConfigError(reason="[dhcp] mode = managed needs [dhcp] interface")

@@ -101,3 +101,11 @@ def test_optsdir_defaults_beside_the_hostsdir(tmp_path):
     assert f"dhcp-optsdir={tmp_path / 'shared' / 'opts.d'}" in snippet
     assert "dhcp-boot=tag:metalcast,tag:!metalcast-own,tag:!metalcast-pxe,tag:ipxe," \
            "http://10.0.0.1:8080/boot.ipxe" in snippet
+
+
+def test_optsdir_must_not_be_the_hostsdir(tmp_path):
+    same = config.from_options({"data_dir": str(tmp_path), "dhcp.mode": "hostsdir",
+                                "dhcp.hostsdir": str(tmp_path / "d"),
+                                "dhcp.optsdir": str(tmp_path / "d")})
+    with pytest.raises(errors.ConfigError, match="optsdir must differ"):
+        dhcp.make_provider(same)

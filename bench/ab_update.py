@@ -23,12 +23,20 @@ engine does on an image file; page cache dropped before every timed step.
   active slot: nothing says the passive slot holds them), so the apply also gets
   compared with the floor of that copy: ``dd if=USR-A of=USR-B iflag=direct
   oflag=direct`` (read all + write all), printed beside it.
+* delta in place: what the engine is offered when it names the passive slot's
+  version (the version before last, which A/B alternation leaves there): a delta
+  from that version, applied onto USR-B itself (slotdelta.apply_in_place: one read
+  of USR-B, the changed writes, those read back). Same floor, same target.
+  Before each delta run (both kinds) USR-B is reset, untimed, to that version before
+  last (``--changed`` of its blocks differ from USR-A's, other blocks than the new
+  version's changes), so the in-place delta writes about twice ``--changed``.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -99,8 +107,10 @@ def run(work: Path, args) -> int:
     if not drop_caches():
         print("NOT ROOT: the page cache cannot be dropped; figures include its effects")
     old, new = make_images(work, size, args.changed)
+    older = make_older(work, old, size, args.changed)
     key = ed25519.Ed25519PrivateKey.generate()
     built = delta_build.build(old, new, work / "update.delta", key, version="2")
+    in_place = delta_build.build(older, new, work / "passive.delta", key, version="2")
     new_sha, delta_sha = sha256_file(new), sha256_file(work / "update.delta")
     with open(work / "update.delta", "rb") as stream:
         manifest, _ = fmt.read_header(stream, key.public_key())
@@ -116,8 +126,10 @@ def run(work: Path, args) -> int:
                  passive.number)
     delta = Offer("2", f"{base}/update.delta", built.payload_size, delta_sha, True, None,
                   passive.number)
-    figures: dict[str, list[float]] = {k: [] for k in ("engine", "curl|dd", "delta", "read",
-                                                        "write", "copy")}
+    local = Offer("2", f"{base}/passive.delta", in_place.payload_size,
+                  sha256_file(work / "passive.delta"), True, None, passive.number, "passive")
+    figures: dict[str, list[float]] = {k: [] for k in (
+        "engine", "curl|dd", "delta", "in-place", "read", "write", "copy")}
     try:
         for index in range(args.runs):
             order = ["engine", "curl|dd"] if index % 2 == 0 else ["curl|dd", "engine"]
@@ -130,10 +142,17 @@ def run(work: Path, args) -> int:
                         figures[name].append(timed(lambda: shell(
                             f"curl -sf {full.url} | dd of={device} bs=4M oflag=direct "
                             "iflag=fullblock conv=fsync,notrunc status=none")))
-            figures["delta"].append(timed(lambda: installer.install(delta, active, passive)))
-            if index == 0:
+            # the passive slot holds the version before last, as A/B alternation leaves it
+            for name, offer in (("delta", delta), ("in-place", local)):
                 with slot_path(layout.disk, passive) as device:
-                    assert sha256_file(Path(device)) == new_sha, "slot B is not the new image"
+                    shell(f"dd if={older} of={device} bs=8M oflag=direct conv=fsync,notrunc "
+                          "status=none")
+                figures[name].append(timed(lambda offer=offer: installer.install(
+                    offer, active, passive)))
+                if index == 0:
+                    with slot_path(layout.disk, passive) as device:
+                        assert sha256_file(Path(device)) == new_sha, f"{name}: slot B is " \
+                            "not the new image"
             with slot_path(layout.disk, active) as source, \
                     slot_path(layout.disk, passive) as target:
                 figures["read"].append(timed(lambda: shell(
@@ -146,12 +165,33 @@ def run(work: Path, args) -> int:
                     "conv=notrunc,fsync status=none")))
     finally:
         stop(server.pid, server)
-    report(figures, size, changed, built.payload_size)
+    report(figures, size, changed, built.payload_size, in_place_changed(work, key),
+           in_place.payload_size)
     print(f"load average after: {os.getloadavg()}")
     return 0
 
 
-def report(f: dict[str, list[float]], size: int, changed: int, payload: int) -> None:
+def make_older(work: Path, old: Path, size: int, changed: float) -> Path:
+    """The version before ``old``: ``changed`` of its 4 KiB blocks differ (other ones
+    than old -> new changes, mostly)."""
+    older = work / "older.img"
+    shutil.copy(old, older)
+    rng = random.Random(7)
+    with open(older, "r+b") as stream:
+        for block in rng.sample(range(size // 4096), int(size // 4096 * changed)):
+            stream.seek(block * 4096)
+            stream.write(rng.randbytes(4096))
+    return older
+
+
+def in_place_changed(work: Path, key) -> int:
+    with open(work / "passive.delta", "rb") as stream:
+        manifest, _ = fmt.read_header(stream, key.public_key())
+    return sum(op.length for op in manifest.operations if op.op is not fmt.Op.COPY)
+
+
+def report(f: dict[str, list[float]], size: int, changed: int, payload: int,
+           local_changed: int, local_payload: int) -> None:
     def rate(seconds: float) -> float:
         return size / seconds / 1e6
     print(f"slot {size >> 20} MiB; runs: " + "; ".join(
@@ -171,6 +211,12 @@ def report(f: dict[str, list[float]], size: int, changed: int, payload: int) -> 
           f"{min(f['read']):.2f} s + dd write of the {changed / 2**20:.1f} MiB changed "
           f"{min(f['write']):.2f} s = {floor:.2f} s -> {delta / floor:.2f}x [target <= "
           f"{DELTA_TARGET}x: {'PASS' if delta / floor <= DELTA_TARGET else 'FAIL'}]")
+    local = min(f["in-place"])
+    print(f"delta in place (from the version before last, which the passive slot holds: "
+          f"{local_changed / size:.1%} of the slot to write, payload "
+          f"{local_payload / 2**20:.1f} MiB): engine best {local:.2f} s (median "
+          f"{statistics.median(f['in-place']):.2f}) -> {local / floor:.2f}x the issue floor "
+          f"[target <= {DELTA_TARGET}x: {'PASS' if local / floor <= DELTA_TARGET else 'FAIL'}]")
     print(f"  slot-to-slot floor (dd copy of the active slot into the passive one: every "
           f"byte read and written, as any delta into the other slot must) {copy:.2f} s -> "
           f"engine/that = {delta / copy:.2f}x (for information)")

@@ -225,8 +225,8 @@ class OmahaServer:
         LOG.info("Update instance %s (node %s): %s -> %s granted in group %s",
                  instance.machineid, instance.node_uuid or "-", app.version, image.version,
                  group.name)
-        delta = snapshot.deltas.get((app.version, image.version)) if app.delta_okay else None
-        return "ok", omaha.UpdateCheck("ok", (codebase,), _manifest(image, delta))
+        return "ok", omaha.UpdateCheck("ok", (codebase,),
+                                        _manifest(image, *_delta(snapshot, app, image)))
 
     def _decide(self, app, instance: Instance, group: GroupView,
                 now: datetime.datetime) -> policy.Decision:
@@ -272,12 +272,28 @@ class OmahaServer:
         LOG.warning("Update group %s halted: %s", instance.group_name, reason)
 
 
-def _manifest(image: Image, delta: tuple[str, int] | None) -> omaha.Manifest:
+def _delta(snapshot: Snapshot, app: omaha.AppRequest, image: Image
+           ) -> tuple[tuple[str, int] | None, str]:
+    """(the delta to offer or None, its base). A delta from the version the host's
+    passive slot holds comes first: applied in place, it writes only what changed
+    (ramdisk_agent/host/update/slotdelta.py apply_in_place); else the one from the
+    running version, which rewrites the whole passive slot."""
+    if not app.delta_okay:
+        return None, ""
+    passive = app.passive_version
+    if passive and passive not in (app.version, image.version):
+        delta = snapshot.deltas.get((passive, image.version))
+        if delta is not None:
+            return delta, "passive"
+    return snapshot.deltas.get((app.version, image.version)), ""
+
+
+def _manifest(image: Image, delta: tuple[str, int] | None, base: str = "") -> omaha.Manifest:
     if delta is not None:
         sha256, size = delta
         return omaha.Manifest(image.version, (omaha.Package(
             sha256, size, sha256=bytes.fromhex(sha256)),), bytes.fromhex(sha256),
-            is_delta=True)
+            is_delta=True, delta_base=base)
     return omaha.Manifest(image.version, (omaha.Package(
         image.sha256, image.size, sha256=bytes.fromhex(image.sha256)),),
         bytes.fromhex(image.sha256), signature=base64.b64decode(image.signature))

@@ -92,6 +92,10 @@ class AppRequest:
     ping: bool = False
     updatecheck: bool = False
     events: tuple[Event, ...] = ()
+    #: metalcast's ``metalcast_passive_version``: the version the host's passive slot
+    #: is known to hold, so the server may offer a delta from it, applied in place
+    #: (update_engine sends no such attribute; the server then offers what it did)
+    passive_version: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +120,8 @@ class Request:
     ismachine: bool = True
 
 
+#: metalcast's <app> attribute naming the passive slot's version (AppRequest).
+PASSIVE_VERSION = "metalcast_passive_version"
 #: <app> attributes in the order update_engine writes them (GetAppXml).
 _APP_ATTRIBUTES = ("appid", "version", "track", "bootid", "oem", "oemversion",
                    "alephversion", "machineid", "machinealias", "lang", "board",
@@ -149,7 +155,8 @@ def _app_request(app: ET.Element) -> AppRequest:
     return AppRequest(**values, delta_okay=app.get("delta_okay") == "true",
                       ping=app.find("ping") is not None,
                       updatecheck=app.find("updatecheck") is not None,
-                      events=tuple(_event(event) for event in events))
+                      events=tuple(_event(event) for event in events),
+                      passive_version=app.get(PASSIVE_VERSION, ""))
 
 
 def _event(event: ET.Element) -> Event:
@@ -173,8 +180,10 @@ def render_request(request: Request) -> bytes:
              f"sp={quote(request.os.sp)}></os>"]
     for app in request.apps:
         attributes = " ".join(f"{name}={quote(getattr(app, name))}" for name in _APP_ATTRIBUTES)
+        passive = f" {PASSIVE_VERSION}={quote(app.passive_version)}" \
+            if app.passive_version else ""
         lines.append(f"    <app {attributes} "
-                     f"delta_okay=\"{'true' if app.delta_okay else 'false'}\" >")
+                     f"delta_okay=\"{'true' if app.delta_okay else 'false'}\"{passive} >")
         if app.ping:
             lines.append('        <ping active="1"></ping>')
         if app.updatecheck:

@@ -49,6 +49,10 @@ class Package:
     required: bool = True
 
 
+#: A delta's source as the response names it ("": the active slot).
+DELTA_BASES = ("", "active", "passive")
+
+
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     """What to install: the version, the packages, the postinstall action's values."""
@@ -62,6 +66,10 @@ class Manifest:
     #: metalcast's Ed25519 signature of a full image (wire/image_signature.py), sent
     #: as the action's ``MetalcastSignature`` (base64); update_engine ignores it.
     signature: bytes | None = None
+    #: a delta's source: "" (the active slot, update_engine's only kind) or "passive"
+    #: (a delta from the version the request named as its passive slot's, applied in
+    #: place), sent as the action's ``MetalcastDeltaBase``; update_engine ignores it.
+    delta_base: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +170,8 @@ def _action_attributes(manifest: Manifest) -> str:
         text += f' MaxFailureCountPerUrl="{int(manifest.max_failure_count_per_url)}"'
     if manifest.signature is not None:
         text += f' MetalcastSignature="{base64.b64encode(manifest.signature).decode()}"'
+    if manifest.delta_base:
+        text += f" MetalcastDeltaBase={quote(manifest.delta_base)}"
     return text
 
 
@@ -224,7 +234,15 @@ def _manifest(manifest: ET.Element) -> Manifest:
                     None if failures is None
                     else omaha_xml.integer(action, "MaxFailureCountPerUrl", 0, 1 << 16),
                     None if action.get("MetalcastSignature") is None
-                    else omaha_xml.b64_digest(action, "MetalcastSignature", 64))
+                    else omaha_xml.b64_digest(action, "MetalcastSignature", 64),
+                    _delta_base(action))
+
+
+def _delta_base(action: ET.Element) -> str:
+    base = action.get("MetalcastDeltaBase", "")
+    if base not in DELTA_BASES:
+        raise OmahaInvalid(f"MetalcastDeltaBase {base[:40]!r}: not one of {DELTA_BASES}")
+    return base
 
 
 def _package(package: ET.Element) -> Package:

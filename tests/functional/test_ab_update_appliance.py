@@ -180,3 +180,34 @@ def test_lease_strategy_with_the_appliance(fleet, tmp_path):
     assert host.reboot() == 4
     host.run("mark-good")
     assert holders() == []
+
+
+def deltas_ready(url: str, appid: str, version: str, count: int) -> None:
+    shown = f"{BASE}/images/{version}?appid={urllib.parse.quote(appid)}"
+    wait_until(lambda: sum(d.get("state") == "ready" for d in api_call(
+        url, "GET", shown).get("deltas", [])) >= count, timeout=180,
+        message=f"the appliance never built the deltas to {version}")
+
+
+def test_a_delta_from_the_passive_slot_s_version_is_applied_in_place(fleet, tmp_path):
+    """After one update the passive slot holds the version before last; the engine names
+    it and the appliance offers the delta from it, applied onto that slot in place."""
+    url, channel, appid, host, v1 = fleet
+    v2 = change(v1, tmp_path / "v2.img", 2)
+    upload(url, v2, "2.0.0", channel, appid)
+    deltas_ready(url, appid, "2.0.0", 1)
+    host.know(v2, "2.0.0")
+    first = host.run("check")
+    assert "Delta 2.0.0 applied into" in first.stderr           # from the active slot
+    assert host.reboot() == 4
+    host.run("mark-good")
+    v3 = change(v2, tmp_path / "v3.img", 3)
+    upload(url, v3, "3.0.0", channel, appid)
+    deltas_ready(url, appid, "3.0.0", 2)                      # from 1.0.0 and 2.0.0
+    host.know(v3, "3.0.0")
+    done = host.run("check")
+    assert "Update succeeded -- reboot needed." in done.stdout, done.stderr
+    assert "Delta 3.0.0 applied in place" in done.stderr      # onto slot 3, holding 1.0.0
+    assert host.slot_bytes(3) == v3.read_bytes()
+    assert host.slot_bytes(4) == v2.read_bytes()              # the running slot untouched
+    assert host.reboot() == 3 and host.running == "3.0.0"

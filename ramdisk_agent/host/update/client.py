@@ -68,9 +68,13 @@ class OmahaClient:
         self.server, self.identity, self.timeout = server, identity, timeout
         self._context = _context(ca_file, insecure)
 
-    def check(self, *, delta_okay: bool, interactive: bool) -> omaha.UpdateCheck:
-        """One ``<updatecheck>`` (with a ping); the answer's updatecheck."""
-        app = self._app(delta_okay=delta_okay, ping=True, updatecheck=True)
+    def check(self, *, delta_okay: bool, interactive: bool, passive_version: str = ""
+              ) -> omaha.UpdateCheck:
+        """One ``<updatecheck>`` (with a ping); the answer's updatecheck.
+        ``passive_version``: what the passive slot is known to hold (a delta from it
+        can be applied in place)."""
+        app = self._app(delta_okay=delta_okay, ping=True, updatecheck=True,
+                        passive_version=passive_version)
         answer = self._send(app, interactive)
         if answer.updatecheck is None:
             raise UpdateEngineError(f"{self.server} answered without an updatecheck",
@@ -86,12 +90,13 @@ class OmahaClient:
         self._send(self._app(ping=True), False)
 
     def _app(self, *, delta_okay: bool = False, ping: bool = False, updatecheck: bool = False,
-             events: tuple[omaha.Event, ...] = (), version: str | None = None
-             ) -> omaha.AppRequest:
+             events: tuple[omaha.Event, ...] = (), version: str | None = None,
+             passive_version: str = "") -> omaha.AppRequest:
         ident = self.identity
         return omaha.AppRequest(ident.appid, version or ident.version, ident.track,
                                 ident.bootid, ident.machineid, delta_okay=delta_okay,
-                                ping=ping, updatecheck=updatecheck, events=events)
+                                ping=ping, updatecheck=updatecheck, events=events,
+                                passive_version=passive_version)
 
     def _send(self, app: omaha.AppRequest, interactive: bool) -> omaha.AppResponse:
         request = omaha.Request((app,), omaha.OsInfo("Chateau", "metalcast"),

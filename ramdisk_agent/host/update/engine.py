@@ -103,7 +103,8 @@ class UpdateEngine:
         self._flush_events(state)
         try:
             answer = self._client().check(delta_okay=self.deltas and not state.delta_refused,
-                                          interactive=interactive)
+                                          interactive=interactive,
+                                          passive_version=self._passive_version(state))
         except UpdateEngineError as exc:
             if exc.details == IN_PROGRESS and state.offer is not None:
                 return self._resume_offer(state)
@@ -119,6 +120,13 @@ class UpdateEngine:
             return None
         return answer
 
+    def _passive_version(self, state: st.EngineState) -> str:
+        """The version the passive slot holds, if this engine wrote and verified it or
+        ran it (a delta from it is applied in place); the active slot runs ours."""
+        active, passive = self.layout.active_and_passive()
+        state.slot_versions[str(active.number)] = self.version
+        return str(state.slot_versions.get(str(passive.number), ""))
+
     def _resume_offer(self, state: st.EngineState) -> omaha.UpdateCheck:
         """The server still counts this host's interrupted download as in progress (as
         Nebraska does until its update timeout): the offer it granted, from the state."""
@@ -130,7 +138,8 @@ class UpdateEngine:
         manifest = omaha.Manifest(offer.version, (omaha.Package(name, offer.size),),
                                   bytes.fromhex(offer.sha256), offer.is_delta,
                                   signature=None if offer.signature is None
-                                  else bytes.fromhex(offer.signature))
+                                  else bytes.fromhex(offer.signature),
+                                  delta_base="passive" if offer.base == "passive" else "")
         return omaha.UpdateCheck("ok", (url + "/",), manifest)
 
     def _offer(self, answer: omaha.UpdateCheck, state: st.EngineState) -> st.Offer:
@@ -140,7 +149,9 @@ class UpdateEngine:
         offer = st.Offer(manifest.version, answer.payload_urls[0], manifest.packages[0].size,
                          manifest.sha256.hex(), manifest.is_delta,
                          None if manifest.signature is None else manifest.signature.hex(),
-                         passive.number)
+                         passive.number,
+                         "passive" if manifest.is_delta and manifest.delta_base == "passive"
+                         else "active")
         same = state.offer is not None and (state.offer.sha256, state.offer.slot) == \
             (offer.sha256, offer.slot)
         if not same:
@@ -162,9 +173,12 @@ class UpdateEngine:
             if fraction - state.progress >= 0.05 or fraction >= 1.0:
                 state.progress = round(min(fraction, 1.0), 2)
                 self.observer(state)
+        state.slot_versions.pop(str(passive.number), None)   # it is being written
+        self.store.save(state)
         self.installer.install(offer, active, passive,
                                resume_from=0 if offer.is_delta else state.checkpoint,
                                checkpoint=checkpoint, progress=progress)
+        state.slot_versions[str(passive.number)] = offer.version
         self._event(state, codes.DOWNLOAD_FINISHED, codes.RESULT_SUCCESS)
         self._set(state, st.FINALIZING)
         with open(self.reboot_required_file, "w", encoding="utf-8") as handle:

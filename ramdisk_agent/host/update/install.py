@@ -9,7 +9,9 @@ update"), never making bootable anything that did not verify.
 3. Full image: streamed into the slot, hashed on the fly, resumable from a checkpoint
    (slotwrite.py). Delta: the payload is fetched to the state dir, its SHA-256 checked,
    and applied with the ACTIVE slot as source in one pass (slotdelta.py: signature,
-   data and every operation's bytes checked against their signed digests).
+   data and every operation's bytes checked against their signed digests) - or, for
+   a delta from the version the passive slot holds (``Offer.base == "passive"``), in
+   place: only the changed ranges written, then read back and checked.
 4. The whole-slot SHA-256 must equal the signed one (full image) - or every operation
    digest matched (delta) - before flatcar-postinst's ``cgpt add -S0 -T1`` +
    ``cgpt prioritize`` (slots.SlotDisk.mark_for_trial) in one atomic GPT rewrite.
@@ -125,10 +127,7 @@ class Installer:
                 raise UpdateEngineError(f"the delta to {offer.version} does not match "
                                         "its SHA-256", HASH_MISMATCH)
             progress(0.5)
-            with slot_path(self.layout.disk, active) as source, \
-                    slot_path(self.layout.disk, passive) as target:
-                slotdelta.apply_into(payload, source, target, self.key, offer.version,
-                                     lambda done: progress(0.5 + done / 2))
+            self._apply(payload, offer, active, passive, progress)
         except (AgentError, WireError, OSError) as exc:
             if isinstance(exc, UpdateEngineError):
                 raise
@@ -139,6 +138,19 @@ class Installer:
             with contextlib.suppress(OSError):
                 os.unlink(payload)
         progress(1.0)
+
+
+    def _apply(self, payload: str, offer: Offer, active: SlotRef, passive: SlotRef,
+               progress: Callable[[float], None]) -> None:
+        def half(done: float) -> None:
+            progress(0.5 + done / 2)
+        if offer.base == "passive":        # the passive slot holds the delta's source
+            with slot_path(self.layout.disk, passive) as target:
+                slotdelta.apply_in_place(payload, target, self.key, offer.version, half)
+            return
+        with slot_path(self.layout.disk, active) as source, \
+                slot_path(self.layout.disk, passive) as target:
+            slotdelta.apply_into(payload, source, target, self.key, offer.version, half)
 
 
 def _sha256_file(path: str) -> str:

@@ -46,13 +46,16 @@ class Offer:
     is_delta: bool
     signature: str | None     #: hex of the full image's Ed25519 signature
     slot: int                 #: the partition being written
+    #: a delta's source: "active" (read from the running slot) or "passive" (the
+    #: version the passive slot holds: applied in place, slotdelta.apply_in_place)
+    base: str = "active"
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Offer:
         return cls(str(doc["version"]), str(doc["url"]), int(doc["size"]),
                    str(doc["sha256"]), bool(doc["is_delta"]),
                    None if doc.get("signature") is None else str(doc["signature"]),
-                   int(doc["slot"]))
+                   int(doc["slot"]), str(doc.get("base") or "active"))
 
 
 @dataclasses.dataclass
@@ -73,6 +76,9 @@ class EngineState:
     lease_held: bool = False
     failures: int = 0                #: consecutive failed checks (backoff)
     delta_refused: str = ""          #: a version whose delta failed: ask for full
+    #: partition number (str) -> the version it holds, as far as this engine knows:
+    #: the running one, or one it wrote and verified; dropped before it writes a slot
+    slot_versions: dict = dataclasses.field(default_factory=dict)
     last_check: float = 0.0
     last_error: str = ""
     last_error_code: int = 0

@@ -246,3 +246,25 @@ def test_a_response_update_engine_would_refuse_is_refused(old, new, match):
     error = OmahaMalformed if "well-formed" in match else OmahaInvalid
     with pytest.raises(error, match=match):
         omaha.parse_response(edit(GOOD.encode(), old, new))
+
+
+def test_the_passive_slot_s_version_and_an_in_place_delta_read_back():
+    """metalcast's two additions: the request names the passive slot's version, the
+    answer says a delta applies onto that slot; update_engine's messages carry neither."""
+    app = omaha.AppRequest("{app}", "2.0.0", "stable", delta_okay=True, updatecheck=True,
+                           passive_version="1.0.0")
+    assert omaha.parse_request(omaha.render_request(omaha.Request((app,)))).apps[0] == app
+    plain = omaha.render_request(omaha.Request((omaha.AppRequest("{app}", "2.0.0"),)))
+    assert b"metalcast_passive_version" not in plain
+    digest = bytes(range(32))
+    for base in ("passive", ""):
+        manifest = omaha.Manifest("3.0.0", (omaha.Package("d", 10, sha256=digest),), digest,
+                                  is_delta=True, delta_base=base)
+        body = omaha.render_response(omaha.Response((omaha.AppResponse(
+            "{app}", "ok", updatecheck=omaha.UpdateCheck("ok", ("http://a/",), manifest)),)))
+        assert (b"MetalcastDeltaBase" in body) == bool(base)
+        assert omaha.parse_response(body).apps[0].updatecheck.manifest.delta_base == base
+    spoiled = body.replace(b'IsDeltaPayload="true"',
+                           b'IsDeltaPayload="true" MetalcastDeltaBase="elsewhere"')
+    with pytest.raises(OmahaInvalid, match="MetalcastDeltaBase"):
+        omaha.parse_response(spoiled)

@@ -34,7 +34,8 @@ class FakeClient:
         self.events: list[tuple[int, int, int | None]] = []
         self.down = False
 
-    def check(self, *, delta_okay: bool, interactive: bool) -> omaha.UpdateCheck:
+    def check(self, *, delta_okay: bool, interactive: bool, passive_version: str = ""
+              ) -> omaha.UpdateCheck:
         self.asked.append(delta_okay)
         return self.answers.pop(0) if self.answers else omaha.UpdateCheck("noupdate")
 
@@ -217,7 +218,8 @@ def test_two_engines_take_turns(world):
 class InProgressClient(FakeClient):
     """The appliance after a kill mid-download: the instance is still 'downloading'."""
 
-    def check(self, *, delta_okay: bool, interactive: bool) -> omaha.UpdateCheck:
+    def check(self, *, delta_okay: bool, interactive: bool, passive_version: str = ""
+              ) -> omaha.UpdateCheck:
         self.asked.append(delta_okay)
         raise UpdateEngineError("refused", 34, details="error-updateInProgressOnInstance")
 

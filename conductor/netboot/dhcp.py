@@ -44,6 +44,7 @@ from conductor.netboot.dhcp_options import (
     host_options,
     loader_rules,
 )
+from conductor.netboot.dhcp_owners import OwnerIndex
 
 LOG = logging.getLogger(__name__)
 
@@ -275,6 +276,9 @@ class HostsDirDhcp(DhcpProvider):
         self.directory = Path(directory)
         self.opts_directory = Path(opts_directory or self.directory.parent / "opts.d")
         self.loaders = loaders or Loaders()
+        #: Which entries each node owns (conductor/netboot/dhcp_owners.py), shared like
+        #: the hostsdir; built by validate(), read only once it exists.
+        self.owners = OwnerIndex(self.directory.parent / "owners.d")
         self._lock = threading.Lock()
 
     def validate(self) -> None:
@@ -284,6 +288,11 @@ class HostsDirDhcp(DhcpProvider):
             raise errors.ConfigError(reason=f"[dhcp] hostsdir {self.directory}: {exc}") from None
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise errors.ConfigError(reason=f"[dhcp] hostsdir {self.directory} is not writable")
+        try:
+            self.owners.build((uuid, mac) for mac, uuid in self._scan().items())
+        except OSError as exc:
+            raise errors.ConfigError(reason=f"[dhcp] cannot index {self.directory}: {exc}") \
+                from None
 
     def update(self, node, macs=None, boot_interface="ipxe") -> None:
         server = getattr(macs, "boot_server", None)
@@ -314,6 +323,7 @@ class HostsDirDhcp(DhcpProvider):
             comment += f" server {server.address}"
         self._write(self.directory, mac, f"{comment}\n{mac},"
                                          f"{','.join(f'set:{t}' for t in tags)}\n")
+        self.owners.mark(uuid, mac)
 
     def options(self) -> dict[str, list[str]]:
         """MAC -> the dhcp-option lines of its own boot options (for status and tests)."""
@@ -361,14 +371,27 @@ class HostsDirDhcp(DhcpProvider):
         self._write(self.directory, mac,
                     f"# metalcast released (was node {uuid})\n{mac},set:{RELEASED_TAG}\n")
         self._unlink_opts(mac)
+        self.owners.unmark(uuid, mac)
 
-    def _owned(self, uuid: str) -> dict[str, Path]:
-        owned = {}
+    def _owned(self, uuid: str) -> list[str]:
+        """The MACs whose entries name ``uuid``: from the owner index once it exists,
+        else by reading every host file."""
+        if self.owners.ready():
+            return self.owners.owned(uuid, self._owner)
+        return sorted(mac for mac, owner in self._scan().items() if owner == uuid)
+
+    def _scan(self) -> dict[str, str]:
+        """MAC -> node UUID of every entry that names one (reads every host file)."""
+        found = {}
         for path in self._files():
             match = _OWNER_RE.match(_read(path))
-            if match and match.group(1) == uuid:
-                owned[path.name.replace("-", ":")] = path
-        return owned
+            if match:
+                found[path.name.replace("-", ":")] = match.group(1)
+        return found
+
+    def _owner(self, mac: str) -> str | None:
+        match = _OWNER_RE.match(_read(self.directory / mac.replace(":", "-")))
+        return match.group(1) if match else None
 
     def _files(self, directory: Path | None = None) -> list[Path]:
         try:

@@ -7,7 +7,8 @@ refused while the disk is still untouched:
 2. every ``copy`` range of the source disk against its digest (source.py: one
    sequential pass of large O_DIRECT reads, hashed while the next are read) and, on
    a thread alongside it, the data section's SHA-256 and every ``replace``/``zero``
-   operation decompressed and hashed in memory (CPU work while the disk streams);
+   operation decompressed and hashed in memory, then the first writes laid out in
+   aligned buffers (CPU work while the disk streams; nothing is written yet);
 3. only then the writes and a read-back of every written range from the device
    (target.py: O_DIRECT, many reads in flight; each group of ranges is read back
    while the next is written).
@@ -47,8 +48,8 @@ class ApplyResult:
     seconds: float = 0.0
     #: Seconds per phase (header, verify-source, verify-data, write incl. fsync,
     #: read-back), in the log line and the bench: where an apply's time goes. The data
-    #: is checked alongside the source pass: "verify-data" is only the wait left
-    #: for it after that pass.
+    #: is checked, and the first writes laid out in memory, alongside the source pass:
+    #: "verify-data" is only the wait left for that after the pass.
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def lap(self, phase: str, since: float) -> float:
@@ -106,16 +107,23 @@ def _apply(manifest, data, source, target, progress, result: ApplyResult,
     if fmt.target_digest(op.sha256 for op in manifest.operations) != manifest.target_sha256:
         raise DeltaError("operation digests do not add up to the target digest")
     result.operations = len(manifest.operations)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        new_data = pool.submit(_verify_new_data, manifest, data)
-        result.verified_bytes = _verify_source(manifest, source, new_data, progress)
-        since = result.lap("verify-source", since)
-        blobs = new_data.result()
-    since = result.lap("verify-data", since)
-    dest = target or source
-    _check_size(dest, manifest.target_size, "target")
-    result.written_bytes = _write(manifest, blobs, source, dest, target is not None,
-                                  progress, result, since)
+    ops = [op for op in manifest.operations if target is not None or op.op is not fmt.Op.COPY]
+    laid_out: list = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            new_data = pool.submit(_check_and_lay_out, manifest, data, ops, laid_out)
+            result.verified_bytes = _verify_source(manifest, source, new_data, progress)
+            since = result.lap("verify-source", since)
+            blobs = new_data.result()
+        since = result.lap("verify-data", since)
+        dest = target or source
+        _check_size(dest, manifest.target_size, "target")
+        result.written_bytes = _write(ops, blobs, source, dest, target is not None,
+                                      progress, result, since, laid_out)
+    finally:
+        for batches in laid_out:        # those not sent (a failure); sent ones are closed
+            for batch in batches:
+                batch.close()
 
 
 def _check_size(path: str, needed: int, what: str) -> None:
@@ -139,6 +147,15 @@ def _verify_source(manifest, source: str, new_data: concurrent.futures.Future,
 
     copies = [op for op in manifest.operations if op.op is fmt.Op.COPY]
     return source_check.verify(source, copies, step)
+
+
+def _check_and_lay_out(manifest, data, ops: list[fmt.Operation], laid_out: list) -> dict:
+    """On the thread beside the source check: check the new data, then lay out the
+    first writes in memory (target.lay_out) so that the write phase only sends them;
+    the replace bytes by dst. Nothing touches the disk here."""
+    blobs = _verify_new_data(manifest, data)
+    laid_out.extend(target_io.lay_out(ops, blobs))
+    return blobs
 
 
 def _verify_new_data(manifest, data) -> dict[int, bytes]:
@@ -166,12 +183,11 @@ def _verify_new_data(manifest, data) -> dict[int, bytes]:
     return blobs
 
 
-def _write(manifest, blobs, source, dest, copy_too: bool, progress,
-           result: ApplyResult, since: float) -> int:
+def _write(ops, blobs, source, dest, copy_too: bool, progress, result: ApplyResult,
+           since: float, laid_out: list) -> int:
     """Write the new bytes (and copies when the target is another disk) and read them
     back, each group while the next is written (target.py); "write" is the writes and
     the fsync, "read-back" the wait for the reads left after them."""
-    ops = [op for op in manifest.operations if copy_too or op.op is not fmt.Op.COPY]
     src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if copy_too else None
     try:
         with target_io.ReadBack(dest, sum(op.length for op in ops),
@@ -179,7 +195,7 @@ def _write(manifest, blobs, source, dest, copy_too: bool, progress,
                                 ) as check:
             written = target_io.write(dest, ops, blobs, src_fd,
                                       lambda done, total: progress("write", done, total),
-                                      check)
+                                      check, laid_out)
             since = result.lap("write", since)
             check.finish()
     finally:

@@ -22,6 +22,11 @@ as after a flush; the kernel first writes back any page-cache copy of the range,
 so the few runs written buffered are read from the device too), and success still
 needs the ``fsync`` to succeed. Where reads cannot bypass the page cache (a file
 that refuses O_DIRECT), the read-back starts only after the ``fsync``, as before.
+
+The first LAY_OUT bytes of writes are laid out in their aligned buffers ahead
+(:func:`lay_out`, called beside the source check, before anything may be written),
+so the write phase after the check only sends them: the per-run Python work
+(joining runs, copying them into the buffers) is off the apply's tail.
 """
 from __future__ import annotations
 
@@ -31,10 +36,17 @@ import errno
 import logging
 import mmap
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ramdisk_agent.ramdisk.delta import ioqueue
-from ramdisk_agent.ramdisk.delta.ranges import ALIGN, Range, RangeCheck, extents, windows
+from ramdisk_agent.ramdisk.delta.ranges import (
+    ALIGN,
+    Range,
+    RangeCheck,
+    align_up,
+    extents,
+    windows,
+)
 from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.wire.errors import DeltaError
 
@@ -43,31 +55,50 @@ RUN = 8 << 20           #: largest single write (a run of neighbouring operation
 PIECE = 1 << 20         #: largest single read of the read-back
 BATCH = 16 << 20        #: bytes of one batch of requests, in flight at once
 GROUP = 4 << 20         #: written bytes handed to the read-back at a time
+LAY_OUT = 64 << 20      #: written bytes laid out in memory during the source check
 
 Progress = Callable[[int, int], None]
 
 
 def write(path: str, ops: list[fmt.Operation], blobs: Mapping[int, bytes],
-          source_fd: int | None, progress: Progress, check: ReadBack | None = None) -> int:
+          source_fd: int | None, progress: Progress, check: ReadBack | None = None,
+          laid_out: Sequence[list[_Batch]] = ()) -> int:
     """Write ``ops`` (target order) to ``path``, copies read from ``source_fd``; fsync;
     the bytes written. ``check`` gets every group of operations to read back: as soon
-    as the group is written where its reads reach the device, else after the fsync."""
+    as the group is written where its reads reach the device, else after the fsync.
+    ``laid_out`` holds the batches of the first groups, made ahead by :func:`lay_out`."""
     total = sum(op.length for op in ops)
     early = check is not None and check.direct
     progress(0, total)      # before the first write: from here on the disk may change
     with _Writer(path) as writer:
-        for group in _groups(ops, GROUP) if early else [ops]:
-            for offset, data in _runs(group, blobs, source_fd):
-                writer.add(offset, data)
+        for index, group in enumerate(_groups(ops, GROUP)):
+            batches = laid_out[index] if index < len(laid_out) else \
+                _batches_of(group, blobs, source_fd)
+            for batch in batches:
+                writer.send(batch)      # returns when the batch's writes have completed
                 progress(writer.done, total)
             if early:
                 assert check is not None
-                writer.flush()          # the group's writes have completed
                 check.submit(group)     # raises a mismatch the read-back found so far
     if check is not None and not early:
         check.submit(ops)
     progress(total, total)
     return total
+
+
+def lay_out(ops: list[fmt.Operation], blobs: Mapping[int, bytes],
+            limit: int = LAY_OUT) -> list[list[_Batch]]:
+    """The batches of the first groups of ``ops`` (about ``limit`` bytes), built in
+    memory before the writes may begin (during the source check): the write phase
+    then only sends them. Copies need the source and are never laid out here."""
+    laid: list[list[_Batch]] = []
+    size = 0
+    for group in _groups(ops, GROUP):
+        if size >= limit or any(op.op is fmt.Op.COPY for op in group):
+            break
+        laid.append(_batches_of(group, blobs, None))
+        size += sum(op.length for op in group)
+    return laid
 
 
 def _groups(ops: list[fmt.Operation], size: int) -> Iterator[list[fmt.Operation]]:
@@ -82,6 +113,39 @@ def _groups(ops: list[fmt.Operation], size: int) -> Iterator[list[fmt.Operation]
             group, length = [], 0
     if group:
         yield group
+
+
+class _Batch:
+    """Runs laid out for one queue request list: the aligned ones in one aligned
+    buffer (``requests`` point into it), the others to be written buffered."""
+
+    def __init__(self, capacity: int):
+        self.buffer = mmap.mmap(-1, max(ALIGN, min(BATCH, align_up(capacity))))
+        self.requests: list[ioqueue.Request] = []
+        self.buffered: list[tuple[int, bytes]] = []
+        self.used = 0
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+def _batches_of(ops: list[fmt.Operation], blobs: Mapping[int, bytes],
+                source_fd: int | None) -> list[_Batch]:
+    """``ops``' runs in batches of at most BATCH bytes of aligned runs."""
+    left = sum(op.length for op in ops)
+    batches = [_Batch(left)]
+    for offset, data in _runs(ops, blobs, source_fd):
+        left -= len(data)
+        if offset % ALIGN or len(data) % ALIGN or len(data) > BATCH:
+            batches[-1].buffered.append((offset, data))
+            continue
+        if batches[-1].used + len(data) > len(batches[-1].buffer):
+            batches.append(_Batch(left + len(data)))
+        batch = batches[-1]
+        batch.buffer[batch.used:batch.used + len(data)] = data
+        batch.requests.append((offset, len(data), batch.used))
+        batch.used += len(data)
+    return batches
 
 
 def _runs(ops: list[fmt.Operation], blobs: Mapping[int, bytes],
@@ -119,18 +183,14 @@ def _pieces(op: fmt.Operation, blobs: Mapping[int, bytes], source_fd: int | None
 
 
 class _Writer:
-    """Aligned runs O_DIRECT in batches through the queue, the others buffered."""
+    """Batches sent O_DIRECT through the queue, the runs O_DIRECT cannot take buffered."""
 
     def __init__(self, path: str):
         self.path, self.done = path, 0
-        self.pending: list[ioqueue.Request] = []
-        self.used = 0
         with contextlib.ExitStack() as stack:
             self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             stack.callback(os.close, self.fd)
             self.queue = stack.enter_context(ioqueue.open_direct_writes(path))
-            self.buffer = mmap.mmap(-1, BATCH)
-            stack.callback(self.buffer.close)
             self._stack = stack.pop_all()       # closed by __exit__ from here on
 
     def __enter__(self) -> _Writer:
@@ -139,39 +199,38 @@ class _Writer:
     def __exit__(self, kind, value, traceback) -> None:
         try:
             if kind is None:
-                self.flush()
                 _fsync(self.fd, self.path)
         finally:
             self._stack.close()
 
-    def add(self, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset``: queued in the batch, or buffered at once."""
-        if self.queue is None or offset % ALIGN or len(data) % ALIGN or len(data) > BATCH:
-            _pwrite_all(self.fd, data, offset)
-            self.done += len(data)
-            return
-        if self.used + len(data) > BATCH:
-            self.flush()
-        self.buffer[self.used:self.used + len(data)] = data
-        self.pending.append((offset, len(data), self.used))
-        self.used += len(data)
+    def send(self, batch: _Batch) -> None:
+        """Write ``batch``; return when every request of it has completed. Closes it."""
+        try:
+            for offset, data in batch.buffered:
+                _pwrite_all(self.fd, data, offset)
+                self.done += len(data)
+            if batch.requests and self.queue is not None:
+                self._queue(batch)
+            elif batch.requests:
+                self._buffered(batch)
+            self.done += batch.used
+        finally:
+            batch.close()
 
-    def flush(self) -> None:
-        """Send the queued batch; return when every request of it has completed."""
-        if not self.pending:
-            return
+    def _queue(self, batch: _Batch) -> None:
         assert self.queue is not None
         try:
-            self.queue.write(self.pending, self.buffer)
+            self.queue.write(batch.requests, batch.buffer)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
-                raise _write_failed(self.pending[0][0], exc) from None
+                raise _write_failed(batch.requests[0][0], exc) from None
             LOG.warning("O_DIRECT write refused on %s: buffered from now on", self.path)
             self.queue = None       # writing the same bytes again is harmless
-            for offset, length, at in self.pending:
-                _pwrite_all(self.fd, self.buffer[at:at + length], offset)
-        self.done += self.used
-        self.pending, self.used = [], 0
+            self._buffered(batch)
+
+    def _buffered(self, batch: _Batch) -> None:
+        for offset, length, at in batch.requests:
+            _pwrite_all(self.fd, batch.buffer[at:at + length], offset)
 
 
 def _write_failed(offset: int, exc: OSError) -> DeltaError:

@@ -36,9 +36,10 @@ def disk(tmp_path):
     return path
 
 
-def _written(disk, ops, blobs):
+def _written(disk, ops, blobs, laid_out=()):
     seen = []
-    written = target.write(str(disk), ops, blobs, None, lambda done, total: seen.append(done))
+    written = target.write(str(disk), ops, blobs, None, lambda done, total: seen.append(done),
+                           laid_out=laid_out)
     return written, seen
 
 
@@ -149,18 +150,17 @@ def test_read_back_spans_batches_and_large_operations(disk, tmp_path, monkeypatc
 
 def _ordered(monkeypatch, events):
     """Record the writer's completed batches, its fsync and each group read back."""
-    real_flush, real_check = target._Writer.flush, target.ReadBack._check
+    real_send, real_check = target._Writer.send, target.ReadBack._check
 
-    def flush(writer):
-        sent = [offset for offset, _, _ in writer.pending]
-        real_flush(writer)
-        if sent:
-            events.append(("written", sent))
+    def send(writer, batch):
+        sent = [offset for offset, _, _ in batch.requests]
+        real_send(writer, batch)
+        events.append(("written", sent))
 
     def check(read_back, ops):
         events.append(("read back", [op.dst for op in ops]))
         return real_check(read_back, ops)
-    monkeypatch.setattr(target._Writer, "flush", flush)
+    monkeypatch.setattr(target._Writer, "send", send)
     monkeypatch.setattr(target.ReadBack, "_check", check)
     monkeypatch.setattr(target, "_fsync", lambda fd, path: events.append(("fsync", path)))
 
@@ -196,25 +196,44 @@ def test_reads_that_could_see_the_page_cache_wait_for_the_fsync(disk, monkeypatc
     events = []
     _ordered(monkeypatch, events)
     assert _write_checked(disk, ops, {}) == (4 * BLOCK, 4 * BLOCK)
-    assert [kind for kind, _ in events] == ["written", "fsync", "read back"]
+    assert [kind for kind, _ in events] == ["written", "written", "fsync", "read back"]
     assert events[-1] == ("read back", [op.dst for op in ops])
 
 
 def test_a_group_that_did_not_land_stops_the_writes_of_later_groups(disk, monkeypatch):
     monkeypatch.setattr(target, "GROUP", 2 * BLOCK)
     ops = [_zero(offset, BLOCK) for offset in range(0, 12 * BLOCK, 2 * BLOCK)]
-    real_flush = target._Writer.flush
+    real_send = target._Writer.send
     flushed = []
 
-    def lose_the_first_group(writer):
-        flushed.append([offset for offset, _, _ in writer.pending])
-        real_flush(writer)
+    def lose_the_first_group(writer, batch):
+        flushed.append([offset for offset, _, _ in batch.requests])
+        real_send(writer, batch)
         if len(flushed) == 1:
             with open(disk, "r+b") as stream:        # as if the write had not landed
                 stream.seek(2 * BLOCK)
                 stream.write(b"\1")
-    monkeypatch.setattr(target._Writer, "flush", lose_the_first_group)
+    monkeypatch.setattr(target._Writer, "send", lose_the_first_group)
     with pytest.raises(DeltaError, match=f"read-back of bytes {2 * BLOCK}-{3 * BLOCK} "
                        "does not match: the disk is half-written"):
         _write_checked(disk, ops, {})
     assert flushed == [[0, 2 * BLOCK], [4 * BLOCK, 6 * BLOCK]]   # the third never sent
+
+
+def test_writes_laid_out_ahead_are_sent_as_they_are(disk, monkeypatch):
+    monkeypatch.setattr(target, "GROUP", 2 * BLOCK)
+    a, b = os.urandom(BLOCK), os.urandom(BLOCK)
+    ops = [_replace(0, a), _zero(2 * BLOCK, BLOCK), _replace(4 * BLOCK, b),
+           _zero(6 * BLOCK, 2 * BLOCK)]
+    blobs = {0: a, 4 * BLOCK: b}
+    laid = target.lay_out(ops, blobs, limit=3 * BLOCK)      # the first two groups
+    assert [[batch.requests for batch in group] for group in laid] == [
+        [[(0, BLOCK, 0), (2 * BLOCK, BLOCK, BLOCK)]], [[(4 * BLOCK, BLOCK, 0),
+                                                        (6 * BLOCK, 2 * BLOCK, BLOCK)]]]
+    monkeypatch.setattr(target, "_runs", lambda *args: pytest.fail("laid out twice"))
+    assert _written(disk, ops, {}, laid)[0] == 5 * BLOCK
+    data = disk.read_bytes()
+    assert data[:BLOCK] == a and data[4 * BLOCK:5 * BLOCK] == b
+    assert data[2 * BLOCK:3 * BLOCK] == bytes(BLOCK)
+    assert data[6 * BLOCK:8 * BLOCK] == bytes(2 * BLOCK)
+    assert all(batch.buffer.closed for group in laid for batch in group)

@@ -52,6 +52,7 @@ class Queue(Protocol):
 
     #: whether requests bypass the page cache (O_DIRECT): a read reaches the device
     direct: bool
+    fd: int
 
     def read(self, requests: Sequence[Request], buffer: mmap.mmap) -> list[int]:
         """Into ``buffer``; a request gets fewer bytes only at the end of the file."""

@@ -21,7 +21,8 @@ as after it: an O_DIRECT read is answered by the device (its cache or its media,
 as after a flush; the kernel first writes back any page-cache copy of the range,
 so the few runs written buffered are read from the device too), and success still
 needs the ``fsync`` to succeed. Where reads cannot bypass the page cache (a file
-that refuses O_DIRECT), the read-back starts only after the ``fsync``, as before.
+that refuses O_DIRECT), the read-back starts only after the ``fsync`` and drops the
+(then clean) cached pages first, as before.
 
 The first LAY_OUT bytes of writes are laid out in their aligned buffers ahead
 (:func:`lay_out`, called beside the source check, before anything may be written),
@@ -301,6 +302,8 @@ class ReadBack:
                 future.result()
         if not self._futures:
             self._progress(0, self.total)
+            if not self.direct:     # submitted after the fsync: the pages are clean now
+                os.posix_fadvise(self._reads.fd, 0, 0, os.POSIX_FADV_DONTNEED)
         self._futures.append(self._pool.submit(self._check, ops))
 
     def finish(self) -> int:

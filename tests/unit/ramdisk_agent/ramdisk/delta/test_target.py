@@ -195,8 +195,12 @@ def test_reads_that_could_see_the_page_cache_wait_for_the_fsync(disk, monkeypatc
     ops = [_zero(offset, BLOCK) for offset in range(0, 8 * BLOCK, 2 * BLOCK)]
     events = []
     _ordered(monkeypatch, events)
+    real_fadvise = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: (
+        events.append(("dropped", advice)), real_fadvise(fd, offset, length, advice))[1])
     assert _write_checked(disk, ops, {}) == (4 * BLOCK, 4 * BLOCK)
-    assert [kind for kind, _ in events] == ["written", "written", "fsync", "read back"]
+    assert [kind for kind, _ in events] == ["written", "written", "fsync", "dropped",
+                                            "read back"]
     assert events[-1] == ("read back", [op.dst for op in ops])
 
 

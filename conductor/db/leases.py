@@ -146,6 +146,34 @@ class LeaseRows:
                                    .where(groups.c.name == group)).scalar_one()
             return Outcome(False, group, maximum, self._count(conn, group))
 
+    def hand_over(self, group: str, holder: str, successor: str, ttl: float
+                  ) -> tuple[Outcome, Outcome | None]:
+        """Release ``holder``'s lease and, in the same transaction, give ``successor``
+        one if the group has room (counted under the group's row lock, as acquire
+        does): (the release's outcome, the successor's lease or None)."""
+        self._ensure_group(group)
+        now = utcnow()
+        expires = now + datetime.timedelta(seconds=ttl)
+        with self._writing, self.engine.begin() as conn:
+            conn.execute(groups.update().where(groups.c.name == group)
+                         .values(generation=groups.c.generation + 1))
+            conn.execute(leases.delete().where(leases.c.group_name == group,
+                                               leases.c.holder == holder))
+            conn.execute(leases.delete().where(leases.c.group_name == group,
+                                               leases.c.expires_at <= now))
+            maximum = conn.execute(sa.select(groups.c.max_holders)
+                                   .where(groups.c.name == group)).scalar_one()
+            count = self._count(conn, group)
+            released = Outcome(False, group, maximum, count)
+            holds = conn.execute(sa.select(sa.func.count()).select_from(leases).where(
+                leases.c.group_name == group, leases.c.holder == successor)).scalar_one()
+            if holds or count >= maximum:
+                return released, None
+            conn.execute(leases.insert().values(group_name=group, holder=successor,
+                                                acquired_at=now, expires_at=expires))
+        return released, Outcome(True, group, maximum, count + 1,
+                                 Lease(group, successor, now, expires))
+
     def set_max(self, group: str, maximum: int) -> None:
         self._ensure_group(group)
         with self.engine.begin() as conn:

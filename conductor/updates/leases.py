@@ -109,8 +109,7 @@ class RebootLeases:
         req = LeaseRequest.from_body(body)
         node_uuid = self.authenticate(req.node, req.agent_token)
         if req.action == "release":
-            outcome = self.rows.release(req.group, node_uuid)
-            self.room.wake(req.group)
+            outcome = self._release(req.group, node_uuid)
             LOG.info("Node %s released its reboot lease in group %s", node_uuid, req.group)
             return 200, document(outcome, self.ttl)
         # held waiters came first: a new lease goes to them (in the order they came)
@@ -125,23 +124,36 @@ class RebootLeases:
                  req.group, outcome.holders, outcome.max)
         return 200, document(outcome, self.ttl)
 
+    def _release(self, group: str, node: str) -> Outcome:
+        """Release ``node``'s lease, handing the slot to the oldest waiter held here."""
+        successor = self.room.call_next(group)
+        if successor is None:
+            return self.rows.release(group, node)
+        try:
+            outcome, successor.granted = self.rows.hand_over(group, node, successor.node,
+                                                             self.ttl)
+        finally:
+            successor.wake.set()          # granted: it answers; else it tries itself
+        return outcome
+
     def _held(self, req: LeaseRequest, node: str, refused: Outcome,
               gone: Callable[[], bool]) -> Outcome:
         """Wait in the room for a slot, up to ``req.wait`` s; the last outcome."""
-        waiter = self.room.enter(req.group, node)
+        waiter = self.room.enter(req.group, node, gone)
         if waiter is None:       # the room is full, or this node waits already
             return refused
         deadline, outcome = time.monotonic() + req.wait, refused
         try:
             while (remaining := deadline - time.monotonic()) > 0 and not gone():
                 first = self.room.is_first(waiter)
-                waiter.wake.wait(min(remaining, HEAD_POLL if first else GONE_POLL))
-                woken = waiter.wake.is_set()
-                waiter.wake.clear()
+                woken = waiter.wake.wait(min(remaining, HEAD_POLL if first else GONE_POLL))
+                if waiter.granted is not None:            # a release handed it over
+                    return waiter.granted
                 if (woken or first) and not gone():
                     outcome = self.rows.acquire(req.group, node, self.ttl)
                     if outcome.held:
                         return outcome
+                self.room.tried(waiter)
             return outcome
         finally:
             self.room.leave(waiter)
@@ -156,8 +168,7 @@ class RebootLeases:
     def release(self, group: str, host: str) -> dict[str, Any]:
         """An operator's release of ``host``'s lease (a node name or UUID)."""
         node = self.node_uuid(host)
-        outcome = self.rows.release(check_name(group, "lease group"), node)
-        self.room.wake(group)
+        outcome = self._release(check_name(group, "lease group"), node)
         LOG.info("Node %s: reboot lease in group %s released by the operator", node, group)
         return document(outcome, self.ttl)
 

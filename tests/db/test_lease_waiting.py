@@ -112,3 +112,15 @@ def test_waiters_pollers_and_releases_on_two_engines_never_exceed_max(engines):
     assert sorted(granted) == sorted(f"node-{n}" for n in range(hosts))
     assert max(seen) <= maximum and max(seen) >= 1
     assert one.room.waiting() == two.room.waiting() == 0
+
+
+def test_a_hand_over_never_passes_the_maximum(engines):
+    rows = LeaseRows(engines())
+    rows.set_max("g", 2)
+    assert rows.acquire("g", "a", 300).held and rows.acquire("g", "b", 300).held
+    rows.set_max("g", 1)                               # lowered while both hold
+    released, granted = rows.hand_over("g", "a", "c", 300)
+    assert granted is None and released.holders == 1   # b still holds: no room for c
+    released, granted = rows.hand_over("g", "b", "c", 300)
+    assert granted is not None and granted.held and granted.holders == 1
+    assert [lease.holder for lease in rows.status()[0][2]] == ["c"]

@@ -28,7 +28,7 @@ TIERS = ("unit", "integration", "db", "functional", "security")
 #: Functional modules that boot QEMU VMs or a whole virtual lab: marked ``slow``.
 SLOW_MODULES = {"test_qemu_deploy.py", "test_ipxe_qemu.py", "test_lab_deploy.py",
                 "test_demo.py", "test_pxe_boot.py", "test_qemu_ab_update.py",
-                "test_console_lab_deploy.py"}
+                "test_console_lab_deploy.py", "test_lab_takeover.py"}
 #: Per-test timeouts (s) by tier; pytest.ini's ``timeout`` (300) is the default. An
 #: explicit ``@pytest.mark.timeout`` on a test wins.
 TIMEOUTS = {"unit": 60, "slow": 1200}

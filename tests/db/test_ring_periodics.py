@@ -1,6 +1,7 @@
 """Periodic tasks follow the hash ring, on each backend: with two live conductors,
-each one's power sync and callback timeouts cover exactly the nodes the ring maps to
-it, whoever acted on a node last, so together they cover every node once."""
+each one's power sync, callback timeouts, DNS retries and patch host audits cover
+exactly the nodes the ring maps to it, whoever acted on a node last, so together they
+cover every node once."""
 from __future__ import annotations
 
 import datetime
@@ -12,10 +13,15 @@ from conductor.config import from_options
 from conductor.db.conductors import ConductorRows
 from conductor.drivers.base import PowerState
 from conductor.drivers.context import DriverContext
+from conductor.dns import registration as reg
+from conductor.dns.removals import PendingRemovals
 from conductor.drivers.registry import DriverRegistry
 from conductor.engine import power_sync, workers
 from conductor.engine.power_sync import Outcome
+from conductor.engine.task import Task
 from tests.db.test_power_sync import Lab, LabPower
+from tests.integration.conductor.patching.test_host_audit import RecordingCommands
+from tests.unit.conductor.dns.test_registration import RecordingDns
 
 HOSTS = ("cond-a", "cond-b")
 #: Who acted on a node last: a live conductor, a dead one, or no one.
@@ -78,3 +84,34 @@ def test_callback_timeouts_run_on_the_ring_owner_only(store, make_node, cluster)
         for uuid in share:
             assert store.get_node(uuid).provision_state == "deploy failed"
     assert {store.get_node(n.uuid).provision_state for n in nodes} == {"deploy failed"}
+
+
+def test_dns_retries_and_host_audits_run_on_the_ring_owner_only(store, make_node, cluster):
+    """Issue 17 item 3's other periodic tasks: a pending DNS registration is retried,
+    and a host agent asked to re-report (HELLO_AGENT), by the node's ring owner only."""
+    record = {"host_agent_token_hash": "0" * 64, "host_agent_command_token": "sealed",
+              "host_agent_url": "https://192.0.2.7:9999"}
+    nodes = [make_node(name=f"n{i}", provision_state="active",
+                       conductor_affinity=AFFINITIES[i % len(AFFINITIES)],
+                       driver_internal_info={**record, reg.PENDING_KEY: {
+                           "action": "register", "attempts": 1, "stale": [],
+                           "wanted": {"label": f"n{i}", "fqdn": f"n{i}.lab.test.",
+                                      "addresses": [f"10.0.0.{i + 1}"]}}})
+             for i in range(24)]
+    owners = {n.uuid: cluster["cond-a"].conductor_for(store.get_node(n.uuid)) for n in nodes}
+    names = {n.uuid: n.name for n in nodes}
+    for host in HOSTS:
+        share = {u for u, owner in owners.items() if owner == host}
+        settings = _settings(host)
+        client = RecordingDns()
+        drivers = DriverRegistry(DriverContext.create(settings, dns=client))
+        retry = reg.DnsRetry(store, settings, client,
+                             lambda node, d=drivers, h=host: Task(store, node, h, d),
+                             PendingRemovals(store, settings, client, None),
+                             owner_of=cluster[host].conductor_or_none)
+        assert retry.sweep() == dict.fromkeys(share, True)
+        assert {name for _, name, _ in client.calls} == {names[u] for u in share}
+        audit = RecordingCommands(store, settings, owner_of=cluster[host].conductor_or_none)
+        assert set(audit.audit()) == share
+    assert not any(reg.PENDING_KEY in store.get_node(n.uuid).driver_internal_info
+                   for n in nodes)

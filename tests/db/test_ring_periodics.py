@@ -11,10 +11,10 @@ import pytest
 from conductor.cluster.ring import RingManager
 from conductor.config import from_options
 from conductor.db.conductors import ConductorRows
-from conductor.drivers.base import PowerState
-from conductor.drivers.context import DriverContext
 from conductor.dns import registration as reg
 from conductor.dns.removals import PendingRemovals
+from conductor.drivers.base import PowerState
+from conductor.drivers.context import DriverContext
 from conductor.drivers.registry import DriverRegistry
 from conductor.engine import power_sync, workers
 from conductor.engine.power_sync import Outcome

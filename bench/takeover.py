@@ -2,7 +2,7 @@
 work handed over through the database (conductor/engine/intents.py): what one pass
 costs on the database.
 
-    python bench/takeover.py [--nodes 1000] [--database URL]
+    python bench/takeover.py [--nodes 1000] [--database URL]  (in-process passes)
 
 Three conductors are registered; one (``dead``) stops beating. It held ``--nodes``
 nodes: a third locked mid-deploy, a third waiting for their agent, a third active.
@@ -12,6 +12,27 @@ heartbeat_interval + 5 s from the kill, so this is what the 5 s must cover). The
 ``--nodes`` deploys are handed to one conductor and its poller's pickup is timed (the
 claims; the fake deploys run on its workers afterwards). SQLite by default (a fresh
 file); ``--database`` a PostgreSQL URL of an empty database. Figures only.
+
+``--processes``: the same takeover end to end, with real processes (issue 17's figure:
+time from SIGKILL to every orphaned node remapped and stable, with ~1,000 nodes on the
+dead conductor: **<= heartbeat_timeout + one heartbeat_interval + 5 s**):
+
+    .venv/bin/python bench/takeover.py --processes [--nodes 3000]
+                                       [--heartbeat-interval 2] [--heartbeat-timeout 10]
+
+A PostgreSQL this benchmark starts (tests/conftest.py PostgresServer) and three
+``metalcast serve --role conductor`` processes on it (bench/_server.py). ``--nodes``
+fake-hardware nodes are bulk-written as bench/scale_out.py writes them (its ``seed``);
+the ~1/3 the hash ring maps to the victim are then rewritten as the victim would have
+left them (``conductor_affinity`` = victim): a third locked mid-deploy (``deploying``,
+``reservation`` = victim), a third in ``wait call-back``, a third ``active``; the
+others' affinity is their own conductor. The victim is SIGKILLed and the database
+polled (every 0.1 s) until none of its nodes is reserved by it, none is in a transient
+state, and every one has ``conductor_affinity`` = its conductor on the ring of the two
+survivors; then the rows are watched for two more heartbeat intervals, unchanged
+("stable"). Printed: the time from the kill, the bound and their ratio, and where the
+time went (the victim's last heartbeat before the kill, the survivors' first and last
+takeover lines).
 """
 from __future__ import annotations
 
@@ -42,9 +63,18 @@ STATES = (("deploying", "dead"), ("wait call-back", None), ("active", None))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, help="1000; 3000 with --processes")
     parser.add_argument("--database", help="an empty PostgreSQL database's URL")
+    parser.add_argument("--processes", action="store_true",
+                        help="SIGKILL a real conductor process (3 on PostgreSQL)")
+    parser.add_argument("--heartbeat-interval", type=int, default=2)
+    parser.add_argument("--heartbeat-timeout", type=int, default=10)
     args = parser.parse_args()
+    args.nodes = args.nodes or (3000 if args.processes else 1000)
+    if args.processes:
+        from bench._takeover_processes import run
+        run(args)
+        return
     logging.disable(logging.CRITICAL)   # one line per node taken over: figures only here
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database or f"sqlite:///{tmp}/bench.sqlite"

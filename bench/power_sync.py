@@ -25,7 +25,10 @@ per node, and the GET latency p50/p99/max of the requests *started* in the
 window, with PASS/MISS against 50 ms; the 1000-node IPMI sweeps also get
 PASS/MISS against 10 s. Row "idle" is the GET latency before the first sweep.
 "load" is the machine's 1-minute load average when the sweep ended: on a
-shared machine, compare runs only at similar load.
+shared machine, compare runs only at similar load. "apiCPU" and "apiRQ" are, per
+GET of the window, the CPU of the process serving the GETs and the time its threads
+spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat); "cliRQ" the
+same wait of this benchmark's own threads (the client's side of the measured latency).
 
 ``--roles`` (issue 17: API latency under a cold power sweep of 1,000 IPMI nodes when
 API and conductor run in separate processes, **p99 <= 20 ms**; today 15-113 ms in one
@@ -109,30 +112,52 @@ class Server(ServeProcess):
         ready.set()
 
 
-class Sampler(threading.Thread):
-    """(t, server cpu, peer cpu) every 20 ms; the server's CPU is summed over its
-    processes (API and conductor when they are two)."""
+def run_queue_wait(pid: int) -> dict[str, int]:
+    """Nanoseconds each of the process's threads has waited for a CPU while runnable
+    (the second field of its schedstat), by thread id."""
+    waits = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            waits[task.name] = int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass                        # a thread that ended meanwhile
+    return waits
 
-    def __init__(self, server_pids: list[int], peer_pid: int):
+
+def _wait_delta(first: dict[str, int], last: dict[str, int]) -> float:
+    """Seconds of run-queue wait between two samples: the threads alive at the second
+    (a thread that ended in between is not counted)."""
+    return sum(v - first.get(tid, 0) for tid, v in last.items()) / 1e9
+
+
+class Sampler(threading.Thread):
+    """(t, server cpu, peer cpu, API process cpu, API run-queue wait, this (client)
+    process's run-queue wait) every 20 ms; the
+    server's CPU is summed over its processes (API and conductor when they are two)."""
+
+    def __init__(self, server_pids: list[int], peer_pid: int, api_pid: int):
         super().__init__(daemon=True)
-        self.pids = (server_pids, peer_pid)
-        self.samples: list[tuple[float, float, float]] = []
+        self.pids = (server_pids, peer_pid, api_pid)
+        self.samples: list[tuple] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 self.samples.append((time.monotonic(), sum(map(proc_cpu, self.pids[0])),
-                                     proc_cpu(self.pids[1])))
+                                     proc_cpu(self.pids[1]), proc_cpu(self.pids[2]),
+                                     run_queue_wait(self.pids[2]),
+                                     run_queue_wait(os.getpid())))
             except (OSError, ValueError):
                 return
             self.stop.wait(0.02)
 
-    def delta(self, start: float, end: float) -> tuple[float, float]:
+    def delta(self, start: float, end: float) -> tuple:
         def at(t):
             return min(self.samples, key=lambda s: abs(s[0] - t))
         first, last = at(start), at(end)
-        return last[1] - first[1], last[2] - first[2]
+        return (*(b - a for a, b in zip(first[1:4], last[1:4], strict=True)),
+                *(_wait_delta(a, b) for a, b in zip(first[4:], last[4:], strict=True)))
 
 
 class ApiClient(threading.Thread):
@@ -272,7 +297,7 @@ def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, worker
         root, name, (workers, args.interval, kind, infos), mode, postgres)
     rows = []
     try:
-        sampler = Sampler([s.proc.pid for s in started], peer_pid)
+        sampler = Sampler([s.proc.pid for s in started], peer_pid, api.proc.pid)
         client = ApiClient(api.url, uuids)
         sampler.start()
         client.start()
@@ -298,8 +323,10 @@ def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, worker
                      "sweep": "idle", "lat": idle, "bad": 0})
         for index, (end, nodes, seconds, outcomes) in enumerate(server.sweeps):
             begin = end - seconds
-            server_cpu, peer_cpu = sampler.delta(begin, end)
+            server_cpu, peer_cpu, api_cpu, api_wait, client_wait = \
+                sampler.delta(begin, end)
             window = client.window(begin, end)
+            gets = max(len(window), 1)
             rows.append({"kind": kind, "nodes": nodes, "workers": workers, "mode": mode,
                          "sweep": "cold" if index == 0 else f"warm{index}",
                          "load": server.loads[index],
@@ -307,6 +334,8 @@ def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, worker
                          "server_ms": 1000 * server_cpu / max(nodes, 1),
                          "peer_ms": 1000 * peer_cpu / max(nodes, 1),
                          "lat": [r[1] for r in window],
+                         "api": (1000 * api_cpu / gets, 1000 * api_wait / gets,
+                                 1000 * client_wait / gets),
                          "bad": sum(1 for r in window if r[2] != 200)})
         for each in started:
             if each.errors:
@@ -337,7 +366,9 @@ def print_rows(rows: list[dict], p99_ms: float = API_P99_MS) -> None:
         rate = row["nodes"] / row["seconds"] if row["seconds"] else 0.0
         print(f"{head} {row['sweep']:>5} "
               f"{row['seconds']:>7.2f} {rate:>7.0f} {row['server_ms']:>7.2f} "
-              f"{row['peer_ms']:>7.2f} {target:>6}  {api} {row['load']:>5.1f}  {row['outcomes']}"
+              f"{row['peer_ms']:>7.2f} {target:>6}  {api} {row['load']:>5.1f} "
+              f"{row['api'][0]:>6.1f} {row['api'][1]:>6.1f} {row['api'][2]:>6.1f}  "
+              f"{row['outcomes']}"
               + (f"  ({row['bad']} non-200)" if row["bad"] else ""))
     sys.stdout.flush()
 
@@ -376,9 +407,11 @@ def main() -> int:
         print(f"{'mode':>6} {'peer':>7} {'nodes':>5} {'wrk':>4} {'sweep':>5} {'seconds':>7} "
               f"{'req/s':>7} "
               f"{'srvCPU':>7} {'peerCPU':>7} {'<=10s':>6}  {'GETs':>5} {'p50ms':>6} "
-              f"{'p99ms':>6} {'maxms':>7} {'p99?':>4} {'load':>5}  outcomes")
+              f"{'p99ms':>6} {'maxms':>7} {'p99?':>4} {'load':>5} {'apiCPU':>6} {'apiRQ':>6} "
+              f"{'cliRQ':>6}  outcomes")
         print(f"{'':>6} {'':>7} {'':>5} {'':>4} {'':>5} {'':>7} {'':>7} {'ms/node':>7} "
-              f"{'ms/node':>7}")
+              f"{'ms/node':>7} {'':>6}  {'':>5} {'':>6} {'':>6} {'':>7} {'':>4} {'':>5} "
+              f"{'ms/GET':>6} {'ms/GET':>6} {'ms/GET':>6}")
         if ipmi:
             bmcs = start_bmcs(root / "bmc", count=max(ipmi), username=USER, password=PASSWORD)
             try:

@@ -23,8 +23,8 @@ engine does on an image file; page cache dropped before every timed step.
   active slot: nothing says the passive slot holds them), so the apply also gets
   compared with the floor of that copy: ``dd if=USR-A of=USR-B iflag=direct
   oflag=direct`` (read all + write all), printed beside it.
-* delta in place: what the engine is offered when it names the passive slot's
-  version (the version before last, which A/B alternation leaves there): a delta
+* delta in place: what the engine (DELTA_IN_PLACE=true) is offered when it names the
+  passive slot's version (the version before last, which A/B alternation leaves there): a delta
   from that version, applied onto USR-B itself (slotdelta.apply_in_place: one read
   of USR-B, the changed writes, those read back). Same floor, same target.
   Before each delta run (both kinds) USR-B is reset, untimed, to that version before

@@ -193,6 +193,7 @@ def test_a_delta_from_the_passive_slot_s_version_is_applied_in_place(fleet, tmp_
     """After one update the passive slot holds the version before last; the engine names
     it and the appliance offers the delta from it, applied onto that slot in place."""
     url, channel, appid, host, v1 = fleet
+    host.conf(GROUP=channel, APPID=appid, DELTA_IN_PLACE="true")
     v2 = change(v1, tmp_path / "v2.img", 2)
     upload(url, v2, "2.0.0", channel, appid)
     deltas_ready(url, appid, "2.0.0", 1)

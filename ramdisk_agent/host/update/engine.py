@@ -46,13 +46,15 @@ class UpdateEngine:
                  layout: SlotLayout, installer: Installer, health: HealthGate,
                  rebooter: Rebooter, version: str, boot_id: str,
                  reboot_required_file: str, schedule: Schedule | None = None,
-                 host: str = "", rng: random.Random | None = None, deltas: bool = True):
+                 host: str = "", rng: random.Random | None = None, deltas: bool = True,
+                 in_place: bool = False):
         self.store, self.client, self.layout = store, client, layout
         self.installer, self.health, self.rebooter = installer, health, rebooter
         self.version, self.boot_id, self.host = version, boot_id, host
         self.reboot_required_file = reboot_required_file
         self.schedule = schedule or Schedule()
         self.rng, self.deltas = rng or random.Random(), deltas
+        self.in_place = in_place
         self.poll_interval: float | None = None
         self.observer: Observer = lambda state: None
 
@@ -122,10 +124,12 @@ class UpdateEngine:
 
     def _passive_version(self, state: st.EngineState) -> str:
         """The version the passive slot holds, if this engine wrote and verified it or
-        ran it (a delta from it is applied in place); the active slot runs ours."""
+        ran it (a delta from it is applied in place; DELTA_IN_PLACE=true names it);
+        the active slot runs ours."""
         active, passive = self.layout.active_and_passive()
         state.slot_versions[str(active.number)] = self.version
-        return str(state.slot_versions.get(str(passive.number), ""))
+        return str(state.slot_versions.get(str(passive.number), "")) if self.in_place \
+            else ""
 
     def _resume_offer(self, state: st.EngineState) -> omaha.UpdateCheck:
         """The server still counts this host's interrupted download as in progress (as

@@ -80,7 +80,8 @@ def build(config: UpdateConfig) -> UpdateEngine:
                         installer=installer, health=health, rebooter=rebooter,
                         version=version, boot_id=boot_id,
                         reboot_required_file=config.reboot_required_file,
-                        schedule=config.schedule, host=host, deltas=config.delta_okay)
+                        schedule=config.schedule, host=host, deltas=config.delta_okay,
+                        in_place=config.delta_in_place)
 
 
 def _update_key(config: UpdateConfig) -> ed25519.Ed25519PublicKey | None:

@@ -28,7 +28,7 @@ PASS/MISS against 10 s. Row "idle" is the GET latency before the first sweep.
 shared machine, compare runs only at similar load. "apiCPU" and "apiRQ" are, per
 GET of the window, the CPU of the process serving the GETs and the time its threads
 spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat); "cliRQ" the
-same wait of this benchmark's own threads (the client's side of the measured latency).
+same wait of the client thread (the client's side of the measured latency).
 
 ``--roles`` (issue 17: API latency under a cold power sweep of 1,000 IPMI nodes when
 API and conductor run in separate processes, **p99 <= 20 ms**; today 15-113 ms in one
@@ -112,11 +112,12 @@ class Server(ServeProcess):
         ready.set()
 
 
-def run_queue_wait(pid: int) -> dict[str, int]:
-    """Nanoseconds each of the process's threads has waited for a CPU while runnable
-    (the second field of its schedstat), by thread id."""
+def run_queue_wait(pid: int, tid: int | None = None) -> dict[str, int]:
+    """Nanoseconds each of the process's threads (or only thread ``tid``) has waited for
+    a CPU while runnable (the second field of its schedstat), by thread id."""
     waits = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    tasks = Path(f"/proc/{pid}/task")
+    for task in [tasks / str(tid)] if tid else tasks.iterdir():
         try:
             waits[task.name] = int((task / "schedstat").read_text().split()[1])
         except (OSError, IndexError, ValueError):
@@ -135,8 +136,10 @@ class Sampler(threading.Thread):
     process's run-queue wait) every 20 ms; the
     server's CPU is summed over its processes (API and conductor when they are two)."""
 
-    def __init__(self, server_pids: list[int], peer_pid: int, api_pid: int):
+    def __init__(self, server_pids: list[int], peer_pid: int, api_pid: int,
+                 client_tid: int | None):
         super().__init__(daemon=True)
+        self.client_tid = client_tid
         self.pids = (server_pids, peer_pid, api_pid)
         self.samples: list[tuple] = []
         self.stop = threading.Event()
@@ -147,7 +150,7 @@ class Sampler(threading.Thread):
                 self.samples.append((time.monotonic(), sum(map(proc_cpu, self.pids[0])),
                                      proc_cpu(self.pids[1]), proc_cpu(self.pids[2]),
                                      run_queue_wait(self.pids[2]),
-                                     run_queue_wait(os.getpid())))
+                                     run_queue_wait(os.getpid(), self.client_tid)))
             except (OSError, ValueError):
                 return
             self.stop.wait(0.02)
@@ -168,8 +171,12 @@ class ApiClient(threading.Thread):
         self.url, self.uuids = url, uuids
         self.results: list[tuple[float, float, int]] = []
         self.stop = threading.Event()
+        self.running = threading.Event()
+        self.tid: int | None = None
 
     def run(self) -> None:
+        self.tid = threading.get_native_id()
+        self.running.set()
         session = requests.Session()
         rng = random.Random(1)
         while not self.stop.is_set():
@@ -297,10 +304,11 @@ def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, worker
         root, name, (workers, args.interval, kind, infos), mode, postgres)
     rows = []
     try:
-        sampler = Sampler([s.proc.pid for s in started], peer_pid, api.proc.pid)
         client = ApiClient(api.url, uuids)
-        sampler.start()
         client.start()
+        client.running.wait(5)
+        sampler = Sampler([s.proc.pid for s in started], peer_pid, api.proc.pid, client.tid)
+        sampler.start()
         began = time.monotonic()
         deadline = began + args.interval * (args.sweeps + 1) + args.sweep_timeout
         try:

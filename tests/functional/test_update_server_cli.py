@@ -118,17 +118,7 @@ def test_the_host_update_engine_s_clients_against_the_server(server, tmp_path):
     """The agent side's own Omaha and lease clients (ramdisk_agent/host/update/
     client.py) against this server: the contract both sides were built to."""
     from ramdisk_agent.host.update.client import Identity, LeaseClient, OmahaClient
-    latest = {"X-OpenStack-Ironic-API-Version": "latest"}
-    node = requests.post(f"{server.url}/v1/nodes", headers=latest, timeout=TIMEOUT, json={
-        "driver": "fake-hardware", "name": "engine-host"}).json()["uuid"]
-    for target, state in (("manage", "manageable"), ("adopt", "active")):
-        requests.put(f"{server.url}/v1/nodes/{node}/states/provision", headers=latest,
-                     json={"target": target}, timeout=TIMEOUT)
-        wait_until(lambda s=state: requests.get(
-            f"{server.url}/v1/nodes/{node}", headers=latest, timeout=TIMEOUT
-        ).json()["provision_state"] == s, 30, 0.1, state)
-    cli(server, "host", "token", node, "--output", str(tmp_path / "token.json"))
-    token = json.loads((tmp_path / "token.json").read_text())["token"]
+    node, token = host_token(server, tmp_path, "engine-host")
 
     # the group as the first test left it (paused, 0 %), opened again from the CLI
     cli(server, "group", "set", "stable", "--resume", "--rollout-percent", "100",

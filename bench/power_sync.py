@@ -38,7 +38,9 @@ against 20 ms: "one" (one ``metalcast serve``, SQLite, as above: the reference),
 ``--role conductor`` on PostgreSQL, a fresh database each, the secrets key shared
 through ``[secrets] key_file``; the GETs go to the API process, the sweep runs in the
 conductor; srvCPU is both processes summed). The PostgreSQL is one this benchmark
-starts (tests/conftest.py PostgresServer).
+starts (tests/conftest.py PostgresServer). ``--conductor-nice N`` runs the split
+conductor's threads at nice N (as an operator may run it beside API processes on one
+host): on a saturated machine the GETs then win the CPU from the sweep.
 
 Every child (BMCs, emulator, servers, PostgreSQL) is stopped by PID, also on
 error/Ctrl-C.
@@ -46,6 +48,7 @@ error/Ctrl-C.
 Usage: .venv/bin/python bench/power_sync.py [--ipmi 200,1000] [--redfish 200]
        [--workers 8,32] [--sweeps 2] [--interval 3]
        .venv/bin/python bench/power_sync.py --roles --ipmi 1000 --redfish '' --workers 32
+                                            [--conductor-nice 10]
 """
 from __future__ import annotations
 
@@ -265,13 +268,21 @@ class Postgres:
         self.server.remove()
 
 
+def renice(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` to ``nice`` (Linux: per thread; the threads it starts
+    later inherit it from their creator)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+
+
 def start_servers(root: Path, name: str, config_args, mode: str,
                   postgres: Postgres | None
                   ) -> tuple[list[Server], Server, Server, list[str]]:
     """(all started, the one the GETs go to, the one that sweeps) for ``mode``: "one"
     (SQLite in the data dir), "one-pg" (``--role all`` on PostgreSQL), "split" (a
     ``--role api`` and a ``--role conductor`` on PostgreSQL)."""
-    workers, interval, kind, infos = config_args
+    workers, interval, kind, infos, nice = config_args
     driver, iface = ("ipmi", "ipmitool") if kind == "ipmi" else ("redfish", "redfish")
     data_dir = root / name
     database = postgres.database() if postgres is not None and mode != "one" else None
@@ -290,6 +301,8 @@ def start_servers(root: Path, name: str, config_args, mode: str,
             started.append(Server(role_dir, ["--role", role, "--config-file", str(config)],
                                   ready=ready))
             started[-1].start()
+            if role == "conductor" and nice:
+                renice(started[-1].proc.pid, nice)
         return started, started[1], started[0], uuids
     except BaseException:
         for server in started:
@@ -301,7 +314,8 @@ def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, worker
                  args, mode: str = "one", postgres: Postgres | None = None) -> list[dict]:
     name = f"{kind}-{len(infos)}-w{workers}-{mode}"
     started, api, server, uuids = start_servers(
-        root, name, (workers, args.interval, kind, infos), mode, postgres)
+        root, name, (workers, args.interval, kind, infos, args.conductor_nice), mode,
+        postgres)
     rows = []
     try:
         client = ApiClient(api.url, uuids)
@@ -398,6 +412,8 @@ def main() -> int:
     parser.add_argument("--roles", action="store_true",
                         help="each run also on PostgreSQL, one process and API + conductor "
                              "split; p99 against 20 ms")
+    parser.add_argument("--conductor-nice", type=int, default=0,
+                        help="--roles: run the split conductor process at this nice value")
     args = parser.parse_args()
     modes = ("one", "one-pg", "split") if args.roles else ("one",)
     p99_ms = ROLES_P99_MS if args.roles else API_P99_MS

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench._postgres import BenchPostgres
 from bench._server import ServeProcess
 from bench.scale_out import seed
 from conductor import states
@@ -20,7 +21,6 @@ from conductor.db.engine import make_engine
 from conductor.db.queries import Store
 from conductor.db.schema import conductors as conductor_table
 from conductor.db.schema import nodes
-from tests.conftest import PostgresServer, _admin, _pg_bindir
 from tests.functional.conftest import _write_config
 
 NAMES = ("tk-c1", "tk-c2", "tk-c3")
@@ -112,22 +112,15 @@ def pending(engine: sa.Engine, uuids: list[str], expected: dict[str, str]) -> tu
 
 def run(args) -> None:
     count = args.nodes
-    bindir = _pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL (initdb/postgres) not found: "
-                         "sudo scripts/install-system-packages")
     interval, timeout = args.heartbeat_interval, args.heartbeat_timeout
     bound = timeout + interval + 5
-    postgres = PostgresServer(bindir)
     processes: list[Conductor] = []
-    try:
-        postgres.initdb()
-        postgres.start()
-        _admin(postgres.url("postgres"), "CREATE DATABASE metalcast")
-        url = postgres.url("metalcast")
+    with BenchPostgres() as postgres, \
+            tempfile.TemporaryDirectory(prefix="metalcast-takeover-") as work:
+        url = postgres.database("metalcast")
         engine = make_engine(url)
         migrate.upgrade(engine)
-        with tempfile.TemporaryDirectory(prefix="metalcast-takeover-") as work:
+        try:
             processes = start(Path(work), url, args)
             began = time.monotonic()
             mine = write_nodes(engine, count)
@@ -182,11 +175,7 @@ def run(args) -> None:
                   f"{bound} s; ratio {done / bound:.2f} "
                   f"({'PASS' if done <= bound and stable else 'MISS'}); load average "
                   + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        finally:
             for server in processes:
                 server.stop()
-        engine.dispose()
-    finally:
-        for server in processes:
-            server.stop()
-        postgres.stop()
-        postgres.remove()
+            engine.dispose()

@@ -69,6 +69,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._postgres import BenchPostgres
 from bench._server import ServeProcess
 from conductor import secrets
 from conductor.config import Settings
@@ -240,34 +241,6 @@ def write_config(path: Path, workers: int, interval: float, database: str | None
     return path
 
 
-class Postgres:
-    """The PostgreSQL of ``--roles`` and a fresh database on it for each run."""
-
-    def __init__(self):
-        from tests.conftest import PostgresServer, _pg_bindir
-        bindir = _pg_bindir()
-        if bindir is None:
-            raise SystemExit("--roles: PostgreSQL (initdb/postgres) not found: "
-                             "sudo scripts/install-system-packages")
-        self.server = PostgresServer(bindir)
-        self.made = 0
-
-    def __enter__(self) -> Postgres:
-        self.server.initdb()
-        self.server.start()
-        return self
-
-    def database(self) -> str:
-        from tests.conftest import _admin
-        self.made += 1
-        _admin(self.server.url("postgres"), f"CREATE DATABASE bench{self.made}")
-        return self.server.url(f"bench{self.made}")
-
-    def __exit__(self, *exc) -> None:
-        self.server.stop()
-        self.server.remove()
-
-
 def renice(pid: int, nice: int) -> None:
     """Every thread of ``pid`` to ``nice`` (Linux: per thread; the threads it starts
     later inherit it from their creator)."""
@@ -277,7 +250,7 @@ def renice(pid: int, nice: int) -> None:
 
 
 def start_servers(root: Path, name: str, config_args, mode: str,
-                  postgres: Postgres | None
+                  postgres: BenchPostgres | None
                   ) -> tuple[list[Server], Server, Server, list[str]]:
     """(all started, the one the GETs go to, the one that sweeps) for ``mode``: "one"
     (SQLite in the data dir), "one-pg" (``--role all`` on PostgreSQL), "split" (a
@@ -311,7 +284,7 @@ def start_servers(root: Path, name: str, config_args, mode: str,
 
 
 def run_scenario(root: Path, kind: str, infos: list[dict], peer_pid: int, workers: int,
-                 args, mode: str = "one", postgres: Postgres | None = None) -> list[dict]:
+                 args, mode: str = "one", postgres: BenchPostgres | None = None) -> list[dict]:
     name = f"{kind}-{len(infos)}-w{workers}-{mode}"
     started, api, server, uuids = start_servers(
         root, name, (workers, args.interval, kind, infos, args.conductor_nice), mode,
@@ -421,7 +394,7 @@ def main() -> int:
     # SIGTERM -> SystemExit, so every finally below stops its children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="bench-power-sync-") as tmp, \
-            (Postgres() if args.roles else contextlib.nullcontext()) as postgres:
+            (BenchPostgres("--roles") if args.roles else contextlib.nullcontext()) as postgres:
         root = Path(tmp)
         print(f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
               f" (1/5/15 min); interval {args.interval}s; {args.sweeps} sweeps per "

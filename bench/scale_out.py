@@ -54,11 +54,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._postgres import BenchPostgres
 from bench._server import ServeProcess
 from conductor.db import migrate
 from conductor.db.engine import make_engine
 from conductor.db.schema import nodes
-from tests.conftest import PostgresServer, _admin, _pg_bindir
 from tests.functional.conftest import _write_config
 
 SMALL = 1000                    # nodes in the table in the first round
@@ -291,34 +291,25 @@ def main() -> int:
     if args.nodes < SMALL + args.enroll:
         parser.error(f"--nodes must be at least {SMALL} + --enroll")
     began = time.time()
-    bindir = _pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL (initdb/postgres) not found: "
-                         "sudo scripts/install-system-packages")
-    postgres = PostgresServer(bindir)
     pool = multiprocessing.get_context("fork").Pool(args.clients)
     processes: list[ServeProcess] = []
     try:
-        postgres.initdb()
-        postgres.start()
-        _admin(postgres.url("postgres"), "CREATE DATABASE metalcast")
-        url = postgres.url("metalcast")
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        with tempfile.TemporaryDirectory(prefix="metalcast-scale-") as work:
-            conductors, apis = start_cluster(Path(work), url)
-            processes = conductors + apis
-            figures = run(engine, pool, conductors, apis, args)
-            report(*figures, [(p.data_dir.name, p) for p in processes])
-            for process in processes:
-                process.stop()
-        engine.dispose()
+        with BenchPostgres() as postgres:
+            url = postgres.database("metalcast")
+            engine = make_engine(url)
+            migrate.upgrade(engine)
+            with tempfile.TemporaryDirectory(prefix="metalcast-scale-") as work:
+                try:
+                    conductors, apis = start_cluster(Path(work), url)
+                    processes = conductors + apis
+                    figures = run(engine, pool, conductors, apis, args)
+                    report(*figures, [(p.data_dir.name, p) for p in processes])
+                finally:
+                    for process in processes:
+                        process.stop()
+                    engine.dispose()
     finally:
         pool.terminate()
-        for process in processes:
-            process.stop()
-        postgres.stop()
-        postgres.remove()
     print(f"whole run: {time.time() - began:.0f} s")
     return 0
 

@@ -59,6 +59,19 @@ def _start_conductor(data_dir, db, name, conductor=None):
     return process, log
 
 
+def _start_apis(tmp_path, db, prefix, conductor, processes, count=2):
+    """``count`` ``--role api`` processes on ``db``; each also goes in ``processes``
+    (as it starts, so a later failure still stops it)."""
+    apis = []
+    for index in range(count):
+        api = start_server(tmp_path / f"api{index}", {
+            "database": {"connection": db},
+            "conductor": {"host": f"{prefix}{index}", "role": "api", **conductor}})
+        apis.append(api)
+        processes.append(api.process)
+    return apis
+
+
 @pytest.fixture
 def roles(cluster_db, tmp_path):  # noqa: F811 - the fixture imported above
     processes = []
@@ -68,12 +81,7 @@ def roles(cluster_db, tmp_path):  # noqa: F811 - the fixture imported above
         for name in CONDUCTORS:
             conductors[name] = _start_conductor(tmp_path / name, cluster_db, name)
             processes.append(conductors[name][0])
-        for index in range(2):
-            api = start_server(tmp_path / f"api{index}", {
-                "database": {"connection": cluster_db},
-                "conductor": {"host": f"role-api{index}", "role": "api", **MEMBERSHIP}})
-            apis.append(api)
-            processes.append(api.process)
+        apis = _start_apis(tmp_path, cluster_db, "role-api", MEMBERSHIP, processes)
         yield conductors, apis
     finally:
         for process in processes:

@@ -24,10 +24,10 @@ import requests
 import sqlalchemy as sa
 
 from conductor.db.schema import nodes
-from tests.functional.conftest import start_server, stop_server
+from tests.functional.conftest import stop_server
 from tests.functional.helpers import HEADERS
 from tests.functional.test_conductors import cluster_db  # noqa: F401 - a fixture
-from tests.functional.test_roles import MEMBERSHIP, _start_conductor
+from tests.functional.test_roles import MEMBERSHIP, _start_apis, _start_conductor
 from tests.waiting import wait_until
 
 COUNT = 3000
@@ -53,12 +53,7 @@ def cluster(cluster_db, tmp_path):  # noqa: F811 - the fixture imported above
             conductors[name] = _start_conductor(tmp_path / name, cluster_db, name,
                                                 CONDUCTOR)[0]
             processes.append(conductors[name])
-        for index in range(2):
-            api = start_server(tmp_path / f"api{index}", {
-                "database": {"connection": cluster_db},
-                "conductor": {"host": f"scale-api{index}", "role": "api", **CONDUCTOR}})
-            apis.append(api)
-            processes.append(api.process)
+        apis = _start_apis(tmp_path, cluster_db, "scale-api", CONDUCTOR, processes)
         engine = sa.create_engine(cluster_db)
         yield conductors, apis, engine
         engine.dispose()

@@ -34,6 +34,7 @@ SETTINGS = config.from_options({"agent.command_timeout": 2, "agent.max_command_a
 #: What the endless peer sends at most before it gives up (the conductor must stop
 #: reading long before).
 ENDLESS_LIMIT = 256 << 20
+ENDLESS_CHUNK = 1 << 20
 #: Seconds between two bytes of the trickling peer, and how many it sends at most.
 TRICKLE_PAUSE, TRICKLE_MAX = 0.2, 600
 
@@ -126,9 +127,11 @@ def test_an_endless_answer_is_cut_at_the_limit(peers):
     def endless(peer: Peer, tls) -> None:
         peer.read_request(tls)
         tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 40))
-        chunk = b"[" * (1 << 20)
-        # Count every byte the TLS layer took, a partly sent chunk too: the client reads
-        # past the limit before it stops, so more than MAX_ANSWER has always gone out.
+        chunk = b"[" * ENDLESS_CHUNK
+        # Count the chunks the TLS layer took whole. A blocking TLS send writes all of a
+        # chunk or raises, so the chunk the closing client cut off (it reads one byte past
+        # the limit before it stops) is not counted: every chunk before it is, and the
+        # limit is a whole number of chunks, so at least MAX_ANSWER is counted.
         while peer.sent < ENDLESS_LIMIT:
             peer.sent += tls.send(chunk)
 
@@ -138,7 +141,8 @@ def test_an_endless_answer_is_cut_at_the_limit(peers):
                     CIPHER).commands()
     # The conductor stopped reading at the limit: the peer could not push much more
     # than that (and the socket buffers) before the connection closed.
-    assert MAX_ANSWER < agent.sent < ENDLESS_LIMIT
+    assert MAX_ANSWER % ENDLESS_CHUNK == 0
+    assert MAX_ANSWER <= agent.sent < ENDLESS_LIMIT
 
 
 class SlowRelay:

@@ -48,6 +48,31 @@ def test_the_omaha_endpoint_takes_at_most_64_kib_even_when_the_default_is_larger
     assert caps.cap("POST", "/v1/nodes") == 1 << 20
 
 
+def test_caps_of_routes_without_variables_are_remembered_and_stay_the_same():
+    default = 1 << 20
+    app = create_app(object(), config.from_options({"api.max_request_body_size": default}))
+    caps = app.extensions[limits.EXTENSION]
+    asked = [("POST", "/v1/update/"), ("POST", "/updates/v1/images"), ("GET", "/v1"),
+             ("POST", "/v1/nodes"), ("PUT", "/v1/nodes/x/states/provision"),
+             ("POST", "/no/such/route"), ("DELETE", "/patching/v1/upload")]
+    first = [caps.cap(method, path) for method, path in asked]
+    again = [caps.cap(method, path) for method, path in asked]
+    assert first == again == [public.MAX_BODY, operator.MAX_UPLOAD, default, default,
+                              limits.CONFIGDRIVE_LIMIT, default, default]
+    # a route with variables (one entry per node) and a path no route has are not kept
+    assert set(caps._static) == {("POST", "/v1/update/"), ("POST", "/updates/v1/images"),
+                                 ("GET", "/v1"), ("POST", "/v1/nodes")}
+
+
+def test_remembered_caps_are_bounded(monkeypatch):
+    app = create_app(object(), config.from_options({"api.max_request_body_size": 1 << 20}))
+    caps = app.extensions[limits.EXTENSION]
+    monkeypatch.setattr(limits, "STATIC_ENTRIES", 2)
+    for slashes in range(1, 6):   # leading slashes: the same route, another key
+        assert caps.cap("POST", "/" * slashes + "v1/update/") == public.MAX_BODY
+    assert len(caps._static) == 2
+
+
 def test_every_large_view_is_served(app):
     views = set(app.view_functions.values())
     assert set(limits.LARGE_BODIES) <= views

@@ -11,7 +11,8 @@ update"), never making bootable anything that did not verify.
    and applied with the ACTIVE slot as source in one pass (slotdelta.py: signature,
    data and every operation's bytes checked against their signed digests) - or, for
    a delta from the version the passive slot holds (``Offer.base == "passive"``), in
-   place: only the changed ranges written, then read back and checked.
+   place: every byte of the result checked in one read of the slot before the first
+   write, then only the changed ranges written, read back and checked.
 4. The whole-slot SHA-256 must equal the signed one (full image) - or every operation
    digest matched (delta) - before flatcar-postinst's ``cgpt add -S0 -T1`` +
    ``cgpt prioritize`` (slots.SlotDisk.mark_for_trial) in one atomic GPT rewrite.

@@ -20,14 +20,14 @@ This is one read of the active slot and one write of the passive slot: the floor
 any delta into the other slot (bench/ab_update.py).
 
 :func:`apply_in_place` is the cheaper case: the passive slot holds the delta's source
-(a delta from the version before last, which A/B alternation leaves there). Only the
-changed ranges are written; the copies are read where they lie and checked against
-their digests like any other operation, and the written ranges are read back and
-checked after the fsync - so every byte of the slot is verified either way.
+(a delta from the version before last, which A/B alternation leaves there). It is the
+ramdisk's in-place applier: one pass over the slot checks every byte of the result
+(copies where they lie, new data in memory) before anything is written; then only the
+changed ranges are written and read back - so every byte of the slot is verified
+either way.
 """
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
 import errno
 import hashlib
@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from ramdisk_agent.ramdisk.delta import apply as delta_apply
 from ramdisk_agent.ramdisk.delta.ranges import ALIGN, Range, RangeCheck, split
 from ramdisk_agent.ramdisk.pipeline import (
     BUFFERS,
@@ -61,8 +62,6 @@ ZEROS = bytes(CHUNK)
 #: under load from other work (512 MiB slot, A/B in one run): 1 lane 0.91-0.98 s, 2 lanes
 #: 0.85-1.31 s - a second hashing thread only competes with the reader and writers.
 LANES = 1
-#: Reads in flight while the changed ranges of a delta in place are read back.
-READ_BACK_THREADS = 8
 
 
 def _checked(payload_path: str, key: ed25519.Ed25519PublicKey, version: str
@@ -114,84 +113,31 @@ def apply_in_place(payload_path: str, target: str, key: ed25519.Ed25519PublicKey
                    version: str, progress: Callable[[float], None] = lambda fraction: None
                    ) -> int:
     """Write the delta's target image into ``target`` where ``target`` holds the
-    delta's source (the passive slot's version, the one before last): copies are
-    read where they are and checked against their digests, only ``replace`` and
-    ``zero`` ranges are written, then read back and checked again (a write that did
-    not land fails here). One read of the slot plus the changed writes, instead of a
-    read of the active slot plus a write of the whole passive one. Its size."""
-    manifest, data, header = _checked(payload_path, key, version)
-    try:
-        moved = next((op for op in manifest.operations
-                      if op.op is fmt.Op.COPY and op.src != op.dst), None)
-        if moved is not None:
-            raise DeltaError(f"the copy to {moved.dst} reads {moved.src}: a delta that "
-                             "moves data cannot be applied in place")
-        needed = max(manifest.source_size, manifest.target_size)
-        if device_size(target) < needed:
-            raise DeltaError(f"the passive slot holds {device_size(target)} bytes, the "
-                             f"payload needs {needed}")
-        changes = [op for op in manifest.operations if op.op is not fmt.Op.COPY]
-        # buffered writes: the changed ranges are many small ones, which the page
-        # cache and the fsync's elevator merge (one O_DIRECT pwrite each: ~2x slower,
-        # measured on a 256 MiB slot); _read_back reads the disk with O_DIRECT
-        _pipeline(manifest, _Producer(manifest, data, header, target), target, progress,
-                  _ChangedRanges(changes).write, direct=False)
-    finally:
-        if data is not None:
-            data.close()
-    _read_back(target, changes)
+    delta's source (the passive slot's version, the one before last); its size.
+
+    This is the ramdisk's in-place applier (ramdisk/delta/apply.py), one code path for
+    both: one pass over the slot (delta/source.py: large O_DIRECT reads in flight ahead
+    of the hashing) checks every copy range where it lies - in place a copy's source
+    bytes are its result bytes - while the new data is checked in memory beside it, so
+    every byte of the resulting slot is checked against its signed operation digest
+    (and those add up to the signed target digest) BEFORE anything is written: a slot
+    not holding the source, or a bad payload, leaves the slot as it was. Then only the
+    changed ranges are written (native AIO, O_DIRECT) and read back from the device
+    (a write that did not land fails). One read of the slot plus the changed writes,
+    instead of a read of the active slot plus a write of the whole passive one."""
+    weights = {"verify-source": (0.0, 0.8), "write": (0.8, 0.15), "read-back": (0.95, 0.05)}
+
+    def fraction(stage: str, done: int, total: int) -> None:
+        base, share = weights.get(stage, (0.0, 0.0))
+        progress(base + share * done / max(total, 1))
+    result = delta_apply.apply(payload_path, target, None, key, fraction, version)
     LOG.info("Delta %s applied in place into %s: %d of %d bytes written and read back",
-             manifest.version, target, sum(op.length for op in changes), manifest.target_size)
-    return manifest.target_size
-
-
-class _ChangedRanges:
-    """Writes only the parts of a window that the delta changes (``changes``: the
-    operations that are not copies, in target order)."""
-
-    def __init__(self, changes: list[fmt.Operation]):
-        self.changes = changes
-        self.ends = [op.dst + op.length for op in changes]
-
-    def write(self, target: DiskTarget, offset: int, buffer: memoryview, length: int) -> None:
-        end = offset + length
-        index = bisect.bisect_right(self.ends, offset)
-        while index < len(self.changes) and self.changes[index].dst < end:
-            op = self.changes[index]
-            start, stop = max(op.dst, offset), min(op.dst + op.length, end)
-            target.write(start, buffer[start - offset:stop - offset])
-            index += 1
-
-
-def _read_back(target: str, changes: list[fmt.Operation]) -> None:
-    """Every written range as the disk now holds it, against its signed digest. The
-    ranges are many small ones (scattered 4 KiB blocks): read one at a time they cost
-    more than the whole apply, so :data:`READ_BACK_THREADS` read at once."""
-    reader = _Producer.reader(target)
-
-    def check(op: fmt.Operation) -> None:
-        with mmap.mmap(-1, op.length) as buffer:
-            view = memoryview(buffer)
-            try:
-                reader._read(view, op.dst, 0)
-                if hashlib.sha256(view).digest() != op.sha256:
-                    raise DeltaError(f"target bytes {op.dst}-{op.dst + op.length} read "
-                                     "back from the passive slot do not match their signed "
-                                     "digest: the write did not land")
-            finally:
-                view.release()
-    try:
-        with concurrent.futures.ThreadPoolExecutor(READ_BACK_THREADS, "read-back") as pool:
-            for done in pool.map(check, changes):
-                del done
-    finally:
-        reader.close()
+             version, target, result.written_bytes, result.target_size)
+    return result.target_size
 
 
 def _pipeline(manifest: fmt.Manifest, producer: _Producer, target_path: str,
-              progress: Callable[[float], None],
-              write: Callable[[DiskTarget, int, memoryview, int], None] | None = None,
-              direct: bool = True) -> None:
+              progress: Callable[[float], None]) -> None:
     ranges = [Range(op.dst, op.length, op.sha256) for op in manifest.operations]
     lanes = [RangeCheck(lane, _mismatch) for lane in split(ranges, LANES)]
     pool = concurrent.futures.ThreadPoolExecutor(len(lanes), "delta-check")
@@ -204,13 +150,12 @@ def _pipeline(manifest: fmt.Manifest, producer: _Producer, target_path: str,
             return
         for done in [pool.submit(lane.feed, offset, buffer[:length]) for lane in lanes]:
             done.result()
-    target = DiskTarget(target_path, direct=direct)
+    target = DiskTarget(target_path)
     maps = [mmap.mmap(-1, CHUNK) for _ in range(BUFFERS + WRITERS)]
     free: queue.Queue = queue.Queue()
     for m in maps:
         free.put(memoryview(m))
-    write = write or (lambda disk, off, buf, n: disk.write(off, buf[:n]))
-    writers = Writers(WRITERS, lambda off, buf, n: write(target, off, buf, n), free)
+    writers = Writers(WRITERS, lambda off, buf, n: target.write(off, buf[:n]), free)
     hashing = Stage("delta-check", check, writers.jobs, free)
     writers.start()
     hashing.start()
@@ -268,11 +213,6 @@ class _Producer:
                                                  os.O_DIRECT)
         except OSError:
             self.direct_fd = None
-
-    @classmethod
-    def reader(cls, path: str) -> _Producer:
-        """Reads of ``path`` only (:meth:`_read`), O_DIRECT where aligned."""
-        return cls(None, None, 0, path)
 
     def close(self) -> None:
         for fd in (self.fd, self.direct_fd):

@@ -43,6 +43,7 @@ class ApplyResult:
     """What an application did, for the command result and the benchmark."""
 
     operations: int = 0
+    target_size: int = 0        #: bytes of the image the disk now holds
     verified_bytes: int = 0     #: source bytes hashed (copy operations)
     written_bytes: int = 0      #: bytes written to the target
     seconds: float = 0.0
@@ -107,6 +108,7 @@ def _apply(manifest, data, source, target, progress, result: ApplyResult,
     if fmt.target_digest(op.sha256 for op in manifest.operations) != manifest.target_sha256:
         raise DeltaError("operation digests do not add up to the target digest")
     result.operations = len(manifest.operations)
+    result.target_size = manifest.target_size
     ops = [op for op in manifest.operations if target is not None or op.op is not fmt.Op.COPY]
     laid_out: list = []
     try:

@@ -1,15 +1,20 @@
 """A delta applied in place on the passive slot (slotdelta.apply_in_place), on real
-files with the real pipeline threads: only the changed ranges are written, and the
-slot is still verified byte for byte - a slot that does not hold the delta's source,
-a tampered or short payload, and a write that did not land are all refused."""
+files with the real reader, hashing and AIO threads: only the changed ranges are
+written, and the slot is still verified byte for byte - a slot that does not hold the
+delta's source, new data that does not match its digest, a tampered or short payload
+are all refused before the first write, and a write that did not land is caught by
+the read-back."""
 from __future__ import annotations
 
+import dataclasses
+import io
 import random
 
 import pytest
 
 from conductor.updates import delta_build, keys
 from ramdisk_agent.host.update import slotdelta
+from ramdisk_agent.ramdisk.delta import target as delta_target
 from ramdisk_agent.wire import delta_format as fmt
 from ramdisk_agent.wire.errors import DeltaError
 
@@ -32,7 +37,7 @@ def built(tmp_path_factory):
     key = keys.load_or_create(root / "delta.key")
     made = delta_build.build(root / "old.img", root / "new.img", root / "p.delta", key,
                              version="2")
-    return old, bytes(new), made.path, fmt.load_public_key(keys.public_pem(key))
+    return old, bytes(new), made.path, fmt.load_public_key(keys.public_pem(key)), key
 
 
 @pytest.fixture
@@ -42,6 +47,20 @@ def slot(tmp_path, built):
     return path
 
 
+@pytest.fixture
+def writes(monkeypatch) -> list[tuple[int, int]]:
+    """Every range the applier sends to the slot (delta/target.py's writer)."""
+    sent: list[tuple[int, int]] = []
+    real_send = delta_target._Writer.send
+
+    def recording(writer, batch):
+        sent.extend((offset, offset + length) for offset, length, _ in batch.requests)
+        sent.extend((offset, offset + len(data)) for offset, data in batch.buffered)
+        real_send(writer, batch)
+    monkeypatch.setattr(delta_target._Writer, "send", recording)
+    return sent
+
+
 def changed_ranges(payload, public) -> list[tuple[int, int]]:
     with open(payload, "rb") as stream:
         manifest, _ = fmt.read_header(stream, public)
@@ -49,39 +68,56 @@ def changed_ranges(payload, public) -> list[tuple[int, int]]:
             if op.op is not fmt.Op.COPY]
 
 
-def test_only_changed_ranges_are_written_and_the_slot_is_the_target(built, slot,
-                                                                   monkeypatch):
-    old, new, payload, public = built
-    written: list[tuple[int, int]] = []
-    real_write = slotdelta.DiskTarget.write
-
-    def recording(self, offset, data):
-        written.append((offset, offset + len(data)))
-        real_write(self, offset, data)
-    monkeypatch.setattr(slotdelta.DiskTarget, "write", recording)
+def test_only_changed_ranges_are_written_and_the_slot_is_the_target(built, slot, writes):
+    old, new, payload, public, _ = built
     assert slotdelta.apply_in_place(str(payload), str(slot), public, "2") == len(new)
     assert slot.read_bytes() == new
     changed = changed_ranges(payload, public)
-    assert sum(end - start for start, end in written) == \
+    assert sum(end - start for start, end in writes) == \
         sum(end - start for start, end in changed) < SIZE // 10
-    assert all(any(a <= start and end <= b for a, b in changed) for start, end in written)
+    assert all(any(a <= start and end <= b for a, b in changed) for start, end in writes)
 
 
-def test_a_slot_not_holding_the_source_is_refused(built, slot):
-    _, new, payload, public = built
+def test_a_slot_not_holding_the_source_is_refused_before_any_write(built, slot, writes):
+    _, new, payload, public, _ = built
     changed = changed_ranges(payload, public)
     spot = next(o for o in range(0, SIZE, BLOCK)           # a block the delta only copies
                 if not any(a <= o < b for a, b in changed))
     data = bytearray(slot.read_bytes())
     data[spot + 5] ^= 1
     slot.write_bytes(bytes(data))
-    with pytest.raises(DeltaError, match="do not match their signed digest"):
+    with pytest.raises(DeltaError, match="differs from the payload's base"):
         slotdelta.apply_in_place(str(payload), str(slot), public, "2")
+    assert writes == []
+    assert slot.read_bytes() == bytes(data)
+
+
+def test_new_data_not_matching_its_digest_is_refused_before_any_write(built, slot, tmp_path,
+                                                                      writes):
+    """A payload signed with the right key whose one replace digest is wrong (the
+    target digest made to add up): the result's check in the single pass refuses it."""
+    old, _, payload, public, key = built
+    raw = payload.read_bytes()
+    with open(payload, "rb") as stream:
+        manifest, header = fmt.read_header(stream, public)
+    index = next(i for i, op in enumerate(manifest.operations) if op.op is fmt.Op.REPLACE)
+    ops = list(manifest.operations)
+    ops[index] = dataclasses.replace(ops[index], sha256=bytes(32))
+    forged = dataclasses.replace(manifest, operations=ops,
+                                 target_sha256=fmt.target_digest(op.sha256 for op in ops))
+    head = io.BytesIO()
+    fmt.write_header(head, forged, key)
+    bad = tmp_path / "bad.delta"
+    bad.write_bytes(head.getvalue() + raw[header:])
+    with pytest.raises(DeltaError, match=f"replace at {ops[index].dst}"):
+        slotdelta.apply_in_place(str(bad), str(slot), public, "2")
+    assert writes == []
+    assert slot.read_bytes() == old
 
 
 @pytest.mark.parametrize("spoil", ["tamper", "truncate"])
 def test_a_tampered_or_short_payload_writes_nothing(built, slot, tmp_path, spoil):
-    old, _, payload, public = built
+    old, _, payload, public, _ = built
     bad = tmp_path / "bad.delta"
     data = bytearray(payload.read_bytes())
     if spoil == "tamper":
@@ -95,16 +131,16 @@ def test_a_tampered_or_short_payload_writes_nothing(built, slot, tmp_path, spoil
 
 
 def test_a_write_that_did_not_land_is_caught(built, slot, monkeypatch):
-    _, _, payload, public = built
-    real_write = slotdelta.DiskTarget.write
-    dropped: list[int] = []
+    old, _, payload, public, _ = built
+    real_send = delta_target._Writer.send
+    dropped: list[tuple[int, int, int]] = []
 
-    def losing(self, offset, data):
-        if not dropped:               # the first changed range never reaches the disk
-            dropped.append(offset)
-            return
-        real_write(self, offset, data)
-    monkeypatch.setattr(slotdelta.DiskTarget, "write", losing)
-    with pytest.raises(DeltaError, match="did not land"):
+    def losing(writer, batch):
+        if not dropped and batch.requests:  # the first run never reaches the disk
+            dropped.append(batch.requests.pop(0))
+        real_send(writer, batch)
+    monkeypatch.setattr(delta_target._Writer, "send", losing)
+    with pytest.raises(DeltaError, match="read-back of bytes .* does not match"):
         slotdelta.apply_in_place(str(payload), str(slot), public, "2")
-    assert dropped
+    offset, length, _ = dropped[0]
+    assert slot.read_bytes()[offset:offset + length] == old[offset:offset + length]

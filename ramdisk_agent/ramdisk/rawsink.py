@@ -2,7 +2,8 @@
 
 :class:`RawSink` takes the converter's three kinds of output for a ``DiskTarget``
 (``ramdisk_agent.ramdisk.imagewrite``): slices of page-aligned download buffers go
-straight to the disk (``O_DIRECT``, no copy); other bytes (inflated compressed clusters,
+straight to the disk (``O_DIRECT``, no copy; several in flight through
+``pipeline.SliceWriters`` when given); other bytes (inflated compressed clusters,
 pieces at unaligned offsets) are gathered in one aligned staging buffer and written
 in large pieces; ranges that must read as zeros are zeroed without writing them where
 the target allows, the way ``qemu-img convert -n`` does:
@@ -53,6 +54,12 @@ class Target(Protocol):
     def write(self, offset: int, data: memoryview) -> None: ...
 
 
+class Writers(Protocol):
+    """What the sink needs of ``pipeline.SliceWriters``: writes that run on their own."""
+
+    def submit(self, offset: int, data: memoryview) -> None: ...
+
+
 def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if _LIBC_FALLOCATE is None:
         raise OSError(errno.ENOSYS, "fallocate is not available")
@@ -86,8 +93,9 @@ def _sector_size(fd: int) -> int:
 class RawSink:
     """The converter's writes, staged writes and zero ranges onto ``target``."""
 
-    def __init__(self, target: Target, stage_bytes: int = STAGE_BYTES):
-        self.target = target
+    def __init__(self, target: Target, stage_bytes: int = STAGE_BYTES,
+                 writers: Writers | None = None):
+        self.target, self.writers = target, writers
         self._map = mmap.mmap(-1, stage_bytes)
         self._stage = memoryview(self._map)
         self._at = self._fill = 0           # staged bytes: guest offset and count
@@ -97,9 +105,12 @@ class RawSink:
         self.zero_method: str | None = None
 
     def write(self, offset: int, data: memoryview) -> None:
-        """``data`` in page-aligned memory: straight to the disk when ``offset`` is aligned."""
+        """``data`` in page-aligned memory: straight to the disk when ``offset`` is aligned
+        (by ``writers``, when given, without waiting for it)."""
         if offset % ALIGN:
             self.stage(offset, data)
+        elif self.writers is not None:
+            self.writers.submit(offset, data)
         else:
             self.target.write(offset, data)
 

@@ -173,11 +173,14 @@ def test_zero_clusters_subclusters_and_discards(tmp_path, srv_dir, server):
         assert gets(server, image) == 1
 
 
+@pytest.mark.parametrize("compress", [["-c"], []], ids=["compressed", "data-runs"])
 def test_to_a_loop_device_zeroes_with_blkzeroout(tmp_path, raw_image, srv_dir, server,
-                                                 caplog):
+                                                 caplog, compress):
+    """Compressed clusters are inflated and staged; plain data runs are written from
+    the download buffers by the writer threads (several in flight) with O_DIRECT."""
     losetup = require("losetup")
     image = srv_dir / "loop.qcow2"
-    qemu("convert", "-f", "raw", "-O", "qcow2", "-c", str(raw_image), str(image))
+    qemu("convert", "-f", "raw", "-O", "qcow2", *compress, str(raw_image), str(image))
     backing = make_disk(tmp_path / "loop-backing.img")
     loop = subprocess.run([losetup, "--find", "--show", backing], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -188,6 +191,33 @@ def test_to_a_loop_device_zeroes_with_blkzeroout(tmp_path, raw_image, srv_dir, s
         subprocess.run([losetup, "-d", loop], check=True)
     assert result.direct_io
     assert "zero ranges by BLKZEROOUT" in caplog.text
+
+
+def test_a_write_failing_on_a_writer_thread_fails_and_leaves_nothing_bootable(
+        tmp_path, raw_image, srv_dir, server):
+    """ENOSPC half-way: the disk is a file larger than the tmpfs it lives on, so the
+    writer threads' O_DIRECT writes of data runs fail once it is full. The failure is
+    reported, and the writes are all over before the start of the disk is zeroed."""
+    if os.geteuid():
+        pytest.skip("mounts a tmpfs: needs root")
+    image = srv_dir / "image.qcow2"
+    qemu("convert", "-f", "raw", "-O", "qcow2", str(raw_image), str(image))
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(small)],
+                   check=True)
+    try:
+        disk = small / "disk.img"
+        with open(disk, "wb") as f:
+            f.truncate(DISK_SIZE)
+        with pytest.raises(ImageWriteError, match="No space left on device"):
+            write_image(spec(f"{server.url}/{image.name}", image.read_bytes()), str(disk),
+                        FAST)
+        content = disk.read_bytes()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert content[:MIB] == bytes(MIB)
+    assert content[MIB:2 * MIB] == raw_image.read_bytes()[MIB:2 * MIB]   # it was written
 
 
 def late_l1_image(srv_dir: Path, name: str, data_mib: int) -> Path:

@@ -6,7 +6,10 @@ would be) is served over loopback HTTP (sendfile, separate process) and written,
 from a dropped page cache each time, to
 
 * a plain file (sparse, pre-created), and
-* a loop device (``losetup`` on a sparse file; detached afterwards; needs root),
+* a loop device (``losetup --direct-io=on`` on a sparse file, so the device does not
+  cache the backing file's pages a second time and no method pays a final fsync of
+  that cache; ``--loop-direct-io off`` for the page-cached kind; detached afterwards;
+  needs root),
 
 by these methods, ``--runs`` times each, in an order that rotates each round, after
 one unmeasured warm-up write (so no method pays for allocating the sparse file):
@@ -46,7 +49,7 @@ against the image's sha256. Wall-clock figures on a shared 2-core machine are
 noisy (see the load average printed before and after); the CPU figures are steadier.
 
 Usage: sudo .venv/bin/python bench/image_write.py [--size-mib 1024] [--runs 3]
-       [--dir /var/tmp] [--image-dir /dev/shm]
+       [--dir /var/tmp] [--image-dir /dev/shm] [--loop-direct-io on|off]
        sudo .venv/bin/python bench/image_write.py --format qcow2 [...]: the qcow2
        write without a scratch copy vs qemu-img, bench/qcow2_write.py (options there)
 """
@@ -386,6 +389,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default="/var/tmp", help="where the target disks live")
     parser.add_argument("--image-dir", default="/dev/shm", help="where the image lives")
+    qcow2_write.add_loop_option(parser)
     args = parser.parse_args(argv)
     for tool in ("curl", "dd", "losetup"):
         if not shutil.which(tool):
@@ -406,15 +410,17 @@ def main(argv=None) -> int:
         table = methods(url, digest, image, workdir)
         summary = []
         disk_file = workdir / "disk-file.img"
-        os.truncate(os.open(disk_file, os.O_CREAT | os.O_WRONLY), size * 2)
+        with open(disk_file, "wb") as f:
+            f.truncate(size * 2)
         summary.append(("file", *bench_target("file", str(disk_file), size, args.runs,
                                               table, process.pid)))
         backing = workdir / "disk-loop.img"
-        os.truncate(os.open(backing, os.O_CREAT | os.O_WRONLY), size * 2)
-        loop = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        summary.append(("loop device", *bench_target("loop device", loop, size, args.runs,
-                                                     table, process.pid)))
+        with open(backing, "wb") as f:
+            f.truncate(size * 2)
+        loop, dio = qcow2_write.attach_loop(backing, args.loop_direct_io == "on")
+        label = f"loop device (direct I/O {'on' if dio else 'off'})"
+        summary.append((label, *bench_target(label, loop, size, args.runs, table,
+                                             process.pid)))
         report_ceilings(summary, sha, download)
         print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     finally:

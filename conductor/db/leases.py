@@ -6,7 +6,9 @@ the row lock makes a second acquirer wait until the first commits (and its count
 sees the first's lease); on SQLite the first statement takes the write lock, so no
 transaction counts from a stale snapshot. Two API processes therefore never let more
 than ``max_holders`` hold a lease. Expired leases are not counted and are purged by the
-next acquire: a holder that disappears loses its lease after its TTL.
+next acquire: a holder that disappears loses its lease after its TTL. Releases (each
+with the hand-over to a held waiter, if any) that arrive while others are being
+written are written together next, in one transaction (:meth:`LeaseRows.hand_over`).
 """
 from __future__ import annotations
 
@@ -44,6 +46,16 @@ class Outcome:
     retry_after: float | None = None
 
 
+class _Release:
+    """One release (and hand-over) waiting to be written with the others queued."""
+
+    def __init__(self, group: str, holder: str, successor: str | None, ttl: float):
+        self.group, self.holder, self.successor, self.ttl = group, holder, successor, ttl
+        self.done = threading.Event()
+        self.outcome: tuple[Outcome, Outcome | None] | None = None
+        self.error: Exception | None = None
+
+
 class LeaseRows:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
@@ -52,6 +64,9 @@ class LeaseRows:
         # of releases and grants then took seconds at its tail (bench/rollout.py).
         # The database still decides between processes (the group row's lock).
         self._writing = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Release] = []   # releases for the next transaction
+        self._leading = False                # a thread writes the queue meanwhile
 
     def _ensure_group(self, name: str) -> None:
         try:
@@ -136,43 +151,91 @@ class LeaseRows:
         return float(max(1.0, min(ttl, (first - now).total_seconds())))
 
     def release(self, group: str, holder: str) -> Outcome:
-        self._ensure_group(group)
-        with self._writing, self.engine.begin() as conn:
-            conn.execute(leases.delete().where(leases.c.group_name == group,
-                                               leases.c.holder == holder))
-            conn.execute(leases.delete().where(leases.c.group_name == group,
-                                               leases.c.expires_at <= utcnow()))
-            maximum = conn.execute(sa.select(groups.c.max_holders)
-                                   .where(groups.c.name == group)).scalar_one()
-            return Outcome(False, group, maximum, self._count(conn, group))
+        return self.hand_over(group, holder, None, 0.0)[0]
 
-    def hand_over(self, group: str, holder: str, successor: str, ttl: float
+    def hand_over(self, group: str, holder: str, successor: str | None, ttl: float
                   ) -> tuple[Outcome, Outcome | None]:
         """Release ``holder``'s lease and, in the same transaction, give ``successor``
-        one if the group has room (counted under the group's row lock, as acquire
-        does): (the release's outcome, the successor's lease or None)."""
+        (if any) one if the group has room (counted under the group's row lock, as
+        acquire does): (the release's outcome, the successor's lease or None).
+
+        Releases that arrive while another release is being written are written
+        together next, in one transaction (group commit): a lease round's 50 releases
+        come within milliseconds, and one transaction each queued them behind this
+        process's lease write lock - 0.3 s median, 2.3 s p90 while the fleet's first
+        Omaha requests loaded the server (bench/rollout.py), their slots idle
+        meanwhile."""
         self._ensure_group(group)
+        item = _Release(group, holder, successor, ttl)
+        with self._queue_lock:
+            self._queue.append(item)
+            lead, self._leading = not self._leading, True
+        if lead:
+            self._write_queued()
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        assert item.outcome is not None
+        return item.outcome
+
+    def _write_queued(self) -> None:
+        """Write the queued releases, one transaction per batch, until none is left
+        (the others who queued meanwhile wait for their item, not for the lock)."""
+        while True:
+            with self._writing:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._leading = False
+                        return
+                self._write_releases(batch)
+
+    def pending_releases(self) -> int:
+        """Releases waiting for the next writer (tests)."""
+        with self._queue_lock:
+            return len(self._queue)
+
+    def _write_releases(self, batch: list[_Release]) -> None:
+        """One transaction for ``batch``: every item done after it, or failed with
+        its error (raised by each release of the batch)."""
+        try:
+            with self.engine.begin() as conn:
+                for group in dict.fromkeys(item.group for item in batch):
+                    self._release_group(conn, group, [i for i in batch if i.group == group])
+        except Exception as exc:  # noqa: BLE001 - raised by each release of the batch
+            for item in batch:
+                item.error, item.outcome = exc, None
+        finally:
+            for item in batch:
+                item.done.set()
+
+    def _release_group(self, conn: sa.Connection, group: str, batch: list[_Release]
+                       ) -> None:
+        """Release ``batch``'s holders of ``group``, then hand their successors the
+        room there is, in the order they came."""
         now = utcnow()
-        expires = now + datetime.timedelta(seconds=ttl)
-        with self._writing, self.engine.begin() as conn:
-            conn.execute(groups.update().where(groups.c.name == group)
-                         .values(generation=groups.c.generation + 1))
-            conn.execute(leases.delete().where(leases.c.group_name == group,
-                                               leases.c.holder == holder))
-            conn.execute(leases.delete().where(leases.c.group_name == group,
-                                               leases.c.expires_at <= now))
-            maximum = conn.execute(sa.select(groups.c.max_holders)
-                                   .where(groups.c.name == group)).scalar_one()
-            count = self._count(conn, group)
-            released = Outcome(False, group, maximum, count)
-            holds = conn.execute(sa.select(sa.func.count()).select_from(leases).where(
-                leases.c.group_name == group, leases.c.holder == successor)).scalar_one()
-            if holds or count >= maximum:
-                return released, None
-            conn.execute(leases.insert().values(group_name=group, holder=successor,
+        conn.execute(groups.update().where(groups.c.name == group)
+                     .values(generation=groups.c.generation + 1))
+        conn.execute(leases.delete().where(leases.c.group_name == group, sa.or_(
+            leases.c.holder.in_([item.holder for item in batch]),
+            leases.c.expires_at <= now)))
+        maximum = conn.execute(sa.select(groups.c.max_holders)
+                               .where(groups.c.name == group)).scalar_one()
+        count = released = self._count(conn, group)
+        holding = set(conn.execute(sa.select(leases.c.holder).where(
+            leases.c.group_name == group, leases.c.holder.in_(
+                [i.successor for i in batch if i.successor is not None]))).scalars())
+        for item in batch:
+            item.outcome = (Outcome(False, group, maximum, released), None)
+            if item.successor is None or item.successor in holding or count >= maximum:
+                continue
+            expires = now + datetime.timedelta(seconds=item.ttl)
+            conn.execute(leases.insert().values(group_name=group, holder=item.successor,
                                                 acquired_at=now, expires_at=expires))
-        return released, Outcome(True, group, maximum, count + 1,
-                                 Lease(group, successor, now, expires))
+            holding.add(item.successor)
+            count += 1
+            item.outcome = (item.outcome[0], Outcome(True, group, maximum, count, Lease(
+                group, item.successor, now, expires)))
 
     def set_max(self, group: str, maximum: int) -> None:
         self._ensure_group(group)

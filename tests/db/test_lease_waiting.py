@@ -8,7 +8,10 @@ import random
 import threading
 import time
 
+import sqlalchemy as sa
+
 from conductor.db.leases import LeaseRows
+from conductor.db.schema import update_lease_groups
 from conductor.updates.lease_wait import WaitingRoom
 from conductor.updates.leases import RebootLeases
 from tests.waiting import wait_until
@@ -124,3 +127,37 @@ def test_a_hand_over_never_passes_the_maximum(engines):
     released, granted = rows.hand_over("g", "b", "c", 300)
     assert granted is not None and granted.held and granted.holders == 1
     assert [lease.holder for lease in rows.status()[0][2]] == ["c"]
+
+
+def test_releases_queued_behind_a_lease_write_are_written_in_one_transaction(engines):
+    """A round's releases arrive together: those that queue while another lease write
+    runs share the next transaction, and the hand-overs in it still stop at max."""
+    engine = engines()
+    rows = LeaseRows(engine)
+    rows.set_max("g", 4)
+    for holder in "abcd":
+        assert rows.acquire("g", holder, 300).held
+    rows.set_max("g", 3)                               # lowered while four hold
+    generation = sa.select(update_lease_groups.c.generation).where(
+        update_lease_groups.c.name == "g")     # + 1 in each lease write transaction
+    with engine.connect() as conn:
+        before = conn.execute(generation).scalar_one()
+    answers: dict[str, tuple] = {}
+
+    def release(holder: str, successor: str | None) -> None:
+        answers[holder] = rows.hand_over("g", holder, successor, 300)
+    with rows._writing:                                # a lease write in progress
+        threads = [threading.Thread(target=release, args=args, daemon=True) for args in
+                   (("a", "w"), ("b", None), ("c", "x"), ("d", "y"), ("e", "z"))]
+        for queued, thread in enumerate(threads, 1):   # queued in this order
+            thread.start()
+            wait_until(lambda n=queued: rows.pending_releases() == n)
+    for thread in threads:
+        thread.join(60)
+    with engine.connect() as conn:
+        assert conn.execute(generation).scalar_one() == before + 1   # not 5
+    # a b c d e released (e held nothing): 0 holders; w x y handed the room of max 3
+    assert [answers[h][1] is not None for h in "abcde"] == [True, False, True, True,
+                                                            False]
+    assert sorted(lease.holder for lease in rows.status()[0][2]) == ["w", "x", "y"]
+    assert answers["d"][1].holders == 3 and answers["b"][0].holders == 0

@@ -22,6 +22,7 @@ import dataclasses
 import ipaddress
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ LOG = logging.getLogger(__name__)
 FORGET_AFTER = 900.0
 #: Clients remembered at most (the oldest idle record goes first).
 MAX_CLIENTS = 10000
+#: An IPv4 address as ipaddress writes it back (no leading zeros): its own key.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,8 @@ def client_of(address: str | None) -> str:
     (one host usually holds a whole /64)."""
     if not address:
         return "unknown"
+    if _PLAIN_IPV4.fullmatch(address):  # what every request on IPv4 has: ~0.2 us, not 3
+        return address
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:

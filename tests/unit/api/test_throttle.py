@@ -2,8 +2,11 @@
 growing wait for a client that keeps failing (api/throttle.py), on a fake clock."""
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
+from api import throttle
 from api.throttle import Busy, CheckBudget, CheckLimits, client_of
 
 
@@ -109,6 +112,17 @@ def test_the_table_of_clients_stays_bounded(monkeypatch):
 @pytest.mark.parametrize(("address", "key"), [
     ("192.0.2.7", "192.0.2.7"), ("::ffff:192.0.2.7", "192.0.2.7"),
     ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
-    ("fe80::1%eth0", "fe80::/64"), (None, "unknown"), ("not-an-ip", "not-an-ip")])
+    ("fe80::1%eth0", "fe80::/64"), (None, "unknown"), ("not-an-ip", "not-an-ip"),
+    ("0.0.0.0", "0.0.0.0"), ("255.255.255.255", "255.255.255.255"),
+    ("192.0.2.07", "192.0.2.07"), ("192.0.2.256", "192.0.2.256"), ("192.0.2", "192.0.2"),
+    ("192.0.2.7\n", "192.0.2.7\n")])
 def test_a_client_is_its_address_or_its_ipv6_64(address, key):
     assert client_of(address) == key
+
+
+def test_the_ipv4_shortcut_gives_what_ipaddress_gives():
+    for text in ("10.0.0.1", "1.2.3.4", "100.64.0.199", "249.250.251.252", "9.99.199.200"):
+        assert throttle._PLAIN_IPV4.fullmatch(text)
+        assert client_of(text) == str(ipaddress.ip_address(text)) == text
+    for text in ("01.2.3.4", "1.2.3.4.", "1.2.3.4 ", "1.2.3.300", "::1", "1.2.3.-4"):
+        assert not throttle._PLAIN_IPV4.fullmatch(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ramdisk_agent.wire import omaha
+from ramdisk_agent.wire import omaha, omaha_xml
 from ramdisk_agent.wire.errors import OmahaInvalid, OmahaMalformed
 from ramdisk_agent.wire.omaha import (
     AppRequest,
@@ -111,6 +111,17 @@ def test_values_are_escaped_and_control_characters_refused():
     assert omaha.parse_request(omaha.render_request(request)) == request
     with pytest.raises(OmahaInvalid, match="control character"):
         omaha.render_request(host_request(machinealias="bell\x07"))
+
+
+def test_each_character_to_escape_round_trips_and_plain_values_go_as_they_are():
+    for char in '&<>"\'\t\n\r':
+        request = host_request(machinealias=f"x{char}y")
+        assert omaha.parse_request(omaha.render_request(request)) == request
+    assert omaha_xml.quote("2.0.0-rc.1+b7 é") == '"2.0.0-rc.1+b7 é"'
+    assert omaha_xml.quote("a&b") == '"a&amp;b"'
+    for code in [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]:
+        with pytest.raises(OmahaInvalid, match="control character"):
+            omaha_xml.quote(f"x{chr(code)}")
 
 
 def test_a_rollback_report_and_flagged_codes_read_plainly():

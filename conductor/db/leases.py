@@ -67,16 +67,24 @@ class LeaseRows:
         self._queue_lock = threading.Lock()
         self._queue: list[_Release] = []   # releases for the next transaction
         self._leading = False                # a thread writes the queue meanwhile
+        self._groups: set[str] = set()       # groups known to exist
 
     def _ensure_group(self, name: str) -> None:
+        """Create group ``name`` unless it exists. Groups are never deleted, so one
+        seen here is not asked for again: every release and acquire asked, a
+        transaction of its own in the middle of a lease round."""
+        if name in self._groups:
+            return
         try:
             with self.engine.begin() as conn:
-                if conn.execute(sa.select(groups.c.id).where(groups.c.name == name)).first():
-                    return
-                conn.execute(groups.insert().values(name=name, max_holders=DEFAULT_MAX,
-                                                    generation=0, updated_at=utcnow()))
+                if not conn.execute(sa.select(groups.c.id)
+                                    .where(groups.c.name == name)).first():
+                    conn.execute(groups.insert().values(
+                        name=name, max_holders=DEFAULT_MAX, generation=0,
+                        updated_at=utcnow()))
         except IntegrityError:
             pass   # another process created it first
+        self._groups.add(name)
 
     def acquire(self, group: str, holder: str, ttl: float, renew_only: bool = False,
                 defer: bool = False) -> Outcome:

@@ -51,7 +51,7 @@ class _Release:
 
     def __init__(self, group: str, holder: str, successor: str | None, ttl: float):
         self.group, self.holder, self.successor, self.ttl = group, holder, successor, ttl
-        self.done = threading.Event()
+        self.turn = threading.Event()    #: written, or to write the next batch
         self.outcome: tuple[Outcome, Outcome | None] | None = None
         self.error: Exception | None = None
 
@@ -66,7 +66,7 @@ class LeaseRows:
         self._writing = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Release] = []   # releases for the next transaction
-        self._leading = False                # a thread writes the queue meanwhile
+        self._leading = False                # a thread writes or is to write the queue
         self._groups: set[str] = set()       # groups known to exist
 
     def _ensure_group(self, name: str) -> None:
@@ -178,25 +178,28 @@ class LeaseRows:
         with self._queue_lock:
             self._queue.append(item)
             lead, self._leading = not self._leading, True
-        if lead:
+        if not lead:
+            item.turn.wait()          # written by another, or this one writes next
+        if item.outcome is None and item.error is None:
             self._write_queued()
-        item.done.wait()
         if item.error is not None:
             raise item.error
         assert item.outcome is not None
         return item.outcome
 
     def _write_queued(self) -> None:
-        """Write the queued releases, one transaction per batch, until none is left
-        (the others who queued meanwhile wait for their item, not for the lock)."""
-        while True:
-            with self._writing:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._leading = False
-                        return
-                self._write_releases(batch)
+        """Write every queued release in one transaction, then let the first one
+        queued meanwhile write the next batch: each release answers (and wakes the
+        waiter it handed its slot) as soon as its own batch is written."""
+        with self._writing:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            self._write_releases(batch)
+        with self._queue_lock:
+            if self._queue:
+                self._queue[0].turn.set()
+            else:
+                self._leading = False
 
     def pending_releases(self) -> int:
         """Releases waiting for the next writer (tests)."""
@@ -204,7 +207,7 @@ class LeaseRows:
             return len(self._queue)
 
     def _write_releases(self, batch: list[_Release]) -> None:
-        """One transaction for ``batch``: every item done after it, or failed with
+        """One transaction for ``batch``: every item written after it, or failed with
         its error (raised by each release of the batch)."""
         try:
             with self.engine.begin() as conn:
@@ -215,7 +218,7 @@ class LeaseRows:
                 item.error, item.outcome = exc, None
         finally:
             for item in batch:
-                item.done.set()
+                item.turn.set()
 
     def _release_group(self, conn: sa.Connection, group: str, batch: list[_Release]
                        ) -> None:

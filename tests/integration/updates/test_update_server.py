@@ -261,7 +261,10 @@ def test_a_forged_rollback_report_cannot_halt_a_safe_mode_group(app):
 def test_new_instances_per_client_address_are_bounded(app):
     client, appliance = app
     upload(client, image_bytes(1), "1.0.0")
-    appliance.updates.omaha.registrations.burst = 3
+    # three tokens and no refill: at 20 a second, a check slower than 50 ms on a loaded
+    # machine would have earned the fourth one back
+    registrations = appliance.updates.omaha.registrations
+    registrations.burst, registrations.rate = 3, 0.0
     answers = [check(client, "1.0.0", machine=f"{n:032x}").status for n in range(5)]
     assert answers == ["ok"] * 3 + ["error-instanceRegistrationFailed"] * 2
     assert len(client.get(f"{BASE}/instances").get_json()["instances"]) == 3

@@ -119,7 +119,14 @@ def test_prometheus_scrapes_the_node_counts_and_anonymous_scrapes_are_refused(
     wait_until(counted, 60, 0.5, "Prometheus to scrape the 7 nodes")
     by_state = query(prometheus, "sum by (provision_state) (metalcast_nodes)")
     assert by_state == {"provision_state=available": 4, "provision_state=enroll": 3}
-    assert query(prometheus, "sum by (job) (up)") == {"job=metalcast": 1, "job=anonymous": 0}
+    # the two jobs are scraped on their own schedules: wait for the anonymous one's first
+    # scrape too (CI saw only job=metalcast's `up` when the nodes were already counted)
+
+    def both_scraped():
+        found = query(prometheus, "sum by (job) (up)")
+        return found if len(found) == 2 else None
+    up = wait_until(both_scraped, 60, 0.5, "Prometheus to scrape both jobs")
+    assert up == {"job=metalcast": 1, "job=anonymous": 0}
     # The server's log lines name the request that caused them.
     output = appliance.output()
     for rid in rids:

@@ -117,3 +117,26 @@ class Conductors:
     def shown_conductor(self, node: NodeLike) -> str | None:
         """A node's ``conductor`` field: None when no live conductor serves it."""
         return self.ring.conductor_or_none(node)
+
+    def work_owner(self, node: NodeLike, here: str) -> str:
+        """The process to run ``node``'s work: the ring's choice (``here`` when none
+        serves it), and when that is another conductor, one whose row is still alive.
+
+        The ring is rebuilt every ``hash_ring_reset_interval`` (15 s by default), so for
+        up to that long after a conductor's death it still maps nodes to it, while the
+        survivors have already taken its nodes over. Work handed to it then only waited
+        for the next takeover to fail it again (a redeploy right after a takeover did
+        exactly that). One read of the owner's row before a hand-over closes the window:
+        a dead owner rebuilds the ring at once."""
+        owner = self.ring.conductor_or_none(node) or here
+        if owner == here or self._alive(owner):
+            return owner
+        self.ring.invalidate()
+        return self.ring.conductor_or_none(node) or here
+
+    def _alive(self, hostname: str) -> bool:
+        try:
+            row = self.rows.get(hostname)
+        except errors.ConductorNotFound:
+            return False
+        return row.alive(stale_before(self.settings, self.clock()))

@@ -268,7 +268,7 @@ class Service:
                       target_provision_state=getattr(target, "value", None),
                       conductor_affinity=self.host, last_error=None)
         values.update(self._intent(node, event, deploy_steps, configdrive))
-        owner = self.conductors.shown_conductor(node) or self.host
+        owner = self.conductors.work_owner(node, self.host)
         if owner != self.host:
             return self._hand_over(node, owner, verb, event, clean_steps, values)
         node = self._lock(node, values, expect={"provision_state": node.provision_state})
@@ -388,7 +388,7 @@ class Service:
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
                                     or timeout < 1):
             raise errors.InvalidParameter("timeout must be a positive integer")
-        owner = self.conductors.shown_conductor(node) or self.host
+        owner = self.conductors.work_owner(node, self.host)
         if owner != self.host:      # its conductor runs it (conductor/engine/intents.py)
             self.store.reserve(node, owner, intents.power_handover(node, power.value, timeout),
                                expect={"updated_at": node.updated_at})

@@ -12,6 +12,7 @@ from conductor.cluster.membership import stale_before
 from conductor.cluster.ring import RingManager
 from conductor.config import from_options
 from conductor.db.conductors import ConductorRows
+from conductor.db.schema import conductors
 from conductor.drivers.context import DriverContext
 from conductor.drivers.fake import FakeBoot
 from conductor.drivers.registry import DriverRegistry
@@ -254,3 +255,19 @@ def test_a_handed_port_change_a_restart_released_is_done_at_start(store, make_no
     assert (row.reservation, row.conductor_affinity) == (None, "cond-b")
     assert intents.PORTS_KEY not in (row.driver_internal_info or {})
     assert b.workers.pickup() == []        # no mark left to mistake for handed work
+
+
+def test_no_work_is_handed_to_a_conductor_that_died_after_the_ring_was_built(
+        store, make_node, cluster):
+    a = cluster["cond-a"]
+    node = _of_b(store, make_node, a, "d", provision_state="available")
+    # B stops beating: its row goes stale while A's ring (rebuilt every 15 s) still
+    # names it, as after a takeover the survivors already made
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    with store.engine.begin() as conn:
+        conn.execute(conductors.update().where(conductors.c.hostname == "cond-b")
+                     .values(updated_at=old))
+    assert a.ring.conductor_for(node) == "cond-b"
+    a.service.set_provision_state(node.uuid, "active")       # A's now: runs in-process
+    assert wait_until(lambda: _settled(store, node.uuid)).conductor_affinity == "cond-a"
+    assert a.ring.conductor_for(node) == "cond-a"             # and the ring was rebuilt

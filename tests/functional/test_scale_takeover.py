@@ -120,6 +120,22 @@ def settled(engine) -> bool:
                   nodes.c.provision_state.in_(("active", "deploy failed"))) == COUNT
 
 
+def frozen_with_work(conductor, name: str, engine) -> set[str]:
+    """SIGSTOP ``conductor`` (named ``name``); read the deploys it runs itself: locked in
+    its name and claimed (``conductor_affinity`` is its name; a hand-over it has not
+    claimed yet is not one). While it is stopped nothing it runs can finish, so what is
+    read is what the SIGKILL that follows interrupts. None running: SIGCONT, and the
+    caller retries (between two claims a loaded conductor can run none for a moment)."""
+    conductor.send_signal(signal.SIGSTOP)
+    with engine.connect() as conn:
+        held = conn.execute(sa.select(nodes.c.uuid, nodes.c.conductor_affinity).where(
+            nodes.c.reservation == name)).all()
+    running = {uuid for uuid, affinity in held if affinity == name}
+    if not running:
+        conductor.send_signal(signal.SIGCONT)
+    return running
+
+
 def test_three_thousand_nodes_a_conductor_killed_mid_deploy(cluster):
     conductors, apis, engine = cluster
     client = Client(apis)
@@ -144,13 +160,10 @@ def test_three_thousand_nodes_a_conductor_killed_mid_deploy(cluster):
     wait_until(lambda: counts(engine, nodes.c.provision_state == "active") >= COUNT // 3,
                SETTLE, 0.1, "a third of the nodes active")
     c3 = conductors["scale-c3"]
+    running = wait_until(lambda: frozen_with_work(c3, "scale-c3", engine), SETTLE, 0.2,
+                         "scale-c3 stopped while a deploy of its own was in flight")
     c3.send_signal(signal.SIGKILL)
     c3.wait(10)
-    with engine.connect() as conn:   # what scale-c3 held when it died
-        held = conn.execute(sa.select(nodes.c.uuid, nodes.c.conductor_affinity).where(
-            nodes.c.reservation == "scale-c3")).all()
-    running = {uuid for uuid, affinity in held if affinity == "scale-c3"}
-    assert running, "scale-c3 died with no deploy of its own in flight"
     deploying.join()
 
     wait_until(lambda: settled(engine), SETTLE, 0.5,

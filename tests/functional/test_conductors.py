@@ -20,7 +20,10 @@ from tests.functional.test_openstacksdk import connect
 from tests.waiting import wait_until
 
 #: Short membership times: a dead conductor shows within seconds (Ironic: 10 s / 60 s).
-MEMBERSHIP = {"heartbeat_interval": 1, "heartbeat_timeout": 3, "hash_ring_reset_interval": 1}
+#: The timeout is ten heartbeats, not three: the test asserts live conductors alive for
+#: a minute of CLI runs, and on a loaded 2-core machine a conductor (its heartbeat
+#: thread, the file and PostgreSQL writes of a beat) can stall for more than 2 s.
+MEMBERSHIP = {"heartbeat_interval": 1, "heartbeat_timeout": 10, "hash_ring_reset_interval": 1}
 
 
 @pytest.fixture
@@ -98,11 +101,11 @@ def test_two_conductors_a_kill_and_the_ring(cluster_db, tmp_path):
 
         second.process.send_signal(signal.SIGKILL)
         second.process.wait(10)
-        wait_until(lambda: _alive(first) == {"pg-one": True, "pg-two": False}, 30, 0.2,
+        wait_until(lambda: _alive(first) == {"pg-one": True, "pg-two": False}, 90, 0.2,
                    "pg-two to be listed dead after its heartbeat timeout")
         wait_until(lambda: {n["conductor"] for n in api_call(
             first.url, "GET", "/v1/nodes?fields=conductor")["nodes"]} == {"pg-one"},
-            30, 0.2, "the survivor's ring to map every node to itself")
+            60, 0.2, "the survivor's ring to map every node to itself")
         dead = as_json(first, "conductor", "show", "pg-two")
         assert dead["alive"] is False
 

@@ -27,7 +27,7 @@ from tests.waiting import wait_until
 
 #: conductor name -> the address its boot servers listen on and DHCP names.
 BOOT = {"boot-c1": "127.0.0.2", "boot-c2": "127.0.0.3"}
-MEMBERSHIP = {"heartbeat_interval": 1, "heartbeat_timeout": 5,
+MEMBERSHIP = {"heartbeat_interval": 1, "heartbeat_timeout": 10,
               "hash_ring_reset_interval": 1, "check_provision_state_interval": 1}
 IPXE_USER_CLASS = "77:69505845"
 

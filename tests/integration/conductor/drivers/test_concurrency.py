@@ -44,12 +44,18 @@ def bmc(port):
 def test_logins_beyond_the_limit_wait_and_sessions_are_reused(monkeypatch):
     state = {"now": 0, "max": 0, "logins": 0}
     lock = threading.Lock()
+    two_in = threading.Event()
 
     def slow_open(address):
         with lock:
             state["now"] += 1
             state["logins"] += 1
             state["max"] = max(state["max"], state["now"])
+            if state["now"] == 2:
+                two_in.set()
+        # Two logins overlap whatever the scheduling (a starved thread could otherwise
+        # start after the first login ended, and the test saw one at a time).
+        two_in.wait(10)
         time.sleep(0.1)   # a slow BMC login (the behaviour under test), not a wait
         with lock:
             state["now"] -= 1
@@ -70,20 +76,26 @@ def test_logins_beyond_the_limit_wait_and_sessions_are_reused(monkeypatch):
 
 
 def test_a_login_gets_the_shorter_login_budget(monkeypatch):
-    release = threading.Event()
+    release, ended = threading.Event(), threading.Event()
 
     def hanging_open(address):
-        release.wait(10)
+        release.wait(20)      # a login that gets no answer for 20 s, then fails
+        ended.set()
         raise OSError("gone")
 
     monkeypatch.setattr(ipmi_client, "_open", hanging_open)
-    channels = BmcChannels(settings({"ipmi.login_timeout": 0.2, "ipmi.command_timeout": 5}))
-    started = time.monotonic()
-    with pytest.raises(errors.DriverError,
-                       match=r"login .* within 0.2 s \(\[ipmi\] login_timeout\)"):
-        channels.get(bmc(1)).call(bmc(1), "status", 0, 1)
-    assert time.monotonic() - started < 2
-    release.set()
+    channels = BmcChannels(settings({"ipmi.login_timeout": 0.2, "ipmi.command_timeout": 60}))
+    try:
+        # Given up while the login still hangs, with the login's budget named. Waiting
+        # out the command's budget (60 s) instead would outlast the hang and end in
+        # its failure, with `ended` set. No duration is measured: a loaded machine may
+        # stretch 0.2 s, never to the 20 s of the hang.
+        with pytest.raises(errors.DriverError,
+                           match=r"login .* within 0.2 s \(\[ipmi\] login_timeout\)"):
+            channels.get(bmc(1)).call(bmc(1), "status", 0, 1)
+        assert not ended.is_set()
+    finally:
+        release.set()
 
 
 def test_a_failed_login_frees_its_slot(monkeypatch):

@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
-import time
+import threading
 
 import pytest
 
@@ -107,15 +107,21 @@ def _booted_v1(lab, name: str) -> dict:
                     and (s["booted_os"] or {}).get("version_id") == "1", "booted v1", WAIT)
 
 
-class SlowHandler(ImageHandler):
-    """Sends bodies at ~4 MiB/s, so a 32 MiB write_image lasts long enough to kill."""
+def held_after(first: int, release: threading.Event) -> type[ImageHandler]:
+    """A handler that sends the first ``first`` bytes of a body and the rest only once
+    ``release`` is set: write_image is in progress for as long as the test needs, not
+    for as long as a pace allowed (the test's steps before its kill take seconds, more
+    on a loaded machine, and a write that ended first would deploy the node)."""
 
-    def _send_body(self, path: str, start: int, end: int) -> None:
-        with open(path, "rb") as f:
-            f.seek(start)
-            while (left := end - f.tell()) > 0:
-                self.connection.sendall(f.read(min(left, 256 << 10)))
-                time.sleep(0.06)   # the slowness under test, not a wait
+    class Held(ImageHandler):
+        def _send_body(self, path: str, start: int, end: int) -> None:
+            with open(path, "rb") as f:
+                f.seek(start)
+                self.connection.sendall(f.read(min(end - start, first)))
+                release.wait(WAIT)
+                while (left := end - f.tell()) > 0:
+                    self.connection.sendall(f.read(min(left, 1 << 20)))
+    return Held
 
 
 @pytest.fixture
@@ -191,9 +197,10 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
                                                                  image_server):
     require("curl")
     running = lab(1)
-    slow = image_server(SlowHandler)
+    release = threading.Event()
+    held = image_server(held_after(4 << 20, release))
     client = Client(appliance.url)
-    uuid = _available(client, running, "m0", f"{slow.url}/lab-v1.img", appliance.v1_sha256)
+    uuid = _available(client, running, "m0", f"{held.url}/lab-v1.img", appliance.v1_sha256)
     client.set_provision_state(uuid, "active")
     # The step is recorded ("deploying", write_image) just before the agent is asked to
     # run it; the node is back in "wait call-back" once the agent has taken it.
@@ -225,6 +232,7 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
     assert status["phase"] == "agent" and status["agent"]["pid"] == agent["pid"]
 
     os.kill(agent["pid"], signal.SIGKILL)                    # dies mid-write
+    release.set()
     failed = demo_lab.wait_all(client, [uuid], ("deploy failed", "active"), WAIT)[uuid]
     assert failed["provision_state"] == "deploy failed", failed
     assert "timed out" in failed["last_error"] or "timeout" in failed["last_error"], \

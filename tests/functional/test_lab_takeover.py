@@ -2,9 +2,11 @@
 servers on, real IPMI to the lab's BMCs) and one ``--role api`` process on PostgreSQL;
 two lab machines whose nodes the hash ring gives the first conductor PXE-boot the real
 ``metalcast-agent`` from it. That conductor is SIGKILLed while the machines are in
-``wait call-back`` with their agents running: the agents keep heartbeating to the API
-process (their ``ipa-api-url``, ``[pxe] api_url``, as a real site puts a load balancer
-in front of its API processes), the survivor takes the nodes over and finishes both
+``wait call-back`` with their agents writing the image (the test holds both downloads
+until after the kill: on a loaded machine the first could otherwise finish its deploy
+before the second reaches that point): the agents keep heartbeating to the API process
+(their ``ipa-api-url``, ``[pxe] api_url``, as a real site puts a load balancer in front
+of its API processes), the survivor takes the nodes over and finishes both
 deploys, and each machine then boots the image from its disk.
 
 Everything a machine fetches from the first conductor's boot servers (the iPXE script,
@@ -35,7 +37,7 @@ from tests.functional.test_virtlab_machine import require_image_tools
 from tests.waiting import wait_until
 from virtlab import images
 from virtlab.demo import lab as demo_lab
-from virtlab.imageserver import ImageServer
+from virtlab.imageserver import ImageHandler, ImageServer
 from virtlab.lab import start_lab, stop_lab
 
 NAMES = ("lab-c1", "lab-c2")
@@ -112,15 +114,40 @@ def cluster(cluster_db, tmp_path):  # noqa: F811 - the fixture imported above
         stop_server(api.process)
 
 
+class _HeldGet(ImageHandler):
+    """A GET waits for the server's ``gate`` before it is answered (HEAD is not held)."""
+
+    server: HeldImages
+
+    def do_GET(self):  # noqa: N802 - http.server's name for it
+        self.server.held.append(self.path)
+        self.server.gate.wait(WAIT)
+        super().do_GET()
+
+
+class HeldImages(ImageServer):
+    """The image server, holding every download until ``gate`` is set: a machine's
+    write_image cannot finish (nor its deploy go on) before the test lets it."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self.RequestHandlerClass = _HeldGet
+        self.gate = threading.Event()
+        self.held: list[str] = []
+        self.digest = ""
+
+
 @pytest.fixture
-def image_url(tmp_path):
+def image_server(tmp_path):
     """The v1 image on an HTTP server of the test's own (it outlives any conductor)."""
     www = tmp_path / "www"
     www.mkdir()
     images.build_image(www / "lab-v1.img", "1", IMAGE_MIB)
-    server = ImageServer(str(www))
+    server = HeldImages(str(www))
+    server.digest = demo_lab.sha256_of(www / "lab-v1.img")
     thread = server.start_background()
-    yield f"{server.url}/lab-v1.img", demo_lab.sha256_of(www / "lab-v1.img")
+    yield server
+    server.gate.set()
     server.shutdown()
     server.server_close()
     thread.join(10)
@@ -145,12 +172,14 @@ def _nodes_of(client: Client, owner: str, count: int, url: str, digest: str) -> 
     return mine
 
 
-def _waiting_for_agent(node: dict) -> bool:
-    return node["provision_state"] == "wait call-back" and bool(
-        node["driver_internal_info"].get("agent_last_heartbeat"))
+def _writing(node: dict) -> bool:
+    """Back in wait call-back with write_image started on the agent (a worker of the
+    conductor is not driving the node: the takeover keeps such a node waiting)."""
+    return node["provision_state"] == "wait call-back" and (
+        node["deploy_step"] or {}).get("step") == "write_image"
 
 
-def test_a_conductor_killed_while_its_machines_wait_for_call_back(cluster, image_url,
+def test_a_conductor_killed_while_its_machines_wait_for_call_back(cluster, image_server,
                                                                    tmp_path):
     api, conductors = cluster
     client = Client(api.url)
@@ -158,7 +187,8 @@ def test_a_conductor_killed_while_its_machines_wait_for_call_back(cluster, image
         "GET", "/v1/conductors")["conductors"]} == dict.fromkeys(NAMES, True), 60, 0.2,
         "both conductors alive")
     first = conductors["lab-c1"]
-    uuids = _nodes_of(client, "lab-c1", MACHINES, *image_url)
+    url = f"{image_server.url}/lab-v1.img"
+    uuids = _nodes_of(client, "lab-c1", MACHINES, url, image_server.digest)
     machines = [{"name": f"m{i}", "mac": mac(), "disk": str(tmp_path / f"m{i}.img"),
                  "disk_size_mib": DISK_MIB} for i in range(MACHINES)]
     lab = start_lab(demo_lab.lab_config(tmp_path, first, machines), tmp_path / "lab.json")
@@ -178,15 +208,21 @@ def test_a_conductor_killed_while_its_machines_wait_for_call_back(cluster, image
         for uuid in uuids:
             client.set_provision_state(uuid, "active")
 
-        # Both machines run their agent and wait for the conductor's next step.
+        # Both machines run their agent, which is writing the image: the downloads are
+        # held, so neither write ends and neither deploy goes on before the kill (a
+        # machine that came up first could otherwise be past wait call-back, or active,
+        # by the time the second one is waiting).
         for uuid, name in names.items():
             lab.wait(name, lambda s: s["phase"] == "agent" and s["agent"], "agent", WAIT)
-            wait_until(lambda node=uuid: _waiting_for_agent(client.get_node(node)), WAIT,
-                       0.2, f"{name} in wait call-back with its agent heartbeating")
+            wait_until(lambda node=uuid: _writing(client.get_node(node)), WAIT, 0.2,
+                       f"{name} in wait call-back with write_image started")
+        wait_until(lambda: len(image_server.held) >= MACHINES, WAIT, 0.2,
+                   lambda: f"both agents downloading the image: {image_server.held}")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
-        killed_in = {uuid: client.get_node(uuid)["provision_state"] for uuid in uuids}
-        assert set(killed_in.values()) <= {"wait call-back", "deploying"}, killed_in
+        killed_in = {uuid: client.get_node(uuid) for uuid in uuids}
+        assert all(map(_writing, killed_in.values())), killed_in
+        image_server.gate.set()          # the writes go on; the survivor sees them end
 
         final = demo_lab.wait_all(client, uuids, ("active", "deploy failed"), WAIT)
         assert {n["provision_state"] for n in final.values()} == {"active"}, \

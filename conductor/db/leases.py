@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import threading
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from conductor.db.group_commit import GroupCommit
 from conductor.db.queries import utcnow
 from conductor.db.schema import update_lease_groups as groups
 from conductor.db.schema import update_leases as leases
+from conductor.db.write_turns import WriteTurns
 
 DEFAULT_MAX = 1
 
@@ -46,27 +47,28 @@ class Outcome:
     retry_after: float | None = None
 
 
+@dataclasses.dataclass(frozen=True)
 class _Release:
-    """One release (and hand-over) waiting to be written with the others queued."""
+    """One release (and hand-over) to be written with the others queued."""
 
-    def __init__(self, group: str, holder: str, successor: str | None, ttl: float):
-        self.group, self.holder, self.successor, self.ttl = group, holder, successor, ttl
-        self.turn = threading.Event()    #: written, or to write the next batch
-        self.outcome: tuple[Outcome, Outcome | None] | None = None
-        self.error: Exception | None = None
+    group: str
+    holder: str
+    successor: str | None
+    ttl: float
 
 
 class LeaseRows:
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, turns: WriteTurns | None = None):
         self.engine = engine
-        # One lease write at a time in this process: on SQLite, concurrent writers
-        # otherwise meet in the busy handler, whose sleeps grow to 100 ms - a burst
-        # of releases and grants then took seconds at its tail (bench/rollout.py).
-        # The database still decides between processes (the group row's lock).
-        self._writing = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Release] = []   # releases for the next transaction
-        self._leading = False                # a thread writes or is to write the queue
+        # One lease write at a time in this process, and before the other writers
+        # that share ``turns`` (the Omaha event reports, on SQLite): concurrent
+        # writers otherwise meet in SQLite's busy handler, whose sleeps grow to
+        # 100 ms - a burst of releases and grants then took seconds at its tail
+        # (bench/rollout.py). The database still decides between processes (the
+        # group row's lock).
+        self._writing = (turns or WriteTurns()).urgent
+        self._releases: GroupCommit[_Release, tuple[Outcome, Outcome | None]] = \
+            GroupCommit(self._write_releases, self._writing)
         self._groups: set[str] = set()       # groups known to exist
 
     def _ensure_group(self, name: str) -> None:
@@ -174,70 +176,42 @@ class LeaseRows:
         Omaha requests loaded the server (bench/rollout.py), their slots idle
         meanwhile."""
         self._ensure_group(group)
-        item = _Release(group, holder, successor, ttl)
-        with self._queue_lock:
-            self._queue.append(item)
-            lead, self._leading = not self._leading, True
-        if not lead:
-            item.turn.wait()          # written by another, or this one writes next
-        if item.outcome is None and item.error is None:
-            self._write_queued()
-        if item.error is not None:
-            raise item.error
-        assert item.outcome is not None
-        return item.outcome
-
-    def _write_queued(self) -> None:
-        """Write every queued release in one transaction, then let the first one
-        queued meanwhile write the next batch: each release answers (and wakes the
-        waiter it handed its slot) as soon as its own batch is written."""
-        with self._writing:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            self._write_releases(batch)
-        with self._queue_lock:
-            if self._queue:
-                self._queue[0].turn.set()
-            else:
-                self._leading = False
+        return self._releases.submit(_Release(group, holder, successor, ttl))
 
     def pending_releases(self) -> int:
         """Releases waiting for the next writer (tests)."""
-        with self._queue_lock:
-            return len(self._queue)
+        return self._releases.pending()
 
-    def _write_releases(self, batch: list[_Release]) -> None:
-        """One transaction for ``batch``: every item written after it, or failed with
-        its error (raised by each release of the batch)."""
-        try:
-            with self.engine.begin() as conn:
-                for group in dict.fromkeys(item.group for item in batch):
-                    self._release_group(conn, group, [i for i in batch if i.group == group])
-        except Exception as exc:  # noqa: BLE001 - raised by each release of the batch
-            for item in batch:
-                item.error, item.outcome = exc, None
-        finally:
-            for item in batch:
-                item.turn.set()
+    def _write_releases(self, batch: list[_Release]
+                        ) -> list[tuple[Outcome, Outcome | None]]:
+        """One transaction for ``batch`` (conductor/db/group_commit.py): the outcome
+        of each release and hand-over, in the batch's order."""
+        outcomes: dict[int, tuple[Outcome, Outcome | None]] = {}
+        with self.engine.begin() as conn:
+            for group in dict.fromkeys(item.group for item in batch):
+                self._release_group(conn, group, [(n, i) for n, i in enumerate(batch)
+                                                  if i.group == group], outcomes)
+        return [outcomes[n] for n in range(len(batch))]
 
-    def _release_group(self, conn: sa.Connection, group: str, batch: list[_Release]
-                       ) -> None:
+    @staticmethod
+    def _release_group(conn: sa.Connection, group: str, batch: list[tuple[int, _Release]],
+                       outcomes: dict[int, tuple[Outcome, Outcome | None]]) -> None:
         """Release ``batch``'s holders of ``group``, then hand their successors the
         room there is, in the order they came."""
         now = utcnow()
         conn.execute(groups.update().where(groups.c.name == group)
                      .values(generation=groups.c.generation + 1))
         conn.execute(leases.delete().where(leases.c.group_name == group, sa.or_(
-            leases.c.holder.in_([item.holder for item in batch]),
+            leases.c.holder.in_([item.holder for _, item in batch]),
             leases.c.expires_at <= now)))
         maximum = conn.execute(sa.select(groups.c.max_holders)
                                .where(groups.c.name == group)).scalar_one()
-        count = released = self._count(conn, group)
+        count = released = LeaseRows._count(conn, group)
         holding = set(conn.execute(sa.select(leases.c.holder).where(
             leases.c.group_name == group, leases.c.holder.in_(
-                [i.successor for i in batch if i.successor is not None]))).scalars())
-        for item in batch:
-            item.outcome = (Outcome(False, group, maximum, released), None)
+                [i.successor for _, i in batch if i.successor is not None]))).scalars())
+        for n, item in batch:
+            outcomes[n] = (Outcome(False, group, maximum, released), None)
             if item.successor is None or item.successor in holding or count >= maximum:
                 continue
             expires = now + datetime.timedelta(seconds=item.ttl)
@@ -245,7 +219,7 @@ class LeaseRows:
                                                 acquired_at=now, expires_at=expires))
             holding.add(item.successor)
             count += 1
-            item.outcome = (item.outcome[0], Outcome(True, group, maximum, count, Lease(
+            outcomes[n] = (outcomes[n][0], Outcome(True, group, maximum, count, Lease(
                 group, item.successor, now, expires)))
 
     def set_max(self, group: str, maximum: int) -> None:

@@ -18,7 +18,9 @@ from conductor import errors
 from conductor.config import Settings
 from conductor.db.leases import LeaseRows
 from conductor.db.queries import Store, utcnow
+from conductor.db.update_events import EventRows
 from conductor.db.updates import GROUP_DEFAULTS, UpdateRows
+from conductor.db.write_turns import WriteTurns
 from conductor.drivers.internal_info import HostAgentRecord
 from conductor.updates import keys, policy, progress
 from conductor.updates.catalogue import METALCAST_APPID, Catalogue, check_appid, check_name
@@ -282,8 +284,15 @@ def build_updates(settings: Settings, engine: sa.Engine, store: Store) -> Update
     key_path = keys.default_path(settings.data_path)
     catalogue = Catalogue(rows, settings.data_path / "updates" / "payloads",
                           keys.load_or_create(key_path), on_change=cache.invalidate)
-    return Updates(rows, catalogue, OmahaServer(rows, cache, _node_of(store)),
-                   RebootLeases(LeaseRows(engine), _host_agent_check(store),
+    # SQLite has one write lock: lease writes and event reports take this process's
+    # turns at it, leases first (conductor/db/write_turns.py). PostgreSQL locks rows:
+    # event reports need not wait for lease writes there.
+    turns = WriteTurns()
+    events = EventRows(engine, (turns if engine.dialect.name == "sqlite"
+                                else WriteTurns()).normal)
+    return Updates(rows, catalogue, OmahaServer(rows, cache, _node_of(store),
+                                                events=events),
+                   RebootLeases(LeaseRows(engine, turns), _host_agent_check(store),
                                 lambda host: str(store.get_node(host).uuid),
                                 settings.updates.lease_ttl),
                    key_path, store)

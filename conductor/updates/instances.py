@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from conductor.db.updates import IN_PROGRESS, Instance, UpdateRows
+from conductor.db.update_events import EventRows, StatusChange
+from conductor.db.updates import IN_PROGRESS, Instance
 from ramdisk_agent.wire import omaha, omaha_codes
 
 LOG = logging.getLogger(__name__)
@@ -38,36 +39,52 @@ def error_text(event: omaha.Event) -> str:
 
 
 class Recorder:
-    """Applies one app's events to its instance."""
+    """Applies one app's events to its instance: written with the reports that arrive
+    meanwhile, in one transaction (conductor/db/update_events.py), and committed
+    before :meth:`record` returns - so before the report is answered."""
 
-    def __init__(self, rows: UpdateRows, halt: Callable[[Instance, str], None]):
-        self.rows, self.halt = rows, halt
+    def __init__(self, events: EventRows, halt: Callable[[Instance, str], None]):
+        self.events, self.halt = events, halt
 
     def record(self, instance: Instance, app: omaha.AppRequest, safe_mode: bool) -> None:
-        for event in app.events:
-            if event.result == omaha_codes.RESULT_ERROR:
-                self._error(instance, app, event, safe_mode)
-                continue
-            status = EVENT_STATUS.get((event.type, event.result))
-            if status is None:
-                continue       # deferred (9) or a type we do not track
-            if status == "complete" and (event.previous_version or "") in NO_PREVIOUS:
-                continue       # Flatcar's first boot: nothing was updated
-            running = app.version if status == "complete" else None
-            self.rows.set_status(instance.id, status, app.version if running else
-                                 instance.target_version, running=running)
-            LOG.info("Update instance %s (node %s): %s %s", instance.machineid,
-                     instance.node_uuid or "-", status, running or instance.target_version)
+        changes, errors = _changes(instance, app)
+        self.events.record(changes)
+        for change in changes:
+            if change.status != "error":
+                LOG.info("Update instance %s (node %s): %s %s", instance.machineid,
+                         instance.node_uuid or "-", change.status,
+                         change.running or change.version)
+        for text in errors:
+            LOG.warning("Update instance %s (node %s) on %s: %s", instance.machineid,
+                        instance.node_uuid or "-", app.version, text)
+            # Only an instance that was updating can halt its group: a report for a
+            # machine id that was never granted anything (anyone can send one) is
+            # recorded only.
+            if safe_mode and instance.status in IN_PROGRESS:
+                self.halt(instance, f"instance {instance.machineid} reported an error "
+                                    f"in safe mode: {text}")
 
-    def _error(self, instance: Instance, app: omaha.AppRequest, event: omaha.Event,
-               safe_mode: bool) -> None:
-        text = error_text(event)
-        self.rows.set_status(instance.id, "error", instance.target_version,
-                             code=event.error_code, text=text, running=app.version)
-        LOG.warning("Update instance %s (node %s) on %s: %s", instance.machineid,
-                    instance.node_uuid or "-", app.version, text)
-        # Only an instance that was updating can halt its group: a report for a machine
-        # id that was never granted anything (anyone can send one) is recorded only.
-        if safe_mode and instance.status in IN_PROGRESS:
-            self.halt(instance, f"instance {instance.machineid} reported an error in "
-                                f"safe mode: {text}")
+
+def _changes(instance: Instance, app: omaha.AppRequest
+             ) -> tuple[list[StatusChange], list[str]]:
+    """What ``app``'s events do to ``instance``, in their order, and the text of each
+    error among them."""
+    changes: list[StatusChange] = []
+    errors: list[str] = []
+    for event in app.events:
+        if event.result == omaha_codes.RESULT_ERROR:
+            text = error_text(event)
+            changes.append(StatusChange(instance.id, "error", instance.target_version,
+                                        code=event.error_code, text=text,
+                                        running=app.version))
+            errors.append(text)
+            continue
+        status = EVENT_STATUS.get((event.type, event.result))
+        if status is None:
+            continue       # deferred (9) or a type we do not track
+        if status == "complete" and (event.previous_version or "") in NO_PREVIOUS:
+            continue       # Flatcar's first boot: nothing was updated
+        running = app.version if status == "complete" else None
+        changes.append(StatusChange(instance.id, status, app.version if running else
+                                    instance.target_version, running=running))
+    return changes, errors

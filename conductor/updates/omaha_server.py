@@ -2,7 +2,8 @@
 
 For each ``<app>`` of a request: find the group (``track``; each channel has a group of
 its name) of a known application, register or touch the instance (one row per machine
-id and appid: one indexed read, at most one write), record its events, and for an
+id and appid: one indexed read, at most one write), record its events (with the
+reports that arrive meanwhile, in one transaction: instances.py), and for an
 ``<updatecheck>`` ask :func:`conductor.updates.policy.decide`; a grant is recorded with
 conditional UPDATEs (conductor/db/updates.py). Groups, channels, images and ready
 deltas come from a snapshot cached for ``cache_ttl`` seconds and dropped at once when
@@ -22,7 +23,9 @@ import time
 from collections.abc import Callable
 
 from conductor.db.queries import utcnow
+from conductor.db.update_events import EventRows
 from conductor.db.updates import Image, Instance, UpdateRows
+from conductor.db.write_turns import WriteTurns
 from conductor.updates import policy
 from conductor.updates.instances import Recorder
 from conductor.updates.registrations import Registrations
@@ -151,11 +154,15 @@ class OmahaServer:
     def __init__(self, rows: UpdateRows, cache: SnapshotCache,
                  node_of: Callable[[str], str | None],
                  clock: Callable[[], datetime.datetime] = utcnow,
-                 registrations: Registrations | None = None):
+                 registrations: Registrations | None = None,
+                 events: EventRows | None = None):
+        """``events``: where reports are written (by default with a write turn of
+        their own; conductor/service/updates.py shares the lease writes' turns)."""
         self.rows, self.cache, self.node_of, self.clock = rows, cache, node_of, clock
         self.check_times = CheckTimes(rows)
         self.registrations = registrations or Registrations()
-        self.recorder = Recorder(rows, self.halt)
+        self.recorder = Recorder(events or EventRows(rows.engine, WriteTurns().normal),
+                                 self.halt)
 
     def handle(self, body: bytes, base_url: str, client: str = "unknown") -> bytes:
         """The response to a request body from ``client`` (its address: what new
@@ -183,7 +190,8 @@ class OmahaServer:
             return self._refuse(app, "error-instanceRegistrationFailed")
         if app.events:
             self.recorder.record(instance, app, group.policy.safe_mode)
-            instance = self.rows.instance(app.machineid, appid) or instance
+            if app.updatecheck:     # the check decides from the row the events left
+                instance = self.rows.instance(app.machineid, appid) or instance
         check = self._check(app, instance, snapshot, group, codebase, now) \
             if app.updatecheck else None
         status = "ok" if check is None or check[0] in ("ok", "noupdate") else check[0]

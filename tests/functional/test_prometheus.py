@@ -74,9 +74,11 @@ def prometheus(tmp_path, appliance):
          f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
+        # A starting Prometheus on a loaded machine may accept and answer after 2 s:
+        # a read timeout is "not yet", as a refused connection is.
         wait_until(lambda: requests.get(f"{url}/-/ready", timeout=2).ok, 60, 0.2,
                    lambda: (tmp_path / "prometheus.log").read_text()[-3000:],
-                   ignore=requests.ConnectionError)
+                   ignore=(requests.ConnectionError, requests.Timeout))
         yield url
     finally:
         process.terminate()           # by PID: the one process this fixture started

@@ -19,7 +19,7 @@ import pytest
 
 from tests.functional.conftest import start_server, stop_server
 from tests.functional.dhcp_peers import DhcpLab, ExternalDnsmasq
-from tests.functional.helpers import WAIT, api_call, mac, provision, unique
+from tests.functional.helpers import WAIT, api_call, mac, provision, unique, wait_node
 from tests.functional.netboot_peers import curl, require
 from tests.functional.test_conductors import cluster_db  # noqa: F401 - a fixture
 from tests.functional.test_netboot import HTTP_RE, TFTP_RE
@@ -161,14 +161,20 @@ def test_each_conductor_serves_its_nodes_and_the_survivor_takes_over(cluster, tm
                    for uuid, address in nodes.values())
     wait_until(taken_over, WAIT, 0.5, f"{survivor_name} to take over {victim_name}'s nodes")
     taken = nodes["ipxe"][0]
-    assert f"Node {taken}: boot configuration re-created on {survivor_name} (was " \
-           f"{victim_name})" in survivor.output()
+    # Logged once take_over has written the files seen above (and read from the pipe by
+    # a thread of the test): it may come a moment after them.
+    recreated = f"Node {taken}: boot configuration re-created on {survivor_name} (was " \
+                f"{victim_name})"
+    wait_until(lambda: recreated in survivor.output(), WAIT, 0.2,
+               lambda: f"{recreated!r} in the survivor's log:\n{survivor.output()}")
 
     for kind, (uuid, address) in nodes.items():
         config = per_mac_config(survivor, kind, address, tmp_path / f"{kind}-after")
         assert config is not None and uuid in config, survivor.output()
-        node = api_call(survivor.url, "GET", f"/v1/nodes/{uuid}")
-        assert (node["provision_state"], node["reservation"]) == ("clean wait", None)
+        # (the takeover holds the node's lock until just after that log line)
+        node = wait_node(survivor.url, uuid, lambda n: n["reservation"] is None,
+                         "unlocked after the takeover")
+        assert node["provision_state"] == "clean wait", node
     new_url = f"{survivor.http}/boot.ipxe"
     assert answer(lab, nodes["ipxe"][1], IPXE_USER_CLASS) == (BOOT[survivor_name], new_url), \
         dnsmasq.log.read_text()

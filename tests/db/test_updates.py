@@ -7,10 +7,12 @@ import datetime
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from conductor.db import updates as update_db
 from conductor.db.leases import LeaseRows
 from conductor.db.queries import utcnow
+from conductor.db.schema import update_lease_groups
 from conductor.db.updates import UpdateRows
 
 APP = "{7d6a52c5-3e0b-4a5c-9a8e-6d6574616c63}"
@@ -86,6 +88,32 @@ def test_lease_acquire_renew_release_and_expiry(engines):
     assert leases.acquire("default", "node-b", -1).held           # expires at once
     assert leases.acquire("default", "node-c", 300).held          # b's lease is gone
     assert [h.holder for h in leases.status()[0][2]] == ["node-c"]
+
+
+def test_a_poll_of_a_full_group_is_refused_by_one_read(engines):
+    """What most polls of a waiting fleet meet: refused without a write, with the
+    group's max, its live holders and the seconds until the first lease runs out;
+    a holder's own poll, and one after a lease ran out, go on to the write."""
+    engine = engines()
+    leases = LeaseRows(engine)
+    leases.set_max("g", 2)
+    assert leases.acquire("g", "a", 100).held and leases.acquire("g", "b", 300).held
+    generation = sa.select(update_lease_groups.c.generation).where(
+        update_lease_groups.c.name == "g")      # + 1 in each lease write transaction
+    with engine.connect() as conn:
+        before = conn.execute(generation).scalar_one()
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cur, sql, *args: statements.append(sql))
+    refused = leases.acquire("g", "c", 300)
+    assert len(statements) == 1 and statements[0].lstrip().startswith("SELECT")
+    assert (refused.held, refused.max, refused.holders) == (False, 2, 2)
+    assert 90 < refused.retry_after <= 100       # a's lease runs out first
+    assert leases.acquire("g", "a", 100).held    # a holder renews
+    assert leases.acquire("g", "b", -1).held     # b's lease runs out at once ...
+    assert leases.acquire("g", "c", 300).held    # ... so c gets its slot
+    with engine.connect() as conn:
+        assert conn.execute(generation).scalar_one() == before + 3
 
 
 @pytest.mark.parametrize("maximum", [1, 3])

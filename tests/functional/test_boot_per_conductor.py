@@ -141,7 +141,9 @@ def test_each_conductor_serves_its_nodes_and_the_survivor_takes_over(cluster, tm
     wait_until(lambda: per_mac_config(mine, "ipxe", spare["address"], tmp_path / "x") is None,
                WAIT, 0.2, "the deleted port's script gone from the node's conductor")
     gone = tmp_path / "dhcp-shared" / "hosts.d" / spare["address"].replace(":", "-")
-    assert "set:metalcast-released" in gone.read_text()
+    # The script goes first, then the entry is rewritten: wait for the entry too.
+    wait_until(lambda: "set:metalcast-released" in gone.read_text(), WAIT, 0.2,
+               "the deleted port's DHCP entry released")
     assert f"handed to conductor {owners['ipxe']}" in other.output()
     assert per_mac_config(mine, "ipxe", nodes["ipxe"][1], tmp_path / "kept") is not None
 

@@ -22,7 +22,7 @@ from tests.functional.orchestration_lab import (
     sw_manager,
     upload_and_apply,
 )
-from tests.functional.patch_lab import hosts, patch_state, sw_patch
+from tests.functional.patch_lab import hosts, patch_state, sw_patch, wait_for
 from tests.functional.stx_peers import openrc, peer_python, require_peers
 from tests.functional.stx_peers import sw_manager as stx_sw_manager
 from tests.functional.test_host_patching import require_tools
@@ -52,6 +52,10 @@ def clean(lab):
         response = requests.delete(lab.server.url + STRATEGY, json={"force": True},
                                    auth=lab.auth, timeout=30)
         assert response.status_code == 200, response.text
+    # A force-deleted strategy leaves a host's install running on its agent (the gate
+    # just opened lets it finish); the next test's strategy would find that agent busy.
+    wait_for("no host installing", lambda: all(
+        row["State"] != "installing" for row in hosts(lab).values()))
 
 
 def env(lab, password: str | None = None) -> dict[str, str]:

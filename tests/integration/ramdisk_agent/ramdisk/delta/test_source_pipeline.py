@@ -21,7 +21,7 @@ from ramdisk_agent.wire.errors import DeltaError
 
 MIB = 1 << 20
 BLOCK = 4096
-SIZE = 40 * MIB + 1000          # five 8 MiB windows and a partial last block
+SIZE = 40 * MIB + 1000          # twenty 2 MiB windows and a partial last block
 
 
 @pytest.fixture(scope="module")

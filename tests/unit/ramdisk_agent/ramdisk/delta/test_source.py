@@ -62,6 +62,7 @@ def test_verify_of_a_range_past_the_end_fails(disk):
 
 def test_verify_reads_aligned_windows_in_order_and_skips_wide_holes(disk, monkeypatch):
     path, data = disk
+    monkeypatch.setattr(source, "WINDOW", 8 << 20)          # the figures below are in it
     ops = [_copy(data, 100, 10 << 20),                      # two windows
            _copy(data, 13 << 20, 1 << 20),                  # 3 MiB hole: not read
            _copy(data, (14 << 20) + 512 * KIB, 3000)]       # 512 KiB hole: read through

@@ -24,7 +24,7 @@ from conductor.db.group_commit import GroupCommit
 from conductor.db.queries import utcnow
 from conductor.db.schema import update_instance_events as events
 from conductor.db.schema import update_instances as instances
-from conductor.db.updates import HISTORY
+from conductor.db.updates import trim_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +45,6 @@ _SET = instances.update().where(instances.c.id == sa.bindparam("b_id")).values(
     error_text=sa.bindparam("b_text"), updated_at=sa.bindparam("b_now"),
     version=sa.func.coalesce(sa.bindparam("b_running", type_=instances.c.version.type),
                              instances.c.version))
-_NEWER = events.alias("newer")
-#: Each instance's id of its HISTORY+1-th newest row (NULL: it has no more than HISTORY).
-_CUTOFF = sa.select(_NEWER.c.id).where(_NEWER.c.instance_id == events.c.instance_id) \
-    .order_by(_NEWER.c.id.desc()).offset(HISTORY).limit(1).scalar_subquery()
 
 
 class EventRows:
@@ -78,9 +74,7 @@ class EventRows:
             conn.execute(events.insert(), [dict(
                 instance_id=c.instance_id, status=c.status, version=c.version,
                 error_code=c.code, text=c.text, created_at=now) for c in changes])
-            conn.execute(events.delete().where(
-                events.c.instance_id.in_({c.instance_id for c in changes}),
-                events.c.id <= _CUTOFF))
+            conn.execute(trim_history({c.instance_id for c in changes}))
         return [None] * len(batch)
 
 

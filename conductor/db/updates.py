@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +36,17 @@ GROUP_DEFAULTS: dict[str, Any] = dict(
     window_length=None, timezone="UTC", rollout_percent=100, floors=[],
     halted_reason=None, period_grants=0)
 POLICY_COLUMNS = tuple(k for k in GROUP_DEFAULTS if k != "period_grants")
+
+
+def trim_history(instance_ids: Iterable[int]) -> sa.Delete:
+    """The DELETE that keeps only the last :data:`HISTORY` history rows of each of
+    ``instance_ids`` (one statement for any number of them: an event batch's)."""
+    newer = events.alias("newer")
+    cutoff = sa.select(newer.c.id).where(newer.c.instance_id == events.c.instance_id) \
+        .order_by(newer.c.id.desc()).offset(HISTORY).limit(1).scalar_subquery()
+    return events.delete().where(events.c.instance_id.in_(list(instance_ids)),
+                                 events.c.id <= cutoff)
+
 
 
 #: The check path's two statements, built once (no expression building per check).
@@ -297,32 +309,13 @@ class UpdateRows:
             self._history(conn, instance.id, "granted", target, None, None, now)
         return True
 
-    def set_status(self, instance_id: int, status: str, version: str | None,
-                   code: int | None = None, text: str | None = None,
-                   running: str | None = None) -> None:
-        """A reported event: the new status (and running version), one history row."""
-        now = utcnow()
-        values: dict[str, Any] = dict(status=status, error_code=code, error_text=text,
-                                      updated_at=now)
-        if running is not None:
-            values["version"] = running
-        with self.engine.begin() as conn:
-            conn.execute(instances.update().where(instances.c.id == instance_id)
-                         .values(**values))
-            self._history(conn, instance_id, status, version, code, text, now)
-
     @staticmethod
     def _history(conn: sa.Connection, instance_id: int, status: str, version: str | None,
                  code: int | None, text: str | None, now: datetime.datetime) -> None:
         conn.execute(events.insert().values(instance_id=instance_id, status=status,
                                             version=version, error_code=code, text=text,
                                             created_at=now))
-        ids = list(conn.execute(sa.select(events.c.id).where(
-            events.c.instance_id == instance_id).order_by(events.c.id.desc())
-            .offset(HISTORY).limit(1)).scalars())
-        if ids:
-            conn.execute(events.delete().where(events.c.instance_id == instance_id,
-                                               events.c.id <= ids[0]))
+        conn.execute(trim_history([instance_id]))
 
     def instances(self, group: str | None = None, status: str | None = None,
                   version: str | None = None, limit: int = 1000, offset: int = 0

@@ -13,7 +13,9 @@ from conductor.db import updates as update_db
 from conductor.db.leases import LeaseRows
 from conductor.db.queries import utcnow
 from conductor.db.schema import update_lease_groups
+from conductor.db.update_events import EventRows, StatusChange
 from conductor.db.updates import UpdateRows
+from conductor.db.write_turns import WriteTurns
 
 APP = "{7d6a52c5-3e0b-4a5c-9a8e-6d6574616c63}"
 
@@ -50,8 +52,9 @@ def test_instance_history_is_capped(rows, monkeypatch):
                                       version="1.0.0", status="new"))
     assert rows.add_instance(dict(machineid="m1", appid=APP, group_name="stable",
                                   version="1.0.0", status="new")).id == instance.id
+    reports = EventRows(rows.engine, WriteTurns().normal)
     for n in range(12):
-        rows.set_status(instance.id, "downloading", f"1.0.{n}")
+        reports.record([StatusChange(instance.id, "downloading", f"1.0.{n}")])
     history = rows.history(instance.id)
     assert [h["version"] for h in history] == [f"1.0.{n}" for n in range(7, 12)]
 
@@ -61,7 +64,8 @@ def test_a_grant_is_not_given_twice_while_the_update_runs(rows):
                                       version="1.0.0", status="new"))
     now = utcnow()
     assert rows.grant(instance, "2.0.0", 3600, now)
-    rows.set_status(instance.id, "downloading", "2.0.0")
+    EventRows(rows.engine, WriteTurns().normal).record(
+        [StatusChange(instance.id, "downloading", "2.0.0")])
     assert not rows.grant(instance, "2.0.0", 3600, now)
     later = now + datetime.timedelta(seconds=3601)      # timed out: granted again
     assert rows.grant(instance, "2.0.0", 3600, later)

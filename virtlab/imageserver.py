@@ -4,7 +4,10 @@ Serves the files of one directory with ``sendfile``, ``HEAD``, single ``Range``
 requests (206/416), ``ETag``/``If-Range``, and optional fault injection: with
 ``drop_after=N`` the first ``GET`` of each file is cut after N body bytes (the
 connection is closed), which is how the agent's resume is tested against a real
-socket. Paths are confined to the directory.
+socket; with ``hold_after=N`` every ``GET`` sends N body bytes and the rest only once
+``release()`` is called, which keeps a download in progress for as long as a test
+needs (e.g. to kill the agent or its conductor mid-write). Paths are confined to the
+directory.
 
 Run it as a process: ``python -m virtlab.imageserver DIR [--port 0] [--drop-after N]``;
 it prints ``IMAGESERVER {"url": ...}`` once listening (see ``virtlab.process``).
@@ -22,6 +25,7 @@ import threading
 import urllib.parse
 
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
+HOLD_LIMIT = 600.0      #: seconds a held body waits for release() at most
 
 
 class ImageHandler(http.server.BaseHTTPRequestHandler):
@@ -97,15 +101,26 @@ class ImageHandler(http.server.BaseHTTPRequestHandler):
         if drop is not None:
             limit = min(end, start + drop)
         with open(path, "rb") as f:
-            if isinstance(self.connection, ssl.SSLSocket):   # sendfile would bypass TLS
-                f.seek(start)
-                while (left := limit - f.tell()) > 0 and (data := f.read(min(left, 1 << 20))):
-                    self.connection.sendall(data)
-            else:
-                self.connection.sendfile(f, start, limit - start)
+            if self.server.hold_after is not None:
+                held = min(limit, start + self.server.hold_after)
+                self._copy(f, start, held)
+                self.server.released.wait(HOLD_LIMIT)
+                start = held
+            self._copy(f, start, limit)
         if limit < end:
             self.close_connection = True
             self.connection.shutdown(2)
+
+    def _copy(self, f, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` of the open file ``f`` to the client."""
+        if end <= start:
+            return
+        if isinstance(self.connection, ssl.SSLSocket):   # sendfile would bypass TLS
+            f.seek(start)
+            while (left := end - f.tell()) > 0 and (data := f.read(min(left, 1 << 20))):
+                self.connection.sendall(data)
+        else:
+            self.connection.sendfile(f, start, end - start)
 
     def _status(self, code: int) -> None:
         self.send_response(code)
@@ -119,7 +134,8 @@ class ImageServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, root: str, host: str = "127.0.0.1", port: int = 0,
-                 drop_after: int | None = None, tls: tuple[str, str] | None = None):
+                 drop_after: int | None = None, tls: tuple[str, str] | None = None,
+                 hold_after: int | None = None):
         super().__init__((host, port), ImageHandler)
         self.scheme = "http"
         if tls:      # (certificate, key) PEM files: serve HTTPS
@@ -129,6 +145,8 @@ class ImageServer(http.server.ThreadingHTTPServer):
             self.scheme = "https"
         self.root = os.path.realpath(root)
         self.drop_after = drop_after
+        self.hold_after = hold_after
+        self.released = threading.Event()
         self.requests: list[tuple[str, str, str | None]] = []
         self._dropped: set[str] = set()
         self._lock = threading.Lock()
@@ -150,6 +168,10 @@ class ImageServer(http.server.ThreadingHTTPServer):
                 return None
             self._dropped.add(path)
             return self.drop_after
+
+    def release(self) -> None:
+        """Let every held body (``hold_after``) go on, now and from now on."""
+        self.released.set()
 
     def start_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, daemon=True)

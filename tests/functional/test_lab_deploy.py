@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 
 import pytest
 
@@ -31,7 +30,7 @@ from tests.functional.test_virtlab_machine import require_image_tools
 from tests.waiting import wait_until
 from virtlab import images
 from virtlab.demo import lab as demo_lab
-from virtlab.imageserver import ImageHandler, ImageServer
+from virtlab.imageserver import ImageServer
 from virtlab.lab import start_lab, stop_lab
 
 IMAGE_MIB = 32
@@ -107,34 +106,16 @@ def _booted_v1(lab, name: str) -> dict:
                     and (s["booted_os"] or {}).get("version_id") == "1", "booted v1", WAIT)
 
 
-def held_after(first: int, release: threading.Event) -> type[ImageHandler]:
-    """A handler that sends the first ``first`` bytes of a body and the rest only once
-    ``release`` is set: write_image is in progress for as long as the test needs, not
-    for as long as a pace allowed (the test's steps before its kill take seconds, more
-    on a loaded machine, and a write that ended first would deploy the node)."""
-
-    class Held(ImageHandler):
-        def _send_body(self, path: str, start: int, end: int) -> None:
-            with open(path, "rb") as f:
-                f.seek(start)
-                self.connection.sendall(f.read(min(end - start, first)))
-                release.wait(WAIT)
-                while (left := end - f.tell()) > 0:
-                    self.connection.sendall(f.read(min(left, 1 << 20)))
-    return Held
-
-
 @pytest.fixture
 def image_server(appliance, tmp_path):
     """Serves v1 (and a tampered copy) from tmp_path/www; request log in .requests."""
     servers = []
 
-    def start(handler=ImageHandler, **options):
+    def start(**options):
         www = tmp_path / "www"
         www.mkdir(exist_ok=True)
         shutil.copyfile(appliance.v1, www / "lab-v1.img")
         server = ImageServer(str(www), **options)
-        server.RequestHandlerClass = handler
         servers.append((server, server.start_background()))
         return server
 
@@ -197,8 +178,9 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
                                                                  image_server):
     require("curl")
     running = lab(1)
-    release = threading.Event()
-    held = image_server(held_after(4 << 20, release))
+    # Each download is held after 4 MiB until the agent is killed: write_image is in
+    # progress for as long as the test's steps before the kill take, however loaded.
+    held = image_server(hold_after=4 << 20)
     client = Client(appliance.url)
     uuid = _available(client, running, "m0", f"{held.url}/lab-v1.img", appliance.v1_sha256)
     client.set_provision_state(uuid, "active")
@@ -232,7 +214,7 @@ def test_agent_killed_mid_write_then_redeploy_and_wrong_tokens(appliance, lab,
     assert status["phase"] == "agent" and status["agent"]["pid"] == agent["pid"]
 
     os.kill(agent["pid"], signal.SIGKILL)                    # dies mid-write
-    release.set()
+    held.release()
     failed = demo_lab.wait_all(client, [uuid], ("deploy failed", "active"), WAIT)[uuid]
     assert failed["provision_state"] == "deploy failed", failed
     assert "timed out" in failed["last_error"] or "timeout" in failed["last_error"], \

@@ -37,7 +37,7 @@ from tests.functional.test_virtlab_machine import require_image_tools
 from tests.waiting import wait_until
 from virtlab import images
 from virtlab.demo import lab as demo_lab
-from virtlab.imageserver import ImageHandler, ImageServer
+from virtlab.imageserver import ImageServer
 from virtlab.lab import start_lab, stop_lab
 
 NAMES = ("lab-c1", "lab-c2")
@@ -114,40 +114,18 @@ def cluster(cluster_db, tmp_path):  # noqa: F811 - the fixture imported above
         stop_server(api.process)
 
 
-class _HeldGet(ImageHandler):
-    """A GET waits for the server's ``gate`` before it is answered (HEAD is not held)."""
-
-    server: HeldImages
-
-    def do_GET(self):  # noqa: N802 - http.server's name for it
-        self.server.held.append(self.path)
-        self.server.gate.wait(WAIT)
-        super().do_GET()
-
-
-class HeldImages(ImageServer):
-    """The image server, holding every download until ``gate`` is set: a machine's
-    write_image cannot finish (nor its deploy go on) before the test lets it."""
-
-    def __init__(self, root: str):
-        super().__init__(root)
-        self.RequestHandlerClass = _HeldGet
-        self.gate = threading.Event()
-        self.held: list[str] = []
-        self.digest = ""
-
-
 @pytest.fixture
 def image_server(tmp_path):
     """The v1 image on an HTTP server of the test's own (it outlives any conductor)."""
     www = tmp_path / "www"
     www.mkdir()
     images.build_image(www / "lab-v1.img", "1", IMAGE_MIB)
-    server = HeldImages(str(www))
-    server.digest = demo_lab.sha256_of(www / "lab-v1.img")
+    # Every download is held until the test releases it: a machine's write_image
+    # cannot finish (nor its deploy go on) before the test lets it.
+    server = ImageServer(str(www), hold_after=0)
     thread = server.start_background()
-    yield server
-    server.gate.set()
+    yield server, demo_lab.sha256_of(www / "lab-v1.img")
+    server.release()
     server.shutdown()
     server.server_close()
     thread.join(10)
@@ -172,6 +150,11 @@ def _nodes_of(client: Client, owner: str, count: int, url: str, digest: str) -> 
     return mine
 
 
+def downloads(server: ImageServer) -> list[str]:
+    """The paths of the GETs ``server`` has answered (their bodies held)."""
+    return [path for method, path, _ in list(server.requests) if method == "GET"]
+
+
 def _writing(node: dict) -> bool:
     """Back in wait call-back with write_image started on the agent (a worker of the
     conductor is not driving the node: the takeover keeps such a node waiting)."""
@@ -187,8 +170,8 @@ def test_a_conductor_killed_while_its_machines_wait_for_call_back(cluster, image
         "GET", "/v1/conductors")["conductors"]} == dict.fromkeys(NAMES, True), 60, 0.2,
         "both conductors alive")
     first = conductors["lab-c1"]
-    url = f"{image_server.url}/lab-v1.img"
-    uuids = _nodes_of(client, "lab-c1", MACHINES, url, image_server.digest)
+    images_at, digest = image_server
+    uuids = _nodes_of(client, "lab-c1", MACHINES, f"{images_at.url}/lab-v1.img", digest)
     machines = [{"name": f"m{i}", "mac": mac(), "disk": str(tmp_path / f"m{i}.img"),
                  "disk_size_mib": DISK_MIB} for i in range(MACHINES)]
     lab = start_lab(demo_lab.lab_config(tmp_path, first, machines), tmp_path / "lab.json")
@@ -216,13 +199,13 @@ def test_a_conductor_killed_while_its_machines_wait_for_call_back(cluster, image
             lab.wait(name, lambda s: s["phase"] == "agent" and s["agent"], "agent", WAIT)
             wait_until(lambda node=uuid: _writing(client.get_node(node)), WAIT, 0.2,
                        f"{name} in wait call-back with write_image started")
-        wait_until(lambda: len(image_server.held) >= MACHINES, WAIT, 0.2,
-                   lambda: f"both agents downloading the image: {image_server.held}")
+        wait_until(lambda: len(downloads(images_at)) >= MACHINES, WAIT, 0.2,
+                   lambda: f"both agents downloading the image: {images_at.requests}")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
         killed_in = {uuid: client.get_node(uuid) for uuid in uuids}
         assert all(map(_writing, killed_in.values())), killed_in
-        image_server.gate.set()          # the writes go on; the survivor sees them end
+        images_at.release()              # the writes go on; the survivor sees them end
 
         final = demo_lab.wait_all(client, uuids, ("active", "deploy failed"), WAIT)
         assert {n["provision_state"] for n in final.values()} == {"active"}, \

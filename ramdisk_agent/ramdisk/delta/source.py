@@ -19,10 +19,11 @@ The hashing was: SHA-256 of windows just read cost 0.95 CPU-s a GiB through four
 buffers and 0.75 through four 2 MiB ones (it follows the buffers' total size, not the
 read size: one 8 MiB buffer also cost ~0.72 - likely the CPU cache; SHA-256 of a hot
 buffer is 0.61). On two cores that decides whether hashing keeps up with the disk: the
-pass took 0.72-0.80 s with 8 MiB windows and 0.61-0.62 s with 2 MiB, dd 0.58-0.65 s. Two reads stay in flight: with one,
-each wake-up of the reader behind the hashing threads leaves the disk idle (medians
-0.69 against 0.62 s; 1.25 against 0.68 s on a loaded machine); deeper queues, 1 or
-4 MiB windows measured no better (on a loaded machine only).
+pass took 0.72-0.80 s with 8 MiB windows and 0.61-0.62 s with 2 MiB, dd 0.58-0.65 s.
+Two reads stay in flight: with one, each wake-up of the reader behind the hashing
+threads leaves the disk idle (medians 0.69 against 0.62 s; 1.25 against 0.68 s on a
+loaded machine); deeper queues, 1 or 4 MiB windows measured no better (on a loaded
+machine only).
 """
 from __future__ import annotations
 
